@@ -1,0 +1,457 @@
+//! RFC 9162 Merkle trees with the hash and the domain as parameters.
+//!
+//! Shape (RFC 9162 §2.1.1): leaf `H(0x00 || data)`, node `H(0x01 || left || right)`, split at the
+//! largest power of two smaller than the size, no duplicated last leaf. Urbis instantiates `H`
+//! as keyed BLAKE3 with one key per tree ([`Domain::RecordsTree`], [`Domain::HistoryTree`],
+//! [`Domain::CrosslinksTree`]) so a node of one tree is never a node of another; [`Sha256`]
+//! is the plain RFC 6962 instance used to check the published vectors.
+
+use crate::hash::{Domain, Hash32};
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// Longest inclusion or consistency path any tree of at most 2^64-1 leaves can need.
+pub const PATH_LEN_MAX: usize = 64;
+
+/// The hash function of one tree.
+pub trait TreeHasher {
+    /// `H(0x00 || data)`.
+    fn leaf(&self, data: &[u8]) -> Hash32;
+    /// `H(0x01 || left || right)`.
+    fn node(&self, left: &Hash32, right: &Hash32) -> Hash32;
+    /// `H("")`, the root of the empty tree.
+    fn empty(&self) -> Hash32;
+}
+
+/// Keyed BLAKE3, one key per tree.
+#[derive(Clone, Copy, Debug)]
+pub struct Blake3Tree {
+    key: [u8; 32],
+}
+
+impl Blake3Tree {
+    /// The hasher of the tree named by `domain`.
+    pub fn new(domain: Domain) -> Self {
+        Blake3Tree { key: *domain.key() }
+    }
+    /// The records tree of a shard block.
+    pub fn records() -> Self {
+        Self::new(Domain::RecordsTree)
+    }
+    /// The history tree of a shard (all earlier header hashes).
+    pub fn history() -> Self {
+        Self::new(Domain::HistoryTree)
+    }
+    /// The crosslinks tree of a beacon block.
+    pub fn crosslinks() -> Self {
+        Self::new(Domain::CrosslinksTree)
+    }
+}
+
+impl TreeHasher for Blake3Tree {
+    fn leaf(&self, data: &[u8]) -> Hash32 {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(&[0x00]);
+        h.update(data);
+        Hash32(*h.finalize().as_bytes())
+    }
+    fn node(&self, left: &Hash32, right: &Hash32) -> Hash32 {
+        let mut buf = [0u8; 65];
+        buf[0] = 0x01;
+        buf[1..33].copy_from_slice(&left.0);
+        buf[33..].copy_from_slice(&right.0);
+        Hash32(*blake3::keyed_hash(&self.key, &buf).as_bytes())
+    }
+    fn empty(&self) -> Hash32 {
+        Hash32(*blake3::keyed_hash(&self.key, b"").as_bytes())
+    }
+}
+
+/// SHA-256 with no domain key: exactly RFC 6962.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sha256;
+
+impl TreeHasher for Sha256 {
+    fn leaf(&self, data: &[u8]) -> Hash32 {
+        let mut h = sha2::Sha256::new();
+        h.update([0x00]);
+        h.update(data);
+        Hash32(h.finalize().into())
+    }
+    fn node(&self, left: &Hash32, right: &Hash32) -> Hash32 {
+        let mut h = sha2::Sha256::new();
+        h.update([0x01]);
+        h.update(left.0);
+        h.update(right.0);
+        Hash32(h.finalize().into())
+    }
+    fn empty(&self) -> Hash32 {
+        Hash32(sha2::Sha256::digest(b"").into())
+    }
+}
+
+/// Why a Merkle proof was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MerkleError {
+    /// The leaf index is not inside the tree.
+    #[error("leaf index {index} is not below tree size {size}")]
+    IndexOutOfRange {
+        /// Claimed leaf index.
+        index: u64,
+        /// Claimed tree size.
+        size: u64,
+    },
+    /// A consistency proof from a larger tree to a smaller one.
+    #[error("consistency from size {size1} to the smaller size {size2}")]
+    SizeOrder {
+        /// Older tree size.
+        size1: u64,
+        /// Newer tree size.
+        size2: u64,
+    },
+    /// The path does not have the one length that (index, size) or (size1, size2) fixes.
+    #[error("proof has {actual} hashes where exactly {expected} are needed")]
+    WrongPathLength {
+        /// Length fixed by the parameters.
+        expected: usize,
+        /// Length supplied.
+        actual: usize,
+    },
+    /// The recomputed root is not the trusted root.
+    #[error("recomputed root does not match the trusted root")]
+    RootMismatch,
+}
+
+/// The root of the tree over the already-hashed leaves `leaf_hashes`.
+pub fn root_from_leaf_hashes<H: TreeHasher>(hasher: &H, leaf_hashes: &[Hash32]) -> Hash32 {
+    match leaf_hashes.len() {
+        0 => hasher.empty(),
+        1 => leaf_hashes[0],
+        n => {
+            let k = split(n as u64) as usize;
+            let left = root_from_leaf_hashes(hasher, &leaf_hashes[..k]);
+            let right = root_from_leaf_hashes(hasher, &leaf_hashes[k..]);
+            hasher.node(&left, &right)
+        }
+    }
+}
+
+/// The root of the tree over `leaves` (raw leaf data).
+pub fn root<H: TreeHasher, L: AsRef<[u8]>>(hasher: &H, leaves: &[L]) -> Hash32 {
+    let hashes: Vec<Hash32> = leaves.iter().map(|l| hasher.leaf(l.as_ref())).collect();
+    root_from_leaf_hashes(hasher, &hashes)
+}
+
+/// An inclusion proof (RFC 9162 §2.1.3): the audit path of leaf `leaf_index` in a tree of
+/// `tree_size` leaves, siblings ordered from the leaf up.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct InclusionProof {
+    /// Index of the leaf, from 0.
+    pub leaf_index: u64,
+    /// Number of leaves in the tree.
+    pub tree_size: u64,
+    /// Sibling hashes from the leaf to the root.
+    pub path: Vec<Hash32>,
+}
+
+impl InclusionProof {
+    /// Builds the proof for leaf `index` from all leaf hashes of the tree.
+    pub fn build<H: TreeHasher>(
+        hasher: &H,
+        leaf_hashes: &[Hash32],
+        index: u64,
+    ) -> Result<Self, MerkleError> {
+        let size = leaf_hashes.len() as u64;
+        if index >= size {
+            return Err(MerkleError::IndexOutOfRange { index, size });
+        }
+        let mut path = Vec::new();
+        inclusion_path(hasher, leaf_hashes, index as usize, &mut path);
+        Ok(InclusionProof { leaf_index: index, tree_size: size, path })
+    }
+
+    /// Checks that `leaf_hash` is leaf `leaf_index` of the tree of `tree_size` leaves whose root
+    /// is `root` (RFC 9162 §2.1.3.2).
+    pub fn verify<H: TreeHasher>(
+        &self,
+        hasher: &H,
+        leaf_hash: &Hash32,
+        root: &Hash32,
+    ) -> Result<(), MerkleError> {
+        let computed = self.root_from_leaf(hasher, leaf_hash)?;
+        if &computed == root { Ok(()) } else { Err(MerkleError::RootMismatch) }
+    }
+
+    /// Recomputes the root from the leaf hash and the path, after checking the parameters.
+    pub fn root_from_leaf<H: TreeHasher>(
+        &self,
+        hasher: &H,
+        leaf_hash: &Hash32,
+    ) -> Result<Hash32, MerkleError> {
+        let (index, size) = (self.leaf_index, self.tree_size);
+        if index >= size {
+            return Err(MerkleError::IndexOutOfRange { index, size });
+        }
+        let expected = inclusion_path_len(index, size);
+        if self.path.len() != expected {
+            return Err(MerkleError::WrongPathLength { expected, actual: self.path.len() });
+        }
+        let mut fn_ = index;
+        let mut sn = size - 1;
+        let mut r = *leaf_hash;
+        for p in &self.path {
+            if fn_ & 1 == 1 || fn_ == sn {
+                r = hasher.node(p, &r);
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            } else {
+                r = hasher.node(&r, p);
+            }
+            fn_ >>= 1;
+            sn >>= 1;
+        }
+        // The length check above makes this hold; it is the RFC's own final condition.
+        debug_assert_eq!(sn, 0);
+        Ok(r)
+    }
+}
+
+/// The number of path hashes RFC 9162 §2.1.3.2 consumes for leaf `index` of `size` leaves.
+pub fn inclusion_path_len(index: u64, size: u64) -> usize {
+    if index >= size {
+        return 0;
+    }
+    let (mut fn_, mut sn, mut n) = (index, size - 1, 0usize);
+    while sn != 0 {
+        if fn_ & 1 == 1 || fn_ == sn {
+            while fn_ & 1 == 0 && fn_ != 0 {
+                fn_ >>= 1;
+                sn >>= 1;
+            }
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+        n += 1;
+    }
+    n
+}
+
+/// A consistency proof (RFC 9162 §2.1.4): the tree of `size1` leaves is a prefix of the tree of
+/// `size2` leaves.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    /// Size of the older tree.
+    pub size1: u64,
+    /// Size of the newer tree.
+    pub size2: u64,
+    /// The proof hashes.
+    pub path: Vec<Hash32>,
+}
+
+impl ConsistencyProof {
+    /// Builds the proof from all leaf hashes of the newer tree.
+    pub fn build<H: TreeHasher>(
+        hasher: &H,
+        leaf_hashes: &[Hash32],
+        size1: u64,
+    ) -> Result<Self, MerkleError> {
+        let size2 = leaf_hashes.len() as u64;
+        if size1 > size2 {
+            return Err(MerkleError::SizeOrder { size1, size2 });
+        }
+        let mut path = Vec::new();
+        if size1 != 0 && size1 != size2 {
+            subproof(hasher, size1 as usize, leaf_hashes, true, &mut path);
+        }
+        Ok(ConsistencyProof { size1, size2, path })
+    }
+
+    /// Checks that `root1` (size1 leaves) and `root2` (size2 leaves) are roots of one
+    /// append-only log (RFC 9162 §2.1.4.2). A consistency from the empty tree needs an empty
+    /// path.
+    pub fn verify<H: TreeHasher>(
+        &self,
+        hasher: &H,
+        root1: &Hash32,
+        root2: &Hash32,
+    ) -> Result<(), MerkleError> {
+        let (size1, size2) = (self.size1, self.size2);
+        if size1 > size2 {
+            return Err(MerkleError::SizeOrder { size1, size2 });
+        }
+        if size1 == 0 || size1 == size2 {
+            if !self.path.is_empty() {
+                return Err(MerkleError::WrongPathLength { expected: 0, actual: self.path.len() });
+            }
+            if size1 == 0 {
+                return if root1 == &hasher.empty() { Ok(()) } else { Err(MerkleError::RootMismatch) };
+            }
+            return if root1 == root2 { Ok(()) } else { Err(MerkleError::RootMismatch) };
+        }
+        let expected = consistency_path_len(size1, size2);
+        if self.path.len() != expected {
+            return Err(MerkleError::WrongPathLength { expected, actual: self.path.len() });
+        }
+        let mut path: Vec<Hash32> = Vec::with_capacity(self.path.len() + 1);
+        if size1.is_power_of_two() {
+            path.push(*root1);
+        }
+        path.extend_from_slice(&self.path);
+        let mut fn_ = size1 - 1;
+        let mut sn = size2 - 1;
+        while fn_ & 1 == 1 {
+            fn_ >>= 1;
+            sn >>= 1;
+        }
+        let mut fr = path[0];
+        let mut sr = path[0];
+        for c in &path[1..] {
+            if sn == 0 {
+                return Err(MerkleError::WrongPathLength { expected, actual: self.path.len() });
+            }
+            if fn_ & 1 == 1 || fn_ == sn {
+                fr = hasher.node(c, &fr);
+                sr = hasher.node(c, &sr);
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            } else {
+                sr = hasher.node(&sr, c);
+            }
+            fn_ >>= 1;
+            sn >>= 1;
+        }
+        if sn != 0 {
+            return Err(MerkleError::WrongPathLength { expected, actual: self.path.len() });
+        }
+        if &fr == root1 && &sr == root2 { Ok(()) } else { Err(MerkleError::RootMismatch) }
+    }
+}
+
+/// The number of proof hashes a consistency proof from `size1` to `size2` carries
+/// (0 < size1 < size2).
+pub fn consistency_path_len(size1: u64, size2: u64) -> usize {
+    if size1 == 0 || size1 >= size2 {
+        return 0;
+    }
+    let mut fn_ = size1 - 1;
+    let mut sn = size2 - 1;
+    while fn_ & 1 == 1 {
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    // One hash is consumed per level while `sn` is not zero; the first one is the old root
+    // itself when size1 is a power of two.
+    let mut n = 0usize;
+    while sn != 0 {
+        if fn_ & 1 == 1 || fn_ == sn {
+            while fn_ & 1 == 0 && fn_ != 0 {
+                fn_ >>= 1;
+                sn >>= 1;
+            }
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+        n += 1;
+    }
+    if size1.is_power_of_two() { n } else { n + 1 }
+}
+
+/// The largest power of two strictly smaller than `n` (n ≥ 2).
+fn split(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+fn inclusion_path<H: TreeHasher>(hasher: &H, leaves: &[Hash32], m: usize, out: &mut Vec<Hash32>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = split(n as u64) as usize;
+    if m < k {
+        inclusion_path(hasher, &leaves[..k], m, out);
+        out.push(root_from_leaf_hashes(hasher, &leaves[k..]));
+    } else {
+        inclusion_path(hasher, &leaves[k..], m - k, out);
+        out.push(root_from_leaf_hashes(hasher, &leaves[..k]));
+    }
+}
+
+fn subproof<H: TreeHasher>(
+    hasher: &H,
+    m: usize,
+    leaves: &[Hash32],
+    complete: bool,
+    out: &mut Vec<Hash32>,
+) {
+    let n = leaves.len();
+    if m == n {
+        if !complete {
+            out.push(root_from_leaf_hashes(hasher, leaves));
+        }
+        return;
+    }
+    let k = split(n as u64) as usize;
+    if m <= k {
+        subproof(hasher, m, &leaves[..k], complete, out);
+        out.push(root_from_leaf_hashes(hasher, &leaves[k..]));
+    } else {
+        subproof(hasher, m - k, &leaves[k..], false, out);
+        out.push(root_from_leaf_hashes(hasher, &leaves[..k]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<Hash32> {
+        let h = Blake3Tree::records();
+        (0..n).map(|i| h.leaf(&(i as u64).to_le_bytes())).collect()
+    }
+
+    #[test]
+    fn every_inclusion_proof_verifies_and_has_the_predicted_length() {
+        let h = Blake3Tree::records();
+        for n in 1..40 {
+            let l = leaves(n);
+            let r = root_from_leaf_hashes(&h, &l);
+            for i in 0..n {
+                let p = InclusionProof::build(&h, &l, i as u64).unwrap();
+                assert_eq!(p.path.len(), inclusion_path_len(i as u64, n as u64));
+                p.verify(&h, &l[i], &r).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn every_consistency_proof_verifies_and_has_the_predicted_length() {
+        let h = Blake3Tree::history();
+        for n in 1..34 {
+            let l = leaves(n);
+            let r2 = root_from_leaf_hashes(&h, &l);
+            for m in 0..=n {
+                let r1 = root_from_leaf_hashes(&h, &l[..m]);
+                let p = ConsistencyProof::build(&h, &l, m as u64).unwrap();
+                if m != 0 && m != n {
+                    assert_eq!(p.path.len(), consistency_path_len(m as u64, n as u64), "{m}->{n}");
+                }
+                p.verify(&h, &r1, &r2).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn duplicated_last_leaf_changes_the_root() {
+        let h = Blake3Tree::records();
+        let l = leaves(3);
+        let mut dup = l.clone();
+        dup.push(l[2]);
+        assert_ne!(root_from_leaf_hashes(&h, &l), root_from_leaf_hashes(&h, &dup));
+    }
+}
