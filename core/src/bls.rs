@@ -264,7 +264,8 @@ pub fn aggregate_verify(keys: &[PublicKey], messages: &[&[u8]], signature: &Sign
         .collect();
     let neg_g1 = -G1Affine::generator();
     let sig = G2Prepared::from(signature.point);
-    let mut terms: Vec<(&G1Affine, &G2Prepared)> = keys.iter().map(|k| &k.point).zip(&hashes).collect();
+    let mut terms: Vec<(&G1Affine, &G2Prepared)> =
+        keys.iter().map(|k| &k.point).zip(&hashes).collect();
     terms.push((&neg_g1, &sig));
     multi_miller_loop(&terms).final_exponentiation() == Gt::identity()
 }

@@ -4,8 +4,23 @@
 //! beacon, the bridge, the CLI and the tests all run this same code.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod beacon;
 pub mod bls;
 pub mod encoding;
+pub mod genesis;
 pub mod hash;
+pub mod header;
+pub mod light_client;
 pub mod merkle;
+pub mod proof;
+pub mod record;
 pub mod sealing;
+pub mod signing;
+pub mod state;
+pub mod subject;
+pub mod validators;
+
+pub use hash::{Domain, Hash32};
+pub use proof::{Level, verify_record_proof, verify_state_proof};
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -287,7 +287,10 @@ impl ConsistencyProof {
                 return Err(MerkleError::WrongPathLength { expected: 0, actual: self.path.len() });
             }
             if size1 == 0 {
-                return if root1 == &hasher.empty() { Ok(()) } else { Err(MerkleError::RootMismatch) };
+                // Every tree extends the empty tree; only the empty roots themselves are checked.
+                let empty = hasher.empty();
+                let ok = root1 == &empty && (size2 != 0 || root2 == &empty);
+                return if ok { Ok(()) } else { Err(MerkleError::RootMismatch) };
             }
             return if root1 == root2 { Ok(()) } else { Err(MerkleError::RootMismatch) };
         }

@@ -101,7 +101,8 @@ impl SealingPublicKey {
 }
 
 /// Verifies many signatures at once; the verdict is the conjunction of [`SealingPublicKey::verify`]
-/// over the items. Returns the index of the first refused item on failure.
+/// over the items (so an empty batch is vacuously valid: callers that need at least one item
+/// check that themselves). Returns the index of the first refused item on failure.
 pub fn verify_batch(
     items: &[(&SealingPublicKey, &[u8], &[u8; 64])],
 ) -> Result<(), (usize, Ed25519Error)> {
@@ -122,7 +123,9 @@ pub fn verify_batch(
     Err((0, Ed25519Error::BadSignature))
 }
 
-fn check_signature_encoding(signature: &[u8; 64]) -> Result<ed25519_dalek::Signature, Ed25519Error> {
+fn check_signature_encoding(
+    signature: &[u8; 64],
+) -> Result<ed25519_dalek::Signature, Ed25519Error> {
     let r: [u8; 32] = signature[..32].try_into().map_err(|_| Ed25519Error::NonCanonicalR)?;
     let s: [u8; 32] = signature[32..].try_into().map_err(|_| Ed25519Error::NonCanonicalS)?;
     let point = canonical_point(&r).ok_or(Ed25519Error::NonCanonicalR)?;

@@ -1,0 +1,1 @@
+//! placeholder, replaced with the docs/protocol.md check
