@@ -1,1 +1,203 @@
-fn main() {}
+//! The `urbis` binary: keys, genesis, subject ids, offline proof verification, and (as their
+//! issues land) every node role.
+
+mod keys;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use urbis_core::genesis::{Genesis, ValidGenesis};
+use urbis_core::light_client::{Checkpoint, LightClient};
+use urbis_core::proof::{ProofDocument, verify_record_proof, verify_state_proof};
+use urbis_core::state::StateKey;
+use urbis_core::subject::{IdentifierScheme, SubjectKey, subject_id};
+
+/// Urbis: verifiable public records across a federation of cities.
+#[derive(Parser)]
+#[command(name = "urbis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate and inspect keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Create or validate a genesis document.
+    #[command(subcommand)]
+    Genesis(keys::GenesisCommand),
+    /// Compute a pseudonymous subject id (the identifier is read from stdin unless given).
+    SubjectId {
+        /// File holding the federation's 32-byte subject key as 64 hex digits.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// `national:CC` (ISO 3166 country), `lei`, or `uscc`.
+        #[arg(long)]
+        scheme: String,
+        /// The identifier; omit it to read one line from stdin (keeps it out of shell history).
+        identifier: Option<String>,
+    },
+    /// Verify a self-contained proof offline against the genesis file alone.
+    Verify {
+        /// The proof document (JSON), as the shard API returns it.
+        proof: PathBuf,
+        /// The federation's genesis document.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// Start the light client from this trusted checkpoint instead of genesis.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// For state proofs: the key you are asking about, as JSON (built by you, not taken
+        /// from the proof), e.g. '{"type":"revocation","credential_id":"<64 hex>"}'.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Run a whole federation on this machine.
+    Devnet,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Keys(c) => keys::keys(c).map(|()| ExitCode::SUCCESS),
+        Command::Genesis(c) => keys::genesis(c).map(|()| ExitCode::SUCCESS),
+        Command::SubjectId { key_file, scheme, identifier } => {
+            subject(&key_file, &scheme, identifier).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Verify { proof, genesis, checkpoint, key } => {
+            verify(&proof, &genesis, checkpoint.as_deref(), key.as_deref())
+        }
+        Command::Devnet => {
+            bail!(
+                "the devnet needs the shard node and the beacon, which are not built yet; \
+                 `urbis genesis create` already creates a federation's genesis and keys"
+            )
+        }
+    }
+}
+
+/// Reads and validates a genesis document.
+pub fn load_genesis(path: &Path) -> Result<ValidGenesis> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let genesis: Genesis =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    genesis.validate().with_context(|| format!("validating {}", path.display()))
+}
+
+fn verify(
+    proof: &Path,
+    genesis: &Path,
+    checkpoint: Option<&Path>,
+    key: Option<&str>,
+) -> Result<ExitCode> {
+    let genesis = load_genesis(genesis)?;
+    let text = std::fs::read_to_string(proof).with_context(|| format!("reading {}", proof.display()))?;
+    let document: ProofDocument =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", proof.display()))?;
+    let mut client = match checkpoint {
+        None => LightClient::from_genesis(&genesis),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let cp: Checkpoint = serde_json::from_str(&text).context("parsing the checkpoint")?;
+            LightClient::from_checkpoint(&genesis, &cp).context("checkpoint")?
+        }
+    };
+    let finality = match &document {
+        ProofDocument::Record(p) => p.finality.as_ref(),
+        ProofDocument::State(p) => p.finality.as_ref(),
+    };
+    if let Some(f) = finality {
+        if let Err((i, e)) = client.apply_all(&f.set_updates) {
+            println!("{}", serde_json::json!({"verified": false, "link": "validator_set_update", "index": i, "error": e.to_string()}));
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let outcome = match &document {
+        ProofDocument::Record(p) => verify_record_proof(&genesis, &client, p).map(|v| {
+            serde_json::json!({
+                "verified": true,
+                "level": v.level,
+                "record_id": v.id,
+                "city": v.record.city,
+                "height": v.height,
+                "beacon_height": v.beacon_height,
+                "record": v.record,
+            })
+        }),
+        ProofDocument::State(p) => {
+            let Some(key) = key else {
+                bail!("a state proof needs --key: the key you ask about, built by you");
+            };
+            let key: StateKey = serde_json::from_str(key).context("parsing --key")?;
+            verify_state_proof(&genesis, &client, &key, p).map(|v| {
+                serde_json::json!({
+                    "verified": true,
+                    "level": v.level,
+                    "height": v.height,
+                    "beacon_height": v.beacon_height,
+                    "key": key,
+                    "present": v.value.is_some(),
+                    "value_hex": v.value.map(hex::encode),
+                })
+            })
+        }
+    };
+    match outcome {
+        Ok(json) => {
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{}", serde_json::json!({"verified": false, "link": link_name(&e), "error": e.to_string()}));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// A stable name for the link of the chain that failed.
+fn link_name(e: &urbis_core::proof::ProofError) -> &'static str {
+    use urbis_core::proof::ProofError as E;
+    match e {
+        E::Record(_) | E::CityMismatch { .. } => "record",
+        E::RecordsCount { .. } | E::RecordsPath(_) => "records_path",
+        E::UnknownCity(_) | E::HeaderSeal(_) => "shard_header",
+        E::StatePath(_) | E::StateKeyMismatch => "state_path",
+        E::HistoryHeader | E::HistoryParameters { .. } | E::HistoryPath(_) | E::CrosslinkedSeal(_) => "history_path",
+        E::CrosslinksCount { .. } | E::CrosslinkPath(_) | E::BeforeCityJoined { .. } => "crosslink_path",
+        E::Beacon(_) => "beacon_certificate",
+    }
+}
+
+fn subject(key_file: &Path, scheme: &str, identifier: Option<String>) -> Result<()> {
+    let scheme = match scheme.split_once(':') {
+        Some(("national", country)) => IdentifierScheme::National { country: country.to_string() },
+        None if scheme == "lei" => IdentifierScheme::Lei,
+        None if scheme == "uscc" => IdentifierScheme::Uscc,
+        _ => bail!("--scheme must be national:CC, lei or uscc"),
+    };
+    let key = keys::read_secret_hex::<32>(key_file).context("reading the subject key")?;
+    let identifier = match identifier {
+        Some(i) => i,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the identifier from stdin")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let id = subject_id(&SubjectKey::from_bytes(key), &scheme, &identifier)?;
+    println!("{}", id.0);
+    Ok(())
+}

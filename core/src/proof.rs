@@ -333,3 +333,13 @@ fn verify_finality(
     client.verify_header(beacon, &f.certificate)?;
     Ok(beacon.height)
 }
+
+/// The self-contained proof document `urbis verify` reads and the APIs return (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProofDocument {
+    /// A record and its proof chain.
+    Record(RecordProof),
+    /// A state fact and its proof chain.
+    State(StateFactProof),
+}
