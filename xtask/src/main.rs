@@ -1,1 +1,119 @@
-fn main() {}
+//! Project tasks, so a fresh machine with only the Rust toolchain needs one command each:
+//! `cargo xtask test` (the whole suite, as CI runs it), `cargo xtask devnet`, `cargo xtask ci`.
+//!
+//! Each task first makes sure the system prerequisites are there (RocksDB's bindings need
+//! libclang), installing them with apt-get when running as root, or stopping with the exact
+//! command to run.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args[args.len().min(1)..];
+    match task {
+        "test" => test(rest),
+        "ci" => ci(rest),
+        "devnet" => devnet(rest),
+        "bench" => bench(rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 test     run the whole test suite (what CI runs)\n\
+                 ci       fmt check, clippy -D warnings, docs, then the test suite\n\
+                 devnet   run a whole federation on this machine\n\
+                 bench    run the criterion benchmarks in release (not part of CI)"
+            );
+            if task == "help" { Ok(()) } else { bail!("unknown task {task}") }
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command) -> Result<()> {
+    let shown = format!("{c:?}");
+    eprintln!("xtask: {shown}");
+    let status = c.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Debian packages the build needs, with a file that proves each is installed.
+const SYSTEM_PACKAGES: &[(&str, &[&str])] = &[(
+    "libclang-dev",
+    &["/usr/lib/llvm-14/lib/libclang.so", "/usr/lib/llvm-15/lib/libclang.so", "/usr/lib/llvm-16/lib/libclang.so", "/usr/lib/x86_64-linux-gnu/libclang.so"],
+)];
+
+/// Installs what is missing (as root, with apt-get; retried once) or says what to run.
+fn prerequisites() -> Result<()> {
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .filter(|(_, probes)| !probes.iter().any(|p| std::path::Path::new(p).exists()))
+        .filter(|(_, _)| std::env::var_os("LIBCLANG_PATH").is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let command = format!("apt-get update && apt-get install -y --no-install-recommends {}", missing.join(" "));
+    if !is_root {
+        bail!("missing system packages; run:\n  sudo sh -c '{command}'");
+    }
+    for attempt in 1..=2 {
+        eprintln!("xtask: installing {} (attempt {attempt})", missing.join(" "));
+        let ok = Command::new("sh").arg("-c").arg(format!("DEBIAN_FRONTEND=noninteractive {command}")).status()?.success();
+        if ok {
+            return Ok(());
+        }
+    }
+    bail!("could not install {}; run: {command}", missing.join(" "))
+}
+
+fn test(rest: &[String]) -> Result<()> {
+    prerequisites()?;
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--all-targets", "--locked"]).args(rest);
+    run(c)
+}
+
+fn ci(rest: &[String]) -> Result<()> {
+    prerequisites()?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]);
+    run(clippy)?;
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--locked"]).env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
+    test(rest)
+}
+
+fn devnet(rest: &[String]) -> Result<()> {
+    prerequisites()?;
+    let mut c = cargo();
+    c.args(["run", "--release", "--locked", "--bin", "urbis", "--", "devnet"]).args(rest);
+    run(c)
+}
+
+fn bench(rest: &[String]) -> Result<()> {
+    prerequisites()?;
+    let mut c = cargo();
+    c.args(["bench", "--locked", "-p", "urbis-benches"]).args(rest);
+    run(c)
+}
