@@ -1,11 +1,11 @@
 //! `urbis keys` and `urbis genesis`: key files (mode 0600, public parts printed) and genesis
 //! documents.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use urbis_core::bls::SecretKey;
 use urbis_core::genesis::{Asset, City, GENESIS_VERSION, Genesis, Parameters, SealingKeyEntry};
@@ -94,7 +94,8 @@ fn generate(kind: KeyKind, out: &Path) -> Result<serde_json::Value> {
     let (name, public, secret_hex) = match kind {
         KeyKind::Sealing => {
             let key = SealingKey::from_seed(&secret);
-            let public = serde_json::json!({"public_key": hex::encode(key.public_key().to_bytes())});
+            let public =
+                serde_json::json!({"public_key": hex::encode(key.public_key().to_bytes())});
             ("sealing", public, hex::encode(secret))
         }
         KeyKind::Validator => {
@@ -113,23 +114,7 @@ fn generate(kind: KeyKind, out: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::json!({"kind": name, "file": out, "public": public}))
 }
 
-/// Reads the secret of a key file written by `urbis keys generate` (or a bare hex file),
-/// refusing files that group or others can read.
-pub fn read_secret_hex<const N: usize>(path: &Path) -> Result<[u8; N]> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!("{} is readable by group or others; run: chmod 600 {}", path.display(), path.display());
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let hex_text = match serde_json::from_str::<KeyFile>(&text) {
-        Ok(k) => k.secret_hex,
-        Err(_) => text.trim().to_string(),
-    };
-    let mut out = [0u8; N];
-    hex::decode_to_slice(hex_text.trim(), &mut out)
-        .with_context(|| format!("{} does not hold {N} hex-encoded bytes", path.display()))?;
-    Ok(out)
-}
+pub use urbis_shard::node::read_secret_hex;
 
 /// Runs `urbis genesis`.
 pub fn genesis(command: GenesisCommand) -> Result<()> {
@@ -155,8 +140,22 @@ pub fn genesis(command: GenesisCommand) -> Result<()> {
 }
 
 fn create(name: &str, cities: &[String], per_city: usize, assets: &[String], out_dir: &Path) -> Result<()> {
+    let summary = create_federation(name, cities, per_city, assets, out_dir)?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// Creates keys for every city and validator and a validated genesis under `out_dir`.
+pub fn create_federation(
+    name: &str,
+    cities: &[String],
+    per_city: usize,
+    assets: &[String],
+    out_dir: &Path,
+) -> Result<serde_json::Value> {
     let keys_dir = out_dir.join("keys");
-    std::fs::create_dir_all(&keys_dir).with_context(|| format!("creating {}", keys_dir.display()))?;
+    std::fs::create_dir_all(&keys_dir)
+        .with_context(|| format!("creating {}", keys_dir.display()))?;
     let mut city_list = Vec::new();
     let mut validators = Vec::new();
     for (i, city) in cities.iter().enumerate() {
@@ -188,15 +187,16 @@ fn create(name: &str, cities: &[String], per_city: usize, assets: &[String], out
     let mut asset_list = Vec::new();
     for a in assets {
         let (id, city) = a.split_once(':').context("--asset must be ID:city")?;
-        let issuer = cities.iter().position(|c| c == city).with_context(|| format!("asset {id}: unknown city {city}"))?;
+        let issuer = cities
+            .iter()
+            .position(|c| c == city)
+            .with_context(|| format!("asset {id}: unknown city {city}"))?;
         asset_list.push(Asset { id: id.to_string(), issuer: CityId(u32::try_from(issuer)?) });
     }
     // The CLI is the shell: reading the wall clock for the genesis time is its job.
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now();
-    let genesis_time_ms = u64::try_from(
-        now.duration_since(std::time::UNIX_EPOCH)?.as_millis(),
-    )?;
+    let genesis_time_ms = u64::try_from(now.duration_since(std::time::UNIX_EPOCH)?.as_millis())?;
     let genesis = Genesis {
         version: GENESIS_VERSION,
         name: name.to_string(),
@@ -213,16 +213,13 @@ fn create(name: &str, cities: &[String], per_city: usize, assets: &[String], out
     };
     let valid = genesis.clone().validate().context("the generated genesis is invalid")?;
     let path = out_dir.join("genesis.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&genesis)?).with_context(|| format!("writing {}", path.display()))?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::json!({
-            "genesis": path,
-            "federation_id": valid.federation_id(),
-            "keys": keys_dir,
-        }))?
-    );
-    Ok(())
+    std::fs::write(&path, serde_json::to_vec_pretty(&genesis)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(serde_json::json!({
+        "genesis": path,
+        "federation_id": valid.federation_id(),
+        "keys": keys_dir,
+    }))
 }
 
 fn hex_array<const N: usize>(v: &serde_json::Value) -> Result<[u8; N]> {

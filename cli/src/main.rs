@@ -2,12 +2,12 @@
 //! issues land) every node role.
 
 mod keys;
+mod roles;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use urbis_core::genesis::{Genesis, ValidGenesis};
 use urbis_core::light_client::{Checkpoint, LightClient};
 use urbis_core::proof::{ProofDocument, verify_record_proof, verify_state_proof};
 use urbis_core::state::StateKey;
@@ -54,13 +54,36 @@ enum Command {
         /// from the proof), e.g. '{"type":"revocation","credential_id":"<64 hex>"}'.
         #[arg(long)]
         key: Option<String>,
+        /// For state proofs: the city whose state you are asking about.
+        #[arg(long)]
+        city: Option<String>,
     },
-    /// Run a whole federation on this machine.
-    Devnet,
+    /// Manage a shard's service tokens.
+    #[command(subcommand)]
+    Tokens(roles::TokensCommand),
+    /// Run a city's shard node.
+    Shard {
+        /// Configuration file (TOML); every setting can be overridden by `URBIS_*` variables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a whole federation on this machine (resumes an existing data directory).
+    Devnet {
+        /// Where the federation lives.
+        #[arg(long, default_value = "./devnet-data")]
+        data_dir: PathBuf,
+        /// Number of cities.
+        #[arg(long, default_value_t = 3)]
+        cities: usize,
+        /// Port of the first city's shard API; the others follow.
+        #[arg(long, default_value_t = 7100)]
+        base_port: u16,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -77,40 +100,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::SubjectId { key_file, scheme, identifier } => {
             subject(&key_file, &scheme, identifier).map(|()| ExitCode::SUCCESS)
         }
-        Command::Verify { proof, genesis, checkpoint, key } => {
-            verify(&proof, &genesis, checkpoint.as_deref(), key.as_deref())
+        Command::Verify { proof, genesis, checkpoint, key, city } => {
+            verify(&proof, &genesis, checkpoint.as_deref(), key.as_deref(), city.as_deref())
         }
-        Command::Devnet => {
-            bail!(
-                "the devnet needs the shard node and the beacon, which are not built yet; \
-                 `urbis genesis create` already creates a federation's genesis and keys"
-            )
+        Command::Tokens(c) => roles::tokens(c).map(|()| ExitCode::SUCCESS),
+        Command::Shard { config } => roles::shard(config.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Devnet { data_dir, cities, base_port } => {
+            roles::devnet(&data_dir, cities, base_port).map(|()| ExitCode::SUCCESS)
         }
     }
 }
 
-/// Reads and validates a genesis document.
-pub fn load_genesis(path: &Path) -> Result<ValidGenesis> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let genesis: Genesis =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    genesis.validate().with_context(|| format!("validating {}", path.display()))
-}
+pub use urbis_shard::node::load_genesis;
 
 fn verify(
     proof: &Path,
     genesis: &Path,
     checkpoint: Option<&Path>,
     key: Option<&str>,
+    city: Option<&str>,
 ) -> Result<ExitCode> {
     let genesis = load_genesis(genesis)?;
-    let text = std::fs::read_to_string(proof).with_context(|| format!("reading {}", proof.display()))?;
+    let text =
+        std::fs::read_to_string(proof).with_context(|| format!("reading {}", proof.display()))?;
     let document: ProofDocument =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", proof.display()))?;
     let mut client = match checkpoint {
         None => LightClient::from_genesis(&genesis),
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             let cp: Checkpoint = serde_json::from_str(&text).context("parsing the checkpoint")?;
             LightClient::from_checkpoint(&genesis, &cp).context("checkpoint")?
         }
@@ -121,7 +140,10 @@ fn verify(
     };
     if let Some(f) = finality {
         if let Err((i, e)) = client.apply_all(&f.set_updates) {
-            println!("{}", serde_json::json!({"verified": false, "link": "validator_set_update", "index": i, "error": e.to_string()}));
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "link": "validator_set_update", "index": i, "error": e.to_string()})
+            );
             return Ok(ExitCode::from(1));
         }
     }
@@ -142,7 +164,11 @@ fn verify(
                 bail!("a state proof needs --key: the key you ask about, built by you");
             };
             let key: StateKey = serde_json::from_str(key).context("parsing --key")?;
-            verify_state_proof(&genesis, &client, &key, p).map(|v| {
+            let Some(city) = city else {
+                bail!("a state proof needs --city: the city whose state you ask about");
+            };
+            let city = genesis.city_by_name(city).with_context(|| format!("no city {city} in genesis"))?.id;
+            verify_state_proof(&genesis, &client, city, &key, p).map(|v| {
                 serde_json::json!({
                     "verified": true,
                     "level": v.level,
@@ -161,7 +187,10 @@ fn verify(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("{}", serde_json::json!({"verified": false, "link": link_name(&e), "error": e.to_string()}));
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "link": link_name(&e), "error": e.to_string()})
+            );
             Ok(ExitCode::from(1))
         }
     }
@@ -173,10 +202,15 @@ fn link_name(e: &urbis_core::proof::ProofError) -> &'static str {
     match e {
         E::Record(_) | E::CityMismatch { .. } => "record",
         E::RecordsCount { .. } | E::RecordsPath(_) => "records_path",
-        E::UnknownCity(_) | E::HeaderSeal(_) => "shard_header",
-        E::StatePath(_) | E::StateKeyMismatch => "state_path",
-        E::HistoryHeader | E::HistoryParameters { .. } | E::HistoryPath(_) | E::CrosslinkedSeal(_) => "history_path",
-        E::CrosslinksCount { .. } | E::CrosslinkPath(_) | E::BeforeCityJoined { .. } => "crosslink_path",
+        E::UnknownCity(_) | E::HeaderSeal(_) | E::HeaderVersion(_) => "shard_header",
+        E::StatePath(_) | E::StateKeyMismatch | E::WrongCity { .. } => "state_path",
+        E::HistoryHeader
+        | E::HistoryParameters { .. }
+        | E::HistoryPath(_)
+        | E::CrosslinkedSeal(_) => "history_path",
+        E::CrosslinksCount { .. } | E::CrosslinkPath(_) | E::BeforeCityJoined { .. } => {
+            "crosslink_path"
+        }
         E::Beacon(_) => "beacon_certificate",
     }
 }
@@ -200,4 +234,11 @@ fn subject(key_file: &Path, scheme: &str, identifier: Option<String>) -> Result<
     let id = subject_id(&SubjectKey::from_bytes(key), &scheme, &identifier)?;
     println!("{}", id.0);
     Ok(())
+}
+
+/// JSON lines to stderr (RFC 3339 UTC time, level, target, message); `RUST_LOG` filters.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

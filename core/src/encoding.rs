@@ -91,6 +91,25 @@ pub mod hex_bytes {
     }
 }
 
+/// Serde helpers that write an optional byte string as hex (or `null`) in JSON.
+pub mod hex_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises `Some(bytes)` as hex, `None` as null.
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserialises hex or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s: Option<std::borrow::Cow<'de, str>> = Option::deserialize(d)?;
+        s.map(|s| hex::decode(s.as_ref()).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,10 +96,12 @@ pub enum Domain {
     BeaconBody = 11,
     /// Derivation of batch-verification coefficients.
     BatchCoefficients = 12,
+    /// The running digest of a subject's records in a shard's subject index.
+    SubjectIndex = 13,
 }
 
 impl Domain {
-    const ALL: [Domain; 13] = [
+    const ALL: [Domain; 14] = [
         Domain::RecordId,
         Domain::ShardHeader,
         Domain::BeaconHeader,
@@ -113,6 +115,7 @@ impl Domain {
         Domain::StateTree,
         Domain::BeaconBody,
         Domain::BatchCoefficients,
+        Domain::SubjectIndex,
     ];
 
     /// The BLAKE3 `derive_key` context string of this domain.
@@ -131,12 +134,13 @@ impl Domain {
             Domain::StateTree => "urbis v1 state tree",
             Domain::BeaconBody => "urbis v1 beacon body",
             Domain::BatchCoefficients => "urbis v1 batch coefficients",
+            Domain::SubjectIndex => "urbis v1 subject index",
         }
     }
 
     /// The 32-byte key of this domain: `BLAKE3-derive_key(context, "")`.
     pub fn key(self) -> &'static [u8; 32] {
-        static KEYS: OnceLock<[[u8; 32]; 13]> = OnceLock::new();
+        static KEYS: OnceLock<[[u8; 32]; 14]> = OnceLock::new();
         let keys = KEYS.get_or_init(|| Domain::ALL.map(|d| blake3::derive_key(d.context(), b"")));
         &keys[self as usize]
     }

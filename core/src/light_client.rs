@@ -2,7 +2,9 @@
 //! checkpoint, never expires, and halts with evidence when shown two certified blocks at one
 //! height.
 
-use crate::beacon::{BeaconHeader, CertificateError, CommitCertificate, verify_certificate};
+use crate::beacon::{
+    BEACON_HEADER_VERSION, BeaconHeader, CertificateError, CommitCertificate, verify_certificate,
+};
 use crate::genesis::ValidGenesis;
 use crate::hash::Hash32;
 use crate::validators::{KeyCache, Quorum, TrustedSet, ValidatorSet, ValidatorSetError};
@@ -99,6 +101,9 @@ pub enum LightClientError {
     /// The checkpoint's sets do not match its header.
     #[error("checkpoint sets do not match its header")]
     Checkpoint,
+    /// A beacon header of a version this client does not know.
+    #[error("beacon header version {0} is not supported")]
+    HeaderVersion(u8),
 }
 
 /// What [`LightClient::apply`] did.
@@ -219,6 +224,9 @@ impl LightClient {
         if let Some(e) = &self.halted {
             return Err(LightClientError::Halted(e.height));
         }
+        if header.version != BEACON_HEADER_VERSION {
+            return Err(LightClientError::HeaderVersion(header.version));
+        }
         let set = self.set_at(header.height)?;
         if header.validator_set_hash != set.hash() {
             return Err(LightClientError::SetHashMismatch {
@@ -287,9 +295,6 @@ impl LightClient {
                 let set = TrustedSet::new(next, self.quorum, &mut self.keys)?;
                 self.epochs.push(Epoch { from_height, set });
             }
-        } else if header.height < last_change {
-            // An old header without a change inside a later epoch's range cannot be: the set in
-            // force was checked above, so nothing more to do.
         }
         self.certified.insert(header.height, header.hash());
         Ok(Applied::Accepted { set_changed: changes })

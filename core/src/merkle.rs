@@ -364,6 +364,54 @@ pub fn consistency_path_len(size1: u64, size2: u64) -> usize {
     if size1.is_power_of_two() { n } else { n + 1 }
 }
 
+/// The right edge of an append-only RFC 9162 tree: the roots of its perfect subtrees, largest
+/// first. Appending and computing the root cost O(log n) without keeping the leaves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    /// (subtree size, subtree root), sizes strictly decreasing powers of two.
+    peaks: Vec<(u64, Hash32)>,
+    size: u64,
+}
+
+impl Frontier {
+    /// The frontier of a tree over `leaf_hashes`.
+    pub fn from_leaf_hashes<H: TreeHasher>(hasher: &H, leaf_hashes: &[Hash32]) -> Self {
+        let mut f = Frontier::default();
+        for l in leaf_hashes {
+            f.push(hasher, *l);
+        }
+        f
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one leaf hash.
+    pub fn push<H: TreeHasher>(&mut self, hasher: &H, leaf_hash: Hash32) {
+        let mut node = (1u64, leaf_hash);
+        while let Some(&(size, root)) = self.peaks.last() {
+            if size != node.0 {
+                break;
+            }
+            self.peaks.pop();
+            node = (size * 2, hasher.node(&root, &node.1));
+        }
+        self.peaks.push(node);
+        self.size += 1;
+    }
+
+    /// The root of the tree (RFC 9162: perfect subtrees folded from the right).
+    pub fn root<H: TreeHasher>(&self, hasher: &H) -> Hash32 {
+        let mut iter = self.peaks.iter().rev();
+        match iter.next() {
+            None => hasher.empty(),
+            Some(&(_, last)) => iter.fold(last, |acc, (_, peak)| hasher.node(peak, &acc)),
+        }
+    }
+}
+
 /// The largest power of two strictly smaller than `n` (n ≥ 2).
 fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
@@ -446,6 +494,18 @@ mod tests {
                 }
                 p.verify(&h, &r1, &r2).unwrap();
             }
+        }
+    }
+
+    #[test]
+    fn frontier_root_matches_the_full_tree_at_every_size() {
+        let h = Blake3Tree::history();
+        let l = leaves(70);
+        let mut f = Frontier::default();
+        assert_eq!(f.root(&h), h.empty());
+        for (i, leaf) in l.iter().enumerate() {
+            f.push(&h, *leaf);
+            assert_eq!(f.root(&h), root_from_leaf_hashes(&h, &l[..=i]), "size {}", i + 1);
         }
     }
 

@@ -9,7 +9,7 @@ use crate::beacon::{BeaconHeader, CommitCertificate, Crosslink};
 use crate::encoding::encode;
 use crate::genesis::ValidGenesis;
 use crate::hash::Hash32;
-use crate::header::SignedShardHeader;
+use crate::header::{SHARD_HEADER_VERSION, SignedShardHeader};
 use crate::light_client::{LightClient, LightClientError, LightClientUpdate};
 use crate::merkle::{Blake3Tree, InclusionProof, MerkleError, TreeHasher};
 use crate::record::{CityId, Record, RecordError};
@@ -71,7 +71,8 @@ pub struct RecordProof {
 pub struct StateFactProof {
     /// The key (informational; the verifier checks against the key it builds itself).
     pub key: StateKey,
-    /// The value, or `None` for absence.
+    /// The value, or `None` for absence (hex in JSON).
+    #[serde(with = "crate::encoding::hex_option")]
     pub value: Option<Vec<u8>>,
     /// The proof against N's `state_root`.
     pub proof: StateProof,
@@ -109,6 +110,17 @@ pub enum ProofError {
     /// The city is not in genesis.
     #[error("city {0} is not a member of this federation")]
     UnknownCity(CityId),
+    /// The proof is about another city's state than the one asked about.
+    #[error("proof is about city {actual}'s state, city {expected} was asked about")]
+    WrongCity {
+        /// City asked about.
+        expected: CityId,
+        /// City of the proof's header.
+        actual: CityId,
+    },
+    /// A shard header of a version this verifier does not know.
+    #[error("shard header version {0} is not supported")]
+    HeaderVersion(u8),
     /// Header N's seal does not verify.
     #[error("shard header seal: {0}")]
     HeaderSeal(Ed25519Error),
@@ -243,10 +255,11 @@ pub fn verify_record_inclusion(
     Ok(id)
 }
 
-/// Verifies a state proof for the key the caller built itself.
+/// Verifies a state proof about `city`'s state for the key the caller built itself.
 pub fn verify_state_proof(
     genesis: &ValidGenesis,
     client: &LightClient,
+    city: CityId,
     key: &StateKey,
     proof: &StateFactProof,
 ) -> Result<VerifiedState, ProofError> {
@@ -254,11 +267,14 @@ pub fn verify_state_proof(
         return Err(ProofError::StateKeyMismatch);
     }
     let header = &proof.header.header;
+    if header.city != city {
+        return Err(ProofError::WrongCity { expected: city, actual: header.city });
+    }
     proof
         .proof
         .verify(&header.state_root, key, proof.value.as_deref())
         .map_err(ProofError::StatePath)?;
-    verify_seal(genesis, &proof.header).map_err(ProofError::HeaderSeal)?;
+    verify_seal(genesis, &proof.header)?;
     let beacon_height = match &proof.finality {
         None => None,
         Some(f) => Some(verify_finality(genesis, client, &proof.header, f)?),
@@ -271,13 +287,13 @@ pub fn verify_state_proof(
     })
 }
 
-fn verify_seal(genesis: &ValidGenesis, signed: &SignedShardHeader) -> Result<(), Ed25519Error> {
+fn verify_seal(genesis: &ValidGenesis, signed: &SignedShardHeader) -> Result<(), ProofError> {
     let h = &signed.header;
-    // An unknown city has no key; report it as a bad seal only after the caller's city check.
-    match genesis.sealing_key(h.city, h.height) {
-        Some(key) => signed.verify(&genesis.federation_id(), key),
-        None => Err(Ed25519Error::BadSignature),
+    if h.version != SHARD_HEADER_VERSION {
+        return Err(ProofError::HeaderVersion(h.version));
     }
+    let key = genesis.sealing_key(h.city, h.height).ok_or(ProofError::UnknownCity(h.city))?;
+    signed.verify(&genesis.federation_id(), key).map_err(ProofError::HeaderSeal)
 }
 
 /// Links sealed header N to a certified beacon block; returns the beacon height.
@@ -307,7 +323,10 @@ fn verify_finality(
             link.inclusion
                 .verify(&tree, &tree.leaf(n.header.hash().as_bytes()), &m.history_root)
                 .map_err(ProofError::HistoryPath)?;
-            verify_seal(genesis, &link.crosslinked).map_err(ProofError::CrosslinkedSeal)?;
+            verify_seal(genesis, &link.crosslinked).map_err(|e| match e {
+                ProofError::HeaderSeal(e) => ProofError::CrosslinkedSeal(e),
+                other => other,
+            })?;
             m.hash()
         }
     };

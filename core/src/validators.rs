@@ -142,13 +142,15 @@ pub const VALIDATORS_MIN: usize = 4;
 /// changes checks each new key once.
 #[derive(Clone, Debug, Default)]
 pub struct KeyCache {
-    keys: BTreeMap<[u8; 48], PublicKey>,
+    /// Keyed by (key, proof of possession): a known key with another proof is checked again,
+    /// so a client's history never changes its verdict on a set.
+    keys: BTreeMap<([u8; 48], [u8; 96]), PublicKey>,
 }
 
 impl KeyCache {
     /// Validates `v`'s key and proof of possession, or returns the cached result.
     fn key(&mut self, index: usize, v: &Validator) -> Result<PublicKey, ValidatorSetError> {
-        if let Some(k) = self.keys.get(&v.bls_key) {
+        if let Some(k) = self.keys.get(&(v.bls_key, v.proof_of_possession)) {
             return Ok(*k);
         }
         let key = PublicKey::from_bytes(&v.bls_key)
@@ -158,7 +160,7 @@ impl KeyCache {
         if !key.pop_verify(&pop) {
             return Err(ValidatorSetError::InvalidProofOfPossession { index });
         }
-        self.keys.insert(v.bls_key, key);
+        self.keys.insert((v.bls_key, v.proof_of_possession), key);
         Ok(key)
     }
 }

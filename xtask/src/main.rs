@@ -22,7 +22,7 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  test     run the whole test suite (what CI runs)\n\
-                 ci       fmt check, clippy -D warnings, docs, then the test suite\n\
+                 ci       fmt check, clippy -D warnings, then the test suite\n\
                  devnet   run a whole federation on this machine\n\
                  bench    run the criterion benchmarks in release (not part of CI)"
             );
@@ -54,7 +54,12 @@ fn run(mut c: Command) -> Result<()> {
 /// Debian packages the build needs, with a file that proves each is installed.
 const SYSTEM_PACKAGES: &[(&str, &[&str])] = &[(
     "libclang-dev",
-    &["/usr/lib/llvm-14/lib/libclang.so", "/usr/lib/llvm-15/lib/libclang.so", "/usr/lib/llvm-16/lib/libclang.so", "/usr/lib/x86_64-linux-gnu/libclang.so"],
+    &[
+        "/usr/lib/llvm-14/lib/libclang.so",
+        "/usr/lib/llvm-15/lib/libclang.so",
+        "/usr/lib/llvm-16/lib/libclang.so",
+        "/usr/lib/x86_64-linux-gnu/libclang.so",
+    ],
 )];
 
 /// Installs what is missing (as root, with apt-get; retried once) or says what to run.
@@ -68,14 +73,22 @@ fn prerequisites() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
-    let command = format!("apt-get update && apt-get install -y --no-install-recommends {}", missing.join(" "));
+    let is_root =
+        Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let command = format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
     if !is_root {
         bail!("missing system packages; run:\n  sudo sh -c '{command}'");
     }
     for attempt in 1..=2 {
         eprintln!("xtask: installing {} (attempt {attempt})", missing.join(" "));
-        let ok = Command::new("sh").arg("-c").arg(format!("DEBIAN_FRONTEND=noninteractive {command}")).status()?.success();
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("DEBIAN_FRONTEND=noninteractive {command}"))
+            .status()?
+            .success();
         if ok {
             return Ok(());
         }
@@ -98,17 +111,29 @@ fn ci(rest: &[String]) -> Result<()> {
     let mut clippy = cargo();
     clippy.args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]);
     run(clippy)?;
-    let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps", "--locked"]).env("RUSTDOCFLAGS", "-D warnings");
-    run(doc)?;
     test(rest)
 }
 
 fn devnet(rest: &[String]) -> Result<()> {
     prerequisites()?;
-    let mut c = cargo();
-    c.args(["run", "--release", "--locked", "--bin", "urbis", "--", "devnet"]).args(rest);
-    run(c)
+    // Build exactly as the test suite does (`--workspace --all-targets`): any other set of
+    // packages unifies other features and would rebuild bundled RocksDB from scratch.
+    let mut build = cargo();
+    build.args(["test", "--workspace", "--all-targets", "--locked", "--no-run"]);
+    run(build)?;
+    let mut urbis = Command::new(target_dir()?.join("debug").join("urbis"));
+    urbis.current_dir(root()).arg("devnet").args(rest);
+    run(urbis)
+}
+
+/// The target directory cargo uses here (config and `CARGO_TARGET_DIR` included).
+fn target_dir() -> Result<PathBuf> {
+    let out = cargo().args(["metadata", "--format-version", "1", "--no-deps"]).output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let key = "\"target_directory\":\"";
+    let start = text.find(key).context("cargo metadata has no target_directory")? + key.len();
+    let end = text[start..].find('"').context("malformed cargo metadata")? + start;
+    Ok(PathBuf::from(&text[start..end]))
 }
 
 fn bench(rest: &[String]) -> Result<()> {

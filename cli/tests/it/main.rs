@@ -14,7 +14,8 @@ fn urbis(args: &[&str]) -> Output {
 }
 
 fn stdout(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 #[test]
@@ -25,7 +26,8 @@ fn keys_generate_writes_mode_0600_and_prints_only_public_parts() {
         let o = urbis(&["keys", "generate", "--kind", kind, "--out", path.to_str().unwrap()]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let secret = file["secret_hex"].as_str().unwrap();
         assert_eq!(secret.len(), 64);
         let printed = String::from_utf8_lossy(&o.stdout);
@@ -40,7 +42,18 @@ fn keys_generate_writes_mode_0600_and_prints_only_public_parts() {
 fn genesis_create_then_validate_and_subject_id() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let o = urbis(&["genesis", "create", "--name", "devnet", "--cities", "athens,berlin", "--asset", "EUR:berlin", "--out-dir", out]);
+    let o = urbis(&[
+        "genesis",
+        "create",
+        "--name",
+        "devnet",
+        "--cities",
+        "athens,berlin",
+        "--asset",
+        "EUR:berlin",
+        "--out-dir",
+        out,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let created = stdout(&o);
     let genesis = dir.path().join("genesis.json");
@@ -50,7 +63,8 @@ fn genesis_create_then_validate_and_subject_id() {
     assert_eq!(v["federation_id"], created["federation_id"]);
     assert_eq!(v["validators"], 4);
     // A tampered genesis (a weight of zero) is refused with the reason.
-    let mut g: serde_json::Value = serde_json::from_slice(&std::fs::read(&genesis).unwrap()).unwrap();
+    let mut g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&genesis).unwrap()).unwrap();
     g["validators"]["validators"][2]["weight"] = 0.into();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, serde_json::to_vec(&g).unwrap()).unwrap();
@@ -124,3 +138,5 @@ fn verify_checks_committed_and_final_proofs_offline_and_names_the_failing_link()
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o)["link"], "records_path");
 }
+mod shard;
+mod devnet;

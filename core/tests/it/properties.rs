@@ -1,6 +1,7 @@
 //! Properties of the proof chain: honest proofs of every kind verify; flipping any single bit
 //! anywhere in a proof (record, paths, headers, certificate, bitfield) fails with a typed error.
 
+use urbis_core::record::CityId;
 use crate::fixture::{World, absent_key, revoked_key, world};
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -28,7 +29,7 @@ fn verify_state_offline(w: &World, key: &StateKey, p: &StateFactProof) -> Result
     if let Some(f) = &p.finality {
         client.apply_all(&f.set_updates).map_err(|e| format!("{e:?}"))?;
     }
-    verify_state_proof(&w.federation.genesis, &client, key, p)
+    verify_state_proof(&w.federation.genesis, &client, CityId(0), key, p)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

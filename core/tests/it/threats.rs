@@ -1,6 +1,7 @@
 //! One named negative test per class of ../shared/THREATS.md that the core can see, each
 //! asserting its specific error.
 
+use urbis_core::record::CityId;
 use crate::fixture::{balance_key, revoked_key, world};
 use urbis_core::beacon::{CertificateError, CommitCertificate};
 use urbis_core::bls::{BlsError, PublicKey, SecretKey};
@@ -166,7 +167,7 @@ fn threat_forged_absence_proof_is_refused() {
     let mut p = w.final_state(&revoked_key());
     p.value = None;
     assert_eq!(
-        verify_state_proof(&w.federation.genesis, &client, &revoked_key(), &p).unwrap_err(),
+        verify_state_proof(&w.federation.genesis, &client, CityId(0), &revoked_key(), &p).unwrap_err(),
         ProofError::StatePath(StateProofError::KeyPresent)
     );
     // Reuse the membership proof of one key as an "absence" proof of another key that is
@@ -176,7 +177,7 @@ fn threat_forged_absence_proof_is_refused() {
         p.key = balance_key(b);
         p.value = None;
         let e =
-            verify_state_proof(&w.federation.genesis, &client, &balance_key(b), &p).unwrap_err();
+            verify_state_proof(&w.federation.genesis, &client, CityId(0), &balance_key(b), &p).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -334,8 +335,8 @@ fn threat_ed25519_malleability_high_s_is_refused() {
         0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
     ];
     let mut carry = 0u16;
-    for i in 0..32 {
-        let sum = u16::from(p.header.signature[32 + i]) + u16::from(l[i]) + carry;
+    for (i, li) in l.iter().enumerate() {
+        let sum = u16::from(p.header.signature[32 + i]) + u16::from(*li) + carry;
         p.header.signature[32 + i] = sum as u8;
         carry = sum >> 8;
     }
@@ -365,5 +366,44 @@ fn threat_proof_parameter_confusion_is_a_parameter_error() {
     assert_eq!(
         p.verify(&tree, &leaf, &leaf),
         Err(MerkleError::WrongPathLength { expected: 0, actual: 1 })
+    );
+}
+
+#[test]
+fn threat_forged_timeout_absence_from_another_city_is_refused() {
+    // A refund needs absence of the receipt in the *destination's* state: a valid absence proof
+    // from any other city's state must not do.
+    let w = world();
+    let p = w.final_state(&absent_key());
+    let e = verify_state_proof(&w.federation.genesis, &w.client(), CityId(1), &absent_key(), &p).unwrap_err();
+    assert_eq!(e, ProofError::WrongCity { expected: CityId(1), actual: CityId(0) });
+}
+
+#[test]
+fn threat_unknown_header_versions_are_refused() {
+    let w = world();
+    let mut p = w.final_record(1, 0, 1);
+    p.header.header.version = 2;
+    assert_eq!(verify_record_proof(&w.federation.genesis, &w.client(), &p).unwrap_err(), ProofError::HeaderVersion(2));
+    let mut p = w.final_record(1, 0, 1);
+    p.finality.as_mut().unwrap().beacon_header.version = 9;
+    assert_eq!(
+        verify_record_proof(&w.federation.genesis, &w.client(), &p).unwrap_err(),
+        ProofError::Beacon(LightClientError::HeaderVersion(9))
+    );
+}
+
+#[test]
+fn threat_a_known_key_with_a_bad_proof_of_possession_is_checked_again() {
+    // A client that has seen a key must not skip the PoP check of a set that repeats the key
+    // with another (invalid) proof: its verdict may not depend on its history.
+    let set = Federation::new("t", 1, 4).genesis.genesis().validators.clone();
+    let mut cache = KeyCache::default();
+    TrustedSet::new(&set, Quorum::TWO_THIRDS, &mut cache).unwrap();
+    let mut bad = set.clone();
+    bad.validators[2].proof_of_possession = set.validators[3].proof_of_possession;
+    assert_eq!(
+        TrustedSet::new(&bad, Quorum::TWO_THIRDS, &mut cache).unwrap_err(),
+        ValidatorSetError::InvalidProofOfPossession { index: 2 }
     );
 }

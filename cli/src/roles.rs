@@ -1,0 +1,231 @@
+//! Node roles and the devnet: `urbis shard`, `urbis tokens`, `urbis devnet`.
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde::Serialize;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use urbis_core::record::RecordKind;
+use urbis_shard::node::{self, ShardConfig};
+use urbis_shard::tokens;
+
+/// `urbis tokens ...` — service tokens of one shard.
+#[derive(Subcommand)]
+pub enum TokensCommand {
+    /// Issue a token; it is printed once and stored only as a hash.
+    Issue {
+        /// The shard's token file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Service name (e.g. `tax-office`, `treasury`).
+        #[arg(long)]
+        service: String,
+        /// Record kinds it may submit, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        kinds: Vec<String>,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List tokens (ids, services, kinds; never the tokens).
+    List {
+        /// The shard's token file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// The shard's token file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Token id (from `list`).
+        id: String,
+    },
+}
+
+fn kind(s: &str) -> Result<RecordKind> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).with_context(|| format!("unknown record kind {s}"))
+}
+
+/// Runs `urbis tokens`.
+pub fn tokens(command: TokensCommand) -> Result<()> {
+    match command {
+        TokensCommand::Issue { file, service, kinds, out } => {
+            let kinds = kinds.iter().map(|k| kind(k)).collect::<Result<Vec<_>>>()?;
+            let (token, entry) = tokens::issue(&file, &service, kinds)?;
+            match out {
+                Some(path) => {
+                    write_private(&path, token.as_bytes())?;
+                    println!("{}", serde_json::json!({"id": entry.id, "service": entry.service, "token_file": path}));
+                }
+                None => println!("{token}"),
+            }
+            Ok(())
+        }
+        TokensCommand::List { file } => {
+            let f = tokens::read_file(&file)?;
+            let list: Vec<_> = f.tokens.iter().map(|t| serde_json::json!({"id": t.id, "service": t.service, "kinds": t.kinds, "revoked": t.revoked})).collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            Ok(())
+        }
+        TokensCommand::Revoke { file, id } => {
+            if !tokens::revoke(&file, &id)? {
+                bail!("no token with id {id}");
+            }
+            println!("{}", serde_json::json!({"revoked": id}));
+            Ok(())
+        }
+    }
+}
+
+/// Runs one shard from a config file and the environment until SIGTERM or Ctrl-C.
+pub fn shard(config: Option<&Path>) -> Result<()> {
+    let config = ShardConfig::load(config)?;
+    runtime()?.block_on(node::run(config, shutdown_signal()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// The services each devnet city gets a token for, with the kinds they may submit.
+const DEVNET_SERVICES: &[(&str, &[RecordKind])] = &[
+    ("open-data-office", &[RecordKind::Information]),
+    ("treasury", &[RecordKind::Capital]),
+    ("hr-bureau", &[RecordKind::Talent]),
+    ("credit-bureau", &[RecordKind::Credit]),
+];
+const DEVNET_CITIES: &[&str] = &["athens", "berlin", "copenhagen", "dublin", "espoo", "florence", "graz", "helsinki"];
+
+#[derive(Serialize)]
+struct DevnetCity {
+    name: String,
+    shard_api: String,
+    service_tokens: std::collections::BTreeMap<String, String>,
+}
+
+/// Runs a whole federation on this machine under `data_dir`; resumes it when it exists.
+pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
+    if !(1..=DEVNET_CITIES.len()).contains(&cities) {
+        bail!("--cities must be 1..={}", DEVNET_CITIES.len());
+    }
+    let names: Vec<String> = DEVNET_CITIES[..cities].iter().map(|s| s.to_string()).collect();
+    let genesis = data_dir.join("genesis.json");
+    if !genesis.exists() {
+        std::fs::create_dir_all(data_dir)?;
+        let per_city = 4usize.div_ceil(cities).max(1);
+        let asset = format!("EUR:{}", names[0]);
+        crate::keys::create_federation("urbis-devnet", &names, per_city, &[asset], data_dir)?;
+    }
+    let valid = node::load_genesis(&genesis)?;
+    let mut configs = Vec::new();
+    let mut listing = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if valid.city_by_name(name).is_none() {
+            bail!("{} was created with other cities; use another --data-dir", data_dir.display());
+        }
+        let city_dir = data_dir.join(name);
+        let token_dir = city_dir.join("tokens");
+        std::fs::create_dir_all(&token_dir)?;
+        let tokens_file = city_dir.join("tokens.json");
+        let mut service_tokens = std::collections::BTreeMap::new();
+        for (service, kinds) in DEVNET_SERVICES {
+            let path = token_dir.join(format!("{service}.token"));
+            if !path.exists() {
+                let (token, _) = tokens::issue(&tokens_file, service, kinds.to_vec())?;
+                write_private(&path, token.as_bytes())?;
+            }
+            service_tokens.insert(service.to_string(), std::fs::read_to_string(&path)?.trim().to_string());
+        }
+        let port = base_port.checked_add(u16::try_from(i)?).context("port out of range")?;
+        let listen: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        configs.push(ShardConfig {
+            city: name.clone(),
+            genesis: genesis.clone(),
+            data_dir: city_dir.clone(),
+            listen,
+            sealing_key_file: data_dir.join("keys").join(format!("{name}-sealing.json")),
+            tokens_file,
+            block_records_max: 10_000,
+            block_bytes_max: 16 * 1024 * 1024,
+            batch_records_max: 1_000,
+            body_bytes_max: 4 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+            queue: 4_096,
+        });
+        listing.push(DevnetCity { name: name.clone(), shard_api: format!("http://{listen}"), service_tokens });
+    }
+    let manifest = serde_json::json!({
+        "federation_id": valid.federation_id(),
+        "genesis": genesis,
+        "cities": listing,
+    });
+    let manifest_path = data_dir.join("devnet.json");
+    let _ = std::fs::remove_file(&manifest_path);
+    write_private(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    eprintln!("urbis devnet: federation {} with {} cities", valid.federation_id(), cities);
+    for c in &listing {
+        eprintln!("  {:<12} shard API {}", c.name, c.shard_api);
+    }
+    let first = &listing[0];
+    eprintln!(
+        "\nTry (the token is read from its file, never shown):\n  curl -s -X POST {}/v1/records \\\n    -H \"Authorization: Bearer $(cat {}/{}/tokens/open-data-office.token)\" \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"records\":[{{\"kind\":\"information\",\"subject\":\"{}\",\"payload\":{{\"dataset\":\"street-trees\",\"media_type\":\"application/json\",\"content\":{{\"trees\":42}}}}}}]}}'\n",
+        first.shard_api,
+        data_dir.display(),
+        first.name,
+        "00".repeat(32)
+    );
+    eprintln!("Scripts: {} (mode 0600). Ctrl-C stops everything.", manifest_path.display());
+    runtime()?.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for config in configs {
+            let mut rx = stop_rx.clone();
+            let name = config.city.clone();
+            tasks.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                node::run(config, stop).await.with_context(|| format!("shard {name}"))
+            }));
+        }
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        let mut result = Ok(());
+        for t in tasks {
+            if let Err(e) = t.await? {
+                result = Err(e);
+            }
+        }
+        result
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! `urbis devnet` as a real process: every city's shard answers, `devnet.json` is complete and
+//! private, a record submitted with its tokens verifies, SIGTERM stops it cleanly, and running
+//! it again resumes the same federation.
+
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn start(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .args(["devnet", "--cities", "3", "--base-port", &port.to_string(), "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ready(urls: &[String]) {
+    let client = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for url in urls {
+        while !client.get(format!("{url}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "{url} did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn manifest(dir: &std::path::Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(bytes) = std::fs::read(dir.join("devnet.json")) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "devnet.json was not written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    child.wait().unwrap()
+}
+
+#[test]
+fn devnet_runs_three_cities_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().saturating_add(1000);
+    let child = start(dir.path(), port);
+    let m = manifest(dir.path());
+    assert_eq!(std::fs::metadata(dir.path().join("devnet.json")).unwrap().permissions().mode() & 0o777, 0o600);
+    let cities = m["cities"].as_array().unwrap().clone();
+    assert_eq!(cities.len(), 3);
+    let urls: Vec<String> = cities.iter().map(|c| c["shard_api"].as_str().unwrap().to_string()).collect();
+    wait_ready(&urls);
+    let client = Client::new();
+    let mut ids = Vec::new();
+    for c in &cities {
+        let token = c["service_tokens"]["open-data-office"].as_str().unwrap();
+        let body = json!({"records": [{"kind": "information", "subject": "11".repeat(32), "payload": {"dataset": "d", "media_type": "application/json", "content": {"city": c["name"]}}}]});
+        let r = client.post(format!("{}/v1/records", c["shard_api"].as_str().unwrap())).bearer_auth(token).json(&body).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().unwrap();
+        ids.push(v["records"][0]["id"].as_str().unwrap().to_string());
+    }
+    assert!(sigterm(child).success(), "devnet exits 0 on SIGTERM");
+    let child = start(dir.path(), port);
+    let again = manifest(dir.path());
+    assert_eq!(again["federation_id"], m["federation_id"]);
+    wait_ready(&urls);
+    for (c, id) in cities.iter().zip(&ids) {
+        let r = client.get(format!("{}/v1/records/{id}", c["shard_api"].as_str().unwrap())).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "record survived the restart");
+        let proof = dir.path().join("proof.json");
+        let v: Value = r.json().unwrap();
+        std::fs::write(&proof, serde_json::to_vec(&v["proof"]).unwrap()).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_urbis")).arg("verify").arg(&proof).arg("--genesis").arg(m["genesis"].as_str().unwrap()).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    assert!(sigterm(child).success());
+}

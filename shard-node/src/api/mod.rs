@@ -1,0 +1,499 @@
+//! The shard's HTTP API (axum): submit records, read them back with proofs, blocks, subjects,
+//! state and history proofs, health, and the OpenAPI document.
+
+pub mod problem;
+pub mod types;
+
+use crate::sealer::{Outcome, Sealer, Submission};
+use crate::store::Store;
+use crate::tokens::{AuthError, Tokens};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use problem::Problem;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use types::{Context, SubmitRequest, SubmitResponse};
+use urbis_core::encoding::decode;
+use urbis_core::genesis::ValidGenesis;
+use urbis_core::hash::Hash32;
+use urbis_core::header::SignedShardHeader;
+use urbis_core::merkle::{Blake3Tree, ConsistencyProof, InclusionProof, TreeHasher};
+use urbis_core::proof::{ProofDocument, RecordProof, StateFactProof};
+use urbis_core::record::{CityId, Record, RecordKind, SubjectId};
+use urbis_core::state::StateKey;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Limits the API enforces before anything reaches the ledger.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiLimits {
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Most records per request.
+    pub batch_records_max: usize,
+    /// Most ids per batch read.
+    pub batch_reads_max: usize,
+    /// Longest wait for a seal.
+    pub request_timeout_ms: u64,
+}
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// The store (reads).
+    pub store: Arc<Store>,
+    /// The sealing loop (writes).
+    pub sealer: Sealer,
+    /// Service tokens.
+    pub tokens: Tokens,
+    /// The federation.
+    pub genesis: Arc<ValidGenesis>,
+    /// This shard's city.
+    pub city: CityId,
+    /// Limits.
+    pub limits: ApiLimits,
+    /// The wall clock, milliseconds since the Unix epoch.
+    pub clock: fn() -> u64,
+    /// Fresh 32 random bytes (salts).
+    pub random: fn() -> [u8; 32],
+    /// False while draining on shutdown.
+    pub ready: AtomicBool,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
+    paths(submit, get_record, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
+    components(schemas(Problem, SubmitRequest, SubmitResponse, BlockView, RecordView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3.1 document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/records", post(submit))
+        .route("/v1/records/{id}", get(get_record))
+        .route("/v1/proofs/records", post(batch_record_proofs))
+        .route("/v1/blocks/latest", get(latest_block))
+        .route("/v1/blocks/{height}", get(get_block))
+        .route("/v1/blocks/{height}/history-proof", get(history_proof))
+        .route("/v1/history/consistency", get(consistency))
+        .route("/v1/subjects/{subject}/records", get(subject_records))
+        .route("/v1/state/{key}/proof", get(state_proof))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
+        })
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))
+        .with_state(state)
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    Json(openapi())
+}
+
+type ApiResult<T> = Result<T, Problem>;
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "internal error");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node's log")
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Submit records.
+#[utoipa::path(
+    post, path = "/v1/records", request_body = SubmitRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the same answer, also after a restart.")),
+    responses(
+        (status = 200, description = "Sealed in a durable block (level committed)", body = SubmitResponse),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not do this", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the state, or the idempotency key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or batch too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A record breaks a rule", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Draining or overloaded; retry", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+    if !app.ready.load(Ordering::Relaxed) {
+        return Err(Problem::unavailable("the node is shutting down"));
+    }
+    let grant = app.tokens.authenticate(bearer(&headers)).map_err(|e| match e {
+        AuthError::Unavailable => Problem::unavailable(e.to_string()),
+        _ => Problem::unauthorized(e.to_string()),
+    })?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::too_large(format!("request body exceeds {} bytes", app.limits.body_bytes_max))
+        } else {
+            Problem::bad_request(e.body_text())
+        }
+    })?;
+    let request: SubmitRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Problem::unprocessable(e.to_string()),
+        _ => Problem::bad_request(e.to_string()),
+    })?;
+    if request.records.is_empty() {
+        return Err(Problem::unprocessable("`records` is empty"));
+    }
+    if request.records.len() > app.limits.batch_records_max {
+        return Err(Problem::too_large(format!("at most {} records per request", app.limits.batch_records_max)));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| Problem::bad_request("Idempotency-Key must be 1..=255 visible ASCII characters"))?;
+            Some(k.to_string())
+        }
+    };
+    let request_hash = Hash32(*blake3::hash(&body).as_bytes());
+    if let Some(key) = &idempotency_key {
+        if let Some(entry) = app.store.idempotency(&grant.service, key).map_err(internal)? {
+            return replay(entry, request_hash);
+        }
+    }
+    let ctx = Context { genesis: &app.genesis, city: app.city, service: &grant.service, kinds: &grant.kinds, now_ms: (app.clock)() };
+    let mut records = Vec::with_capacity(request.records.len());
+    let mut payloads = Vec::with_capacity(request.records.len());
+    let mut bytes = 0usize;
+    let mut salt = app.random;
+    for (index, input) in request.records.into_iter().enumerate() {
+        let (record, payload) = input.into_record(index, &ctx, &mut salt).map_err(|e| match e {
+            types::InputError::KindNotAllowed { .. } => Problem::forbidden(e.to_string()),
+            types::InputError::Invalid { .. } => Problem::unprocessable(e.to_string()),
+        })?;
+        let size = urbis_core::encoding::encode(&record).len();
+        if size as u64 > app.genesis.genesis().parameters.record_bytes_max {
+            return Err(Problem::too_large(format!("record {index} encodes to {size} bytes, the limit is {}", app.genesis.genesis().parameters.record_bytes_max)));
+        }
+        bytes += size;
+        records.push(record);
+        payloads.push(payload);
+    }
+    let (reply, wait) = tokio::sync::oneshot::channel();
+    let submission = Submission {
+        records,
+        payloads,
+        bytes,
+        idempotency: idempotency_key.map(|k| (grant.service.clone(), k, request_hash)),
+        render: SubmitResponse::render,
+        reply,
+    };
+    if app.sealer.submit(submission).await.is_err() {
+        return Err(Problem::unavailable("the sealer has stopped"));
+    }
+    let timeout = std::time::Duration::from_millis(app.limits.request_timeout_ms);
+    let outcome = tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| Problem::unavailable("sealing did not finish in time; retry with the same Idempotency-Key"))?
+        .map_err(|_| Problem::unavailable("the sealer stopped before answering; retry with the same Idempotency-Key"))?;
+    match outcome {
+        Outcome::Sealed(receipts) => Ok(Json(SubmitResponse::from_receipts(&receipts)).into_response()),
+        Outcome::Replayed(entry) => replay(entry, request_hash),
+        Outcome::Rejected(r) if r.is_forbidden() => Err(Problem::forbidden(r.to_string())),
+        Outcome::Rejected(r) if r.is_conflict() => Err(Problem::conflict(r.to_string())),
+        Outcome::Rejected(crate::ledger::Rejection::State(detail)) if detail.contains("idempotency") => Err(Problem::conflict(detail)),
+        Outcome::Rejected(crate::ledger::Rejection::State(detail)) => Err(internal(detail)),
+        Outcome::Rejected(r) => Err(Problem::unprocessable(r.to_string())),
+        Outcome::Failed(detail) if detail.contains("in progress") => Err(Problem::conflict(detail)),
+        Outcome::Failed(detail) => Err(internal(detail)),
+    }
+}
+
+fn replay(entry: crate::store::IdempotencyEntry, request_hash: Hash32) -> ApiResult<Response> {
+    if entry.request_hash != request_hash {
+        return Err(Problem::conflict("this Idempotency-Key was used with a different request body"));
+    }
+    let mut r = (StatusCode::OK, entry.response).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+    Ok(r)
+}
+
+/// A record with its self-contained proof.
+#[derive(Serialize, ToSchema)]
+pub struct RecordView {
+    /// Record id.
+    pub id: String,
+    /// Block height.
+    pub height: u64,
+    /// Index in the block.
+    pub index: u64,
+    /// `committed` (durable and sealed by the city).
+    pub level: String,
+    /// The record.
+    #[schema(value_type = Object)]
+    pub record: Record,
+    /// The proof `urbis verify` takes (the record is inside it).
+    #[schema(value_type = Object)]
+    pub proof: ProofDocument,
+}
+
+fn record_proof(app: &AppState, id: &Hash32) -> ApiResult<Option<(RecordProof, u64, u64)>> {
+    let Some(stored) = app.store.record(id).map_err(internal)? else { return Ok(None) };
+    let ids = app.store.block_records(stored.height).map_err(internal)?.ok_or_else(|| internal("block missing"))?;
+    let header = app.store.header(stored.height).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
+    let tree = Blake3Tree::records();
+    let leaves: Vec<Hash32> = ids.iter().map(|i| tree.leaf(i.as_bytes())).collect();
+    let inclusion = InclusionProof::build(&tree, &leaves, stored.index).map_err(internal)?;
+    Ok(Some((RecordProof { record: stored.record, inclusion, header, finality: None }, stored.height, stored.index)))
+}
+
+/// A record and its proof.
+#[utoipa::path(get, path = "/v1/records/{id}", params(("id" = String, Path, description = "Record id, 64 hex digits")),
+    responses((status = 200, body = RecordView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_record(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Json<RecordView>> {
+    let id = types::parse_hash(&id).map_err(|_| Problem::bad_request("record id must be 64 hex digits"))?;
+    let (proof, height, index) = record_proof(&app, &id)?.ok_or_else(|| Problem::not_found("no such record"))?;
+    Ok(Json(RecordView { id: id.to_hex(), height, index, level: "committed".into(), record: proof.record.clone(), proof: ProofDocument::Record(proof) }))
+}
+
+/// Ids to fetch proofs for.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchProofRequest {
+    /// Record ids, 64 hex digits each.
+    pub ids: Vec<String>,
+}
+
+/// Proofs by id; ids not found are listed apart.
+#[derive(Serialize, ToSchema)]
+pub struct BatchProofResponse {
+    /// Found records with proofs.
+    pub records: Vec<RecordView>,
+    /// Ids with no record here.
+    pub missing: Vec<String>,
+}
+
+/// Many record proofs in one call (for relays).
+#[utoipa::path(post, path = "/v1/proofs/records", request_body = BatchProofRequest,
+    responses((status = 200, body = BatchProofResponse), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+async fn batch_record_proofs(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<BatchProofResponse>> {
+    let body = body.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { Problem::too_large("body too large") } else { Problem::bad_request(e.body_text()) })?;
+    let req: BatchProofRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Problem::unprocessable(e.to_string()),
+        _ => Problem::bad_request(e.to_string()),
+    })?;
+    if req.ids.len() > app.limits.batch_reads_max {
+        return Err(Problem::too_large(format!("at most {} ids per request", app.limits.batch_reads_max)));
+    }
+    let mut out = BatchProofResponse { records: vec![], missing: vec![] };
+    for s in req.ids {
+        let id = types::parse_hash(&s).map_err(|_| Problem::unprocessable(format!("{s} is not 64 hex digits")))?;
+        match record_proof(&app, &id)? {
+            Some((proof, height, index)) => out.records.push(RecordView { id: s, height, index, level: "committed".into(), record: proof.record.clone(), proof: ProofDocument::Record(proof) }),
+            None => out.missing.push(s),
+        }
+    }
+    Ok(Json(out))
+}
+
+/// A sealed block.
+#[derive(Serialize, ToSchema)]
+pub struct BlockView {
+    /// Header hash.
+    pub hash: String,
+    /// The sealed header.
+    #[schema(value_type = Object)]
+    pub header: SignedShardHeader,
+    /// Record ids in block order.
+    pub records: Vec<String>,
+}
+
+fn block_view(app: &AppState, height: u64) -> ApiResult<Json<BlockView>> {
+    let header = app.store.header(height).map_err(internal)?.ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    let ids = app.store.block_records(height).map_err(internal)?.unwrap_or_default();
+    Ok(Json(BlockView { hash: header.header.hash().to_hex(), header, records: ids.iter().map(Hash32::to_hex).collect() }))
+}
+
+/// The latest sealed block.
+#[utoipa::path(get, path = "/v1/blocks/latest", responses((status = 200, body = BlockView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn latest_block(State(app): State<Arc<AppState>>) -> ApiResult<Json<BlockView>> {
+    let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
+    block_view(&app, tip.height)
+}
+
+/// A sealed block by height.
+#[utoipa::path(get, path = "/v1/blocks/{height}", params(("height" = u64, Path, description = "Block height")),
+    responses((status = 200, body = BlockView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn get_block(State(app): State<Arc<AppState>>, Path(height): Path<String>) -> ApiResult<Json<BlockView>> {
+    let height: u64 = height.parse().map_err(|_| Problem::bad_request("height must be a non-negative integer"))?;
+    block_view(&app, height)
+}
+
+/// Pagination of a subject's records.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubjectQuery {
+    /// Only this kind: information, capital, talent or credit.
+    #[param(value_type = Option<String>)]
+    pub kind: Option<RecordKind>,
+    /// Only records issued at or after this time (ms since the Unix epoch).
+    pub from_ms: Option<u64>,
+    /// Only records issued before this time.
+    pub to_ms: Option<u64>,
+    /// The `next` cursor of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1..=100 (default 50).
+    pub limit: Option<usize>,
+}
+
+/// One page of a subject's records.
+#[derive(Serialize, ToSchema)]
+pub struct SubjectPage {
+    /// Records with proofs.
+    pub records: Vec<RecordView>,
+    /// Cursor of the next page, absent on the last.
+    pub next: Option<String>,
+}
+
+/// A subject's records, in chain order, with proofs.
+#[utoipa::path(get, path = "/v1/subjects/{subject}/records", params(("subject" = String, Path, description = "Subject id, 64 hex digits"), SubjectQuery),
+    responses((status = 200, body = SubjectPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
+async fn subject_records(State(app): State<Arc<AppState>>, Path(subject): Path<String>, query: Result<Query<SubjectQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<SubjectPage>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let subject = SubjectId(types::parse_hash(&subject).map_err(|_| Problem::bad_request("subject must be 64 hex digits"))?);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::bad_request("limit must be 1..=100"));
+    }
+    let mut after = match &q.cursor {
+        None => None,
+        Some(c) => {
+            let (h, i) = c.split_once('.').ok_or_else(|| Problem::bad_request("malformed cursor"))?;
+            Some((h.parse().map_err(|_| Problem::bad_request("malformed cursor"))?, i.parse().map_err(|_| Problem::bad_request("malformed cursor"))?))
+        }
+    };
+    let mut out = Vec::new();
+    let mut next = None;
+    // Filters apply after the index scan; scan in chunks until the page is full.
+    'scan: loop {
+        let chunk = app.store.subject_records(&subject, after, 256).map_err(internal)?;
+        if chunk.is_empty() {
+            break;
+        }
+        for (pos, id) in chunk {
+            after = Some(pos);
+            let Some((proof, height, index)) = record_proof(&app, &id)? else { continue };
+            let r = &proof.record;
+            let keep = q.kind.is_none_or(|k| r.kind() == k) && q.from_ms.is_none_or(|t| r.time_ms >= t) && q.to_ms.is_none_or(|t| r.time_ms < t);
+            if keep {
+                if out.len() == limit {
+                    next = after.map(|_| ());
+                    break 'scan;
+                }
+                out.push(RecordView { id: id.to_hex(), height, index, level: "committed".into(), record: proof.record.clone(), proof: ProofDocument::Record(proof) });
+            }
+        }
+    }
+    let next = next.and_then(|_| out.last().map(|v| format!("{}.{}", v.height, v.index)));
+    Ok(Json(SubjectPage { records: out, next }))
+}
+
+/// A state proof document.
+#[derive(Serialize, ToSchema)]
+pub struct ProofView {
+    /// `committed`.
+    pub level: String,
+    /// Whether the key is present.
+    pub present: bool,
+    /// The proof `urbis verify --key` takes.
+    #[schema(value_type = Object)]
+    pub proof: ProofDocument,
+}
+
+/// Membership or non-membership of a state key at the latest block.
+#[utoipa::path(get, path = "/v1/state/{key}/proof", params(("key" = String, Path, description = "Hex of the canonical encoding of the state key")),
+    responses((status = 200, body = ProofView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn state_proof(State(app): State<Arc<AppState>>, Path(key): Path<String>) -> ApiResult<Json<ProofView>> {
+    let bytes = hex::decode(&key).map_err(|_| Problem::bad_request("key must be hex"))?;
+    let key: StateKey = decode(&bytes).map_err(|e| Problem::bad_request(e.to_string()))?;
+    let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
+    let header = app.store.header(tip.height).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
+    let (value, proof) = match tip.state_version {
+        None => (None, urbis_core::state::StateProof { leaf: None, siblings: vec![] }),
+        Some(v) => {
+            let tree = jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*app.store);
+            let (value, p) = tree.get_with_proof(jmt::KeyHash(key.key_hash().0), v).map_err(internal)?;
+            (value, urbis_core::state::StateProof::from_jmt(&p).map_err(internal)?)
+        }
+    };
+    let present = value.is_some();
+    Ok(Json(ProofView { level: "committed".into(), present, proof: ProofDocument::State(StateFactProof { key, value, proof, header, finality: None }) }))
+}
+
+/// Query of a history proof.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Tree size (the height of the committing header), greater than the block's height.
+    pub size: u64,
+}
+
+/// Inclusion of header `height` in the history tree of size `size`.
+#[utoipa::path(get, path = "/v1/blocks/{height}/history-proof", params(("height" = u64, Path, description = "Block height"), HistoryQuery),
+    responses((status = 200, description = "Inclusion proof", body = Object), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn history_proof(State(app): State<Arc<AppState>>, Path(height): Path<String>, query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<InclusionProof>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let height: u64 = height.parse().map_err(|_| Problem::bad_request("height must be a non-negative integer"))?;
+    let hashes = app.store.header_hashes().map_err(internal)?;
+    if q.size > hashes.len() as u64 {
+        return Err(Problem::not_found(format!("the history has {} headers", hashes.len())));
+    }
+    let tree = Blake3Tree::history();
+    let leaves: Vec<Hash32> = hashes[..q.size as usize].iter().map(|h| tree.leaf(h.as_bytes())).collect();
+    InclusionProof::build(&tree, &leaves, height).map(Json).map_err(|e| Problem::bad_request(e.to_string()))
+}
+
+/// Query of a consistency proof.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    /// Older tree size.
+    pub from: u64,
+    /// Newer tree size.
+    pub to: u64,
+}
+
+/// Consistency of the history tree between two sizes.
+#[utoipa::path(get, path = "/v1/history/consistency", params(ConsistencyQuery),
+    responses((status = 200, description = "Consistency proof", body = Object), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn consistency(State(app): State<Arc<AppState>>, query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<ConsistencyProof>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let hashes = app.store.header_hashes().map_err(internal)?;
+    if q.to > hashes.len() as u64 {
+        return Err(Problem::not_found(format!("the history has {} headers", hashes.len())));
+    }
+    let tree = Blake3Tree::history();
+    let leaves: Vec<Hash32> = hashes[..q.to as usize].iter().map(|h| tree.leaf(h.as_bytes())).collect();
+    ConsistencyProof::build(&tree, &leaves, q.from).map(Json).map_err(|e| Problem::bad_request(e.to_string()))
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/livez", responses((status = 200, description = "alive")))]
+async fn livez() -> &'static str {
+    "ok"
+}
+
+/// Readiness: accepting submissions.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = Problem, content_type = "application/problem+json")))]
+async fn readyz(State(app): State<Arc<AppState>>) -> ApiResult<&'static str> {
+    if app.ready.load(Ordering::Relaxed) { Ok("ready") } else { Err(Problem::unavailable("draining")) }
+}

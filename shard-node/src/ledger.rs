@@ -1,0 +1,396 @@
+//! The ledger's rules, pure: which submissions a block may take, the state writes they make,
+//! and the block's header. No I/O: the state is read through [`StateView`].
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use std::collections::BTreeMap;
+use urbis_core::encoding::{decode, encode};
+use urbis_core::genesis::ValidGenesis;
+use urbis_core::hash::{Domain, Hash32};
+use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader};
+use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher, root_from_leaf_hashes};
+use urbis_core::record::{CapitalOperation, CityId, Record, RecordBody, TalentPayload};
+use urbis_core::state::StateKey;
+
+/// The service allowed to issue an asset at its issuing city.
+pub const TREASURY_SERVICE: &str = "treasury";
+
+/// Reads the state as of the last sealed block.
+pub trait StateView {
+    /// The value under `key`, if any.
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String>;
+    /// Whether a record with this id is already sealed.
+    fn has_record(&self, id: &Hash32) -> Result<bool, String>;
+}
+
+/// Why a submission was refused by the ledger rules (nothing of it is written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The asset is not in genesis.
+    #[error("record {index}: unknown asset {asset}")]
+    UnknownAsset {
+        /// Record position in the request.
+        index: usize,
+        /// Asset id.
+        asset: String,
+    },
+    /// Only the issuing city's treasury issues.
+    #[error("record {index}: only the {TREASURY_SERVICE} service of the issuing city may issue {asset}")]
+    NotIssuer {
+        /// Record position.
+        index: usize,
+        /// Asset id.
+        asset: String,
+    },
+    /// A balance would go negative.
+    #[error("record {index}: account {account} holds {balance} {asset}, {amount} requested")]
+    InsufficientFunds {
+        /// Record position.
+        index: usize,
+        /// Account.
+        account: String,
+        /// Asset.
+        asset: String,
+        /// Balance.
+        balance: u128,
+        /// Amount.
+        amount: u128,
+    },
+    /// A balance would overflow.
+    #[error("record {index}: balance overflow")]
+    Overflow {
+        /// Record position.
+        index: usize,
+    },
+    /// A transfer to the paying account itself.
+    #[error("record {index}: paying and receiving account are the same")]
+    SelfTransfer {
+        /// Record position.
+        index: usize,
+    },
+    /// The destination city is not in genesis.
+    #[error("record {index}: unknown destination city {city}")]
+    UnknownDestination {
+        /// Record position.
+        index: usize,
+        /// City id.
+        city: CityId,
+    },
+    /// The credential is already revoked.
+    #[error("record {index}: credential already revoked")]
+    AlreadyRevoked {
+        /// Record position.
+        index: usize,
+    },
+    /// The same record was already sealed or is twice in the block.
+    #[error("record {index}: duplicate record {id}")]
+    Duplicate {
+        /// Record position.
+        index: usize,
+        /// Record id.
+        id: Hash32,
+    },
+    /// The state could not be read.
+    #[error("state unavailable: {0}")]
+    State(String),
+}
+
+impl Rejection {
+    /// Whether the rejection is a conflict with the current state (HTTP 409) rather than an
+    /// invalid request (HTTP 422).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Rejection::InsufficientFunds { .. } | Rejection::AlreadyRevoked { .. } | Rejection::Duplicate { .. })
+    }
+    /// Whether the caller is not allowed to do this (HTTP 403).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Rejection::NotIssuer { .. })
+    }
+}
+
+/// The subject index entry: how many records, and a running digest of their ids.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SubjectIndexEntry {
+    /// Records about the subject in this shard.
+    pub count: u64,
+    /// `H_SubjectIndex(previous digest || record id)`, from the zero hash.
+    pub digest: Hash32,
+}
+
+/// A block being assembled: submissions are added whole or not at all.
+pub struct BlockBuilder<'a, V: StateView> {
+    view: &'a V,
+    genesis: &'a ValidGenesis,
+    city: CityId,
+    height: u64,
+    records: Vec<Record>,
+    ids: std::collections::BTreeSet<Hash32>,
+    writes: BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+}
+
+impl<'a, V: StateView> BlockBuilder<'a, V> {
+    /// Starts block `height` of `city`.
+    pub fn new(view: &'a V, genesis: &'a ValidGenesis, city: CityId, height: u64) -> Self {
+        BlockBuilder { view, genesis, city, height, records: vec![], ids: Default::default(), writes: BTreeMap::new() }
+    }
+
+    /// Records so far.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record was added.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Adds all of `records` (already validated by `Record::validate`) or none of them.
+    /// Returns the index of each in the block.
+    pub fn add(&mut self, records: &[Record]) -> Result<Vec<u64>, Rejection> {
+        let mut overlay: BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)> = BTreeMap::new();
+        let mut ids = Vec::with_capacity(records.len());
+        for (index, r) in records.iter().enumerate() {
+            let id = r.id();
+            let seen = self.ids.contains(&id) || ids.contains(&id);
+            if seen || self.view.has_record(&id).map_err(Rejection::State)? {
+                return Err(Rejection::Duplicate { index, id });
+            }
+            ids.push(id);
+            self.apply(index, r, &id, &mut overlay)?;
+        }
+        let first = self.records.len() as u64;
+        self.records.extend_from_slice(records);
+        self.ids.extend(ids);
+        self.writes.extend(overlay);
+        Ok((first..first + records.len() as u64).collect())
+    }
+
+    fn read(&self, overlay: &BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>, key: &StateKey) -> Result<Option<Vec<u8>>, Rejection> {
+        let k = encode(key);
+        if let Some((_, v)) = overlay.get(&k).or_else(|| self.writes.get(&k)) {
+            return Ok(v.clone());
+        }
+        self.view.get(key).map_err(Rejection::State)
+    }
+
+    fn read_u128(&self, overlay: &BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>, key: &StateKey) -> Result<u128, Rejection> {
+        Ok(match self.read(overlay, key)? {
+            None => 0,
+            Some(v) => decode::<u128>(&v).map_err(|e| Rejection::State(e.to_string()))?,
+        })
+    }
+
+    fn put(overlay: &mut BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>, key: StateKey, value: Option<Vec<u8>>) {
+        overlay.insert(encode(&key), (key, value));
+    }
+
+    fn apply(
+        &self,
+        index: usize,
+        r: &Record,
+        id: &Hash32,
+        overlay: &mut BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+    ) -> Result<(), Rejection> {
+        // Subject index: count and running digest.
+        let subject_key = StateKey::SubjectIndex { subject: r.subject };
+        let mut entry: SubjectIndexEntry = match self.read(overlay, &subject_key)? {
+            None => SubjectIndexEntry::default(),
+            Some(v) => decode(&v).map_err(|e| Rejection::State(e.to_string()))?,
+        };
+        let mut h = Domain::SubjectIndex.hasher();
+        h.update(entry.digest.as_bytes());
+        h.update(id.as_bytes());
+        entry.digest = Hash32(*h.finalize().as_bytes());
+        entry.count = entry.count.saturating_add(1);
+        Self::put(overlay, subject_key, Some(encode(&entry)));
+
+        match &r.body {
+            RecordBody::Capital(c) => {
+                let asset = self
+                    .genesis
+                    .genesis()
+                    .assets
+                    .iter()
+                    .find(|a| a.id == c.asset)
+                    .ok_or_else(|| Rejection::UnknownAsset { index, asset: c.asset.clone() })?;
+                let native = asset.issuer == self.city;
+                let account_key = |account: &str| {
+                    if native {
+                        StateKey::Balance { asset: c.asset.clone(), account: account.to_string() }
+                    } else {
+                        StateKey::Voucher { asset: c.asset.clone(), account: account.to_string() }
+                    }
+                };
+                let debit = |this: &Self, overlay: &mut BTreeMap<_, _>, account: &str| -> Result<(), Rejection> {
+                    let key = account_key(account);
+                    let balance = this.read_u128(overlay, &key)?;
+                    let left = balance.checked_sub(c.amount).ok_or_else(|| Rejection::InsufficientFunds {
+                        index,
+                        account: account.to_string(),
+                        asset: c.asset.clone(),
+                        balance,
+                        amount: c.amount,
+                    })?;
+                    Self::put(overlay, key, (left != 0).then(|| encode(&left)));
+                    Ok(())
+                };
+                let credit = |this: &Self, overlay: &mut BTreeMap<_, _>, key: StateKey| -> Result<(), Rejection> {
+                    let balance = this.read_u128(overlay, &key)?;
+                    let new = balance.checked_add(c.amount).ok_or(Rejection::Overflow { index })?;
+                    Self::put(overlay, key, Some(encode(&new)));
+                    Ok(())
+                };
+                match &c.operation {
+                    CapitalOperation::Issue { to } => {
+                        if !native || r.service != TREASURY_SERVICE {
+                            return Err(Rejection::NotIssuer { index, asset: c.asset.clone() });
+                        }
+                        credit(self, overlay, account_key(to))?;
+                    }
+                    CapitalOperation::Transfer { from, to } => {
+                        if from == to {
+                            return Err(Rejection::SelfTransfer { index });
+                        }
+                        debit(self, overlay, from)?;
+                        credit(self, overlay, account_key(to))?;
+                    }
+                    CapitalOperation::Send { from, .. } => {
+                        let destination = r.destination.ok_or(Rejection::UnknownDestination { index, city: self.city })?;
+                        if self.genesis.city(destination).is_none() {
+                            return Err(Rejection::UnknownDestination { index, city: destination });
+                        }
+                        debit(self, overlay, from)?;
+                        credit(self, overlay, StateKey::Escrow { asset: c.asset.clone(), destination })?;
+                        self.commit_packet(overlay, destination, id)?;
+                    }
+                }
+            }
+            RecordBody::Talent(TalentPayload::Revoke { credential_id, .. }) => {
+                let key = StateKey::Revocation { credential_id: *credential_id };
+                if self.read(overlay, &key)?.is_some() {
+                    return Err(Rejection::AlreadyRevoked { index });
+                }
+                Self::put(overlay, key, Some(encode(&self.height)));
+            }
+            RecordBody::Talent(TalentPayload::Issue { .. }) | RecordBody::Credit(_) | RecordBody::Information(_) => {}
+        }
+        if let (Some(destination), false) = (r.destination, matches!(r.body, RecordBody::Capital(_))) {
+            if self.genesis.city(destination).is_none() {
+                return Err(Rejection::UnknownDestination { index, city: destination });
+            }
+            self.commit_packet(overlay, destination, id)?;
+        }
+        Ok(())
+    }
+
+    /// Records an outbound packet: its commitment (the record id) under the next sequence.
+    fn commit_packet(
+        &self,
+        overlay: &mut BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+        destination: CityId,
+        id: &Hash32,
+    ) -> Result<(), Rejection> {
+        let seq_key = StateKey::NextSequence { source: self.city, destination };
+        let sequence = match self.read(overlay, &seq_key)? {
+            None => 1u64,
+            Some(v) => decode::<u64>(&v).map_err(|e| Rejection::State(e.to_string()))?,
+        };
+        Self::put(overlay, StateKey::PacketCommitment { source: self.city, destination, sequence }, Some(encode(id)));
+        Self::put(overlay, seq_key, Some(encode(&sequence.saturating_add(1))));
+        Ok(())
+    }
+
+    /// Finishes the block: its records, state writes, and the unsigned header given the state
+    /// root the caller computed from the writes.
+    pub fn finish(self) -> (Vec<Record>, Vec<(StateKey, Option<Vec<u8>>)>) {
+        (self.records, self.writes.into_values().collect())
+    }
+}
+
+/// The header of block `height` over `records`.
+#[allow(clippy::too_many_arguments)]
+pub fn header(
+    city: CityId,
+    height: u64,
+    time_ms: u64,
+    previous: Hash32,
+    records: &[Record],
+    state_root: Hash32,
+    history: &Frontier,
+) -> ShardHeader {
+    let tree = Blake3Tree::records();
+    let leaves: Vec<Hash32> = records.iter().map(|r| tree.leaf(r.id().as_bytes())).collect();
+    ShardHeader {
+        version: SHARD_HEADER_VERSION,
+        city,
+        height,
+        time_ms,
+        previous,
+        records_root: root_from_leaf_hashes(&tree, &leaves),
+        records_count: records.len() as u64,
+        state_root,
+        history_root: history.root(&Blake3Tree::history()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use urbis_core::record::CapitalPayload;
+    use urbis_core::testkit::{Federation, information_record};
+
+    /// The state of earlier blocks, as a map (the shard keeps it in RocksDB).
+    #[derive(Default)]
+    struct Map(HashMap<Vec<u8>, Vec<u8>>);
+
+    impl StateView for Map {
+        fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.get(&encode(key)).cloned())
+        }
+        fn has_record(&self, _: &Hash32) -> Result<bool, String> {
+            Ok(false)
+        }
+    }
+
+    fn op(n: u64, amount: u128, operation: CapitalOperation) -> Record {
+        let mut r = information_record(CityId(0), n);
+        r.service = TREASURY_SERVICE.into();
+        r.body = RecordBody::Capital(CapitalPayload { asset: "EUR".into(), amount, operation });
+        r
+    }
+
+    proptest! {
+        /// Whatever the order of issues and transfers, balances never go negative and their
+        /// sum equals what was issued.
+        #[test]
+        fn capital_is_conserved_and_never_negative(ops in proptest::collection::vec((0u8..3, 0usize..4, 0usize..4, 1u128..500), 1..60)) {
+            let fed = Federation::new("ledger", 1, 4);
+            let accounts = ["a", "b", "c", "d"];
+            let mut state = Map::default();
+            let mut issued = 0u128;
+            for (height, (kind, from, to, amount)) in ops.into_iter().enumerate() {
+                let record = match kind {
+                    0 => op(height as u64, amount, CapitalOperation::Issue { to: accounts[to].into() }),
+                    _ => op(height as u64, amount, CapitalOperation::Transfer { from: accounts[from].into(), to: accounts[to].into() }),
+                };
+                let mut b = BlockBuilder::new(&state, &fed.genesis, CityId(0), height as u64);
+                match b.add(std::slice::from_ref(&record)) {
+                    Ok(_) => {
+                        if kind == 0 { issued += amount; }
+                        let (_, writes) = b.finish();
+                        for (k, v) in writes {
+                            match v { Some(v) => { state.0.insert(encode(&k), v); } None => { state.0.remove(&encode(&k)); } }
+                        }
+                    }
+                    Err(Rejection::InsufficientFunds { balance, amount: a, .. }) => prop_assert!(balance < a),
+                    Err(Rejection::SelfTransfer { .. }) => prop_assert_eq!(from, to),
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                }
+            }
+            let total: u128 = accounts.iter().map(|a| {
+                state.get(&StateKey::Balance { asset: "EUR".into(), account: (*a).into() }).unwrap().map_or(0, |v| decode::<u128>(&v).unwrap())
+            }).sum();
+            prop_assert_eq!(total, issued);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! A city's durable ledger: municipal services submit records, the node seals them into signed
+//! blocks on RocksDB (group commit, one synced `WriteBatch` per block), and anyone reads them
+//! back with proofs that `urbis verify` checks offline.
+//!
+//! `ledger` is the pure rule book; `sealer` the group-commit loop; `store` the only module
+//! that knows RocksDB; `api` the axum shell; `node` configuration and lifecycle.
+
+pub mod api;
+pub mod ledger;
+pub mod node;
+pub mod sealer;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,191 @@
+//! Running a shard: configuration (file plus `URBIS_*` environment), key files, start-up,
+//! serving, and graceful shutdown (stop accepting, seal what is pending, close RocksDB).
+
+use crate::api::{self, ApiLimits, AppState};
+use crate::sealer::{self, BlockLimits, SealerParts};
+use crate::store::Store;
+use crate::tokens::Tokens;
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use urbis_core::genesis::{Genesis, ValidGenesis};
+use urbis_core::sealing::SealingKey;
+
+/// A shard's configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// This shard's city name (as in genesis).
+    pub city: String,
+    /// Path of the genesis document.
+    pub genesis: PathBuf,
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// The city's sealing key file (mode 0600).
+    pub sealing_key_file: PathBuf,
+    /// The service token file (hashes only).
+    pub tokens_file: PathBuf,
+    /// Most records per block.
+    #[serde(default = "defaults::block_records_max")]
+    pub block_records_max: usize,
+    /// Most encoded record bytes per block.
+    #[serde(default = "defaults::block_bytes_max")]
+    pub block_bytes_max: usize,
+    /// Most records per request.
+    #[serde(default = "defaults::batch_records_max")]
+    pub batch_records_max: usize,
+    /// Largest request body.
+    #[serde(default = "defaults::body_bytes_max")]
+    pub body_bytes_max: usize,
+    /// Longest wait for a seal before answering 503.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Submissions queued for the sealer before the API answers 503.
+    #[serde(default = "defaults::queue")]
+    pub queue: usize,
+}
+
+mod defaults {
+    pub fn block_records_max() -> usize {
+        10_000
+    }
+    pub fn block_bytes_max() -> usize {
+        16 * 1024 * 1024
+    }
+    pub fn batch_records_max() -> usize {
+        1_000
+    }
+    pub fn body_bytes_max() -> usize {
+        4 * 1024 * 1024
+    }
+    pub fn request_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn queue() -> usize {
+        4_096
+    }
+}
+
+impl ShardConfig {
+    /// Loads a config file, then applies `URBIS_*` environment overrides (`URBIS_LISTEN`,
+    /// `URBIS_DATA_DIR`, ...).
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut builder = config::Config::builder();
+        if let Some(p) = path {
+            builder = builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(config::Environment::with_prefix("URBIS").try_parsing(true));
+        let cfg: ShardConfig = builder.build()?.try_deserialize().context("shard configuration")?;
+        if cfg.block_records_max == 0 || cfg.batch_records_max == 0 {
+            bail!("block_records_max and batch_records_max must be positive");
+        }
+        Ok(cfg)
+    }
+}
+
+/// Reads the hex secret of a key file written by `urbis keys generate` (or a bare hex file),
+/// refusing files that group or others can read.
+pub fn read_secret_hex<const N: usize>(path: &Path) -> Result<[u8; N]> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!("{} is readable by group or others; run: chmod 600 {}", path.display(), path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let hex_text = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) => v.get("secret_hex").and_then(|s| s.as_str()).map(str::to_string).unwrap_or_default(),
+        Err(_) => text.trim().to_string(),
+    };
+    let mut out = [0u8; N];
+    hex::decode_to_slice(hex_text.trim(), &mut out).with_context(|| format!("{} does not hold {N} hex-encoded bytes", path.display()))?;
+    Ok(out)
+}
+
+/// Reads and validates a genesis document.
+pub fn load_genesis(path: &Path) -> Result<ValidGenesis> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let genesis: Genesis = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    genesis.validate().with_context(|| format!("validating {}", path.display()))
+}
+
+/// Milliseconds since the Unix epoch: the shard's one clock.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    // The OS random source failing is unrecoverable for a node that must salt commitments.
+    if let Err(e) = getrandom::getrandom(&mut b) {
+        tracing::error!(error = %e, "no randomness available");
+        std::process::abort();
+    }
+    b
+}
+
+/// Runs a shard until `shutdown` completes, then drains and closes.
+pub async fn run(config: ShardConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let genesis = Arc::new(load_genesis(&config.genesis)?);
+    let city = genesis.city_by_name(&config.city).with_context(|| format!("city {} is not in genesis", config.city))?.id;
+    let seed = read_secret_hex::<32>(&config.sealing_key_file).context("sealing key")?;
+    let key = SealingKey::from_seed(&seed);
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store = Arc::new(Store::open(&config.data_dir.join("db")).context("opening the shard store")?);
+    let next_height = store.tip()?.map_or(0, |t| t.height + 1);
+    let in_force = genesis.sealing_key(city, next_height).context("city has no sealing key")?;
+    if key.public_key() != *in_force {
+        bail!("the sealing key file does not hold the key genesis names for {} at height {next_height}", config.city);
+    }
+    let (sealer, sealer_thread) = sealer::start(
+        SealerParts {
+            store: store.clone(),
+            genesis: genesis.clone(),
+            city,
+            key,
+            limits: BlockLimits { records_max: config.block_records_max, bytes_max: config.block_bytes_max },
+            clock: wall_clock_ms,
+        },
+        config.queue,
+    )?;
+    let tokens = Tokens::open(&config.tokens_file).context("opening the token file")?;
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        sealer,
+        tokens,
+        genesis,
+        city,
+        limits: ApiLimits {
+            body_bytes_max: config.body_bytes_max,
+            batch_records_max: config.batch_records_max,
+            batch_reads_max: 1_000,
+            request_timeout_ms: config.request_timeout_ms,
+        },
+        clock: wall_clock_ms,
+        random: random32,
+        ready: AtomicBool::new(true),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(city = %config.city, listen = %listener.local_addr()?, height = next_height, "shard serving");
+    let drain = state.clone();
+    let app = api::router(state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            drain.ready.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: draining requests");
+        })
+        .await?;
+    // The router is gone; dropping the last state closes the queue, and the sealer seals what
+    // is pending before it stops.
+    drop(state);
+    tokio::task::spawn_blocking(move || sealer_thread.join()).await?.map_err(|_| anyhow::anyhow!("sealer thread panicked"))?;
+    drop(store);
+    tracing::info!("shard stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The sealing loop: group commit. A block is cut as soon as the previous one is durable and
+//! submissions are waiting, bounded by count and bytes, so latency stays low when idle and
+//! batches grow under load. A submission is answered only once its block is durable.
+
+use crate::ledger::{self, BlockBuilder, Rejection, StateView};
+use crate::store::{BlockWrite, IdempotencyEntry, Store, StoreError, StoredPayload, Tip};
+use jmt::{JellyfishMerkleTree, KeyHash};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use urbis_core::genesis::ValidGenesis;
+use urbis_core::hash::Hash32;
+use urbis_core::header::SignedShardHeader;
+use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher};
+use urbis_core::record::{CityId, Record};
+use urbis_core::sealing::SealingKey;
+use urbis_core::state::{PLACEHOLDER_HASH, StateHasher, StateKey};
+
+/// Where a record landed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Receipt {
+    /// Record id.
+    pub id: Hash32,
+    /// Block height.
+    pub height: u64,
+    /// Index in the block.
+    pub index: u64,
+}
+
+/// One request's records, sealed together or refused together.
+pub struct Submission {
+    /// The records.
+    pub records: Vec<Record>,
+    /// Off-chain payloads, by position in `records`.
+    pub payloads: Vec<Option<StoredPayload>>,
+    /// Encoded size, for the block byte limit.
+    pub bytes: usize,
+    /// `(service, key, request hash)` when the request carried an `Idempotency-Key`.
+    pub idempotency: Option<(String, String, Hash32)>,
+    /// Builds the response body stored for idempotent retries.
+    pub render: fn(&[Receipt]) -> Vec<u8>,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Outcome>,
+}
+
+/// What happened to a submission.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Durable in a sealed block.
+    Sealed(Vec<Receipt>),
+    /// Refused by the ledger rules; nothing written.
+    Rejected(Rejection),
+    /// An earlier request with the same idempotency key was sealed: its stored response.
+    Replayed(IdempotencyEntry),
+    /// The store failed; nothing of this submission is acknowledged.
+    Failed(String),
+}
+
+/// Limits of one block.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockLimits {
+    /// Most records per block.
+    pub records_max: usize,
+    /// Most encoded record bytes per block.
+    pub bytes_max: usize,
+}
+
+/// Handle to the sealing thread.
+#[derive(Clone)]
+pub struct Sealer {
+    tx: mpsc::Sender<Submission>,
+    tip: watch::Receiver<Option<Tip>>,
+}
+
+impl Sealer {
+    /// Queues a submission; the reply arrives once its block is durable.
+    pub async fn submit(&self, s: Submission) -> Result<(), Submission> {
+        self.tx.send(s).await.map_err(|e| e.0)
+    }
+
+    /// The latest durable tip.
+    pub fn tip(&self) -> Option<Tip> {
+        *self.tip.borrow()
+    }
+
+    /// Watches the tip.
+    pub fn watch_tip(&self) -> watch::Receiver<Option<Tip>> {
+        self.tip.clone()
+    }
+}
+
+/// Everything the sealing thread owns.
+pub struct SealerParts {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The federation.
+    pub genesis: Arc<ValidGenesis>,
+    /// This shard's city.
+    pub city: CityId,
+    /// The city's sealing key.
+    pub key: SealingKey,
+    /// Block limits.
+    pub limits: BlockLimits,
+    /// The wall clock, in milliseconds since the Unix epoch.
+    pub clock: fn() -> u64,
+}
+
+struct View<'a> {
+    store: &'a Store,
+    version: Option<u64>,
+}
+
+impl StateView for View<'_> {
+    fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
+        match self.version {
+            None => Ok(None),
+            Some(v) => self.store.state_value(v, KeyHash(key.key_hash().0)).map_err(|e| e.to_string()),
+        }
+    }
+    fn has_record(&self, id: &Hash32) -> Result<bool, String> {
+        self.store.record(id).map(|r| r.is_some()).map_err(|e| e.to_string())
+    }
+}
+
+/// Starts the sealing thread. It stops after the last `Sealer` handle is dropped and the queue
+/// is drained, so pending submissions are sealed on shutdown.
+pub fn start(parts: SealerParts, queue: usize) -> Result<(Sealer, std::thread::JoinHandle<()>), StoreError> {
+    let tip = parts.store.tip()?;
+    let history = Frontier::from_leaf_hashes(
+        &Blake3Tree::history(),
+        &parts.store.header_hashes()?.iter().map(|h| Blake3Tree::history().leaf(h.as_bytes())).collect::<Vec<_>>(),
+    );
+    let (tx, mut rx) = mpsc::channel::<Submission>(queue);
+    let (tip_tx, tip_rx) = watch::channel(tip);
+    let handle = std::thread::Builder::new()
+        .name("sealer".into())
+        .spawn(move || {
+            let mut state = SealState { tip, history };
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                let mut records = batch[0].records.len();
+                let mut bytes = batch[0].bytes;
+                while records < parts.limits.records_max && bytes < parts.limits.bytes_max {
+                    match rx.try_recv() {
+                        Ok(s) => {
+                            records += s.records.len();
+                            bytes += s.bytes;
+                            batch.push(s);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                // Submissions that do not fit go back to the front of the next block.
+                let mut carry = Vec::new();
+                let mut count = 0;
+                let mut size = 0;
+                let mut kept = Vec::new();
+                for s in batch {
+                    if !kept.is_empty() && (count + s.records.len() > parts.limits.records_max || size + s.bytes > parts.limits.bytes_max) {
+                        carry.push(s);
+                    } else {
+                        count += s.records.len();
+                        size += s.bytes;
+                        kept.push(s);
+                    }
+                }
+                seal_block(&parts, &mut state, kept, &tip_tx);
+                for s in carry {
+                    seal_block(&parts, &mut state, vec![s], &tip_tx);
+                }
+            }
+            tracing::info!("sealer stopped: queue closed and drained");
+        })
+        .map_err(|_| StoreError::Corrupt { what: "sealer thread" })?;
+    Ok((Sealer { tx, tip: tip_rx }, handle))
+}
+
+struct SealState {
+    tip: Option<Tip>,
+    history: Frontier,
+}
+
+fn seal_block(parts: &SealerParts, state: &mut SealState, batch: Vec<Submission>, tip_tx: &watch::Sender<Option<Tip>>) {
+    let height = state.tip.map_or(0, |t| t.height + 1);
+    let version = state.tip.and_then(|t| t.state_version);
+    let view = View { store: &parts.store, version };
+    let mut builder = BlockBuilder::new(&view, &parts.genesis, parts.city, height);
+    let mut accepted: Vec<(Submission, Vec<u64>)> = Vec::new();
+    let mut seen_keys: Vec<(String, String)> = Vec::new();
+    for s in batch {
+        if let Some((service, key, request_hash)) = &s.idempotency {
+            // A retry racing its original: answer from the store or from this block.
+            match parts.store.idempotency(service, key) {
+                Ok(Some(entry)) => {
+                    let outcome = if entry.request_hash == *request_hash { Outcome::Replayed(entry) } else { Outcome::Rejected(Rejection::State("idempotency key reused with a different request".into())) };
+                    let _ = s.reply.send(outcome);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = s.reply.send(Outcome::Failed(e.to_string()));
+                    continue;
+                }
+            }
+            if seen_keys.iter().any(|(a, b)| a == service && b == key) {
+                // Same key twice in one block: the second waits for the first's answer.
+                let _ = s.reply.send(Outcome::Failed("a request with this idempotency key is in progress; retry".into()));
+                continue;
+            }
+            seen_keys.push((service.clone(), key.clone()));
+        }
+        match builder.add(&s.records) {
+            Ok(indexes) => accepted.push((s, indexes)),
+            Err(rejection) => {
+                let _ = s.reply.send(Outcome::Rejected(rejection));
+            }
+        }
+    }
+    if accepted.is_empty() {
+        return;
+    }
+    let (records, writes) = builder.finish();
+    let result = (|| -> Result<(SignedShardHeader, Tip), String> {
+        let (state_root, nodes, new_version) = if writes.is_empty() {
+            let root = match version {
+                None => PLACEHOLDER_HASH,
+                Some(v) => JellyfishMerkleTree::<_, StateHasher>::new(&*parts.store)
+                    .get_root_hash(v)
+                    .map(|r| Hash32(r.0))
+                    .map_err(|e| e.to_string())?,
+            };
+            (root, None, version)
+        } else {
+            let next = version.map_or(0, |v| v + 1);
+            let tree = JellyfishMerkleTree::<_, StateHasher>::new(&*parts.store);
+            let set = writes.iter().map(|(k, v)| (KeyHash(k.key_hash().0), v.clone()));
+            let (root, batch) = tree.put_value_set(set, next).map_err(|e| e.to_string())?;
+            (Hash32(root.0), Some(batch.node_batch), Some(next))
+        };
+        let previous = state.tip.map_or(Hash32::ZERO, |t| t.header_hash);
+        let header = ledger::header(parts.city, height, (parts.clock)(), previous, &records, state_root, &state.history);
+        let signed = header.seal(&parts.genesis.federation_id(), &parts.key);
+        let tip = Tip { height, header_hash: signed.header.hash(), state_version: new_version };
+        let mut payloads = Vec::new();
+        let mut idempotency = Vec::new();
+        for (s, indexes) in &accepted {
+            for (i, p) in s.payloads.iter().enumerate() {
+                if let Some(p) = p {
+                    payloads.push((s.records[i].id(), p.clone()));
+                }
+            }
+            if let Some((service, key, request_hash)) = &s.idempotency {
+                let receipts = receipts(&s.records, indexes, height);
+                idempotency.push((service.clone(), key.clone(), IdempotencyEntry { request_hash: *request_hash, response: (s.render)(&receipts) }));
+            }
+        }
+        parts
+            .store
+            .write_block(BlockWrite { header: &signed, records: &records, payloads, state_nodes: nodes.as_ref(), tip, idempotency })
+            .map_err(|e| e.to_string())?;
+        Ok((signed, tip))
+    })();
+    match result {
+        Ok((signed, tip)) => {
+            state.history.push(&Blake3Tree::history(), Blake3Tree::history().leaf(signed.header.hash().as_bytes()));
+            state.tip = Some(tip);
+            let _ = tip_tx.send(Some(tip));
+            tracing::debug!(height, records = records.len(), "sealed");
+            for (s, indexes) in accepted {
+                let r = receipts(&s.records, &indexes, height);
+                let _ = s.reply.send(Outcome::Sealed(r));
+            }
+        }
+        Err(e) => {
+            tracing::error!(height, error = %e, "sealing failed; nothing acknowledged");
+            for (s, _) in accepted {
+                let _ = s.reply.send(Outcome::Failed(e.clone()));
+            }
+        }
+    }
+}
+
+fn receipts(records: &[Record], indexes: &[u64], height: u64) -> Vec<Receipt> {
+    records.iter().zip(indexes).map(|(r, i)| Receipt { id: r.id(), height, index: *i }).collect()
+}

@@ -1,0 +1,346 @@
+//! The shard's RocksDB store: the only module that knows RocksDB exists.
+//!
+//! Every sealed block is one `WriteBatch`, written with sync: header, record ids, records,
+//! subject index, state-tree nodes and values, off-chain payloads, idempotency entries and the
+//! tip move together or not at all.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader};
+use jmt::{KeyHash, OwnedValue, Version};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use std::path::Path;
+use urbis_core::encoding::{decode, encode};
+use urbis_core::hash::Hash32;
+use urbis_core::header::SignedShardHeader;
+use urbis_core::record::{Record, SubjectId};
+
+const CF_META: &str = "meta";
+const CF_HEADERS: &str = "headers";
+const CF_BLOCKS: &str = "blocks";
+const CF_RECORDS: &str = "records";
+const CF_SUBJECTS: &str = "subjects";
+const CF_JMT_NODES: &str = "jmt_nodes";
+const CF_JMT_VALUES: &str = "jmt_values";
+const CF_IDEMPOTENCY: &str = "idempotency";
+const CF_PAYLOADS: &str = "payloads";
+const ALL_CFS: [&str; 9] = [
+    CF_META,
+    CF_HEADERS,
+    CF_BLOCKS,
+    CF_RECORDS,
+    CF_SUBJECTS,
+    CF_JMT_NODES,
+    CF_JMT_VALUES,
+    CF_IDEMPOTENCY,
+    CF_PAYLOADS,
+];
+const TIP_KEY: &[u8] = b"tip";
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT_VERSION: u32 = 1;
+
+/// Storage failures. Corruption is reported, never papered over.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB reported an error.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// Stored bytes do not decode: the data directory is damaged or from another version.
+    #[error("corrupt {what} in the store")]
+    Corrupt {
+        /// What could not be decoded.
+        what: &'static str,
+    },
+    /// The data directory belongs to another format version.
+    #[error("store format {found} is not {FORMAT_VERSION}")]
+    Format {
+        /// Version found.
+        found: u32,
+    },
+}
+
+/// The chain tip: last sealed height, its header hash, and the state tree's version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Tip {
+    /// Height of the last sealed block.
+    pub height: u64,
+    /// Its header hash.
+    pub header_hash: Hash32,
+    /// Latest state-tree version (`None` while the state is empty).
+    pub state_version: Option<u64>,
+}
+
+/// A record as stored: where it sits.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct StoredRecord {
+    /// The record.
+    pub record: Record,
+    /// Block height.
+    pub height: u64,
+    /// Index in the block.
+    pub index: u64,
+}
+
+/// An off-chain payload and its salt (credit and talent); erased on request.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct StoredPayload {
+    /// 32-byte salt of the commitment.
+    pub salt: [u8; 32],
+    /// The payload bytes (canonical JSON).
+    pub bytes: Vec<u8>,
+}
+
+/// A stored answer to an idempotent request.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct IdempotencyEntry {
+    /// BLAKE3 of the request body.
+    pub request_hash: Hash32,
+    /// The response body that was returned.
+    pub response: Vec<u8>,
+}
+
+/// Everything one sealed block writes.
+pub struct BlockWrite<'a> {
+    /// The sealed header.
+    pub header: &'a SignedShardHeader,
+    /// Records in block order.
+    pub records: &'a [Record],
+    /// Off-chain payloads by record index.
+    pub payloads: Vec<(Hash32, StoredPayload)>,
+    /// State-tree node batch (empty when the block changes no state).
+    pub state_nodes: Option<&'a NodeBatch>,
+    /// The new tip.
+    pub tip: Tip,
+    /// Idempotency entries `(service, key) → entry`.
+    pub idempotency: Vec<(String, String, IdempotencyEntry)>,
+}
+
+/// The store.
+pub struct Store {
+    db: DB,
+}
+
+fn height_key(h: u64) -> [u8; 8] {
+    h.to_be_bytes()
+}
+
+fn idempotency_key(service: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(service.len() + 1 + key.len());
+    k.extend_from_slice(service.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the store under `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let store = Store { db };
+        match store.get(CF_META, FORMAT_KEY)? {
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(store.cf(CF_META), FORMAT_KEY, FORMAT_VERSION.to_le_bytes());
+                store.write(batch)?;
+            }
+            Some(v) => {
+                let found = u32::from_le_bytes(
+                    v.as_slice().try_into().map_err(|_| StoreError::Corrupt { what: "format" })?,
+                );
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::Format { found });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Every column family in ALL_CFS is opened in `open`.
+        self.db.cf_handle(name).unwrap_or_else(|| unreachable!("column family {name} is opened at start"))
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(cf), key)?)
+    }
+
+    fn get_decoded<T: BorshDeserialize + BorshSerialize>(
+        &self,
+        cf: &str,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(cf, key)? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some).map_err(|_| StoreError::Corrupt { what }),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// The tip, `None` before the first block.
+    pub fn tip(&self) -> Result<Option<Tip>, StoreError> {
+        self.get_decoded(CF_META, TIP_KEY, "tip")
+    }
+
+    /// Writes one sealed block atomically and durably (sync).
+    pub fn write_block(&self, block: BlockWrite<'_>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let height = block.header.header.height;
+        batch.put_cf(self.cf(CF_HEADERS), height_key(height), encode(block.header));
+        let ids: Vec<Hash32> = block.records.iter().map(Record::id).collect();
+        batch.put_cf(self.cf(CF_BLOCKS), height_key(height), encode(&ids));
+        for (index, (record, id)) in block.records.iter().zip(&ids).enumerate() {
+            let stored = StoredRecord { record: record.clone(), height, index: index as u64 };
+            batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), encode(&stored));
+            batch.put_cf(self.cf(CF_SUBJECTS), subject_key(&record.subject, height, index as u64), id.as_bytes());
+        }
+        for (id, payload) in &block.payloads {
+            batch.put_cf(self.cf(CF_PAYLOADS), id.as_bytes(), encode(payload));
+        }
+        if let Some(nodes) = block.state_nodes {
+            for (key, node) in nodes.nodes() {
+                batch.put_cf(self.cf(CF_JMT_NODES), encode(key), encode(node));
+            }
+            for ((version, key_hash), value) in nodes.values() {
+                batch.put_cf(self.cf(CF_JMT_VALUES), value_key(key_hash, *version), encode(value));
+            }
+        }
+        for (service, key, entry) in &block.idempotency {
+            batch.put_cf(self.cf(CF_IDEMPOTENCY), idempotency_key(service, key), encode(entry));
+        }
+        batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
+        self.write(batch)
+    }
+
+    /// The sealed header at `height`.
+    pub fn header(&self, height: u64) -> Result<Option<SignedShardHeader>, StoreError> {
+        self.get_decoded(CF_HEADERS, &height_key(height), "header")
+    }
+
+    /// Every header hash from height 0, in order (for the history tree).
+    pub fn header_hashes(&self) -> Result<Vec<Hash32>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_HEADERS), IteratorMode::Start) {
+            let (_, v) = item?;
+            let h: SignedShardHeader = decode(&v).map_err(|_| StoreError::Corrupt { what: "header" })?;
+            out.push(h.header.hash());
+        }
+        Ok(out)
+    }
+
+    /// The record ids of the block at `height`.
+    pub fn block_records(&self, height: u64) -> Result<Option<Vec<Hash32>>, StoreError> {
+        self.get_decoded(CF_BLOCKS, &height_key(height), "block")
+    }
+
+    /// A record by id.
+    pub fn record(&self, id: &Hash32) -> Result<Option<StoredRecord>, StoreError> {
+        self.get_decoded(CF_RECORDS, id.as_bytes(), "record")
+    }
+
+    /// An off-chain payload by record id.
+    pub fn payload(&self, id: &Hash32) -> Result<Option<StoredPayload>, StoreError> {
+        self.get_decoded(CF_PAYLOADS, id.as_bytes(), "payload")
+    }
+
+    /// The stored answer to an idempotent request.
+    pub fn idempotency(&self, service: &str, key: &str) -> Result<Option<IdempotencyEntry>, StoreError> {
+        self.get_decoded(CF_IDEMPOTENCY, &idempotency_key(service, key), "idempotency entry")
+    }
+
+    /// Record ids of `subject` after position `after` (height, index), in chain order.
+    pub fn subject_records(
+        &self,
+        subject: &SubjectId,
+        after: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<((u64, u64), Hash32)>, StoreError> {
+        let start = match after {
+            Some((h, i)) => subject_key(subject, h, i.saturating_add(1)),
+            None => subject_key(subject, 0, 0),
+        };
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(CF_SUBJECTS), IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if k.len() != 48 || k[..32] != subject.0.0 {
+                break;
+            }
+            let h = u64::from_be_bytes(k[32..40].try_into().map_err(|_| StoreError::Corrupt { what: "subject key" })?);
+            let i = u64::from_be_bytes(k[40..48].try_into().map_err(|_| StoreError::Corrupt { what: "subject key" })?);
+            let id: [u8; 32] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt { what: "subject entry" })?;
+            out.push(((h, i), Hash32(id)));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest value of a state key hash at or below `version`.
+    pub fn state_value(&self, version: Version, key_hash: KeyHash) -> Result<Option<OwnedValue>, StoreError> {
+        let seek = value_key(&key_hash, version);
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_JMT_VALUES));
+        iter.seek_for_prev(seek);
+        if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if k.len() == 40 && k[..32] == key_hash.0 {
+                let value: Option<Vec<u8>> = decode(v).map_err(|_| StoreError::Corrupt { what: "state value" })?;
+                return Ok(value);
+            }
+        }
+        iter.status()?;
+        Ok(None)
+    }
+
+    /// Flushes memtables and compacts everything (used after erasure so erased bytes leave the
+    /// files).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name))?;
+            self.db.compact_range_cf(self.cf(name), None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+}
+
+fn subject_key(subject: &SubjectId, height: u64, index: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(48);
+    k.extend_from_slice(subject.0.as_bytes());
+    k.extend_from_slice(&height.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(&key_hash.0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+impl TreeReader for Store {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        match self.get(CF_JMT_NODES, &encode(node_key))? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(decode(&bytes).map_err(|_| StoreError::Corrupt { what: "state node" })?)),
+        }
+    }
+
+    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+        Ok(self.state_value(max_version, key_hash)?)
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!("state-tree restore is not supported by the shard store")
+    }
+}

@@ -1,0 +1,76 @@
+//! Sealing on real RocksDB.
+
+use std::sync::Arc;
+use urbis_core::light_client::LightClient;
+use urbis_core::proof::{StateFactProof, verify_state_proof};
+use urbis_core::record::{CapitalOperation, CapitalPayload, CityId, Record, RecordBody};
+use urbis_core::state::StateKey;
+use urbis_core::testkit::{Federation, information_record};
+use urbis_shard::ledger::Rejection;
+use urbis_shard::sealer::{self, BlockLimits, Outcome, Receipt, SealerParts, Submission};
+use urbis_shard::store::Store;
+
+fn capital(n: u64, amount: u128, operation: CapitalOperation) -> Record {
+    let mut r = information_record(CityId(0), n);
+    r.service = "treasury".into();
+    r.body = RecordBody::Capital(CapitalPayload { asset: "EUR".into(), amount, operation });
+    r
+}
+
+async fn submit(s: &sealer::Sealer, records: Vec<Record>) -> Outcome {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let n = records.len();
+    s.submit(Submission { records, payloads: vec![None; n], bytes: 100, idempotency: None, render: |_: &[Receipt]| vec![], reply })
+        .await
+        .map_err(|_| ())
+        .unwrap();
+    rx.await.unwrap()
+}
+
+#[tokio::test]
+async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new("shard-it", 2, 4);
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let genesis = Arc::new(fed.genesis.clone());
+    let key = urbis_core::sealing::SealingKey::from_seed(&urbis_core::testkit::seed("shard-it/city0"));
+    let (s, thread) = sealer::start(
+        SealerParts { store: store.clone(), genesis, city: CityId(0), key, limits: BlockLimits { records_max: 100, bytes_max: 1 << 20 }, clock: || 1_790_000_000_000 },
+        16,
+    )
+    .unwrap();
+    assert!(matches!(submit(&s, vec![capital(1, 100, CapitalOperation::Issue { to: "alice".into() })]).await, Outcome::Sealed(_)));
+    // The second record overdraws: the whole submission is refused, the first is not sealed.
+    let both = vec![
+        capital(2, 30, CapitalOperation::Transfer { from: "alice".into(), to: "bob".into() }),
+        capital(3, 80, CapitalOperation::Transfer { from: "alice".into(), to: "carol".into() }),
+    ];
+    assert!(matches!(submit(&s, both).await, Outcome::Rejected(Rejection::InsufficientFunds { index: 1, balance: 70, .. })));
+    assert!(matches!(submit(&s, vec![capital(4, 30, CapitalOperation::Transfer { from: "alice".into(), to: "bob".into() })]).await, Outcome::Sealed(_)));
+    let tip = s.tip().unwrap();
+    assert_eq!(tip.height, 1);
+    // Balances proven from the RocksDB tree against the sealed header.
+    let header = store.header(tip.height).unwrap().unwrap();
+    let client = LightClient::from_genesis(&fed.genesis);
+    let tree = jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*store);
+    for (account, expected) in [("alice", Some(70u128)), ("bob", Some(30)), ("carol", None)] {
+        let key = StateKey::Balance { asset: "EUR".into(), account: account.into() };
+        let (value, proof) = tree.get_with_proof(jmt::KeyHash(key.key_hash().0), tip.state_version.unwrap()).unwrap();
+        let proof = urbis_core::state::StateProof::from_jmt(&proof).unwrap();
+        let fact = StateFactProof { key: key.clone(), value, proof, header: header.clone(), finality: None };
+        let v = verify_state_proof(&fed.genesis, &client, CityId(0), &key, &fact).unwrap();
+        assert_eq!(v.value.map(|b| urbis_core::encoding::decode::<u128>(&b).unwrap()), expected, "{account}");
+    }
+    // The same information record twice is a duplicate.
+    let r = information_record(CityId(0), 9);
+    assert!(matches!(submit(&s, vec![r.clone()]).await, Outcome::Sealed(_)));
+    assert!(matches!(submit(&s, vec![r]).await, Outcome::Rejected(Rejection::Duplicate { .. })));
+    drop(s);
+    thread.join().unwrap();
+    // Reopened, the store has the same tip.
+    drop(tree);
+    let tip_before = store.tip().unwrap();
+    drop(store);
+    let reopened = Store::open(dir.path()).unwrap();
+    assert_eq!(reopened.tip().unwrap(), tip_before);
+}
