@@ -139,7 +139,13 @@ pub fn genesis(command: GenesisCommand) -> Result<()> {
     }
 }
 
-fn create(name: &str, cities: &[String], per_city: usize, assets: &[String], out_dir: &Path) -> Result<()> {
+fn create(
+    name: &str,
+    cities: &[String],
+    per_city: usize,
+    assets: &[String],
+    out_dir: &Path,
+) -> Result<()> {
     let summary = create_federation(name, cities, per_city, assets, out_dir)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

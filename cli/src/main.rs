@@ -167,7 +167,10 @@ fn verify(
             let Some(city) = city else {
                 bail!("a state proof needs --city: the city whose state you ask about");
             };
-            let city = genesis.city_by_name(city).with_context(|| format!("no city {city} in genesis"))?.id;
+            let city = genesis
+                .city_by_name(city)
+                .with_context(|| format!("no city {city} in genesis"))?
+                .id;
             verify_state_proof(&genesis, &client, city, &key, p).map(|v| {
                 serde_json::json!({
                     "verified": true,
@@ -240,5 +243,9 @@ fn subject(key_file: &Path, scheme: &str, identifier: Option<String>) -> Result<
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

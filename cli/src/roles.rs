@@ -44,7 +44,8 @@ pub enum TokensCommand {
 }
 
 fn kind(s: &str) -> Result<RecordKind> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).with_context(|| format!("unknown record kind {s}"))
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .with_context(|| format!("unknown record kind {s}"))
 }
 
 /// Runs `urbis tokens`.
@@ -56,7 +57,10 @@ pub fn tokens(command: TokensCommand) -> Result<()> {
             match out {
                 Some(path) => {
                     write_private(&path, token.as_bytes())?;
-                    println!("{}", serde_json::json!({"id": entry.id, "service": entry.service, "token_file": path}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": entry.id, "service": entry.service, "token_file": path})
+                    );
                 }
                 None => println!("{token}"),
             }
@@ -111,7 +115,8 @@ const DEVNET_SERVICES: &[(&str, &[RecordKind])] = &[
     ("hr-bureau", &[RecordKind::Talent]),
     ("credit-bureau", &[RecordKind::Credit]),
 ];
-const DEVNET_CITIES: &[&str] = &["athens", "berlin", "copenhagen", "dublin", "espoo", "florence", "graz", "helsinki"];
+const DEVNET_CITIES: &[&str] =
+    &["athens", "berlin", "copenhagen", "dublin", "espoo", "florence", "graz", "helsinki"];
 
 #[derive(Serialize)]
 struct DevnetCity {
@@ -151,7 +156,8 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
                 let (token, _) = tokens::issue(&tokens_file, service, kinds.to_vec())?;
                 write_private(&path, token.as_bytes())?;
             }
-            service_tokens.insert(service.to_string(), std::fs::read_to_string(&path)?.trim().to_string());
+            service_tokens
+                .insert(service.to_string(), std::fs::read_to_string(&path)?.trim().to_string());
         }
         let port = base_port.checked_add(u16::try_from(i)?).context("port out of range")?;
         let listen: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
@@ -169,7 +175,11 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
             request_timeout_ms: 30_000,
             queue: 4_096,
         });
-        listing.push(DevnetCity { name: name.clone(), shard_api: format!("http://{listen}"), service_tokens });
+        listing.push(DevnetCity {
+            name: name.clone(),
+            shard_api: format!("http://{listen}"),
+            service_tokens,
+        });
     }
     let manifest = serde_json::json!({
         "federation_id": valid.federation_id(),
@@ -205,12 +215,28 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
                 node::run(config, stop).await.with_context(|| format!("shard {name}"))
             }));
         }
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
+        // Stop on a signal, or as soon as any shard fails (then stop the others too).
+        let mut tasks: tokio::task::JoinSet<Result<()>> =
+            tasks.into_iter().fold(tokio::task::JoinSet::new(), |mut set, t| {
+                set.spawn(async move { t.await? });
+                set
+            });
         let mut result = Ok(());
-        for t in tasks {
-            if let Err(e) = t.await? {
-                result = Err(e);
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            Some(first) = tasks.join_next() => {
+                result = first.map_err(anyhow::Error::from).and_then(|r| r);
+                if result.is_ok() {
+                    result = Err(anyhow::anyhow!("a shard stopped unexpectedly"));
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
+                if result.is_ok() {
+                    result = Err(e);
+                }
             }
         }
         result

@@ -222,7 +222,7 @@ pub fn verify_record_proof(
         header.records_root,
         header.records_count,
     )?;
-    verify_seal(genesis, &proof.header).map_err(ProofError::HeaderSeal)?;
+    verify_seal(genesis, &proof.header)?;
     let beacon_height = match &proof.finality {
         None => None,
         Some(f) => Some(verify_finality(genesis, client, &proof.header, f)?),

@@ -34,7 +34,9 @@ pub enum Rejection {
         asset: String,
     },
     /// Only the issuing city's treasury issues.
-    #[error("record {index}: only the {TREASURY_SERVICE} service of the issuing city may issue {asset}")]
+    #[error(
+        "record {index}: only the {TREASURY_SERVICE} service of the issuing city may issue {asset}"
+    )]
     NotIssuer {
         /// Record position.
         index: usize,
@@ -98,7 +100,12 @@ impl Rejection {
     /// Whether the rejection is a conflict with the current state (HTTP 409) rather than an
     /// invalid request (HTTP 422).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Rejection::InsufficientFunds { .. } | Rejection::AlreadyRevoked { .. } | Rejection::Duplicate { .. })
+        matches!(
+            self,
+            Rejection::InsufficientFunds { .. }
+                | Rejection::AlreadyRevoked { .. }
+                | Rejection::Duplicate { .. }
+        )
     }
     /// Whether the caller is not allowed to do this (HTTP 403).
     pub fn is_forbidden(&self) -> bool {
@@ -129,7 +136,15 @@ pub struct BlockBuilder<'a, V: StateView> {
 impl<'a, V: StateView> BlockBuilder<'a, V> {
     /// Starts block `height` of `city`.
     pub fn new(view: &'a V, genesis: &'a ValidGenesis, city: CityId, height: u64) -> Self {
-        BlockBuilder { view, genesis, city, height, records: vec![], ids: Default::default(), writes: BTreeMap::new() }
+        BlockBuilder {
+            view,
+            genesis,
+            city,
+            height,
+            records: vec![],
+            ids: Default::default(),
+            writes: BTreeMap::new(),
+        }
     }
 
     /// Records so far.
@@ -163,7 +178,11 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         Ok((first..first + records.len() as u64).collect())
     }
 
-    fn read(&self, overlay: &BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>, key: &StateKey) -> Result<Option<Vec<u8>>, Rejection> {
+    fn read(
+        &self,
+        overlay: &BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+        key: &StateKey,
+    ) -> Result<Option<Vec<u8>>, Rejection> {
         let k = encode(key);
         if let Some((_, v)) = overlay.get(&k).or_else(|| self.writes.get(&k)) {
             return Ok(v.clone());
@@ -171,14 +190,22 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         self.view.get(key).map_err(Rejection::State)
     }
 
-    fn read_u128(&self, overlay: &BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>, key: &StateKey) -> Result<u128, Rejection> {
+    fn read_u128(
+        &self,
+        overlay: &BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+        key: &StateKey,
+    ) -> Result<u128, Rejection> {
         Ok(match self.read(overlay, key)? {
             None => 0,
             Some(v) => decode::<u128>(&v).map_err(|e| Rejection::State(e.to_string()))?,
         })
     }
 
-    fn put(overlay: &mut BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>, key: StateKey, value: Option<Vec<u8>>) {
+    fn put(
+        overlay: &mut BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+        key: StateKey,
+        value: Option<Vec<u8>>,
+    ) {
         overlay.insert(encode(&key), (key, value));
     }
 
@@ -219,20 +246,28 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                         StateKey::Voucher { asset: c.asset.clone(), account: account.to_string() }
                     }
                 };
-                let debit = |this: &Self, overlay: &mut BTreeMap<_, _>, account: &str| -> Result<(), Rejection> {
+                let debit = |this: &Self,
+                             overlay: &mut BTreeMap<_, _>,
+                             account: &str|
+                 -> Result<(), Rejection> {
                     let key = account_key(account);
                     let balance = this.read_u128(overlay, &key)?;
-                    let left = balance.checked_sub(c.amount).ok_or_else(|| Rejection::InsufficientFunds {
-                        index,
-                        account: account.to_string(),
-                        asset: c.asset.clone(),
-                        balance,
-                        amount: c.amount,
+                    let left = balance.checked_sub(c.amount).ok_or_else(|| {
+                        Rejection::InsufficientFunds {
+                            index,
+                            account: account.to_string(),
+                            asset: c.asset.clone(),
+                            balance,
+                            amount: c.amount,
+                        }
                     })?;
                     Self::put(overlay, key, (left != 0).then(|| encode(&left)));
                     Ok(())
                 };
-                let credit = |this: &Self, overlay: &mut BTreeMap<_, _>, key: StateKey| -> Result<(), Rejection> {
+                let credit = |this: &Self,
+                              overlay: &mut BTreeMap<_, _>,
+                              key: StateKey|
+                 -> Result<(), Rejection> {
                     let balance = this.read_u128(overlay, &key)?;
                     let new = balance.checked_add(c.amount).ok_or(Rejection::Overflow { index })?;
                     Self::put(overlay, key, Some(encode(&new)));
@@ -253,12 +288,23 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                         credit(self, overlay, account_key(to))?;
                     }
                     CapitalOperation::Send { from, .. } => {
-                        let destination = r.destination.ok_or(Rejection::UnknownDestination { index, city: self.city })?;
+                        let destination = r
+                            .destination
+                            .ok_or(Rejection::UnknownDestination { index, city: self.city })?;
                         if self.genesis.city(destination).is_none() {
                             return Err(Rejection::UnknownDestination { index, city: destination });
                         }
                         debit(self, overlay, from)?;
-                        credit(self, overlay, StateKey::Escrow { asset: c.asset.clone(), destination })?;
+                        if native {
+                            // The escrow backs the voucher the destination will credit.
+                            credit(
+                                self,
+                                overlay,
+                                StateKey::Escrow { asset: c.asset.clone(), destination },
+                            )?;
+                        }
+                        // A voucher of a foreign asset is burned here; its packet releases the
+                        // escrow at the issuer (DESIGN.md, "Capital").
                         self.commit_packet(overlay, destination, id)?;
                     }
                 }
@@ -270,9 +316,13 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                 }
                 Self::put(overlay, key, Some(encode(&self.height)));
             }
-            RecordBody::Talent(TalentPayload::Issue { .. }) | RecordBody::Credit(_) | RecordBody::Information(_) => {}
+            RecordBody::Talent(TalentPayload::Issue { .. })
+            | RecordBody::Credit(_)
+            | RecordBody::Information(_) => {}
         }
-        if let (Some(destination), false) = (r.destination, matches!(r.body, RecordBody::Capital(_))) {
+        if let (Some(destination), false) =
+            (r.destination, matches!(r.body, RecordBody::Capital(_)))
+        {
             if self.genesis.city(destination).is_none() {
                 return Err(Rejection::UnknownDestination { index, city: destination });
             }
@@ -293,7 +343,11 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             None => 1u64,
             Some(v) => decode::<u64>(&v).map_err(|e| Rejection::State(e.to_string()))?,
         };
-        Self::put(overlay, StateKey::PacketCommitment { source: self.city, destination, sequence }, Some(encode(id)));
+        Self::put(
+            overlay,
+            StateKey::PacketCommitment { source: self.city, destination, sequence },
+            Some(encode(id)),
+        );
         Self::put(overlay, seq_key, Some(encode(&sequence.saturating_add(1))));
         Ok(())
     }

@@ -51,6 +51,22 @@ pub struct ShardConfig {
     pub queue: usize,
 }
 
+/// Every setting's name (`URBIS_` + upper case in the environment).
+const SETTINGS: &[&str] = &[
+    "city",
+    "genesis",
+    "data_dir",
+    "listen",
+    "sealing_key_file",
+    "tokens_file",
+    "block_records_max",
+    "block_bytes_max",
+    "batch_records_max",
+    "body_bytes_max",
+    "request_timeout_ms",
+    "queue",
+];
+
 mod defaults {
     pub fn block_records_max() -> usize {
         10_000
@@ -80,7 +96,17 @@ impl ShardConfig {
         if let Some(p) = path {
             builder = builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
         }
-        builder = builder.add_source(config::Environment::with_prefix("URBIS").try_parsing(true));
+        // Only variables naming a setting are read, so unrelated `URBIS_*` variables (test
+        // settings, Kubernetes service links) do not stop the node.
+        let env: std::collections::HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| {
+                k.strip_prefix("URBIS_")
+                    .is_some_and(|f| SETTINGS.contains(&f.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("URBIS").try_parsing(true).source(Some(env)),
+        );
         let cfg: ShardConfig = builder.build()?.try_deserialize().context("shard configuration")?;
         if cfg.block_records_max == 0 || cfg.batch_records_max == 0 {
             bail!("block_records_max and batch_records_max must be positive");
@@ -94,29 +120,41 @@ impl ShardConfig {
 pub fn read_secret_hex<const N: usize>(path: &Path) -> Result<[u8; N]> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        bail!("{} is readable by group or others; run: chmod 600 {}", path.display(), path.display());
+        bail!(
+            "{} is readable by group or others; run: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let hex_text = match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(v) => v.get("secret_hex").and_then(|s| s.as_str()).map(str::to_string).unwrap_or_default(),
+        Ok(v) => {
+            v.get("secret_hex").and_then(|s| s.as_str()).map(str::to_string).unwrap_or_default()
+        }
         Err(_) => text.trim().to_string(),
     };
     let mut out = [0u8; N];
-    hex::decode_to_slice(hex_text.trim(), &mut out).with_context(|| format!("{} does not hold {N} hex-encoded bytes", path.display()))?;
+    hex::decode_to_slice(hex_text.trim(), &mut out)
+        .with_context(|| format!("{} does not hold {N} hex-encoded bytes", path.display()))?;
     Ok(out)
 }
 
 /// Reads and validates a genesis document.
 pub fn load_genesis(path: &Path) -> Result<ValidGenesis> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let genesis: Genesis = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let genesis: Genesis =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     genesis.validate().with_context(|| format!("validating {}", path.display()))
 }
 
 /// Milliseconds since the Unix epoch: the shard's one clock.
 #[allow(clippy::disallowed_methods)]
 pub fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn random32() -> [u8; 32] {
@@ -130,17 +168,38 @@ fn random32() -> [u8; 32] {
 }
 
 /// Runs a shard until `shutdown` completes, then drains and closes.
-pub async fn run(config: ShardConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: ShardConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let genesis = Arc::new(load_genesis(&config.genesis)?);
-    let city = genesis.city_by_name(&config.city).with_context(|| format!("city {} is not in genesis", config.city))?.id;
+    let city = genesis
+        .city_by_name(&config.city)
+        .with_context(|| format!("city {} is not in genesis", config.city))?
+        .id;
+    let genesis_max = genesis.genesis().parameters.block_records_max;
+    if config.batch_records_max > config.block_records_max
+        || config.block_records_max as u64 > genesis_max
+    {
+        bail!(
+            "limits must satisfy batch_records_max ({}) ≤ block_records_max ({}) ≤ genesis block_records_max ({genesis_max})",
+            config.batch_records_max,
+            config.block_records_max
+        );
+    }
     let seed = read_secret_hex::<32>(&config.sealing_key_file).context("sealing key")?;
     let key = SealingKey::from_seed(&seed);
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let store = Arc::new(Store::open(&config.data_dir.join("db")).context("opening the shard store")?);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store =
+        Arc::new(Store::open(&config.data_dir.join("db")).context("opening the shard store")?);
     let next_height = store.tip()?.map_or(0, |t| t.height + 1);
     let in_force = genesis.sealing_key(city, next_height).context("city has no sealing key")?;
     if key.public_key() != *in_force {
-        bail!("the sealing key file does not hold the key genesis names for {} at height {next_height}", config.city);
+        bail!(
+            "the sealing key file does not hold the key genesis names for {} at height {next_height}",
+            config.city
+        );
     }
     let (sealer, sealer_thread) = sealer::start(
         SealerParts {
@@ -148,7 +207,10 @@ pub async fn run(config: ShardConfig, shutdown: impl std::future::Future<Output 
             genesis: genesis.clone(),
             city,
             key,
-            limits: BlockLimits { records_max: config.block_records_max, bytes_max: config.block_bytes_max },
+            limits: BlockLimits {
+                records_max: config.block_records_max,
+                bytes_max: config.block_bytes_max,
+            },
             clock: wall_clock_ms,
         },
         config.queue,
@@ -170,7 +232,9 @@ pub async fn run(config: ShardConfig, shutdown: impl std::future::Future<Output 
         random: random32,
         ready: AtomicBool::new(true),
     });
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(city = %config.city, listen = %listener.local_addr()?, height = next_height, "shard serving");
     let drain = state.clone();
     let app = api::router(state.clone());
@@ -184,7 +248,9 @@ pub async fn run(config: ShardConfig, shutdown: impl std::future::Future<Output 
     // The router is gone; dropping the last state closes the queue, and the sealer seals what
     // is pending before it stops.
     drop(state);
-    tokio::task::spawn_blocking(move || sealer_thread.join()).await?.map_err(|_| anyhow::anyhow!("sealer thread panicked"))?;
+    tokio::task::spawn_blocking(move || sealer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("sealer thread panicked"))?;
     drop(store);
     tracing::info!("shard stopped cleanly");
     Ok(())

@@ -6,6 +6,7 @@ use crate::ledger::{self, BlockBuilder, Rejection, StateView};
 use crate::store::{BlockWrite, IdempotencyEntry, Store, StoreError, StoredPayload, Tip};
 use jmt::{JellyfishMerkleTree, KeyHash};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::Hash32;
@@ -69,12 +70,34 @@ pub struct BlockLimits {
 pub struct Sealer {
     tx: mpsc::Sender<Submission>,
     tip: watch::Receiver<Option<Tip>>,
+    healthy: Arc<AtomicBool>,
+}
+
+/// Why a submission could not be queued.
+pub enum QueueError {
+    /// The queue is full; retry later.
+    Full(Submission),
+    /// The sealer has stopped (shutdown, or a fatal storage error).
+    Stopped(Submission),
 }
 
 impl Sealer {
-    /// Queues a submission; the reply arrives once its block is durable.
-    pub async fn submit(&self, s: Submission) -> Result<(), Submission> {
+    /// Queues a submission without waiting; the reply arrives once its block is durable.
+    pub fn submit(&self, s: Submission) -> Result<(), QueueError> {
+        self.tx.try_send(s).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(s) => QueueError::Full(s),
+            mpsc::error::TrySendError::Closed(s) => QueueError::Stopped(s),
+        })
+    }
+
+    /// Queues a submission, waiting for room in the queue.
+    pub async fn submit_wait(&self, s: Submission) -> Result<(), Submission> {
         self.tx.send(s).await.map_err(|e| e.0)
+    }
+
+    /// False once the sealing thread stopped on a fatal error or panicked.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
     /// The latest durable tip.
@@ -113,7 +136,9 @@ impl StateView for View<'_> {
     fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
         match self.version {
             None => Ok(None),
-            Some(v) => self.store.state_value(v, KeyHash(key.key_hash().0)).map_err(|e| e.to_string()),
+            Some(v) => {
+                self.store.state_value(v, KeyHash(key.key_hash().0)).map_err(|e| e.to_string())
+            }
         }
     }
     fn has_record(&self, id: &Hash32) -> Result<bool, String> {
@@ -123,17 +148,29 @@ impl StateView for View<'_> {
 
 /// Starts the sealing thread. It stops after the last `Sealer` handle is dropped and the queue
 /// is drained, so pending submissions are sealed on shutdown.
-pub fn start(parts: SealerParts, queue: usize) -> Result<(Sealer, std::thread::JoinHandle<()>), StoreError> {
+pub fn start(
+    parts: SealerParts,
+    queue: usize,
+) -> Result<(Sealer, std::thread::JoinHandle<()>), StoreError> {
     let tip = parts.store.tip()?;
     let history = Frontier::from_leaf_hashes(
         &Blake3Tree::history(),
-        &parts.store.header_hashes()?.iter().map(|h| Blake3Tree::history().leaf(h.as_bytes())).collect::<Vec<_>>(),
+        &parts
+            .store
+            .header_hashes()?
+            .iter()
+            .map(|h| Blake3Tree::history().leaf(h.as_bytes()))
+            .collect::<Vec<_>>(),
     );
     let (tx, mut rx) = mpsc::channel::<Submission>(queue);
     let (tip_tx, tip_rx) = watch::channel(tip);
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
     let handle = std::thread::Builder::new()
         .name("sealer".into())
         .spawn(move || {
+            // Marks the sealer unhealthy however the thread ends early, panics included.
+            let guard = HealthGuard(flag);
             let mut state = SealState { tip, history };
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
@@ -155,7 +192,10 @@ pub fn start(parts: SealerParts, queue: usize) -> Result<(Sealer, std::thread::J
                 let mut size = 0;
                 let mut kept = Vec::new();
                 for s in batch {
-                    if !kept.is_empty() && (count + s.records.len() > parts.limits.records_max || size + s.bytes > parts.limits.bytes_max) {
+                    if !kept.is_empty()
+                        && (count + s.records.len() > parts.limits.records_max
+                            || size + s.bytes > parts.limits.bytes_max)
+                    {
                         carry.push(s);
                     } else {
                         count += s.records.len();
@@ -163,15 +203,36 @@ pub fn start(parts: SealerParts, queue: usize) -> Result<(Sealer, std::thread::J
                         kept.push(s);
                     }
                 }
-                seal_block(&parts, &mut state, kept, &tip_tx);
+                let mut fatal = seal_block(&parts, &mut state, kept, &tip_tx).is_err();
                 for s in carry {
-                    seal_block(&parts, &mut state, vec![s], &tip_tx);
+                    fatal = fatal || seal_block(&parts, &mut state, vec![s], &tip_tx).is_err();
+                }
+                if fatal {
+                    // After a failed synced write the log may still hold the batch: only a
+                    // restart, which rebuilds the tip from disk, can tell. Stop sealing.
+                    tracing::error!("sealer stopped after a storage failure; restart the node");
+                    rx.close();
+                    while let Ok(s) = rx.try_recv() {
+                        let _ = s.reply.send(Outcome::Failed(
+                            "the sealer stopped after a storage failure".into(),
+                        ));
+                    }
+                    return;
                 }
             }
+            drop(guard);
             tracing::info!("sealer stopped: queue closed and drained");
         })
         .map_err(|_| StoreError::Corrupt { what: "sealer thread" })?;
-    Ok((Sealer { tx, tip: tip_rx }, handle))
+    Ok((Sealer { tx, tip: tip_rx, healthy }, handle))
+}
+
+struct HealthGuard(Arc<AtomicBool>);
+
+impl Drop for HealthGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 struct SealState {
@@ -179,8 +240,26 @@ struct SealState {
     history: Frontier,
 }
 
-fn seal_block(parts: &SealerParts, state: &mut SealState, batch: Vec<Submission>, tip_tx: &watch::Sender<Option<Tip>>) {
+/// Seals one block; `Err` means a storage or key failure after which sealing must stop.
+fn seal_block(
+    parts: &SealerParts,
+    state: &mut SealState,
+    batch: Vec<Submission>,
+    tip_tx: &watch::Sender<Option<Tip>>,
+) -> Result<(), ()> {
     let height = state.tip.map_or(0, |t| t.height + 1);
+    if parts.genesis.sealing_key(parts.city, height) != Some(&parts.key.public_key()) {
+        tracing::error!(
+            height,
+            "genesis names another sealing key from this height; load the rotated key"
+        );
+        for s in batch {
+            let _ = s.reply.send(Outcome::Failed(
+                "the sealing key in force at this height is not loaded".into(),
+            ));
+        }
+        return Err(());
+    }
     let version = state.tip.and_then(|t| t.state_version);
     let view = View { store: &parts.store, version };
     let mut builder = BlockBuilder::new(&view, &parts.genesis, parts.city, height);
@@ -191,7 +270,13 @@ fn seal_block(parts: &SealerParts, state: &mut SealState, batch: Vec<Submission>
             // A retry racing its original: answer from the store or from this block.
             match parts.store.idempotency(service, key) {
                 Ok(Some(entry)) => {
-                    let outcome = if entry.request_hash == *request_hash { Outcome::Replayed(entry) } else { Outcome::Rejected(Rejection::State("idempotency key reused with a different request".into())) };
+                    let outcome = if entry.request_hash == *request_hash {
+                        Outcome::Replayed(entry)
+                    } else {
+                        Outcome::Rejected(Rejection::State(
+                            "idempotency key reused with a different request".into(),
+                        ))
+                    };
                     let _ = s.reply.send(outcome);
                     continue;
                 }
@@ -203,7 +288,9 @@ fn seal_block(parts: &SealerParts, state: &mut SealState, batch: Vec<Submission>
             }
             if seen_keys.iter().any(|(a, b)| a == service && b == key) {
                 // Same key twice in one block: the second waits for the first's answer.
-                let _ = s.reply.send(Outcome::Failed("a request with this idempotency key is in progress; retry".into()));
+                let _ = s.reply.send(Outcome::Failed(
+                    "a request with this idempotency key is in progress; retry".into(),
+                ));
                 continue;
             }
             seen_keys.push((service.clone(), key.clone()));
@@ -216,7 +303,7 @@ fn seal_block(parts: &SealerParts, state: &mut SealState, batch: Vec<Submission>
         }
     }
     if accepted.is_empty() {
-        return;
+        return Ok(());
     }
     let (records, writes) = builder.finish();
     let result = (|| -> Result<(SignedShardHeader, Tip), String> {
@@ -237,7 +324,15 @@ fn seal_block(parts: &SealerParts, state: &mut SealState, batch: Vec<Submission>
             (Hash32(root.0), Some(batch.node_batch), Some(next))
         };
         let previous = state.tip.map_or(Hash32::ZERO, |t| t.header_hash);
-        let header = ledger::header(parts.city, height, (parts.clock)(), previous, &records, state_root, &state.history);
+        let header = ledger::header(
+            parts.city,
+            height,
+            (parts.clock)(),
+            previous,
+            &records,
+            state_root,
+            &state.history,
+        );
         let signed = header.seal(&parts.genesis.federation_id(), &parts.key);
         let tip = Tip { height, header_hash: signed.header.hash(), state_version: new_version };
         let mut payloads = Vec::new();
@@ -250,18 +345,35 @@ fn seal_block(parts: &SealerParts, state: &mut SealState, batch: Vec<Submission>
             }
             if let Some((service, key, request_hash)) = &s.idempotency {
                 let receipts = receipts(&s.records, indexes, height);
-                idempotency.push((service.clone(), key.clone(), IdempotencyEntry { request_hash: *request_hash, response: (s.render)(&receipts) }));
+                idempotency.push((
+                    service.clone(),
+                    key.clone(),
+                    IdempotencyEntry {
+                        request_hash: *request_hash,
+                        response: (s.render)(&receipts),
+                    },
+                ));
             }
         }
         parts
             .store
-            .write_block(BlockWrite { header: &signed, records: &records, payloads, state_nodes: nodes.as_ref(), tip, idempotency })
+            .write_block(BlockWrite {
+                header: &signed,
+                records: &records,
+                payloads,
+                state_nodes: nodes.as_ref(),
+                tip,
+                idempotency,
+            })
             .map_err(|e| e.to_string())?;
         Ok((signed, tip))
     })();
     match result {
         Ok((signed, tip)) => {
-            state.history.push(&Blake3Tree::history(), Blake3Tree::history().leaf(signed.header.hash().as_bytes()));
+            state.history.push(
+                &Blake3Tree::history(),
+                Blake3Tree::history().leaf(signed.header.hash().as_bytes()),
+            );
             state.tip = Some(tip);
             let _ = tip_tx.send(Some(tip));
             tracing::debug!(height, records = records.len(), "sealed");
@@ -269,12 +381,14 @@ fn seal_block(parts: &SealerParts, state: &mut SealState, batch: Vec<Submission>
                 let r = receipts(&s.records, &indexes, height);
                 let _ = s.reply.send(Outcome::Sealed(r));
             }
+            Ok(())
         }
         Err(e) => {
             tracing::error!(height, error = %e, "sealing failed; nothing acknowledged");
             for (s, _) in accepted {
                 let _ = s.reply.send(Outcome::Failed(e.clone()));
             }
+            Err(())
         }
     }
 }

@@ -7,7 +7,9 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Version};
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 use std::path::Path;
 use urbis_core::encoding::{decode, encode};
 use urbis_core::hash::Hash32;
@@ -161,7 +163,9 @@ impl Store {
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         // Every column family in ALL_CFS is opened in `open`.
-        self.db.cf_handle(name).unwrap_or_else(|| unreachable!("column family {name} is opened at start"))
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| unreachable!("column family {name} is opened at start"))
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -202,7 +206,11 @@ impl Store {
         for (index, (record, id)) in block.records.iter().zip(&ids).enumerate() {
             let stored = StoredRecord { record: record.clone(), height, index: index as u64 };
             batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), encode(&stored));
-            batch.put_cf(self.cf(CF_SUBJECTS), subject_key(&record.subject, height, index as u64), id.as_bytes());
+            batch.put_cf(
+                self.cf(CF_SUBJECTS),
+                subject_key(&record.subject, height, index as u64),
+                id.as_bytes(),
+            );
         }
         for (id, payload) in &block.payloads {
             batch.put_cf(self.cf(CF_PAYLOADS), id.as_bytes(), encode(payload));
@@ -232,7 +240,8 @@ impl Store {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_HEADERS), IteratorMode::Start) {
             let (_, v) = item?;
-            let h: SignedShardHeader = decode(&v).map_err(|_| StoreError::Corrupt { what: "header" })?;
+            let h: SignedShardHeader =
+                decode(&v).map_err(|_| StoreError::Corrupt { what: "header" })?;
             out.push(h.header.hash());
         }
         Ok(out)
@@ -254,7 +263,11 @@ impl Store {
     }
 
     /// The stored answer to an idempotent request.
-    pub fn idempotency(&self, service: &str, key: &str) -> Result<Option<IdempotencyEntry>, StoreError> {
+    pub fn idempotency(
+        &self,
+        service: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyEntry>, StoreError> {
         self.get_decoded(CF_IDEMPOTENCY, &idempotency_key(service, key), "idempotency entry")
     }
 
@@ -270,15 +283,22 @@ impl Store {
             None => subject_key(subject, 0, 0),
         };
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(self.cf(CF_SUBJECTS), IteratorMode::From(&start, Direction::Forward));
+        let iter = self
+            .db
+            .iterator_cf(self.cf(CF_SUBJECTS), IteratorMode::From(&start, Direction::Forward));
         for item in iter {
             let (k, v) = item?;
             if k.len() != 48 || k[..32] != subject.0.0 {
                 break;
             }
-            let h = u64::from_be_bytes(k[32..40].try_into().map_err(|_| StoreError::Corrupt { what: "subject key" })?);
-            let i = u64::from_be_bytes(k[40..48].try_into().map_err(|_| StoreError::Corrupt { what: "subject key" })?);
-            let id: [u8; 32] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt { what: "subject entry" })?;
+            let h = u64::from_be_bytes(
+                k[32..40].try_into().map_err(|_| StoreError::Corrupt { what: "subject key" })?,
+            );
+            let i = u64::from_be_bytes(
+                k[40..48].try_into().map_err(|_| StoreError::Corrupt { what: "subject key" })?,
+            );
+            let id: [u8; 32] =
+                v.as_ref().try_into().map_err(|_| StoreError::Corrupt { what: "subject entry" })?;
             out.push(((h, i), Hash32(id)));
             if out.len() >= limit {
                 break;
@@ -288,13 +308,18 @@ impl Store {
     }
 
     /// The latest value of a state key hash at or below `version`.
-    pub fn state_value(&self, version: Version, key_hash: KeyHash) -> Result<Option<OwnedValue>, StoreError> {
+    pub fn state_value(
+        &self,
+        version: Version,
+        key_hash: KeyHash,
+    ) -> Result<Option<OwnedValue>, StoreError> {
         let seek = value_key(&key_hash, version);
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_JMT_VALUES));
         iter.seek_for_prev(seek);
         if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             if k.len() == 40 && k[..32] == key_hash.0 {
-                let value: Option<Vec<u8>> = decode(v).map_err(|_| StoreError::Corrupt { what: "state value" })?;
+                let value: Option<Vec<u8>> =
+                    decode(v).map_err(|_| StoreError::Corrupt { what: "state value" })?;
                 return Ok(value);
             }
         }
@@ -332,11 +357,17 @@ impl TreeReader for Store {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
         match self.get(CF_JMT_NODES, &encode(node_key))? {
             None => Ok(None),
-            Some(bytes) => Ok(Some(decode(&bytes).map_err(|_| StoreError::Corrupt { what: "state node" })?)),
+            Some(bytes) => {
+                Ok(Some(decode(&bytes).map_err(|_| StoreError::Corrupt { what: "state node" })?))
+            }
         }
     }
 
-    fn get_value_option(&self, max_version: Version, key_hash: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
         Ok(self.state_value(max_version, key_hash)?)
     }
 

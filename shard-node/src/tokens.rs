@@ -62,7 +62,7 @@ pub enum AuthError {
 /// The token store.
 pub struct Tokens {
     path: PathBuf,
-    cache: RwLock<(Option<SystemTime>, Vec<TokenEntry>)>,
+    cache: RwLock<(Option<(SystemTime, u64, u64)>, Vec<TokenEntry>)>,
 }
 
 impl Tokens {
@@ -77,7 +77,11 @@ impl Tokens {
     }
 
     fn reload(&self) -> anyhow::Result<()> {
-        let modified = std::fs::metadata(&self.path)?.modified().ok();
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&self.path)?;
+        // Modification time alone can miss two rewrites within one tick; the file is always
+        // replaced by rename, so the inode changes with every write.
+        let modified = meta.modified().ok().map(|m| (m, meta.len(), meta.ino()));
         let fresh = self.cache.read().map(|c| c.0.is_some() && c.0 == modified).unwrap_or(false);
         if fresh {
             return Ok(());
@@ -99,12 +103,18 @@ impl Tokens {
         // Compare against every entry in constant time per entry; no early exit.
         for e in cache.1.iter() {
             let mut stored = [0u8; 32];
-            if hex::decode_to_slice(&e.hash, &mut stored).is_ok() && bool::from(stored.ct_eq(hash.as_bytes())) {
+            if hex::decode_to_slice(&e.hash, &mut stored).is_ok()
+                && bool::from(stored.ct_eq(hash.as_bytes()))
+            {
                 found = Some(e);
             }
         }
         match found {
-            Some(e) if !e.revoked => Ok(Grant { token_id: e.id.clone(), service: e.service.clone(), kinds: e.kinds.clone() }),
+            Some(e) if !e.revoked => Ok(Grant {
+                token_id: e.id.clone(),
+                service: e.service.clone(),
+                kinds: e.kinds.clone(),
+            }),
             _ => Err(AuthError::Invalid),
         }
     }
@@ -121,7 +131,12 @@ pub fn write_file(path: &Path, file: &TokenFile) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(&serde_json::to_vec_pretty(file)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -129,7 +144,11 @@ pub fn write_file(path: &Path, file: &TokenFile) -> anyhow::Result<()> {
 }
 
 /// Issues a token: appends its hash to the file and returns the token (shown once).
-pub fn issue(path: &Path, service: &str, kinds: Vec<RecordKind>) -> anyhow::Result<(String, TokenEntry)> {
+pub fn issue(
+    path: &Path,
+    service: &str,
+    kinds: Vec<RecordKind>,
+) -> anyhow::Result<(String, TokenEntry)> {
     let mut file = if path.exists() { read_file(path)? } else { TokenFile::default() };
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;

@@ -139,6 +139,6 @@ fn target_dir() -> Result<PathBuf> {
 fn bench(rest: &[String]) -> Result<()> {
     prerequisites()?;
     let mut c = cargo();
-    c.args(["bench", "--locked", "-p", "urbis-benches"]).args(rest);
+    c.args(["bench", "--locked", "-p", "urbis-benches", "-p", "urbis-loadgen"]).args(rest);
     run(c)
 }

@@ -47,39 +47,74 @@ fn sigterm(mut child: Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+/// A base port whose next two ports are free too (checked by binding all three).
+fn free_run_of_three_ports() -> u16 {
+    for _ in 0..100 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = first.local_addr().unwrap().port();
+        let rest: Vec<_> = (1..3)
+            .map(|i| std::net::TcpListener::bind(("127.0.0.1", base.wrapping_add(i))))
+            .collect();
+        if base < u16::MAX - 3 && rest.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no run of three free ports");
+}
+
 #[test]
 fn devnet_runs_three_cities_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().saturating_add(1000);
+    let port = free_run_of_three_ports();
     let child = start(dir.path(), port);
     let m = manifest(dir.path());
-    assert_eq!(std::fs::metadata(dir.path().join("devnet.json")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("devnet.json")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let cities = m["cities"].as_array().unwrap().clone();
     assert_eq!(cities.len(), 3);
-    let urls: Vec<String> = cities.iter().map(|c| c["shard_api"].as_str().unwrap().to_string()).collect();
+    let urls: Vec<String> =
+        cities.iter().map(|c| c["shard_api"].as_str().unwrap().to_string()).collect();
     wait_ready(&urls);
     let client = Client::new();
     let mut ids = Vec::new();
     for c in &cities {
         let token = c["service_tokens"]["open-data-office"].as_str().unwrap();
         let body = json!({"records": [{"kind": "information", "subject": "11".repeat(32), "payload": {"dataset": "d", "media_type": "application/json", "content": {"city": c["name"]}}}]});
-        let r = client.post(format!("{}/v1/records", c["shard_api"].as_str().unwrap())).bearer_auth(token).json(&body).send().unwrap();
+        let r = client
+            .post(format!("{}/v1/records", c["shard_api"].as_str().unwrap()))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
         let v: Value = r.json().unwrap();
         ids.push(v["records"][0]["id"].as_str().unwrap().to_string());
     }
     assert!(sigterm(child).success(), "devnet exits 0 on SIGTERM");
+    // The restart must write the manifest anew, not leave the old one standing.
+    std::fs::remove_file(dir.path().join("devnet.json")).unwrap();
     let child = start(dir.path(), port);
     let again = manifest(dir.path());
     assert_eq!(again["federation_id"], m["federation_id"]);
     wait_ready(&urls);
     for (c, id) in cities.iter().zip(&ids) {
-        let r = client.get(format!("{}/v1/records/{id}", c["shard_api"].as_str().unwrap())).send().unwrap();
+        let r = client
+            .get(format!("{}/v1/records/{id}", c["shard_api"].as_str().unwrap()))
+            .send()
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "record survived the restart");
         let proof = dir.path().join("proof.json");
         let v: Value = r.json().unwrap();
         std::fs::write(&proof, serde_json::to_vec(&v["proof"]).unwrap()).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_urbis")).arg("verify").arg(&proof).arg("--genesis").arg(m["genesis"].as_str().unwrap()).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
+            .arg("verify")
+            .arg(&proof)
+            .arg("--genesis")
+            .arg(m["genesis"].as_str().unwrap())
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     }
     assert!(sigterm(child).success());

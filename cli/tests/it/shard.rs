@@ -32,11 +32,31 @@ fn free_port() -> u16 {
 impl Node {
     /// A fresh federation of two cities; this node is `athens`, with a token for `kinds`.
     pub fn new(dir: &Path, service: &str, kinds: &str) -> Node {
-        let o = urbis().args(["genesis", "create", "--name", "test", "--cities", "athens,berlin", "--asset", "EUR:athens", "--out-dir"]).arg(dir).output().unwrap();
+        let o = urbis()
+            .args([
+                "genesis",
+                "create",
+                "--name",
+                "test",
+                "--cities",
+                "athens,berlin",
+                "--asset",
+                "EUR:athens",
+                "--out-dir",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let token_file = dir.join("token");
         let tokens = dir.join("tokens.json");
-        let o = urbis().args(["tokens", "issue", "--service", service, "--kinds", kinds, "--file"]).arg(&tokens).arg("--out").arg(&token_file).output().unwrap();
+        let o = urbis()
+            .args(["tokens", "issue", "--service", service, "--kinds", kinds, "--file"])
+            .arg(&tokens)
+            .arg("--out")
+            .arg(&token_file)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let port = free_port();
         let config = dir.join("shard.toml");
@@ -53,13 +73,33 @@ impl Node {
         .unwrap();
         let genesis = urbis_shard::node::load_genesis(&dir.join("genesis.json")).unwrap();
         let token = std::fs::read_to_string(token_file).unwrap();
-        let mut n = Node { dir: dir.to_path_buf(), config, url: format!("http://127.0.0.1:{port}"), token, child: None, genesis };
+        let mut n = Node {
+            dir: dir.to_path_buf(),
+            config,
+            url: format!("http://127.0.0.1:{port}"),
+            token,
+            child: None,
+            genesis,
+        };
         n.start();
         n
     }
 
     pub fn start(&mut self) {
-        let child = urbis().arg("shard").arg("--config").arg(&self.config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // The node's log goes to a file in the test directory, so a failure shows its cause.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("shard.log"))
+            .unwrap();
+        let child = urbis()
+            .arg("shard")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         self.child = Some(child);
         let client = Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -71,7 +111,8 @@ impl Node {
             }
             assert!(Instant::now() < deadline, "shard did not become ready");
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("shard exited early: {status}");
+                let log = std::fs::read_to_string(self.dir.join("shard.log")).unwrap_or_default();
+                panic!("shard exited early: {status}\n{log}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -91,7 +132,10 @@ impl Node {
     }
 
     pub fn post(&self, body: &Value, key: Option<&str>) -> (u16, Value) {
-        let mut req = Client::new().post(format!("{}/v1/records", self.url)).bearer_auth(&self.token).json(body);
+        let mut req = Client::new()
+            .post(format!("{}/v1/records", self.url))
+            .bearer_auth(&self.token)
+            .json(body);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
@@ -111,7 +155,8 @@ impl Node {
         assert_eq!(status, 200, "{body}");
         let doc: ProofDocument = serde_json::from_value(body["proof"].clone()).unwrap();
         let ProofDocument::Record(p) = &doc else { panic!("not a record proof") };
-        let v = verify_record_proof(&self.genesis, &LightClient::from_genesis(&self.genesis), p).unwrap();
+        let v = verify_record_proof(&self.genesis, &LightClient::from_genesis(&self.genesis), p)
+            .unwrap();
         assert_eq!(v.id.to_hex(), id);
         body
     }
@@ -139,27 +184,47 @@ fn submit_read_back_verify_paginate_and_retry_across_a_restart() {
     let body = json!({"records": (0..5).map(|i| info(&s, i)).collect::<Vec<_>>()});
     let (status, first) = node.post(&body, Some("batch-1"));
     assert_eq!(status, 200, "{first}");
-    let ids: Vec<String> = first["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = first["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 5);
     // Read back and verify with the core verifier and with `urbis verify`.
     let view = node.verified(&ids[2]);
     let proof_file = dir.path().join("proof.json");
     std::fs::write(&proof_file, serde_json::to_vec(&view["proof"]).unwrap()).unwrap();
-    let o = urbis().arg("verify").arg(&proof_file).arg("--genesis").arg(dir.path().join("genesis.json")).output().unwrap();
+    let o = urbis()
+        .arg("verify")
+        .arg(&proof_file)
+        .arg("--genesis")
+        .arg(dir.path().join("genesis.json"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let out: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((out["level"].as_str(), out["record_id"].as_str()), (Some("committed"), Some(ids[2].as_str())));
+    assert_eq!(
+        (out["level"].as_str(), out["record_id"].as_str()),
+        (Some("committed"), Some(ids[2].as_str()))
+    );
     // Pagination: 5 records in pages of 2.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let q = match &cursor { None => format!("/v1/subjects/{s}/records?limit=2"), Some(c) => format!("/v1/subjects/{s}/records?limit=2&cursor={c}") };
+        let q = match &cursor {
+            None => format!("/v1/subjects/{s}/records?limit=2"),
+            Some(c) => format!("/v1/subjects/{s}/records?limit=2&cursor={c}"),
+        };
         let (status, page) = node.get(&q);
         assert_eq!(status, 200, "{page}");
         for r in page["records"].as_array().unwrap() {
             seen.push(r["id"].as_str().unwrap().to_string());
         }
-        match page["next"].as_str() { Some(c) => cursor = Some(c.to_string()), None => break }
+        match page["next"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
     }
     assert_eq!(seen, ids);
     // A retry gets the same answer; after a restart too; another body under the key is refused.
@@ -249,12 +314,20 @@ fn kill_9_loses_no_acknowledged_record() {
             node.verified(id);
         }
     }
-    assert!(acknowledged.len() > 10, "the load was too light to test anything ({} acks)", acknowledged.len());
+    assert!(
+        acknowledged.len() > 10,
+        "the load was too light to test anything ({} acks)",
+        acknowledged.len()
+    );
     // Retrying an acknowledged key returns the same id; retrying an in-flight key either
     // returns what was sealed before the crash or seals it now, and a second retry agrees.
     for (key, body, id) in acknowledged.iter().step_by(5) {
         let (status, r) = node.post(body, Some(key));
-        assert_eq!((status, r["records"][0]["id"].as_str()), (200, Some(id.as_str())), "retry of {key}");
+        assert_eq!(
+            (status, r["records"][0]["id"].as_str()),
+            (200, Some(id.as_str())),
+            "retry of {key}"
+        );
     }
     assert!(!in_flight.is_empty());
     for (key, body) in &in_flight {
@@ -273,10 +346,21 @@ fn kill_9_loses_no_acknowledged_record() {
     for h in 0..=tip {
         let (status, b) = node.get(&format!("/v1/blocks/{h}"));
         assert_eq!(status, 200, "height {h} missing");
-        let header: urbis_core::header::SignedShardHeader = serde_json::from_value(b["header"].clone()).unwrap();
-        assert_eq!(header.header.previous, previous, "header {h} does not link to {}", h.saturating_sub(1));
+        let header: urbis_core::header::SignedShardHeader =
+            serde_json::from_value(b["header"].clone()).unwrap();
+        assert_eq!(
+            header.header.previous,
+            previous,
+            "header {h} does not link to {}",
+            h.saturating_sub(1)
+        );
         assert_eq!(header.header.history_root, frontier.root(&tree), "history root at {h}");
-        header.verify(&node.genesis.federation_id(), node.genesis.sealing_key(header.header.city, h).unwrap()).unwrap();
+        header
+            .verify(
+                &node.genesis.federation_id(),
+                node.genesis.sealing_key(header.header.city, h).unwrap(),
+            )
+            .unwrap();
         previous = header.header.hash();
         frontier.push(&tree, tree.leaf(previous.as_bytes()));
     }
@@ -289,14 +373,29 @@ fn bad_input_gets_its_problem_status_and_writes_nothing() {
     let tokens = dir.path().join("tokens.json");
     let issue = |service: &str, kinds: &str, out: &str| {
         let path = dir.path().join(out);
-        let o = urbis().args(["tokens", "issue", "--service", service, "--kinds", kinds, "--file"]).arg(&tokens).arg("--out").arg(&path).output().unwrap();
+        let o = urbis()
+            .args(["tokens", "issue", "--service", service, "--kinds", kinds, "--file"])
+            .arg(&tokens)
+            .arg("--out")
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(o.status.success());
-        let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["id"].as_str().unwrap().to_string();
+        let id =
+            serde_json::from_slice::<Value>(&o.stdout).unwrap()["id"].as_str().unwrap().to_string();
         (std::fs::read_to_string(path).unwrap(), id)
     };
     let (treasury, _) = issue("treasury", "capital", "treasury.token");
     let (revoked, revoked_id) = issue("archive", "information", "revoked.token");
-    assert!(urbis().args(["tokens", "revoke", "--file"]).arg(&tokens).arg(&revoked_id).status().unwrap().success());
+    assert!(
+        urbis()
+            .args(["tokens", "revoke", "--file"])
+            .arg(&tokens)
+            .arg(&revoked_id)
+            .status()
+            .unwrap()
+            .success()
+    );
     let s = subject(3);
     // One good request first, so a reused key has something to conflict with.
     let good = json!({"records": [info(&s, 1)]});
@@ -327,7 +426,10 @@ fn bad_input_gets_its_problem_status_and_writes_nothing() {
     ];
     let client = Client::new();
     for (name, token, key, body, expected) in cases {
-        let mut req = client.post(format!("{}/v1/records", node.url)).header("Content-Type", "application/json").body(body);
+        let mut req = client
+            .post(format!("{}/v1/records", node.url))
+            .header("Content-Type", "application/json")
+            .body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -342,7 +444,14 @@ fn bad_input_gets_its_problem_status_and_writes_nothing() {
         assert_eq!(problem["status"], expected, "{name}: {problem}");
         assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{name}");
     }
-    for (path, expected) in [("/v1/records/zz", 400), ("/v1/records/".to_string() + &"0".repeat(64), 404), ("/v1/blocks/99".into(), 404), ("/v1/nowhere".into(), 404)].map(|(p, e)| (p.to_string(), e)) {
+    let reads: Vec<(String, u16)> = vec![
+        ("/v1/records/zz".to_string(), 400),
+        (format!("/v1/records/{}", "0".repeat(64)), 404),
+        ("/v1/blocks/99".to_string(), 404),
+        ("/v1/blocks/minus-one".to_string(), 400),
+        ("/v1/nowhere".to_string(), 404),
+    ];
+    for (path, expected) in reads {
         assert_eq!(node.get(&path).0, expected, "{path}");
     }
     let (_, after) = node.get("/v1/blocks/latest");

@@ -1,10 +1,10 @@
 //! Honest proofs verify at the level they claim, and each broken link is named.
 
-use urbis_core::record::CityId;
 use crate::fixture::{absent_key, revoked_key, world};
 use urbis_core::Level;
 use urbis_core::merkle::MerkleError;
 use urbis_core::proof::{ProofError, verify_record_proof, verify_state_proof};
+use urbis_core::record::CityId;
 
 #[test]
 fn every_record_of_every_block_verifies_at_level_committed() {
@@ -44,11 +44,13 @@ fn state_membership_and_absence_verify_at_level_final() {
     let w = world();
     let client = w.client();
     let p = w.final_state(&revoked_key());
-    let v = verify_state_proof(&w.federation.genesis, &client, CityId(0), &revoked_key(), &p).unwrap();
+    let v =
+        verify_state_proof(&w.federation.genesis, &client, CityId(0), &revoked_key(), &p).unwrap();
     assert_eq!(v.value.as_deref(), Some(&b"revoked at 4"[..]));
     assert_eq!(v.level, Level::Final);
     let p = w.final_state(&absent_key());
-    let v = verify_state_proof(&w.federation.genesis, &client, CityId(0), &absent_key(), &p).unwrap();
+    let v =
+        verify_state_proof(&w.federation.genesis, &client, CityId(0), &absent_key(), &p).unwrap();
     assert_eq!(v.value, None);
 }
 
@@ -65,6 +67,7 @@ fn a_record_proof_against_the_wrong_block_names_the_records_path() {
 fn a_state_proof_for_another_key_is_refused() {
     let w = world();
     let p = w.final_state(&revoked_key());
-    let e = verify_state_proof(&w.federation.genesis, &w.client(), CityId(0), &absent_key(), &p).unwrap_err();
+    let e = verify_state_proof(&w.federation.genesis, &w.client(), CityId(0), &absent_key(), &p)
+        .unwrap_err();
     assert_eq!(e, ProofError::StateKeyMismatch);
 }

@@ -1,13 +1,13 @@
 //! Properties of the proof chain: honest proofs of every kind verify; flipping any single bit
 //! anywhere in a proof (record, paths, headers, certificate, bitfield) fails with a typed error.
 
-use urbis_core::record::CityId;
 use crate::fixture::{World, absent_key, revoked_key, world};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 use urbis_core::encoding::{decode, encode};
 use urbis_core::light_client::LightClient;
 use urbis_core::proof::{RecordProof, StateFactProof, verify_record_proof, verify_state_proof};
+use urbis_core::record::CityId;
 use urbis_core::state::StateKey;
 
 fn shared() -> &'static World {

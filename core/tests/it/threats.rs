@@ -1,8 +1,7 @@
 //! One named negative test per class of ../shared/THREATS.md that the core can see, each
 //! asserting its specific error.
 
-use urbis_core::record::CityId;
-use crate::fixture::{balance_key, revoked_key, world};
+use crate::fixture::{absent_key, balance_key, revoked_key, world};
 use urbis_core::beacon::{CertificateError, CommitCertificate};
 use urbis_core::bls::{BlsError, PublicKey, SecretKey};
 use urbis_core::encoding::{DecodeError, decode, encode};
@@ -11,6 +10,7 @@ use urbis_core::hash::Hash32;
 use urbis_core::light_client::{LightClient, LightClientError};
 use urbis_core::merkle::{Blake3Tree, InclusionProof, MerkleError, TreeHasher};
 use urbis_core::proof::{ProofError, RecordProof, verify_record_proof, verify_state_proof};
+use urbis_core::record::CityId;
 use urbis_core::record::RecordError;
 use urbis_core::sealing::Ed25519Error;
 use urbis_core::state::StateProofError;
@@ -167,7 +167,8 @@ fn threat_forged_absence_proof_is_refused() {
     let mut p = w.final_state(&revoked_key());
     p.value = None;
     assert_eq!(
-        verify_state_proof(&w.federation.genesis, &client, CityId(0), &revoked_key(), &p).unwrap_err(),
+        verify_state_proof(&w.federation.genesis, &client, CityId(0), &revoked_key(), &p)
+            .unwrap_err(),
         ProofError::StatePath(StateProofError::KeyPresent)
     );
     // Reuse the membership proof of one key as an "absence" proof of another key that is
@@ -176,8 +177,8 @@ fn threat_forged_absence_proof_is_refused() {
         let mut p = w.final_state(&revoked_key());
         p.key = balance_key(b);
         p.value = None;
-        let e =
-            verify_state_proof(&w.federation.genesis, &client, CityId(0), &balance_key(b), &p).unwrap_err();
+        let e = verify_state_proof(&w.federation.genesis, &client, CityId(0), &balance_key(b), &p)
+            .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -375,7 +376,8 @@ fn threat_forged_timeout_absence_from_another_city_is_refused() {
     // from any other city's state must not do.
     let w = world();
     let p = w.final_state(&absent_key());
-    let e = verify_state_proof(&w.federation.genesis, &w.client(), CityId(1), &absent_key(), &p).unwrap_err();
+    let e = verify_state_proof(&w.federation.genesis, &w.client(), CityId(1), &absent_key(), &p)
+        .unwrap_err();
     assert_eq!(e, ProofError::WrongCity { expected: CityId(1), actual: CityId(0) });
 }
 
@@ -384,7 +386,10 @@ fn threat_unknown_header_versions_are_refused() {
     let w = world();
     let mut p = w.final_record(1, 0, 1);
     p.header.header.version = 2;
-    assert_eq!(verify_record_proof(&w.federation.genesis, &w.client(), &p).unwrap_err(), ProofError::HeaderVersion(2));
+    assert_eq!(
+        verify_record_proof(&w.federation.genesis, &w.client(), &p).unwrap_err(),
+        ProofError::HeaderVersion(2)
+    );
     let mut p = w.final_record(1, 0, 1);
     p.finality.as_mut().unwrap().beacon_header.version = 9;
     assert_eq!(

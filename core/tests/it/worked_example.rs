@@ -35,7 +35,7 @@ const DST_SIGNATURE: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 const DST_POP: &[u8] = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 /// Every domain with its name in the document (`key_<name>` lines and the domain table).
-const DOMAINS: [(Domain, &str); 13] = [
+const DOMAINS: [(Domain, &str); 14] = [
     (Domain::RecordId, "record_id"),
     (Domain::ShardHeader, "shard_header"),
     (Domain::BeaconHeader, "beacon_header"),
@@ -49,6 +49,7 @@ const DOMAINS: [(Domain, &str); 13] = [
     (Domain::StateTree, "state_tree"),
     (Domain::BeaconBody, "beacon_body"),
     (Domain::BatchCoefficients, "batch_coefficients"),
+    (Domain::SubjectIndex, "subject_index"),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -140,7 +141,8 @@ fn generate() -> Vec<Section> {
             header: n.clone(),
             finality: Some(finality.clone()),
         };
-        let v = verify_state_proof(&federation.genesis, &client, n.header.city, key, &fact).unwrap();
+        let v =
+            verify_state_proof(&federation.genesis, &client, n.header.city, key, &fact).unwrap();
         assert_eq!((v.value, v.level), (value, Level::Final));
     }
 
@@ -826,7 +828,7 @@ fn worked_example_recomputes_from_the_spec_alone() {
     // Domain keys from the document's own table of contexts.
     let mut k = BTreeMap::new();
     let table = doc_domain_contexts();
-    assert_eq!(table.len(), 13);
+    assert_eq!(table.len(), DOMAINS.len());
     for (name, context) in &table {
         let key = blake3::derive_key(context, b"");
         assert_eq!(key, d.array::<32>(&format!("key_{name}")), "K_{name}");

@@ -8,7 +8,7 @@ use crate::sealer::{Outcome, Sealer, Submission};
 use crate::store::Store;
 use crate::tokens::{AuthError, Tokens};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,8 +64,23 @@ pub struct AppState {
     pub ready: AtomicBool,
 }
 
+/// Registers the bearer-token security scheme the submit route names.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerScheme),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
     paths(submit, get_record, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
     components(schemas(Problem, SubmitRequest, SubmitResponse, BlockView, RecordView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
@@ -94,7 +109,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi_json))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this route",
+            )
         })
         .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))
         .with_state(state)
@@ -108,7 +127,11 @@ type ApiResult<T> = Result<T, Problem>;
 
 fn internal(e: impl std::fmt::Display) -> Problem {
     tracing::error!(error = %e, "internal error");
-    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node's log")
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the node's log",
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -131,7 +154,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     ),
     security(("bearer" = []))
 )]
-async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult<Response> {
+async fn submit(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
     if !app.ready.load(Ordering::Relaxed) {
         return Err(Problem::unavailable("the node is shutting down"));
     }
@@ -154,12 +181,18 @@ async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Resu
         return Err(Problem::unprocessable("`records` is empty"));
     }
     if request.records.len() > app.limits.batch_records_max {
-        return Err(Problem::too_large(format!("at most {} records per request", app.limits.batch_records_max)));
+        return Err(Problem::too_large(format!(
+            "at most {} records per request",
+            app.limits.batch_records_max
+        )));
     }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| Problem::bad_request("Idempotency-Key must be 1..=255 visible ASCII characters"))?;
+            let k =
+                v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
+                    Problem::bad_request("Idempotency-Key must be 1..=255 visible ASCII characters")
+                })?;
             Some(k.to_string())
         }
     };
@@ -169,7 +202,13 @@ async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Resu
             return replay(entry, request_hash);
         }
     }
-    let ctx = Context { genesis: &app.genesis, city: app.city, service: &grant.service, kinds: &grant.kinds, now_ms: (app.clock)() };
+    let ctx = Context {
+        genesis: &app.genesis,
+        city: app.city,
+        service: &grant.service,
+        kinds: &grant.kinds,
+        now_ms: (app.clock)(),
+    };
     let mut records = Vec::with_capacity(request.records.len());
     let mut payloads = Vec::with_capacity(request.records.len());
     let mut bytes = 0usize;
@@ -181,7 +220,10 @@ async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Resu
         })?;
         let size = urbis_core::encoding::encode(&record).len();
         if size as u64 > app.genesis.genesis().parameters.record_bytes_max {
-            return Err(Problem::too_large(format!("record {index} encodes to {size} bytes, the limit is {}", app.genesis.genesis().parameters.record_bytes_max)));
+            return Err(Problem::too_large(format!(
+                "record {index} encodes to {size} bytes, the limit is {}",
+                app.genesis.genesis().parameters.record_bytes_max
+            )));
         }
         bytes += size;
         records.push(record);
@@ -196,20 +238,43 @@ async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Resu
         render: SubmitResponse::render,
         reply,
     };
-    if app.sealer.submit(submission).await.is_err() {
-        return Err(Problem::unavailable("the sealer has stopped"));
+    let keyed = submission.idempotency.is_some();
+    match app.sealer.submit(submission) {
+        Ok(()) => {}
+        Err(crate::sealer::QueueError::Full(_)) => {
+            return Err(Problem::unavailable(
+                "too many submissions are waiting to be sealed; retry shortly",
+            ));
+        }
+        Err(crate::sealer::QueueError::Stopped(_)) => {
+            return Err(Problem::unavailable("the sealer has stopped"));
+        }
     }
+    // Without an Idempotency-Key a retry after an unanswered request may seal the records twice.
+    let unknown = if keyed {
+        "retry with the same Idempotency-Key to learn the outcome"
+    } else {
+        "the outcome is unknown: look the records up before retrying, or send an Idempotency-Key"
+    };
     let timeout = std::time::Duration::from_millis(app.limits.request_timeout_ms);
     let outcome = tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| Problem::unavailable("sealing did not finish in time; retry with the same Idempotency-Key"))?
-        .map_err(|_| Problem::unavailable("the sealer stopped before answering; retry with the same Idempotency-Key"))?;
+        .map_err(|_| Problem::unavailable(format!("sealing did not finish in time; {unknown}")))?
+        .map_err(|_| {
+            Problem::unavailable(format!("the sealer stopped before answering; {unknown}"))
+        })?;
     match outcome {
-        Outcome::Sealed(receipts) => Ok(Json(SubmitResponse::from_receipts(&receipts)).into_response()),
+        Outcome::Sealed(receipts) => {
+            Ok(Json(SubmitResponse::from_receipts(&receipts)).into_response())
+        }
         Outcome::Replayed(entry) => replay(entry, request_hash),
         Outcome::Rejected(r) if r.is_forbidden() => Err(Problem::forbidden(r.to_string())),
         Outcome::Rejected(r) if r.is_conflict() => Err(Problem::conflict(r.to_string())),
-        Outcome::Rejected(crate::ledger::Rejection::State(detail)) if detail.contains("idempotency") => Err(Problem::conflict(detail)),
+        Outcome::Rejected(crate::ledger::Rejection::State(detail))
+            if detail.contains("idempotency") =>
+        {
+            Err(Problem::conflict(detail))
+        }
         Outcome::Rejected(crate::ledger::Rejection::State(detail)) => Err(internal(detail)),
         Outcome::Rejected(r) => Err(Problem::unprocessable(r.to_string())),
         Outcome::Failed(detail) if detail.contains("in progress") => Err(Problem::conflict(detail)),
@@ -219,10 +284,13 @@ async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Resu
 
 fn replay(entry: crate::store::IdempotencyEntry, request_hash: Hash32) -> ApiResult<Response> {
     if entry.request_hash != request_hash {
-        return Err(Problem::conflict("this Idempotency-Key was used with a different request body"));
+        return Err(Problem::conflict(
+            "this Idempotency-Key was used with a different request body",
+        ));
     }
     let mut r = (StatusCode::OK, entry.response).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
     Ok(r)
 }
@@ -248,21 +316,46 @@ pub struct RecordView {
 
 fn record_proof(app: &AppState, id: &Hash32) -> ApiResult<Option<(RecordProof, u64, u64)>> {
     let Some(stored) = app.store.record(id).map_err(internal)? else { return Ok(None) };
-    let ids = app.store.block_records(stored.height).map_err(internal)?.ok_or_else(|| internal("block missing"))?;
-    let header = app.store.header(stored.height).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
+    let ids = app
+        .store
+        .block_records(stored.height)
+        .map_err(internal)?
+        .ok_or_else(|| internal("block missing"))?;
+    let header = app
+        .store
+        .header(stored.height)
+        .map_err(internal)?
+        .ok_or_else(|| internal("header missing"))?;
     let tree = Blake3Tree::records();
     let leaves: Vec<Hash32> = ids.iter().map(|i| tree.leaf(i.as_bytes())).collect();
     let inclusion = InclusionProof::build(&tree, &leaves, stored.index).map_err(internal)?;
-    Ok(Some((RecordProof { record: stored.record, inclusion, header, finality: None }, stored.height, stored.index)))
+    Ok(Some((
+        RecordProof { record: stored.record, inclusion, header, finality: None },
+        stored.height,
+        stored.index,
+    )))
 }
 
 /// A record and its proof.
 #[utoipa::path(get, path = "/v1/records/{id}", params(("id" = String, Path, description = "Record id, 64 hex digits")),
     responses((status = 200, body = RecordView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn get_record(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Json<RecordView>> {
-    let id = types::parse_hash(&id).map_err(|_| Problem::bad_request("record id must be 64 hex digits"))?;
-    let (proof, height, index) = record_proof(&app, &id)?.ok_or_else(|| Problem::not_found("no such record"))?;
-    Ok(Json(RecordView { id: id.to_hex(), height, index, level: "committed".into(), record: proof.record.clone(), proof: ProofDocument::Record(proof) }))
+async fn get_record(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<RecordView>> {
+    let Path(id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let id = types::parse_hash(&id)
+        .map_err(|_| Problem::bad_request("record id must be 64 hex digits"))?;
+    let (proof, height, index) =
+        record_proof(&app, &id)?.ok_or_else(|| Problem::not_found("no such record"))?;
+    Ok(Json(RecordView {
+        id: id.to_hex(),
+        height,
+        index,
+        level: "committed".into(),
+        record: proof.record.clone(),
+        proof: ProofDocument::Record(proof),
+    }))
 }
 
 /// Ids to fetch proofs for.
@@ -285,20 +378,40 @@ pub struct BatchProofResponse {
 /// Many record proofs in one call (for relays).
 #[utoipa::path(post, path = "/v1/proofs/records", request_body = BatchProofRequest,
     responses((status = 200, body = BatchProofResponse), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-async fn batch_record_proofs(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<BatchProofResponse>> {
-    let body = body.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { Problem::too_large("body too large") } else { Problem::bad_request(e.body_text()) })?;
+async fn batch_record_proofs(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<BatchProofResponse>> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::too_large("body too large")
+        } else {
+            Problem::bad_request(e.body_text())
+        }
+    })?;
     let req: BatchProofRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => Problem::unprocessable(e.to_string()),
         _ => Problem::bad_request(e.to_string()),
     })?;
     if req.ids.len() > app.limits.batch_reads_max {
-        return Err(Problem::too_large(format!("at most {} ids per request", app.limits.batch_reads_max)));
+        return Err(Problem::too_large(format!(
+            "at most {} ids per request",
+            app.limits.batch_reads_max
+        )));
     }
     let mut out = BatchProofResponse { records: vec![], missing: vec![] };
     for s in req.ids {
-        let id = types::parse_hash(&s).map_err(|_| Problem::unprocessable(format!("{s} is not 64 hex digits")))?;
+        let id = types::parse_hash(&s)
+            .map_err(|_| Problem::unprocessable(format!("{s} is not 64 hex digits")))?;
         match record_proof(&app, &id)? {
-            Some((proof, height, index)) => out.records.push(RecordView { id: s, height, index, level: "committed".into(), record: proof.record.clone(), proof: ProofDocument::Record(proof) }),
+            Some((proof, height, index)) => out.records.push(RecordView {
+                id: s,
+                height,
+                index,
+                level: "committed".into(),
+                record: proof.record.clone(),
+                proof: ProofDocument::Record(proof),
+            }),
             None => out.missing.push(s),
         }
     }
@@ -318,9 +431,17 @@ pub struct BlockView {
 }
 
 fn block_view(app: &AppState, height: u64) -> ApiResult<Json<BlockView>> {
-    let header = app.store.header(height).map_err(internal)?.ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    let header = app
+        .store
+        .header(height)
+        .map_err(internal)?
+        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
     let ids = app.store.block_records(height).map_err(internal)?.unwrap_or_default();
-    Ok(Json(BlockView { hash: header.header.hash().to_hex(), header, records: ids.iter().map(Hash32::to_hex).collect() }))
+    Ok(Json(BlockView {
+        hash: header.header.hash().to_hex(),
+        header,
+        records: ids.iter().map(Hash32::to_hex).collect(),
+    }))
 }
 
 /// The latest sealed block.
@@ -333,8 +454,14 @@ async fn latest_block(State(app): State<Arc<AppState>>) -> ApiResult<Json<BlockV
 /// A sealed block by height.
 #[utoipa::path(get, path = "/v1/blocks/{height}", params(("height" = u64, Path, description = "Block height")),
     responses((status = 200, body = BlockView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn get_block(State(app): State<Arc<AppState>>, Path(height): Path<String>) -> ApiResult<Json<BlockView>> {
-    let height: u64 = height.parse().map_err(|_| Problem::bad_request("height must be a non-negative integer"))?;
+async fn get_block(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<BlockView>> {
+    let Path(height) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let height: u64 = height
+        .parse()
+        .map_err(|_| Problem::bad_request("height must be a non-negative integer"))?;
     block_view(&app, height)
 }
 
@@ -367,9 +494,17 @@ pub struct SubjectPage {
 /// A subject's records, in chain order, with proofs.
 #[utoipa::path(get, path = "/v1/subjects/{subject}/records", params(("subject" = String, Path, description = "Subject id, 64 hex digits"), SubjectQuery),
     responses((status = 200, body = SubjectPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
-async fn subject_records(State(app): State<Arc<AppState>>, Path(subject): Path<String>, query: Result<Query<SubjectQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<SubjectPage>> {
+async fn subject_records(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<SubjectQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<SubjectPage>> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let subject = SubjectId(types::parse_hash(&subject).map_err(|_| Problem::bad_request("subject must be 64 hex digits"))?);
+    let Path(subject) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let subject = SubjectId(
+        types::parse_hash(&subject)
+            .map_err(|_| Problem::bad_request("subject must be 64 hex digits"))?,
+    );
     let limit = q.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
         return Err(Problem::bad_request("limit must be 1..=100"));
@@ -377,8 +512,12 @@ async fn subject_records(State(app): State<Arc<AppState>>, Path(subject): Path<S
     let mut after = match &q.cursor {
         None => None,
         Some(c) => {
-            let (h, i) = c.split_once('.').ok_or_else(|| Problem::bad_request("malformed cursor"))?;
-            Some((h.parse().map_err(|_| Problem::bad_request("malformed cursor"))?, i.parse().map_err(|_| Problem::bad_request("malformed cursor"))?))
+            let (h, i) =
+                c.split_once('.').ok_or_else(|| Problem::bad_request("malformed cursor"))?;
+            Some((
+                h.parse().map_err(|_| Problem::bad_request("malformed cursor"))?,
+                i.parse().map_err(|_| Problem::bad_request("malformed cursor"))?,
+            ))
         }
     };
     let mut out = Vec::new();
@@ -393,13 +532,22 @@ async fn subject_records(State(app): State<Arc<AppState>>, Path(subject): Path<S
             after = Some(pos);
             let Some((proof, height, index)) = record_proof(&app, &id)? else { continue };
             let r = &proof.record;
-            let keep = q.kind.is_none_or(|k| r.kind() == k) && q.from_ms.is_none_or(|t| r.time_ms >= t) && q.to_ms.is_none_or(|t| r.time_ms < t);
+            let keep = q.kind.is_none_or(|k| r.kind() == k)
+                && q.from_ms.is_none_or(|t| r.time_ms >= t)
+                && q.to_ms.is_none_or(|t| r.time_ms < t);
             if keep {
                 if out.len() == limit {
                     next = after.map(|_| ());
                     break 'scan;
                 }
-                out.push(RecordView { id: id.to_hex(), height, index, level: "committed".into(), record: proof.record.clone(), proof: ProofDocument::Record(proof) });
+                out.push(RecordView {
+                    id: id.to_hex(),
+                    height,
+                    index,
+                    level: "committed".into(),
+                    record: proof.record.clone(),
+                    proof: ProofDocument::Record(proof),
+                });
             }
         }
     }
@@ -422,21 +570,35 @@ pub struct ProofView {
 /// Membership or non-membership of a state key at the latest block.
 #[utoipa::path(get, path = "/v1/state/{key}/proof", params(("key" = String, Path, description = "Hex of the canonical encoding of the state key")),
     responses((status = 200, body = ProofView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn state_proof(State(app): State<Arc<AppState>>, Path(key): Path<String>) -> ApiResult<Json<ProofView>> {
+async fn state_proof(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ProofView>> {
+    let Path(key) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
     let bytes = hex::decode(&key).map_err(|_| Problem::bad_request("key must be hex"))?;
     let key: StateKey = decode(&bytes).map_err(|e| Problem::bad_request(e.to_string()))?;
     let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
-    let header = app.store.header(tip.height).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
+    let header = app
+        .store
+        .header(tip.height)
+        .map_err(internal)?
+        .ok_or_else(|| internal("header missing"))?;
     let (value, proof) = match tip.state_version {
         None => (None, urbis_core::state::StateProof { leaf: None, siblings: vec![] }),
         Some(v) => {
-            let tree = jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*app.store);
-            let (value, p) = tree.get_with_proof(jmt::KeyHash(key.key_hash().0), v).map_err(internal)?;
+            let tree =
+                jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*app.store);
+            let (value, p) =
+                tree.get_with_proof(jmt::KeyHash(key.key_hash().0), v).map_err(internal)?;
             (value, urbis_core::state::StateProof::from_jmt(&p).map_err(internal)?)
         }
     };
     let present = value.is_some();
-    Ok(Json(ProofView { level: "committed".into(), present, proof: ProofDocument::State(StateFactProof { key, value, proof, header, finality: None }) }))
+    Ok(Json(ProofView {
+        level: "committed".into(),
+        present,
+        proof: ProofDocument::State(StateFactProof { key, value, proof, header, finality: None }),
+    }))
 }
 
 /// Query of a history proof.
@@ -450,16 +612,26 @@ pub struct HistoryQuery {
 /// Inclusion of header `height` in the history tree of size `size`.
 #[utoipa::path(get, path = "/v1/blocks/{height}/history-proof", params(("height" = u64, Path, description = "Block height"), HistoryQuery),
     responses((status = 200, description = "Inclusion proof", body = Object), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn history_proof(State(app): State<Arc<AppState>>, Path(height): Path<String>, query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<InclusionProof>> {
+async fn history_proof(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<InclusionProof>> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let height: u64 = height.parse().map_err(|_| Problem::bad_request("height must be a non-negative integer"))?;
+    let Path(height) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let height: u64 = height
+        .parse()
+        .map_err(|_| Problem::bad_request("height must be a non-negative integer"))?;
     let hashes = app.store.header_hashes().map_err(internal)?;
     if q.size > hashes.len() as u64 {
         return Err(Problem::not_found(format!("the history has {} headers", hashes.len())));
     }
     let tree = Blake3Tree::history();
-    let leaves: Vec<Hash32> = hashes[..q.size as usize].iter().map(|h| tree.leaf(h.as_bytes())).collect();
-    InclusionProof::build(&tree, &leaves, height).map(Json).map_err(|e| Problem::bad_request(e.to_string()))
+    let leaves: Vec<Hash32> =
+        hashes[..q.size as usize].iter().map(|h| tree.leaf(h.as_bytes())).collect();
+    InclusionProof::build(&tree, &leaves, height)
+        .map(Json)
+        .map_err(|e| Problem::bad_request(e.to_string()))
 }
 
 /// Query of a consistency proof.
@@ -475,25 +647,40 @@ pub struct ConsistencyQuery {
 /// Consistency of the history tree between two sizes.
 #[utoipa::path(get, path = "/v1/history/consistency", params(ConsistencyQuery),
     responses((status = 200, description = "Consistency proof", body = Object), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
-async fn consistency(State(app): State<Arc<AppState>>, query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<ConsistencyProof>> {
+async fn consistency(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<ConsistencyProof>> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let hashes = app.store.header_hashes().map_err(internal)?;
     if q.to > hashes.len() as u64 {
         return Err(Problem::not_found(format!("the history has {} headers", hashes.len())));
     }
     let tree = Blake3Tree::history();
-    let leaves: Vec<Hash32> = hashes[..q.to as usize].iter().map(|h| tree.leaf(h.as_bytes())).collect();
-    ConsistencyProof::build(&tree, &leaves, q.from).map(Json).map_err(|e| Problem::bad_request(e.to_string()))
+    let leaves: Vec<Hash32> =
+        hashes[..q.to as usize].iter().map(|h| tree.leaf(h.as_bytes())).collect();
+    ConsistencyProof::build(&tree, &leaves, q.from)
+        .map(Json)
+        .map_err(|e| Problem::bad_request(e.to_string()))
 }
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/livez", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/livez", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 async fn livez() -> &'static str {
     "ok"
 }
 
 /// Readiness: accepting submissions.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready", body = String, content_type = "text/plain"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn readyz(State(app): State<Arc<AppState>>) -> ApiResult<&'static str> {
-    if app.ready.load(Ordering::Relaxed) { Ok("ready") } else { Err(Problem::unavailable("draining")) }
+    if !app.sealer.is_healthy() {
+        return Err(Problem::unavailable(
+            "the sealer stopped after a storage failure; restart the node",
+        ));
+    }
+    if app.ready.load(Ordering::Relaxed) {
+        Ok("ready")
+    } else {
+        Err(Problem::unavailable("draining"))
+    }
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::Hash32;
 use urbis_core::record::{
-    CapitalOperation, CapitalPayload, CityId, CreditPayload, InformationContent, InformationPayload,
-    PayloadCommitment, RECORD_VERSION, Record, RecordBody, RecordKind, SubjectId, TalentPayload,
+    CapitalOperation, CapitalPayload, CityId, CreditPayload, InformationContent,
+    InformationPayload, PayloadCommitment, RECORD_VERSION, Record, RecordBody, RecordKind,
+    SubjectId, TalentPayload,
 };
 use utoipa::ToSchema;
 
@@ -163,7 +164,10 @@ impl SubmitResponse {
     /// From sealer receipts.
     pub fn from_receipts(receipts: &[Receipt]) -> Self {
         SubmitResponse {
-            records: receipts.iter().map(|r| ReceiptView { id: r.id.to_hex(), height: r.height, index: r.index }).collect(),
+            records: receipts
+                .iter()
+                .map(|r| ReceiptView { id: r.id.to_hex(), height: r.height, index: r.index })
+                .collect(),
         }
     }
     /// The JSON body stored for idempotent retries.
@@ -236,30 +240,52 @@ impl RecordInput {
             | RecordInput::Talent { subject, to_city, .. }
             | RecordInput::Credit { subject, to_city, .. } => (subject.clone(), to_city.clone()),
         };
-        let subject = SubjectId(parse_hash(&subject).map_err(|_| invalid("subject must be 64 hex digits".into()))?);
+        let subject = SubjectId(
+            parse_hash(&subject).map_err(|_| invalid("subject must be 64 hex digits".into()))?,
+        );
         let destination = match to_city {
             None => None,
-            Some(name) => Some(ctx.genesis.city_by_name(&name).ok_or_else(|| invalid(format!("unknown city {name}")))?.id),
+            Some(name) => Some(
+                ctx.genesis
+                    .city_by_name(&name)
+                    .ok_or_else(|| invalid(format!("unknown city {name}")))?
+                    .id,
+            ),
         };
         let mut payload = None;
         let body = match self {
-            RecordInput::Information { payload: p, .. } => RecordBody::Information(InformationPayload {
-                dataset: p.dataset,
-                media_type: p.media_type,
-                content: InformationContent::Inline(serde_json::to_vec(&p.content).unwrap_or_default()),
-            }),
+            RecordInput::Information { payload: p, .. } => {
+                RecordBody::Information(InformationPayload {
+                    dataset: p.dataset,
+                    media_type: p.media_type,
+                    content: InformationContent::Inline(
+                        serde_json::to_vec(&p.content).unwrap_or_default(),
+                    ),
+                })
+            }
             RecordInput::Capital { payload: p, .. } => {
                 let operation = match (p.operation, p.from) {
                     (CapitalOperationInput::Issue, None) => CapitalOperation::Issue { to: p.to },
-                    (CapitalOperationInput::Transfer, Some(from)) => CapitalOperation::Transfer { from, to: p.to },
-                    (CapitalOperationInput::Send, Some(from)) => CapitalOperation::Send { from, to: p.to },
-                    (CapitalOperationInput::Issue, Some(_)) => return Err(invalid("issue takes no `from`".into())),
+                    (CapitalOperationInput::Transfer, Some(from)) => {
+                        CapitalOperation::Transfer { from, to: p.to }
+                    }
+                    (CapitalOperationInput::Send, Some(from)) => {
+                        CapitalOperation::Send { from, to: p.to }
+                    }
+                    (CapitalOperationInput::Issue, Some(_)) => {
+                        return Err(invalid("issue takes no `from`".into()));
+                    }
                     (_, None) => return Err(invalid("transfer and send need `from`".into())),
                 };
-                RecordBody::Capital(CapitalPayload { asset: p.asset, amount: u128::from(p.amount), operation })
+                RecordBody::Capital(CapitalPayload {
+                    asset: p.asset,
+                    amount: u128::from(p.amount),
+                    operation,
+                })
             }
             RecordInput::Talent { payload: p, .. } => {
-                let credential_id = parse_hash(&p.credential_id).map_err(|_| invalid("credential_id must be 64 hex digits".into()))?;
+                let credential_id = parse_hash(&p.credential_id)
+                    .map_err(|_| invalid("credential_id must be 64 hex digits".into()))?;
                 match (p.action, p.document, p.reason_code) {
                     (TalentAction::Issue, Some(document), None) => {
                         let bytes = serde_json::to_vec(&document).unwrap_or_default();
@@ -269,10 +295,17 @@ impl RecordInput {
                         RecordBody::Talent(TalentPayload::Issue { credential_id, commitment })
                     }
                     (TalentAction::Revoke, None, reason) => {
-                        RecordBody::Talent(TalentPayload::Revoke { credential_id, reason_code: reason.unwrap_or(0) })
+                        RecordBody::Talent(TalentPayload::Revoke {
+                            credential_id,
+                            reason_code: reason.unwrap_or(0),
+                        })
                     }
-                    (TalentAction::Issue, _, _) => return Err(invalid("issue needs `document` and no `reason_code`".into())),
-                    (TalentAction::Revoke, Some(_), _) => return Err(invalid("revoke takes no `document`".into())),
+                    (TalentAction::Issue, _, _) => {
+                        return Err(invalid("issue needs `document` and no `reason_code`".into()));
+                    }
+                    (TalentAction::Revoke, Some(_), _) => {
+                        return Err(invalid("revoke takes no `document`".into()));
+                    }
                 }
             }
             RecordInput::Credit { payload: p, .. } => {

@@ -20,10 +20,17 @@ fn capital(n: u64, amount: u128, operation: CapitalOperation) -> Record {
 async fn submit(s: &sealer::Sealer, records: Vec<Record>) -> Outcome {
     let (reply, rx) = tokio::sync::oneshot::channel();
     let n = records.len();
-    s.submit(Submission { records, payloads: vec![None; n], bytes: 100, idempotency: None, render: |_: &[Receipt]| vec![], reply })
-        .await
-        .map_err(|_| ())
-        .unwrap();
+    s.submit_wait(Submission {
+        records,
+        payloads: vec![None; n],
+        bytes: 100,
+        idempotency: None,
+        render: |_: &[Receipt]| vec![],
+        reply,
+    })
+    .await
+    .map_err(|_| ())
+    .unwrap();
     rx.await.unwrap()
 }
 
@@ -33,20 +40,45 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
     let fed = Federation::new("shard-it", 2, 4);
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let genesis = Arc::new(fed.genesis.clone());
-    let key = urbis_core::sealing::SealingKey::from_seed(&urbis_core::testkit::seed("shard-it/city0"));
+    let key =
+        urbis_core::sealing::SealingKey::from_seed(&urbis_core::testkit::seed("shard-it/city0"));
     let (s, thread) = sealer::start(
-        SealerParts { store: store.clone(), genesis, city: CityId(0), key, limits: BlockLimits { records_max: 100, bytes_max: 1 << 20 }, clock: || 1_790_000_000_000 },
+        SealerParts {
+            store: store.clone(),
+            genesis,
+            city: CityId(0),
+            key,
+            limits: BlockLimits { records_max: 100, bytes_max: 1 << 20 },
+            clock: || 1_790_000_000_000,
+        },
         16,
     )
     .unwrap();
-    assert!(matches!(submit(&s, vec![capital(1, 100, CapitalOperation::Issue { to: "alice".into() })]).await, Outcome::Sealed(_)));
+    assert!(matches!(
+        submit(&s, vec![capital(1, 100, CapitalOperation::Issue { to: "alice".into() })]).await,
+        Outcome::Sealed(_)
+    ));
     // The second record overdraws: the whole submission is refused, the first is not sealed.
     let both = vec![
         capital(2, 30, CapitalOperation::Transfer { from: "alice".into(), to: "bob".into() }),
         capital(3, 80, CapitalOperation::Transfer { from: "alice".into(), to: "carol".into() }),
     ];
-    assert!(matches!(submit(&s, both).await, Outcome::Rejected(Rejection::InsufficientFunds { index: 1, balance: 70, .. })));
-    assert!(matches!(submit(&s, vec![capital(4, 30, CapitalOperation::Transfer { from: "alice".into(), to: "bob".into() })]).await, Outcome::Sealed(_)));
+    assert!(matches!(
+        submit(&s, both).await,
+        Outcome::Rejected(Rejection::InsufficientFunds { index: 1, balance: 70, .. })
+    ));
+    assert!(matches!(
+        submit(
+            &s,
+            vec![capital(
+                4,
+                30,
+                CapitalOperation::Transfer { from: "alice".into(), to: "bob".into() }
+            )]
+        )
+        .await,
+        Outcome::Sealed(_)
+    ));
     let tip = s.tip().unwrap();
     assert_eq!(tip.height, 1);
     // Balances proven from the RocksDB tree against the sealed header.
@@ -55,11 +87,23 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
     let tree = jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*store);
     for (account, expected) in [("alice", Some(70u128)), ("bob", Some(30)), ("carol", None)] {
         let key = StateKey::Balance { asset: "EUR".into(), account: account.into() };
-        let (value, proof) = tree.get_with_proof(jmt::KeyHash(key.key_hash().0), tip.state_version.unwrap()).unwrap();
+        let (value, proof) = tree
+            .get_with_proof(jmt::KeyHash(key.key_hash().0), tip.state_version.unwrap())
+            .unwrap();
         let proof = urbis_core::state::StateProof::from_jmt(&proof).unwrap();
-        let fact = StateFactProof { key: key.clone(), value, proof, header: header.clone(), finality: None };
+        let fact = StateFactProof {
+            key: key.clone(),
+            value,
+            proof,
+            header: header.clone(),
+            finality: None,
+        };
         let v = verify_state_proof(&fed.genesis, &client, CityId(0), &key, &fact).unwrap();
-        assert_eq!(v.value.map(|b| urbis_core::encoding::decode::<u128>(&b).unwrap()), expected, "{account}");
+        assert_eq!(
+            v.value.map(|b| urbis_core::encoding::decode::<u128>(&b).unwrap()),
+            expected,
+            "{account}"
+        );
     }
     // The same information record twice is a duplicate.
     let r = information_record(CityId(0), 9);

@@ -58,11 +58,22 @@ async fn start_shard() -> Shard {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key).unwrap();
-        f.write_all(hex::encode(urbis_core::testkit::seed("ingest-bench/city0")).as_bytes()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap();
+        f.write_all(hex::encode(urbis_core::testkit::seed("ingest-bench/city0")).as_bytes())
+            .unwrap();
     }
     let tokens = dir.path().join("tokens.json");
-    let (token, _) = urbis_shard::tokens::issue(&tokens, "load", vec![urbis_core::record::RecordKind::Information]).unwrap();
+    let (token, _) = urbis_shard::tokens::issue(
+        &tokens,
+        "load",
+        vec![urbis_core::record::RecordKind::Information],
+    )
+    .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = urbis_shard::node::ShardConfig {
         city: "city0".into(),
@@ -95,7 +106,12 @@ async fn start_shard() -> Shard {
 
 /// Open loop: requests start on a fixed schedule whatever the latency; returns
 /// (records acknowledged per second, latency histogram in µs, requests per second).
-async fn open_loop(shard: &Shard, records_per_request: usize, requests_per_second: f64, seconds: f64) -> (f64, Histogram<u64>, f64) {
+async fn open_loop(
+    shard: &Shard,
+    records_per_request: usize,
+    requests_per_second: f64,
+    seconds: f64,
+) -> (f64, Histogram<u64>, f64) {
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let histogram = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
     let interval = Duration::from_secs_f64(1.0 / requests_per_second);
@@ -107,9 +123,15 @@ async fn open_loop(shard: &Shard, records_per_request: usize, requests_per_secon
         let scheduled = start + interval * n as u32;
         tokio::time::sleep_until(scheduled.into()).await;
         let body = json!({"records": (0..records_per_request as u64).map(|i| record(&subject, n * 1_000_000 + i)).collect::<Vec<_>>()});
-        let (client, url, token, histogram) = (client.clone(), shard.url.clone(), shard.token.clone(), histogram.clone());
+        let (client, url, token, histogram) =
+            (client.clone(), shard.url.clone(), shard.token.clone(), histogram.clone());
         tasks.push(tokio::spawn(async move {
-            let r = client.post(format!("{url}/v1/records")).bearer_auth(token).json(&body).send().await;
+            let r = client
+                .post(format!("{url}/v1/records"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await;
             // Latency counts from the scheduled start: queueing delay is not hidden.
             let ok = r.is_ok_and(|r| r.status().is_success());
             if ok {
@@ -131,7 +153,13 @@ async fn open_loop(shard: &Shard, records_per_request: usize, requests_per_secon
 }
 
 fn main() {
-    let seconds: f64 = std::env::var("URBIS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
+    // `cargo test --all-targets` runs this binary without `--bench`: nothing to measure there.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("ingest: run with `cargo bench` (release) to measure");
+        return;
+    }
+    let seconds: f64 =
+        std::env::var("URBIS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
     let raw_dir = tempfile::tempdir().unwrap();
     let raw = raw_rocksdb_records_per_second(raw_dir.path(), seconds);
     println!("raw RocksDB: {raw:.0} records/s ({RECORD_BYTES} B, {BATCH}-record synced batches)");

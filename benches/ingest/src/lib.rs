@@ -1,0 +1,1 @@
+//! The load generator lives in `benches/ingest.rs`; this library is empty.
