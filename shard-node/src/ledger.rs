@@ -122,6 +122,12 @@ pub struct SubjectIndexEntry {
     pub digest: Hash32,
 }
 
+/// The state writes of a block, in key order (`None` deletes).
+pub type StateWrites = Vec<(StateKey, Option<Vec<u8>>)>;
+
+/// State writes keyed by the encoded state key (for order and lookup).
+type Overlay = BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>;
+
 /// A block being assembled: submissions are added whole or not at all.
 pub struct BlockBuilder<'a, V: StateView> {
     view: &'a V,
@@ -130,7 +136,7 @@ pub struct BlockBuilder<'a, V: StateView> {
     height: u64,
     records: Vec<Record>,
     ids: std::collections::BTreeSet<Hash32>,
-    writes: BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+    writes: Overlay,
 }
 
 impl<'a, V: StateView> BlockBuilder<'a, V> {
@@ -160,7 +166,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     /// Adds all of `records` (already validated by `Record::validate`) or none of them.
     /// Returns the index of each in the block.
     pub fn add(&mut self, records: &[Record]) -> Result<Vec<u64>, Rejection> {
-        let mut overlay: BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)> = BTreeMap::new();
+        let mut overlay = Overlay::new();
         let mut ids = Vec::with_capacity(records.len());
         for (index, r) in records.iter().enumerate() {
             let id = r.id();
@@ -178,11 +184,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         Ok((first..first + records.len() as u64).collect())
     }
 
-    fn read(
-        &self,
-        overlay: &BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
-        key: &StateKey,
-    ) -> Result<Option<Vec<u8>>, Rejection> {
+    fn read(&self, overlay: &Overlay, key: &StateKey) -> Result<Option<Vec<u8>>, Rejection> {
         let k = encode(key);
         if let Some((_, v)) = overlay.get(&k).or_else(|| self.writes.get(&k)) {
             return Ok(v.clone());
@@ -190,22 +192,14 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         self.view.get(key).map_err(Rejection::State)
     }
 
-    fn read_u128(
-        &self,
-        overlay: &BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
-        key: &StateKey,
-    ) -> Result<u128, Rejection> {
+    fn read_u128(&self, overlay: &Overlay, key: &StateKey) -> Result<u128, Rejection> {
         Ok(match self.read(overlay, key)? {
             None => 0,
             Some(v) => decode::<u128>(&v).map_err(|e| Rejection::State(e.to_string()))?,
         })
     }
 
-    fn put(
-        overlay: &mut BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
-        key: StateKey,
-        value: Option<Vec<u8>>,
-    ) {
+    fn put(overlay: &mut Overlay, key: StateKey, value: Option<Vec<u8>>) {
         overlay.insert(encode(&key), (key, value));
     }
 
@@ -214,7 +208,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         index: usize,
         r: &Record,
         id: &Hash32,
-        overlay: &mut BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+        overlay: &mut Overlay,
     ) -> Result<(), Rejection> {
         // Subject index: count and running digest.
         let subject_key = StateKey::SubjectIndex { subject: r.subject };
@@ -334,7 +328,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     /// Records an outbound packet: its commitment (the record id) under the next sequence.
     fn commit_packet(
         &self,
-        overlay: &mut BTreeMap<Vec<u8>, (StateKey, Option<Vec<u8>>)>,
+        overlay: &mut Overlay,
         destination: CityId,
         id: &Hash32,
     ) -> Result<(), Rejection> {
@@ -354,7 +348,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
 
     /// Finishes the block: its records, state writes, and the unsigned header given the state
     /// root the caller computed from the writes.
-    pub fn finish(self) -> (Vec<Record>, Vec<(StateKey, Option<Vec<u8>>)>) {
+    pub fn finish(self) -> (Vec<Record>, StateWrites) {
         (self.records, self.writes.into_values().collect())
     }
 }

@@ -76,17 +76,17 @@ pub struct Sealer {
 /// Why a submission could not be queued.
 pub enum QueueError {
     /// The queue is full; retry later.
-    Full(Submission),
+    Full(Box<Submission>),
     /// The sealer has stopped (shutdown, or a fatal storage error).
-    Stopped(Submission),
+    Stopped(Box<Submission>),
 }
 
 impl Sealer {
     /// Queues a submission without waiting; the reply arrives once its block is durable.
     pub fn submit(&self, s: Submission) -> Result<(), QueueError> {
         self.tx.try_send(s).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(s) => QueueError::Full(s),
-            mpsc::error::TrySendError::Closed(s) => QueueError::Stopped(s),
+            mpsc::error::TrySendError::Full(s) => QueueError::Full(Box::new(s)),
+            mpsc::error::TrySendError::Closed(s) => QueueError::Stopped(Box::new(s)),
         })
     }
 

@@ -100,6 +100,9 @@ pub struct IdempotencyEntry {
     pub response: Vec<u8>,
 }
 
+/// A subject-index entry: position (height, index) and record id.
+pub type SubjectEntry = ((u64, u64), Hash32);
+
 /// Everything one sealed block writes.
 pub struct BlockWrite<'a> {
     /// The sealed header.
@@ -277,7 +280,7 @@ impl Store {
         subject: &SubjectId,
         after: Option<(u64, u64)>,
         limit: usize,
-    ) -> Result<Vec<((u64, u64), Hash32)>, StoreError> {
+    ) -> Result<Vec<SubjectEntry>, StoreError> {
         let start = match after {
             Some((h, i)) => subject_key(subject, h, i.saturating_add(1)),
             None => subject_key(subject, 0, 0),

@@ -59,10 +59,16 @@ pub enum AuthError {
     Unavailable,
 }
 
+/// When the token file was last read: (modification time, length, inode).
+type FileStamp = (SystemTime, u64, u64);
+
+/// The entries and the stamp of the file they were read from.
+type Cached = (Option<FileStamp>, Vec<TokenEntry>);
+
 /// The token store.
 pub struct Tokens {
     path: PathBuf,
-    cache: RwLock<(Option<(SystemTime, u64, u64)>, Vec<TokenEntry>)>,
+    cache: RwLock<Cached>,
 }
 
 impl Tokens {

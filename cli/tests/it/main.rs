@@ -1,5 +1,7 @@
 //! End-to-end tests of the `urbis` binary as a real process: key files, genesis, offline
 //! verification of proofs at both levels and of broken proofs.
+// Process-level tests wait for real processes against wall-clock deadlines.
+#![allow(clippy::disallowed_methods)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

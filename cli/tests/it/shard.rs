@@ -405,7 +405,9 @@ fn bad_input_gets_its_problem_status_and_writes_nothing() {
     let big = "x".repeat(70_000);
     let many: Vec<Value> = (0..101).map(|i| info(&s, i)).collect();
     let overdraft = json!({"records": [{"kind": "capital", "subject": s, "payload": {"asset": "EUR", "amount": 5, "operation": "transfer", "from": "nobody", "to": "bob"}}]});
-    let cases: Vec<(&str, Option<&str>, Option<&str>, Vec<u8>, u16)> = vec![
+    // (name, token, idempotency key, body, expected status)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", Some(&node.token), None, b"{\"records\": [".to_vec(), 400),
         ("not JSON at all", Some(&node.token), None, b"hello".to_vec(), 400),
         ("wrong type", Some(&node.token), None, br#"{"records": "many"}"#.to_vec(), 422),

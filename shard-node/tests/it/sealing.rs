@@ -112,7 +112,6 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
     drop(s);
     thread.join().unwrap();
     // Reopened, the store has the same tip.
-    drop(tree);
     let tip_before = store.tip().unwrap();
     drop(store);
     let reopened = Store::open(dir.path()).unwrap();
