@@ -242,7 +242,7 @@ fn random32() -> Result<[u8; 32]> {
 }
 
 /// Writes `bytes` to a new file readable only by its owner; never overwrites.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -3,11 +3,12 @@
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use urbis_core::record::RecordKind;
 use urbis_shard::node::{self, ShardConfig};
 use urbis_shard::tokens;
+
+use crate::keys::write_private;
 
 /// `urbis tokens ...` — service tokens of one shard.
 #[derive(Subcommand)]
@@ -241,17 +242,4 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
         }
         result
     })
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
 }
