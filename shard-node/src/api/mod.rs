@@ -134,6 +134,26 @@ fn internal(e: impl std::fmt::Display) -> Problem {
     )
 }
 
+/// Reads a JSON body: 413 over the limit, 400 when it is not JSON, 422 when it is JSON of the
+/// wrong shape. Returns the raw bytes too (idempotency hashes them).
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> ApiResult<(Bytes, T)> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::too_large(format!("request body exceeds {limit} bytes"))
+        } else {
+            Problem::bad_request(e.body_text())
+        }
+    })?;
+    let value = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Problem::unprocessable(e.to_string()),
+        _ => Problem::bad_request(e.to_string()),
+    })?;
+    Ok((body, value))
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
@@ -166,17 +186,7 @@ async fn submit(
         AuthError::Unavailable => Problem::unavailable(e.to_string()),
         _ => Problem::unauthorized(e.to_string()),
     })?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::too_large(format!("request body exceeds {} bytes", app.limits.body_bytes_max))
-        } else {
-            Problem::bad_request(e.body_text())
-        }
-    })?;
-    let request: SubmitRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => Problem::unprocessable(e.to_string()),
-        _ => Problem::bad_request(e.to_string()),
-    })?;
+    let (body, request): (Bytes, SubmitRequest) = json_body(body, app.limits.body_bytes_max)?;
     if request.records.is_empty() {
         return Err(Problem::unprocessable("`records` is empty"));
     }
@@ -382,17 +392,7 @@ async fn batch_record_proofs(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<BatchProofResponse>> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::too_large("body too large")
-        } else {
-            Problem::bad_request(e.body_text())
-        }
-    })?;
-    let req: BatchProofRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => Problem::unprocessable(e.to_string()),
-        _ => Problem::bad_request(e.to_string()),
-    })?;
+    let (_, req): (Bytes, BatchProofRequest) = json_body(body, app.limits.body_bytes_max)?;
     if req.ids.len() > app.limits.batch_reads_max {
         return Err(Problem::too_large(format!(
             "at most {} ids per request",
