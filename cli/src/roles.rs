@@ -21,9 +21,12 @@ pub enum TokensCommand {
         /// Service name (e.g. `tax-office`, `treasury`).
         #[arg(long)]
         service: String,
-        /// Record kinds it may submit, comma separated.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Record kinds it may submit, comma separated (none for an operator's token).
+        #[arg(long, value_delimiter = ',', required_unless_present = "operator")]
         kinds: Vec<String>,
+        /// An operator's token: may erase any record's off-chain payload in this city.
+        #[arg(long)]
+        operator: bool,
         /// Write the token to this file (mode 0600) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -52,9 +55,9 @@ fn kind(s: &str) -> Result<RecordKind> {
 /// Runs `urbis tokens`.
 pub fn tokens(command: TokensCommand) -> Result<()> {
     match command {
-        TokensCommand::Issue { file, service, kinds, out } => {
+        TokensCommand::Issue { file, service, kinds, operator, out } => {
             let kinds = kinds.iter().map(|k| kind(k)).collect::<Result<Vec<_>>>()?;
-            let (token, entry) = tokens::issue(&file, &service, kinds)?;
+            let (token, entry) = tokens::issue_token(&file, &service, kinds, operator)?;
             match out {
                 Some(path) => {
                     write_private(&path, token.as_bytes())?;
@@ -69,7 +72,7 @@ pub fn tokens(command: TokensCommand) -> Result<()> {
         }
         TokensCommand::List { file } => {
             let f = tokens::read_file(&file)?;
-            let list: Vec<_> = f.tokens.iter().map(|t| serde_json::json!({"id": t.id, "service": t.service, "kinds": t.kinds, "revoked": t.revoked})).collect();
+            let list: Vec<_> = f.tokens.iter().map(|t| serde_json::json!({"id": t.id, "service": t.service, "kinds": t.kinds, "operator": t.operator, "revoked": t.revoked})).collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
             Ok(())
         }

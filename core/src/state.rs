@@ -113,6 +113,22 @@ pub enum StateKey {
         /// Subject.
         subject: SubjectId,
     },
+    /// The erasure of a record's off-chain payload (value: [`ErasureNote`]).
+    Erasure {
+        /// The record whose payload and salt were erased.
+        record_id: Hash32,
+    },
+}
+
+/// The state value under [`StateKey::Erasure`]: when and by whom a payload was erased.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ErasureNote {
+    /// Height of the block that records the erasure.
+    pub height: u64,
+    /// That block's time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who asked: the issuing service's name, or `operator:<token id>`.
+    pub by: String,
 }
 
 impl StateKey {

@@ -9,7 +9,7 @@ use urbis_core::hash::{Domain, Hash32};
 use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader};
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher, root_from_leaf_hashes};
 use urbis_core::record::{CapitalOperation, CityId, Record, RecordBody, TalentPayload};
-use urbis_core::state::StateKey;
+use urbis_core::state::{ErasureNote, StateKey};
 
 /// The service allowed to issue an asset at its issuing city.
 pub const TREASURY_SERVICE: &str = "treasury";
@@ -91,6 +91,18 @@ pub enum Rejection {
         /// Record id.
         id: Hash32,
     },
+    /// No sealed record has this id.
+    #[error("no record {id}")]
+    UnknownRecord {
+        /// Record id.
+        id: Hash32,
+    },
+    /// The record's payload was already erased.
+    #[error("the payload of record {id} is already erased")]
+    AlreadyErased {
+        /// Record id.
+        id: Hash32,
+    },
     /// The state could not be read.
     #[error("state unavailable: {0}")]
     State(String),
@@ -105,6 +117,7 @@ impl Rejection {
             Rejection::InsufficientFunds { .. }
                 | Rejection::AlreadyRevoked { .. }
                 | Rejection::Duplicate { .. }
+                | Rejection::AlreadyErased { .. }
         )
     }
     /// Whether the caller is not allowed to do this (HTTP 403).
@@ -134,20 +147,30 @@ pub struct BlockBuilder<'a, V: StateView> {
     genesis: &'a ValidGenesis,
     city: CityId,
     height: u64,
+    time_ms: u64,
     records: Vec<Record>,
+    erasures: usize,
     ids: std::collections::BTreeSet<Hash32>,
     writes: Overlay,
 }
 
 impl<'a, V: StateView> BlockBuilder<'a, V> {
-    /// Starts block `height` of `city`.
-    pub fn new(view: &'a V, genesis: &'a ValidGenesis, city: CityId, height: u64) -> Self {
+    /// Starts block `height` of `city`, to be sealed with time `time_ms`.
+    pub fn new(
+        view: &'a V,
+        genesis: &'a ValidGenesis,
+        city: CityId,
+        height: u64,
+        time_ms: u64,
+    ) -> Self {
         BlockBuilder {
             view,
             genesis,
             city,
             height,
+            time_ms,
             records: vec![],
+            erasures: 0,
             ids: Default::default(),
             writes: BTreeMap::new(),
         }
@@ -158,9 +181,26 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         self.records.len()
     }
 
-    /// Whether no record was added.
+    /// Whether nothing (no record, no erasure) was added.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records.is_empty() && self.erasures == 0
+    }
+
+    /// Records the erasure of a sealed record's off-chain payload, by `by` (the issuing
+    /// service, or `operator:<token id>`). Whether the record has an off-chain payload and
+    /// whether `by` may erase it are the caller's checks; this one keeps the chain's fact.
+    pub fn erase(&mut self, record_id: &Hash32, by: &str) -> Result<(), Rejection> {
+        if !self.view.has_record(record_id).map_err(Rejection::State)? {
+            return Err(Rejection::UnknownRecord { id: *record_id });
+        }
+        let key = StateKey::Erasure { record_id: *record_id };
+        if self.read(&Overlay::new(), &key)?.is_some() {
+            return Err(Rejection::AlreadyErased { id: *record_id });
+        }
+        let note = ErasureNote { height: self.height, time_ms: self.time_ms, by: by.to_string() };
+        self.writes.insert(encode(&key), (key, Some(encode(&note))));
+        self.erasures += 1;
+        Ok(())
     }
 
     /// Adds all of `records` (already validated by `Record::validate`) or none of them.
@@ -351,10 +391,14 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     pub fn finish(self) -> (Vec<Record>, StateWrites) {
         (self.records, self.writes.into_values().collect())
     }
+
+    /// The block's time, for its header.
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
 }
 
 /// The header of block `height` over `records`.
-#[allow(clippy::too_many_arguments)]
 pub fn header(
     city: CityId,
     height: u64,
@@ -421,7 +465,7 @@ mod tests {
                     0 => op(height as u64, amount, CapitalOperation::Issue { to: accounts[to].into() }),
                     _ => op(height as u64, amount, CapitalOperation::Transfer { from: accounts[from].into(), to: accounts[to].into() }),
                 };
-                let mut b = BlockBuilder::new(&state, &fed.genesis, CityId(0), height as u64);
+                let mut b = BlockBuilder::new(&state, &fed.genesis, CityId(0), height as u64, 0);
                 match b.add(std::slice::from_ref(&record)) {
                     Ok(_) => {
                         if kind == 0 { issued += amount; }

@@ -35,12 +35,21 @@ pub struct Submission {
     pub payloads: Vec<Option<StoredPayload>>,
     /// Encoded size, for the block byte limit.
     pub bytes: usize,
+    /// An erasure instead of records: `(record id, who asked)`.
+    pub erasure: Option<(Hash32, String)>,
     /// `(service, key, request hash)` when the request carried an `Idempotency-Key`.
     pub idempotency: Option<(String, String, Hash32)>,
     /// Builds the response body stored for idempotent retries.
     pub render: fn(&[Receipt]) -> Vec<u8>,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Outcome>,
+}
+
+impl Submission {
+    /// What it counts for against the block's record limit.
+    fn weight(&self) -> usize {
+        self.records.len() + usize::from(self.erasure.is_some())
+    }
 }
 
 /// What happened to a submission.
@@ -174,12 +183,12 @@ pub fn start(
             let mut state = SealState { tip, history };
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
-                let mut records = batch[0].records.len();
+                let mut records = batch[0].weight();
                 let mut bytes = batch[0].bytes;
                 while records < parts.limits.records_max && bytes < parts.limits.bytes_max {
                     match rx.try_recv() {
                         Ok(s) => {
-                            records += s.records.len();
+                            records += s.weight();
                             bytes += s.bytes;
                             batch.push(s);
                         }
@@ -193,12 +202,12 @@ pub fn start(
                 let mut kept = Vec::new();
                 for s in batch {
                     if !kept.is_empty()
-                        && (count + s.records.len() > parts.limits.records_max
+                        && (count + s.weight() > parts.limits.records_max
                             || size + s.bytes > parts.limits.bytes_max)
                     {
                         carry.push(s);
                     } else {
-                        count += s.records.len();
+                        count += s.weight();
                         size += s.bytes;
                         kept.push(s);
                     }
@@ -262,7 +271,7 @@ fn seal_block(
     }
     let version = state.tip.and_then(|t| t.state_version);
     let view = View { store: &parts.store, version };
-    let mut builder = BlockBuilder::new(&view, &parts.genesis, parts.city, height);
+    let mut builder = BlockBuilder::new(&view, &parts.genesis, parts.city, height, (parts.clock)());
     let mut accepted: Vec<(Submission, Vec<u64>)> = Vec::new();
     let mut seen_keys: Vec<(String, String)> = Vec::new();
     for s in batch {
@@ -270,7 +279,7 @@ fn seal_block(
             // A retry racing its original: answer from the store or from this block.
             match parts.store.idempotency(service, key) {
                 Ok(Some(entry)) => {
-                    let outcome = if entry.request_hash == *request_hash {
+                    let outcome = if entry.request_hash.is_none_or(|h| h == *request_hash) {
                         Outcome::Replayed(entry)
                     } else {
                         Outcome::Rejected(Rejection::State(
@@ -295,6 +304,15 @@ fn seal_block(
             }
             seen_keys.push((service.clone(), key.clone()));
         }
+        if let Some((id, by)) = &s.erasure {
+            match builder.erase(id, by) {
+                Ok(()) => accepted.push((s, vec![])),
+                Err(rejection) => {
+                    let _ = s.reply.send(Outcome::Rejected(rejection));
+                }
+            }
+            continue;
+        }
         match builder.add(&s.records) {
             Ok(indexes) => accepted.push((s, indexes)),
             Err(rejection) => {
@@ -305,7 +323,10 @@ fn seal_block(
     if accepted.is_empty() {
         return Ok(());
     }
+    let time_ms = builder.time_ms();
     let (records, writes) = builder.finish();
+    let erased: Vec<Hash32> =
+        accepted.iter().filter_map(|(s, _)| s.erasure.as_ref().map(|e| e.0)).collect();
     let result = (|| -> Result<(SignedShardHeader, Tip), String> {
         let (state_root, nodes, new_version) = if writes.is_empty() {
             let root = match version {
@@ -327,7 +348,7 @@ fn seal_block(
         let header = ledger::header(
             parts.city,
             height,
-            (parts.clock)(),
+            time_ms,
             previous,
             &records,
             state_root,
@@ -340,7 +361,10 @@ fn seal_block(
         for (s, indexes) in &accepted {
             for (i, p) in s.payloads.iter().enumerate() {
                 if let Some(p) = p {
-                    payloads.push((s.records[i].id(), p.clone()));
+                    let mut p = p.clone();
+                    p.idempotency =
+                        s.idempotency.as_ref().map(|(svc, key, _)| (svc.clone(), key.clone()));
+                    payloads.push((s.records[i].id(), p));
                 }
             }
             if let Some((service, key, request_hash)) = &s.idempotency {
@@ -349,7 +373,7 @@ fn seal_block(
                     service.clone(),
                     key.clone(),
                     IdempotencyEntry {
-                        request_hash: *request_hash,
+                        request_hash: Some(*request_hash),
                         response: (s.render)(&receipts),
                     },
                 ));
@@ -364,8 +388,13 @@ fn seal_block(
                 state_nodes: nodes.as_ref(),
                 tip,
                 idempotency,
+                erased: &erased,
             })
             .map_err(|e| e.to_string())?;
+        if !erased.is_empty() {
+            // Answered only once the erased bytes are gone from the files, not just deleted.
+            parts.store.purge_erased().map_err(|e| e.to_string())?;
+        }
         Ok((signed, tip))
     })();
     match result {

@@ -38,7 +38,9 @@ const ALL_CFS: [&str; 9] = [
 ];
 const TIP_KEY: &[u8] = b"tip";
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT_VERSION: u32 = 1;
+/// Set in the batch that erases payloads, cleared once their bytes are purged from the files.
+const PURGE_KEY: &[u8] = b"purge-pending";
+const FORMAT_VERSION: u32 = 2;
 
 /// Storage failures. Corruption is reported, never papered over.
 #[derive(Debug, thiserror::Error)]
@@ -89,13 +91,17 @@ pub struct StoredPayload {
     pub salt: [u8; 32],
     /// The payload bytes (canonical JSON).
     pub bytes: Vec<u8>,
+    /// `(service, Idempotency-Key)` of the request that carried it, whose entry holds a hash of
+    /// the request body and is scrubbed on erasure.
+    pub idempotency: Option<(String, String)>,
 }
 
 /// A stored answer to an idempotent request.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct IdempotencyEntry {
-    /// BLAKE3 of the request body.
-    pub request_hash: Hash32,
+    /// BLAKE3 of the request body; `None` once a payload of the request was erased (the hash
+    /// of a body that held personal data is not kept).
+    pub request_hash: Option<Hash32>,
     /// The response body that was returned.
     pub response: Vec<u8>,
 }
@@ -117,6 +123,8 @@ pub struct BlockWrite<'a> {
     pub tip: Tip,
     /// Idempotency entries `(service, key) → entry`.
     pub idempotency: Vec<(String, String, IdempotencyEntry)>,
+    /// Records whose off-chain payload this block erases.
+    pub erased: &'a [Hash32],
 }
 
 /// The store.
@@ -160,6 +168,10 @@ impl Store {
                     return Err(StoreError::Format { found });
                 }
             }
+        }
+        if store.get(CF_META, PURGE_KEY)?.is_some() {
+            // Erased before a crash, not yet purged from the files.
+            store.purge_erased()?;
         }
         Ok(store)
     }
@@ -229,8 +241,48 @@ impl Store {
         for (service, key, entry) in &block.idempotency {
             batch.put_cf(self.cf(CF_IDEMPOTENCY), idempotency_key(service, key), encode(entry));
         }
+        for id in block.erased {
+            if let Some(payload) = self.payload(id)? {
+                if let Some((service, key)) = &payload.idempotency {
+                    if let Some(mut entry) = self.idempotency(service, key)? {
+                        entry.request_hash = None;
+                        batch.put_cf(
+                            self.cf(CF_IDEMPOTENCY),
+                            idempotency_key(service, key),
+                            encode(&entry),
+                        );
+                    }
+                }
+            }
+            batch.delete_cf(self.cf(CF_PAYLOADS), id.as_bytes());
+        }
+        if !block.erased.is_empty() {
+            batch.put_cf(self.cf(CF_META), PURGE_KEY, []);
+        }
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
         self.write(batch)
+    }
+
+    /// Makes erased payloads physically gone: flushes every memtable (so the write-ahead log
+    /// that held them becomes obsolete and is deleted), then compacts the payload and
+    /// idempotency column families down to the last level, dropping the deleted values.
+    /// Called after a block that erases, and at start when a purge was interrupted.
+    pub fn purge_erased(&self) -> Result<(), StoreError> {
+        let cfs: Vec<&rocksdb::ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        opts.set_exclusive_manual_compaction(true);
+        for name in [CF_PAYLOADS, CF_IDEMPOTENCY] {
+            self.db.compact_range_cf_opt(self.cf(name), None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_META), PURGE_KEY);
+        self.write(batch)?;
+        // The purge marker's own write is the last thing in the log; flush it out too, so the
+        // log left behind holds nothing from before the erasure.
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        Ok(())
     }
 
     /// The sealed header at `height`.
@@ -328,16 +380,6 @@ impl Store {
         }
         iter.status()?;
         Ok(None)
-    }
-
-    /// Flushes memtables and compacts everything (used after erasure so erased bytes leave the
-    /// files).
-    pub fn compact(&self) -> Result<(), StoreError> {
-        for name in ALL_CFS {
-            self.db.flush_cf(self.cf(name))?;
-            self.db.compact_range_cf(self.cf(name), None::<&[u8]>, None::<&[u8]>);
-        }
-        Ok(())
     }
 }
 

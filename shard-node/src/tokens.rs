@@ -25,6 +25,9 @@ pub struct TokenEntry {
     pub kinds: Vec<RecordKind>,
     /// Revoked tokens authenticate nothing.
     pub revoked: bool,
+    /// An operator's token: may erase any record's off-chain payload in this city.
+    #[serde(default)]
+    pub operator: bool,
 }
 
 /// The token file's content.
@@ -43,6 +46,16 @@ pub struct Grant {
     pub service: String,
     /// Kinds it may submit.
     pub kinds: Vec<RecordKind>,
+    /// Whether it is an operator's token.
+    pub operator: bool,
+}
+
+impl Grant {
+    /// Who the grant acts as, in audit trails and erasure notes: the service name, or
+    /// `operator:<token id>`.
+    pub fn actor(&self) -> String {
+        if self.operator { format!("operator:{}", self.token_id) } else { self.service.clone() }
+    }
 }
 
 /// Why authentication failed.
@@ -120,6 +133,7 @@ impl Tokens {
                 token_id: e.id.clone(),
                 service: e.service.clone(),
                 kinds: e.kinds.clone(),
+                operator: e.operator,
             }),
             _ => Err(AuthError::Invalid),
         }
@@ -149,11 +163,21 @@ pub fn write_file(path: &Path, file: &TokenFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Issues a token: appends its hash to the file and returns the token (shown once).
+/// Issues a service token: appends its hash to the file and returns the token (shown once).
 pub fn issue(
     path: &Path,
     service: &str,
     kinds: Vec<RecordKind>,
+) -> anyhow::Result<(String, TokenEntry)> {
+    issue_token(path, service, kinds, false)
+}
+
+/// Issues a token, an operator's when `operator` is set.
+pub fn issue_token(
+    path: &Path,
+    service: &str,
+    kinds: Vec<RecordKind>,
+    operator: bool,
 ) -> anyhow::Result<(String, TokenEntry)> {
     let mut file = if path.exists() { read_file(path)? } else { TokenFile::default() };
     let mut secret = [0u8; 32];
@@ -167,6 +191,7 @@ pub fn issue(
         service: service.to_string(),
         kinds,
         revoked: false,
+        operator,
     };
     file.tokens.push(entry.clone());
     write_file(path, &file)?;

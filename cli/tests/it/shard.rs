@@ -459,3 +459,150 @@ fn bad_input_gets_its_problem_status_and_writes_nothing() {
     let (_, after) = node.get("/v1/blocks/latest");
     assert_eq!(before, after, "a refused request wrote something");
 }
+
+/// Every file under `dir` (RocksDB tables, write-ahead logs, the node's log) that holds `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+            {
+                hits.push(path);
+            }
+        }
+    }
+    hits
+}
+
+/// Right to erasure: the issuing service (or an operator) erases a credit or talent payload;
+/// afterwards no byte of it, nor its salt, is left anywhere in the data directory or the log,
+/// also after `kill -9` and a restart; the record's proof still verifies, the read says when
+/// and by whom, and the erasure itself is a proven state fact.
+#[test]
+fn erasure_leaves_no_byte_of_the_payload_and_the_proof_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::new(dir.path(), "credit-bureau", "credit,talent");
+    let tokens = dir.path().join("tokens.json");
+    let issue = |service: &str, extra: &[&str]| -> String {
+        let out = dir.path().join(format!("{service}.token"));
+        let o = urbis()
+            .args(["tokens", "issue", "--service", service, "--file"])
+            .arg(&tokens)
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let operator = issue("city-it", &["--operator"]);
+    let other = issue("tax-office", &["--kinds", "credit"]);
+
+    // Unique markers, so a hit can only be this test's payload.
+    let marker = format!("ERASE-ME-{}", hex::encode(rand_bytes()));
+    let doc_marker = format!("DIPLOMA-{}", hex::encode(rand_bytes()));
+    let s = subject(3);
+    let credit = json!({"records": [{"kind": "credit", "subject": s, "payload": {"report": {"score": 640, "note": marker}}}]});
+    let (status, first) = node.post(&credit, Some("credit-1"));
+    assert_eq!(status, 200, "{first}");
+    let id = first["records"][0]["id"].as_str().unwrap().to_string();
+    let talent = json!({"records": [{"kind": "talent", "subject": s, "payload": {"action": "issue", "credential_id": hex::encode([9u8; 32]), "document": {"degree": doc_marker}}}]});
+    let (status, t) = node.post(&talent, None);
+    assert_eq!(status, 200, "{t}");
+    let talent_id = t["records"][0]["id"].as_str().unwrap().to_string();
+
+    let client = Client::new();
+    let payload_url = |id: &str| format!("{}/v1/records/{id}/payload", node.url);
+    let call = |method: reqwest::Method, url: String, token: &str| -> (u16, Value) {
+        let r = client.request(method, url).bearer_auth(token).send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    // The issuing service reads its payload; the salt opens the commitment.
+    let (status, held) = call(reqwest::Method::GET, payload_url(&id), &node.token);
+    assert_eq!(status, 200, "{held}");
+    assert_eq!(held["payload"]["note"], marker.as_str());
+    let salt = hex::decode(held["salt"].as_str().unwrap()).unwrap();
+    let view = node.verified(&id);
+    assert_eq!(view["payload"]["location"], "off_chain");
+    // Nobody else reads or erases it.
+    assert_eq!(call(reqwest::Method::GET, payload_url(&id), &other).0, 403);
+    assert_eq!(call(reqwest::Method::GET, payload_url(&id), &operator).0, 403);
+    assert_eq!(call(reqwest::Method::DELETE, payload_url(&id), &other).0, 403);
+    assert_eq!(call(reqwest::Method::DELETE, payload_url(&id), "urbis_forged").0, 401);
+    // The scan can fail: before the erasure the marker and the salt are on disk.
+    assert!(!files_containing(dir.path(), marker.as_bytes()).is_empty(), "control: marker found");
+    assert!(!files_containing(dir.path(), &salt).is_empty(), "control: salt found");
+
+    // The issuing service erases.
+    let (status, erased) = call(reqwest::Method::DELETE, payload_url(&id), &node.token);
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["by"], "credit-bureau");
+    assert_eq!(erased["record"], id.as_str());
+    let height = erased["height"].as_u64().unwrap();
+    // The record still verifies, and the read says when and by whom.
+    let view = node.verified(&id);
+    assert_eq!(view["payload"]["location"], "erased");
+    assert_eq!(view["payload"]["erasure"], erased);
+    let (status, gone) = call(reqwest::Method::GET, payload_url(&id), &node.token);
+    assert_eq!((status, gone["status"].as_u64()), (410, Some(410)), "{gone}");
+    // The erasure is on chain: a state proof of `Erasure { record_id }` verifies offline.
+    let (status, fact) =
+        node.get(&format!("/v1/state/{}/proof", erased["state_key"].as_str().unwrap()));
+    assert_eq!((status, fact["present"].as_bool()), (200, Some(true)), "{fact}");
+    let fact_file = dir.path().join("erasure-proof.json");
+    std::fs::write(&fact_file, serde_json::to_vec(&fact["proof"]).unwrap()).unwrap();
+    let o = urbis()
+        .arg("verify")
+        .arg(&fact_file)
+        .arg("--genesis")
+        .arg(dir.path().join("genesis.json"))
+        .args(["--city", "athens", "--key"])
+        .arg(json!({"type": "erasure", "record_id": id}).to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((out["verified"].as_bool(), out["present"].as_bool()), (Some(true), Some(true)));
+    // Erasing again answers the first erasure and seals nothing; so does retrying the original
+    // submission under its idempotency key (the payload is not stored again).
+    assert_eq!(call(reqwest::Method::DELETE, payload_url(&id), &node.token), (200, erased.clone()));
+    assert_eq!(node.post(&credit, Some("credit-1")), (200, first.clone()));
+    let (_, latest) = node.get("/v1/blocks/latest");
+    assert_eq!(latest["header"]["header"]["height"].as_u64(), Some(height));
+
+    // An operator erases the credential document.
+    let (status, by_operator) = call(reqwest::Method::DELETE, payload_url(&talent_id), &operator);
+    assert_eq!(status, 200, "{by_operator}");
+    assert!(by_operator["by"].as_str().unwrap().starts_with("operator:"), "{by_operator}");
+    node.verified(&talent_id);
+    // A record with its content on chain has no payload to erase.
+    let (status, _) = node.post(&json!({"records": [{"kind": "talent", "subject": s, "payload": {"action": "revoke", "credential_id": hex::encode([9u8; 32]), "reason_code": 2}}]}), None);
+    assert_eq!(status, 200);
+
+    // No byte of either payload, nor the salt, in any file: tables, logs, the node's log.
+    for needle in [marker.as_bytes(), doc_marker.as_bytes(), &salt, hex::encode(&salt).as_bytes()] {
+        let hits = files_containing(dir.path(), needle);
+        assert!(hits.is_empty(), "erased bytes still in {hits:?}");
+    }
+    // Also after a crash and restart.
+    node.kill9();
+    node.start();
+    let view = node.verified(&id);
+    assert_eq!(view["payload"]["location"], "erased");
+    for needle in [marker.as_bytes(), doc_marker.as_bytes(), &salt] {
+        assert!(files_containing(dir.path(), needle).is_empty());
+    }
+}
+
+fn rand_bytes() -> [u8; 12] {
+    let mut b = [0u8; 12];
+    getrandom::getrandom(&mut b).unwrap();
+    b
+}

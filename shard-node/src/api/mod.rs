@@ -82,8 +82,8 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     modifiers(&BearerScheme),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
-    paths(submit, get_record, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
-    components(schemas(Problem, SubmitRequest, SubmitResponse, BlockView, RecordView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
+    paths(submit, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
+    components(schemas(Problem, SubmitRequest, SubmitResponse, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
 )]
 struct ApiDoc;
 
@@ -97,6 +97,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/records", post(submit))
         .route("/v1/records/{id}", get(get_record))
+        .route("/v1/records/{id}/payload", get(get_payload).delete(erase_payload))
         .route("/v1/proofs/records", post(batch_record_proofs))
         .route("/v1/blocks/latest", get(latest_block))
         .route("/v1/blocks/{height}", get(get_block))
@@ -182,10 +183,7 @@ async fn submit(
     if !app.ready.load(Ordering::Relaxed) {
         return Err(Problem::unavailable("the node is shutting down"));
     }
-    let grant = app.tokens.authenticate(bearer(&headers)).map_err(|e| match e {
-        AuthError::Unavailable => Problem::unavailable(e.to_string()),
-        _ => Problem::unauthorized(e.to_string()),
-    })?;
+    let grant = authenticate(&app, &headers)?;
     let (body, request): (Bytes, SubmitRequest) = json_body(body, app.limits.body_bytes_max)?;
     if request.records.is_empty() {
         return Err(Problem::unprocessable("`records` is empty"));
@@ -244,35 +242,18 @@ async fn submit(
         records,
         payloads,
         bytes,
+        erasure: None,
         idempotency: idempotency_key.map(|k| (grant.service.clone(), k, request_hash)),
         render: SubmitResponse::render,
         reply,
     };
-    let keyed = submission.idempotency.is_some();
-    match app.sealer.submit(submission) {
-        Ok(()) => {}
-        Err(crate::sealer::QueueError::Full(_)) => {
-            return Err(Problem::unavailable(
-                "too many submissions are waiting to be sealed; retry shortly",
-            ));
-        }
-        Err(crate::sealer::QueueError::Stopped(_)) => {
-            return Err(Problem::unavailable("the sealer has stopped"));
-        }
-    }
     // Without an Idempotency-Key a retry after an unanswered request may seal the records twice.
-    let unknown = if keyed {
+    let unknown = if submission.idempotency.is_some() {
         "retry with the same Idempotency-Key to learn the outcome"
     } else {
         "the outcome is unknown: look the records up before retrying, or send an Idempotency-Key"
     };
-    let timeout = std::time::Duration::from_millis(app.limits.request_timeout_ms);
-    let outcome = tokio::time::timeout(timeout, wait)
-        .await
-        .map_err(|_| Problem::unavailable(format!("sealing did not finish in time; {unknown}")))?
-        .map_err(|_| {
-            Problem::unavailable(format!("the sealer stopped before answering; {unknown}"))
-        })?;
+    let outcome = seal(&app, submission, wait, unknown).await?;
     match outcome {
         Outcome::Sealed(receipts) => {
             Ok(Json(SubmitResponse::from_receipts(&receipts)).into_response())
@@ -292,8 +273,44 @@ async fn submit(
     }
 }
 
+fn authenticate(app: &AppState, headers: &HeaderMap) -> ApiResult<crate::tokens::Grant> {
+    app.tokens.authenticate(bearer(headers)).map_err(|e| match e {
+        AuthError::Unavailable => Problem::unavailable(e.to_string()),
+        _ => Problem::unauthorized(e.to_string()),
+    })
+}
+
+/// Queues a submission and waits (bounded by the request timeout) for its block to be durable.
+/// `unknown` tells the caller what to do when the outcome cannot be known.
+async fn seal(
+    app: &AppState,
+    submission: Submission,
+    wait: tokio::sync::oneshot::Receiver<Outcome>,
+    unknown: &str,
+) -> ApiResult<Outcome> {
+    match app.sealer.submit(submission) {
+        Ok(()) => {}
+        Err(crate::sealer::QueueError::Full(_)) => {
+            return Err(Problem::unavailable(
+                "too many submissions are waiting to be sealed; retry shortly",
+            ));
+        }
+        Err(crate::sealer::QueueError::Stopped(_)) => {
+            return Err(Problem::unavailable("the sealer has stopped"));
+        }
+    }
+    let timeout = std::time::Duration::from_millis(app.limits.request_timeout_ms);
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| Problem::unavailable(format!("sealing did not finish in time; {unknown}")))?
+        .map_err(|_| {
+            Problem::unavailable(format!("the sealer stopped before answering; {unknown}"))
+        })
+}
+
 fn replay(entry: crate::store::IdempotencyEntry, request_hash: Hash32) -> ApiResult<Response> {
-    if entry.request_hash != request_hash {
+    // An entry whose body hash was scrubbed by an erasure answers any retry with its key.
+    if entry.request_hash.is_some_and(|h| h != request_hash) {
         return Err(Problem::conflict(
             "this Idempotency-Key was used with a different request body",
         ));
@@ -322,6 +339,101 @@ pub struct RecordView {
     /// The proof `urbis verify` takes (the record is inside it).
     #[schema(value_type = Object)]
     pub proof: ProofDocument,
+    /// Where the record's payload is: on chain, off chain, or erased (when and by whom).
+    pub payload: PayloadStatus,
+}
+
+/// Where a record's payload is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadLocation {
+    /// In the record itself (information, capital, talent revocations).
+    OnChain,
+    /// Off chain at this node, behind the record's commitment; the issuing service reads it at
+    /// `GET /v1/records/{id}/payload`.
+    OffChain,
+    /// Erased: the payload and its salt are gone; the commitment and every proof remain.
+    Erased,
+}
+
+/// A record's payload status.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PayloadStatus {
+    /// Where the payload is.
+    pub location: PayloadLocation,
+    /// When and by whom it was erased (for `erased`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erasure: Option<ErasureView>,
+}
+
+/// An erasure, as recorded on chain under the state key `Erasure { record_id }`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ErasureView {
+    /// The record whose payload was erased.
+    pub record: String,
+    /// Height of the block that records the erasure.
+    pub height: u64,
+    /// That block's time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who asked: the issuing service, or `operator:<token id>`.
+    pub by: String,
+    /// Hex of the state key whose proof (`GET /v1/state/{key}/proof`) shows the erasure.
+    pub state_key: String,
+}
+
+fn has_off_chain_payload(record: &Record) -> bool {
+    matches!(
+        record.body,
+        urbis_core::record::RecordBody::Credit(_)
+            | urbis_core::record::RecordBody::Talent(
+                urbis_core::record::TalentPayload::Issue { .. }
+            )
+    )
+}
+
+/// The erasure of `id`'s payload recorded in the latest state, if any.
+fn erasure(app: &AppState, id: &Hash32) -> ApiResult<Option<ErasureView>> {
+    let Some(version) = app.sealer.tip().and_then(|t| t.state_version) else { return Ok(None) };
+    let key = StateKey::Erasure { record_id: *id };
+    let Some(bytes) =
+        app.store.state_value(version, jmt::KeyHash(key.key_hash().0)).map_err(internal)?
+    else {
+        return Ok(None);
+    };
+    let note: urbis_core::state::ErasureNote = decode(&bytes).map_err(internal)?;
+    Ok(Some(ErasureView {
+        record: id.to_hex(),
+        height: note.height,
+        time_ms: note.time_ms,
+        by: note.by,
+        state_key: hex::encode(urbis_core::encoding::encode(&key)),
+    }))
+}
+
+fn payload_status(app: &AppState, id: &Hash32, record: &Record) -> ApiResult<PayloadStatus> {
+    if !has_off_chain_payload(record) {
+        return Ok(PayloadStatus { location: PayloadLocation::OnChain, erasure: None });
+    }
+    Ok(match erasure(app, id)? {
+        Some(e) => PayloadStatus { location: PayloadLocation::Erased, erasure: Some(e) },
+        None => PayloadStatus { location: PayloadLocation::OffChain, erasure: None },
+    })
+}
+
+fn record_view(
+    app: &AppState,
+    id: &Hash32,
+    (proof, height, index): (RecordProof, u64, u64),
+) -> ApiResult<RecordView> {
+    Ok(RecordView {
+        id: id.to_hex(),
+        height,
+        index,
+        level: "committed".into(),
+        payload: payload_status(app, id, &proof.record)?,
+        record: proof.record.clone(),
+        proof: ProofDocument::Record(proof),
+    })
 }
 
 fn record_proof(app: &AppState, id: &Hash32) -> ApiResult<Option<(RecordProof, u64, u64)>> {
@@ -356,16 +468,133 @@ async fn get_record(
     let Path(id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
     let id = types::parse_hash(&id)
         .map_err(|_| Problem::bad_request("record id must be 64 hex digits"))?;
-    let (proof, height, index) =
-        record_proof(&app, &id)?.ok_or_else(|| Problem::not_found("no such record"))?;
-    Ok(Json(RecordView {
-        id: id.to_hex(),
-        height,
-        index,
-        level: "committed".into(),
-        record: proof.record.clone(),
-        proof: ProofDocument::Record(proof),
-    }))
+    let found = record_proof(&app, &id)?.ok_or_else(|| Problem::not_found("no such record"))?;
+    Ok(Json(record_view(&app, &id, found)?))
+}
+
+/// An off-chain payload, for the service that issued the record.
+#[derive(Serialize, ToSchema)]
+pub struct PayloadView {
+    /// Record id.
+    pub record: String,
+    /// The payload (the credit report or credential document) as submitted.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// The 32-byte salt, hex: with the payload's canonical bytes it opens the record's
+    /// commitment (`H_payload_commitment(salt || payload)`).
+    pub salt: String,
+}
+
+fn record_with_payload(app: &AppState, id: &str) -> ApiResult<(Hash32, Record)> {
+    let id = types::parse_hash(id)
+        .map_err(|_| Problem::bad_request("record id must be 64 hex digits"))?;
+    let stored = app
+        .store
+        .record(&id)
+        .map_err(internal)?
+        .ok_or_else(|| Problem::not_found("no such record"))?;
+    if !has_off_chain_payload(&stored.record) {
+        return Err(Problem::not_found(
+            "this record has no off-chain payload (its content is on chain)",
+        ));
+    }
+    Ok((id, stored.record))
+}
+
+/// The off-chain payload of a credit or talent record, for the service that issued it.
+#[utoipa::path(get, path = "/v1/records/{id}/payload", params(("id" = String, Path, description = "Record id, 64 hex digits")),
+    responses(
+        (status = 200, body = PayloadView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only the issuing service reads the payload", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Erased", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn get_payload(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<PayloadView>> {
+    let grant = authenticate(&app, &headers)?;
+    let Path(id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let (id, record) = record_with_payload(&app, &id)?;
+    if grant.operator || grant.service != record.service {
+        return Err(Problem::forbidden(
+            "only the service that issued the record reads its payload",
+        ));
+    }
+    let Some(stored) = app.store.payload(&id).map_err(internal)? else {
+        return Err(match erasure(&app, &id)? {
+            Some(e) => Problem::gone(format!(
+                "the payload was erased at height {} (time {} ms) by {}",
+                e.height, e.time_ms, e.by
+            )),
+            None => internal("an off-chain payload is missing from the store"),
+        });
+    };
+    let payload = serde_json::from_slice(&stored.bytes).map_err(internal)?;
+    Ok(Json(PayloadView { record: id.to_hex(), payload, salt: hex::encode(stored.salt) }))
+}
+
+/// Right to erasure: removes a credit or talent record's off-chain payload and its salt
+/// everywhere this node kept them, and records the erasure on chain. The record and its proof
+/// stay valid. Erasing again answers the first erasure.
+#[utoipa::path(delete, path = "/v1/records/{id}/payload", params(("id" = String, Path, description = "Record id, 64 hex digits")),
+    responses(
+        (status = 200, description = "Erased; the erasure is sealed in a durable block and the bytes are purged from the node's files", body = ErasureView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only the issuing service or an operator erases", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn erase_payload(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ErasureView>> {
+    if !app.ready.load(Ordering::Relaxed) {
+        return Err(Problem::unavailable("the node is shutting down"));
+    }
+    let grant = authenticate(&app, &headers)?;
+    let Path(id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let (id, record) = record_with_payload(&app, &id)?;
+    if !grant.operator && grant.service != record.service {
+        return Err(Problem::forbidden(
+            "only the service that issued the record, or an operator, erases its payload",
+        ));
+    }
+    if let Some(done) = erasure(&app, &id)? {
+        return Ok(Json(done));
+    }
+    let (reply, wait) = tokio::sync::oneshot::channel();
+    let submission = Submission {
+        records: vec![],
+        payloads: vec![],
+        bytes: 0,
+        erasure: Some((id, grant.actor())),
+        idempotency: None,
+        render: SubmitResponse::render,
+        reply,
+    };
+    let outcome = seal(&app, submission, wait, "repeat the erasure; it is idempotent").await?;
+    match outcome {
+        Outcome::Sealed(_) | Outcome::Rejected(crate::ledger::Rejection::AlreadyErased { .. }) => {
+            let done =
+                erasure(&app, &id)?.ok_or_else(|| internal("erasure sealed but not in state"))?;
+            tracing::info!(by = %done.by, height = done.height, "payload erased");
+            Ok(Json(done))
+        }
+        Outcome::Rejected(crate::ledger::Rejection::UnknownRecord { .. }) => {
+            Err(Problem::not_found("no such record"))
+        }
+        Outcome::Rejected(r) => Err(internal(r)),
+        Outcome::Replayed(_) => Err(internal("an erasure has no idempotency key")),
+        Outcome::Failed(detail) => Err(internal(detail)),
+    }
 }
 
 /// Ids to fetch proofs for.
@@ -404,14 +633,7 @@ async fn batch_record_proofs(
         let id = types::parse_hash(&s)
             .map_err(|_| Problem::unprocessable(format!("{s} is not 64 hex digits")))?;
         match record_proof(&app, &id)? {
-            Some((proof, height, index)) => out.records.push(RecordView {
-                id: s,
-                height,
-                index,
-                level: "committed".into(),
-                record: proof.record.clone(),
-                proof: ProofDocument::Record(proof),
-            }),
+            Some(found) => out.records.push(record_view(&app, &id, found)?),
             None => out.missing.push(s),
         }
     }
@@ -530,8 +752,8 @@ async fn subject_records(
         }
         for (pos, id) in chunk {
             after = Some(pos);
-            let Some((proof, height, index)) = record_proof(&app, &id)? else { continue };
-            let r = &proof.record;
+            let Some(found) = record_proof(&app, &id)? else { continue };
+            let r = &found.0.record;
             let keep = q.kind.is_none_or(|k| r.kind() == k)
                 && q.from_ms.is_none_or(|t| r.time_ms >= t)
                 && q.to_ms.is_none_or(|t| r.time_ms < t);
@@ -540,14 +762,7 @@ async fn subject_records(
                     next = after.map(|_| ());
                     break 'scan;
                 }
-                out.push(RecordView {
-                    id: id.to_hex(),
-                    height,
-                    index,
-                    level: "committed".into(),
-                    record: proof.record.clone(),
-                    proof: ProofDocument::Record(proof),
-                });
+                out.push(record_view(&app, &id, found)?);
             }
         }
     }

@@ -291,7 +291,7 @@ impl RecordInput {
                         let bytes = serde_json::to_vec(&document).unwrap_or_default();
                         let s = salt();
                         let commitment = PayloadCommitment::new(&s, &bytes);
-                        payload = Some(StoredPayload { salt: s, bytes });
+                        payload = Some(StoredPayload { salt: s, bytes, idempotency: None });
                         RecordBody::Talent(TalentPayload::Issue { credential_id, commitment })
                     }
                     (TalentAction::Revoke, None, reason) => {
@@ -312,7 +312,7 @@ impl RecordInput {
                 let bytes = serde_json::to_vec(&p.report).unwrap_or_default();
                 let s = salt();
                 let commitment = PayloadCommitment::new(&s, &bytes);
-                payload = Some(StoredPayload { salt: s, bytes });
+                payload = Some(StoredPayload { salt: s, bytes, idempotency: None });
                 RecordBody::Credit(CreditPayload { commitment })
             }
         };

@@ -24,6 +24,7 @@ async fn submit(s: &sealer::Sealer, records: Vec<Record>) -> Outcome {
         records,
         payloads: vec![None; n],
         bytes: 100,
+        erasure: None,
         idempotency: None,
         render: |_: &[Receipt]| vec![],
         reply,
