@@ -178,6 +178,8 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
             body_bytes_max: 4 * 1024 * 1024,
             request_timeout_ms: 30_000,
             queue: 4_096,
+            rate_limit_per_second: 1_000,
+            rate_limit_burst: 2_000,
         });
         listing.push(DevnetCity {
             name: name.clone(),

@@ -49,6 +49,13 @@ pub struct ShardConfig {
     /// Submissions queued for the sealer before the API answers 503.
     #[serde(default = "defaults::queue")]
     pub queue: usize,
+    /// Write requests (submissions, erasures) per second per token before 429; 0 turns the
+    /// limit off.
+    #[serde(default = "defaults::rate_limit_per_second")]
+    pub rate_limit_per_second: u32,
+    /// Burst of write requests per token above the rate.
+    #[serde(default = "defaults::rate_limit_burst")]
+    pub rate_limit_burst: u32,
 }
 
 /// Every setting's name (`URBIS_` + upper case in the environment).
@@ -65,6 +72,8 @@ const SETTINGS: &[&str] = &[
     "body_bytes_max",
     "request_timeout_ms",
     "queue",
+    "rate_limit_per_second",
+    "rate_limit_burst",
 ];
 
 mod defaults {
@@ -86,24 +95,58 @@ mod defaults {
     pub fn queue() -> usize {
         4_096
     }
+    pub fn rate_limit_per_second() -> u32 {
+        1_000
+    }
+    pub fn rate_limit_burst() -> u32 {
+        2_000
+    }
 }
 
 impl ShardConfig {
     /// Loads a config file, then applies `URBIS_*` environment overrides (`URBIS_LISTEN`,
-    /// `URBIS_DATA_DIR`, ...).
+    /// `URBIS_DATA_DIR`, ...). Any setting may instead come from a file named by
+    /// `URBIS_<SETTING>_FILE` (a mounted secret or config map; surrounding white space is
+    /// trimmed); naming a setting both ways is an error.
     pub fn load(path: Option<&Path>) -> Result<Self> {
+        Self::load_with(path, std::env::vars())
+    }
+
+    /// [`ShardConfig::load`] with the environment given.
+    pub fn load_with(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let mut builder = config::Config::builder();
         if let Some(p) = path {
             builder = builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
         }
         // Only variables naming a setting are read, so unrelated `URBIS_*` variables (test
         // settings, Kubernetes service links) do not stop the node.
-        let env: std::collections::HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| {
-                k.strip_prefix("URBIS_")
-                    .is_some_and(|f| SETTINGS.contains(&f.to_ascii_lowercase().as_str()))
-            })
-            .collect();
+        let setting = |k: &str| {
+            k.strip_prefix("URBIS_")
+                .map(str::to_ascii_lowercase)
+                .filter(|f| SETTINGS.contains(&f.as_str()))
+        };
+        let mut env = std::collections::HashMap::new();
+        let mut from_files = Vec::new();
+        for (k, v) in vars {
+            if setting(&k).is_some() {
+                env.insert(k, v);
+            } else if let Some(name) =
+                k.strip_suffix("_FILE").and_then(|b| setting(b).map(|_| b.to_string()))
+            {
+                from_files.push((name, PathBuf::from(v)));
+            }
+        }
+        for (name, file) in from_files {
+            if env.contains_key(&name) {
+                bail!("{name} and {name}_FILE are both set; keep one");
+            }
+            let value = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {name}_FILE ({})", file.display()))?;
+            env.insert(name, value.trim().to_string());
+        }
         builder = builder.add_source(
             config::Environment::with_prefix("URBIS").try_parsing(true).source(Some(env)),
         );
@@ -155,6 +198,13 @@ pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Time since the process started, never going back: for rate limits.
+#[allow(clippy::disallowed_methods)]
+fn monotonic() -> std::time::Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 fn random32() -> [u8; 32] {
@@ -231,6 +281,9 @@ pub async fn run(
         clock: wall_clock_ms,
         random: random32,
         ready: AtomicBool::new(true),
+        monotonic,
+        rate: api::limit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
+        pending: api::limit::PendingTable::new(100_000),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -254,4 +307,42 @@ pub async fn run(
     drop(store);
     tracing::info!("shard stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn settings_come_from_the_environment_or_from_files_named_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let city = dir.path().join("city");
+        std::fs::write(&city, "athens\n").unwrap();
+        let base = [
+            ("URBIS_GENESIS", "/g.json"),
+            ("URBIS_DATA_DIR", "/data"),
+            ("URBIS_LISTEN", "127.0.0.1:9000"),
+            ("URBIS_SEALING_KEY_FILE", "/keys/sealing.json"),
+            ("URBIS_TOKENS_FILE", "/tokens.json"),
+            ("URBIS_UNRELATED_SETTING", "ignored"),
+        ];
+        let mut env = vars(&base);
+        env.push(("URBIS_CITY_FILE".into(), city.display().to_string()));
+        env.push(("URBIS_RATE_LIMIT_PER_SECOND".into(), "7".into()));
+        let c = ShardConfig::load_with(None, env.clone()).unwrap();
+        assert_eq!(c.city, "athens", "read from the file, trimmed");
+        assert_eq!(c.sealing_key_file, PathBuf::from("/keys/sealing.json"));
+        assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (7, 2_000));
+        // Both ways at once is refused; so is a missing file.
+        let mut both = env.clone();
+        both.push(("URBIS_CITY".into(), "berlin".into()));
+        assert!(ShardConfig::load_with(None, both).unwrap_err().to_string().contains("both set"));
+        let mut missing = vars(&base);
+        missing.push(("URBIS_CITY_FILE".into(), "/nonexistent/city".into()));
+        assert!(ShardConfig::load_with(None, missing).is_err());
+    }
 }

@@ -88,6 +88,9 @@ async fn start_shard() -> Shard {
         body_bytes_max: 4 << 20,
         request_timeout_ms: 60_000,
         queue: 4_096,
+        // The benchmark measures capacity: no per-token limit.
+        rate_limit_per_second: 0,
+        rate_limit_burst: 1,
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(urbis_shard::node::run(config, async move {

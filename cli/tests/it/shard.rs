@@ -606,3 +606,83 @@ fn rand_bytes() -> [u8; 12] {
     getrandom::getrandom(&mut b).unwrap();
     b
 }
+
+/// `?wait=false` answers 202 with a status URL that later holds the same answer a waiting
+/// request gets; a token over its rate gets 429 (problem+json, `Retry-After`) and writes nothing.
+#[test]
+fn asynchronous_submission_and_per_token_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::new(dir.path(), "open-data-office", "information");
+    let client = Client::new();
+    let s = subject(4);
+    let r = client
+        .post(format!("{}/v1/records?wait=false", node.url))
+        .bearer_auth(&node.token)
+        .json(&json!({"records": [info(&s, 1), info(&s, 2)]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let accepted: Value = r.json().unwrap();
+    assert_eq!(accepted["status_url"], location.as_str());
+    let ids = accepted["ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let r =
+            client.get(format!("{}{location}", node.url)).bearer_auth(&node.token).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().unwrap();
+        if v["state"] == "done" {
+            break v;
+        }
+        assert_eq!(v["state"], "waiting");
+        assert!(Instant::now() < deadline, "the submission never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status["status"], 200, "{status}");
+    let sealed: Vec<Value> =
+        status["result"]["records"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(sealed, ids);
+    node.verified(ids[1].as_str().unwrap());
+    // Only the submitting service sees it.
+    let o = urbis()
+        .args(["tokens", "issue", "--service", "other", "--kinds", "information", "--file"])
+        .arg(dir.path().join("tokens.json"))
+        .output()
+        .unwrap();
+    let other = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let r = client.get(format!("{}{location}", node.url)).bearer_auth(&other).send().unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Two requests per token at once, then one per second.
+    node.sigterm();
+    let mut config = std::fs::read_to_string(&node.config).unwrap();
+    config.push_str("rate_limit_per_second = 1\nrate_limit_burst = 2\n");
+    std::fs::write(&node.config, config).unwrap();
+    node.start();
+    let limited = subject(5);
+    assert_eq!(node.post(&json!({"records": [info(&limited, 1)]}), None).0, 200);
+    assert_eq!(node.post(&json!({"records": [info(&limited, 2)]}), None).0, 200);
+    let r = client
+        .post(format!("{}/v1/records", node.url))
+        .bearer_auth(&node.token)
+        .json(&json!({"records": [info(&limited, 3)]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = r.json().unwrap();
+    assert_eq!(problem["status"], 429);
+    // Another token has its own budget.
+    let r = client
+        .post(format!("{}/v1/records", node.url))
+        .bearer_auth(&other)
+        .json(&json!({"records": [info(&limited, 4)]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, page) = node.get(&format!("/v1/subjects/{limited}/records"));
+    assert_eq!(page["records"].as_array().unwrap().len(), 3, "the refused record is not written");
+}

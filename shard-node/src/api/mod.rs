@@ -1,6 +1,7 @@
 //! The shard's HTTP API (axum): submit records, read them back with proofs, blocks, subjects,
 //! state and history proofs, health, and the OpenAPI document.
 
+pub mod limit;
 pub mod problem;
 pub mod types;
 
@@ -62,6 +63,12 @@ pub struct AppState {
     pub random: fn() -> [u8; 32],
     /// False while draining on shutdown.
     pub ready: AtomicBool,
+    /// A monotonic clock (time since some fixed start), for rate limits.
+    pub monotonic: fn() -> std::time::Duration,
+    /// Per-token rate limit of writes.
+    pub rate: limit::RateLimiter,
+    /// Submissions accepted with `?wait=false`.
+    pub pending: limit::PendingTable,
 }
 
 /// Registers the bearer-token security scheme the submit route names.
@@ -82,8 +89,8 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     modifiers(&BearerScheme),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
-    paths(submit, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
-    components(schemas(Problem, SubmitRequest, SubmitResponse, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
+    paths(submit, submission_status, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
+    components(schemas(Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
 )]
 struct ApiDoc;
 
@@ -98,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/records", post(submit))
         .route("/v1/records/{id}", get(get_record))
         .route("/v1/records/{id}/payload", get(get_payload).delete(erase_payload))
+        .route("/v1/submissions/{id}", get(submission_status))
         .route("/v1/proofs/records", post(batch_record_proofs))
         .route("/v1/blocks/latest", get(latest_block))
         .route("/v1/blocks/{height}", get(get_block))
@@ -117,7 +125,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
         .with_state(state)
+}
+
+/// Bounds every request: a submission waits at most `request_timeout_ms` for its block (and
+/// says so); anything still running a little after that is cut off with a 503 problem.
+async fn deadline(
+    State(app): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = std::time::Duration::from_millis(app.limits.request_timeout_ms + 5_000);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::unavailable("the request did not finish in time").into_response(),
+    }
 }
 
 async fn openapi_json() -> impl IntoResponse {
@@ -162,15 +185,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Submit records.
 #[utoipa::path(
     post, path = "/v1/records", request_body = SubmitRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the same answer, also after a restart.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the same answer, also after a restart."), SubmitQuery),
     responses(
         (status = 200, description = "Sealed in a durable block (level committed)", body = SubmitResponse),
+        (status = 202, description = "`?wait=false`: queued, not yet durable; the outcome appears at `status_url` (also in `Location`)", body = AcceptedResponse),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token may not do this", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflicts with the state, or the idempotency key was used with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or batch too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A record breaks a rule", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This token's request rate is exceeded; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Draining or overloaded; retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -178,12 +203,15 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn submit(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
+    query: Result<Query<SubmitQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     if !app.ready.load(Ordering::Relaxed) {
         return Err(Problem::unavailable("the node is shutting down"));
     }
     let grant = authenticate(&app, &headers)?;
+    rate_limit(&app, &grant)?;
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let (body, request): (Bytes, SubmitRequest) = json_body(body, app.limits.body_bytes_max)?;
     if request.records.is_empty() {
         return Err(Problem::unprocessable("`records` is empty"));
@@ -253,7 +281,109 @@ async fn submit(
     } else {
         "the outcome is unknown: look the records up before retrying, or send an Idempotency-Key"
     };
-    let outcome = seal(&app, submission, wait, unknown).await?;
+    if query.wait.unwrap_or(true) {
+        let outcome = seal(&app, submission, wait, unknown).await?;
+        return answer(outcome, request_hash);
+    }
+    // Answer now; the outcome goes to the submission's status URL.
+    let ids: Vec<String> = submission.records.iter().map(|r| r.id().to_hex()).collect();
+    let sid = hex::encode(&(app.random)()[..16]);
+    queue(&app, submission)?;
+    app.pending.insert(&sid, &grant.service);
+    let task_app = app.clone();
+    let task_sid = sid.clone();
+    tokio::spawn(async move {
+        let timeout = std::time::Duration::from_millis(task_app.limits.request_timeout_ms);
+        let result = match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(outcome)) => answer(outcome, request_hash),
+            _ => Err(Problem::unavailable(format!("the outcome is unknown; {unknown}"))),
+        };
+        let response = result.unwrap_or_else(IntoResponse::into_response);
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        task_app.pending.finish(&task_sid, status, body);
+    });
+    let status_url = format!("/v1/submissions/{sid}");
+    let mut r = (
+        StatusCode::ACCEPTED,
+        Json(AcceptedResponse { submission: sid, status_url: status_url.clone(), ids }),
+    )
+        .into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&status_url) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// `POST /v1/records` query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubmitQuery {
+    /// `false`: answer 202 at once with a status URL instead of waiting for the block.
+    pub wait: Option<bool>,
+}
+
+/// The answer to `POST /v1/records?wait=false`.
+#[derive(Serialize, ToSchema)]
+pub struct AcceptedResponse {
+    /// Submission id.
+    pub submission: String,
+    /// Where the outcome appears: `GET` it with the same token.
+    pub status_url: String,
+    /// The ids the records will have, in request order.
+    pub ids: Vec<String>,
+}
+
+/// The state of a submission accepted with `?wait=false`.
+#[derive(Serialize, ToSchema)]
+pub struct SubmissionStatus {
+    /// `waiting` (queued, not yet durable) or `done`.
+    pub state: String,
+    /// When done: the HTTP status the waiting request would have got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// When done: that request's body (a `SubmitResponse`, or a problem document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+}
+
+/// The outcome of a submission accepted with `?wait=false`.
+#[utoipa::path(get, path = "/v1/submissions/{id}", params(("id" = String, Path, description = "Submission id from the 202 answer")),
+    responses(
+        (status = 200, body = SubmissionStatus),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, made by another service, or forgotten (look the records up by id)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+async fn submission_status(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<SubmissionStatus>> {
+    let grant = authenticate(&app, &headers)?;
+    let Path(id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    match app.pending.get(&id, &grant.service) {
+        None => Err(Problem::not_found(
+            "no such submission here (it may be forgotten: look its records up by id)",
+        )),
+        Some(limit::Pending::Waiting) => {
+            Ok(Json(SubmissionStatus { state: "waiting".into(), status: None, result: None }))
+        }
+        Some(limit::Pending::Done(status, body)) => Ok(Json(SubmissionStatus {
+            state: "done".into(),
+            status: Some(status),
+            result: Some(body),
+        })),
+    }
+}
+
+/// The HTTP answer to a sealer outcome.
+fn answer(outcome: Outcome, request_hash: Hash32) -> ApiResult<Response> {
     match outcome {
         Outcome::Sealed(receipts) => {
             Ok(Json(SubmitResponse::from_receipts(&receipts)).into_response())
@@ -273,6 +403,28 @@ async fn submit(
     }
 }
 
+fn rate_limit(app: &AppState, grant: &crate::tokens::Grant) -> ApiResult<()> {
+    app.rate.check(&grant.token_id, (app.monotonic)()).map_err(|wait| {
+        Problem::too_many(format!(
+            "this token's request rate is exceeded; retry in {} ms",
+            wait.as_millis().max(1)
+        ))
+    })
+}
+
+/// Queues a submission without waiting.
+fn queue(app: &AppState, submission: Submission) -> ApiResult<()> {
+    match app.sealer.submit(submission) {
+        Ok(()) => Ok(()),
+        Err(crate::sealer::QueueError::Full(_)) => Err(Problem::unavailable(
+            "too many submissions are waiting to be sealed; retry shortly",
+        )),
+        Err(crate::sealer::QueueError::Stopped(_)) => {
+            Err(Problem::unavailable("the sealer has stopped"))
+        }
+    }
+}
+
 fn authenticate(app: &AppState, headers: &HeaderMap) -> ApiResult<crate::tokens::Grant> {
     app.tokens.authenticate(bearer(headers)).map_err(|e| match e {
         AuthError::Unavailable => Problem::unavailable(e.to_string()),
@@ -288,17 +440,7 @@ async fn seal(
     wait: tokio::sync::oneshot::Receiver<Outcome>,
     unknown: &str,
 ) -> ApiResult<Outcome> {
-    match app.sealer.submit(submission) {
-        Ok(()) => {}
-        Err(crate::sealer::QueueError::Full(_)) => {
-            return Err(Problem::unavailable(
-                "too many submissions are waiting to be sealed; retry shortly",
-            ));
-        }
-        Err(crate::sealer::QueueError::Stopped(_)) => {
-            return Err(Problem::unavailable("the sealer has stopped"));
-        }
-    }
+    queue(app, submission)?;
     let timeout = std::time::Duration::from_millis(app.limits.request_timeout_ms);
     tokio::time::timeout(timeout, wait)
         .await
@@ -548,6 +690,7 @@ async fn get_payload(
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only the issuing service or an operator erases", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -560,6 +703,7 @@ async fn erase_payload(
         return Err(Problem::unavailable("the node is shutting down"));
     }
     let grant = authenticate(&app, &headers)?;
+    rate_limit(&app, &grant)?;
     let Path(id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
     let (id, record) = record_with_payload(&app, &id)?;
     if !grant.operator && grant.service != record.service {
