@@ -390,6 +390,19 @@ impl Frontier {
 
     /// Appends one leaf hash.
     pub fn push<H: TreeHasher>(&mut self, hasher: &H, leaf_hash: Hash32) {
+        self.push_completed(hasher, leaf_hash);
+    }
+
+    /// Appends one leaf hash and returns the perfect aligned subtrees it completes, as
+    /// `(level, index, root)` (see [`subtree_root`]): the leaf itself at level 0, then one per
+    /// merge. Keeping these is enough to build any later proof without the leaves.
+    pub fn push_completed<H: TreeHasher>(
+        &mut self,
+        hasher: &H,
+        leaf_hash: Hash32,
+    ) -> Vec<(u32, u64, Hash32)> {
+        let position = self.size;
+        let mut completed = vec![(0, position, leaf_hash)];
         let mut node = (1u64, leaf_hash);
         while let Some(&(size, root)) = self.peaks.last() {
             if size != node.0 {
@@ -397,9 +410,29 @@ impl Frontier {
             }
             self.peaks.pop();
             node = (size * 2, hasher.node(&root, &node.1));
+            let level = node.0.trailing_zeros();
+            completed.push((level, position >> level, node.1));
         }
         self.peaks.push(node);
         self.size += 1;
+        completed
+    }
+
+    /// The frontier of a tree of `size` leaves from the roots of its perfect aligned subtrees.
+    pub fn from_subtrees<E>(
+        size: u64,
+        perfect: &mut impl FnMut(u32, u64) -> Result<Hash32, E>,
+    ) -> Result<Self, E> {
+        let mut peaks = Vec::new();
+        let mut start = 0u64;
+        for level in (0..64u32).rev() {
+            let width = 1u64 << level;
+            if size & width != 0 {
+                peaks.push((width, perfect(level, start >> level)?));
+                start += width;
+            }
+        }
+        Ok(Frontier { peaks, size })
     }
 
     /// The root of the tree (RFC 9162: perfect subtrees folded from the right).
@@ -416,6 +449,116 @@ impl Frontier {
 fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// Why a proof could not be built from stored subtree roots.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubtreeError<E> {
+    /// The parameters do not describe a proof.
+    #[error(transparent)]
+    Merkle(MerkleError),
+    /// The source of subtree roots failed.
+    #[error("subtree roots: {0}")]
+    Source(E),
+}
+
+/// The root of leaves `[lo, lo + n)` (n ≥ 1) of an RFC 9162 tree, from the roots of its
+/// perfect aligned subtrees: `perfect(level, index)` is the root of the `2^level` leaves from
+/// `index << level`. Every left subtree of an RFC 9162 tree is perfect and aligned, so this
+/// reads at most two roots per level.
+pub fn subtree_root<H: TreeHasher, E>(
+    hasher: &H,
+    perfect: &mut impl FnMut(u32, u64) -> Result<Hash32, E>,
+    lo: u64,
+    n: u64,
+) -> Result<Hash32, E> {
+    if n.is_power_of_two() {
+        return perfect(n.trailing_zeros(), lo >> n.trailing_zeros());
+    }
+    let k = split(n);
+    let left = perfect(k.trailing_zeros(), lo >> k.trailing_zeros())?;
+    let right = subtree_root(hasher, perfect, lo + k, n - k)?;
+    Ok(hasher.node(&left, &right))
+}
+
+impl InclusionProof {
+    /// Builds the proof for leaf `index` of the tree of `size` leaves from the roots of its
+    /// perfect aligned subtrees (see [`subtree_root`]): O(log² n) reads, no leaves needed.
+    pub fn build_from_subtrees<H: TreeHasher, E>(
+        hasher: &H,
+        perfect: &mut impl FnMut(u32, u64) -> Result<Hash32, E>,
+        size: u64,
+        index: u64,
+    ) -> Result<Self, SubtreeError<E>> {
+        if index >= size {
+            return Err(SubtreeError::Merkle(MerkleError::IndexOutOfRange { index, size }));
+        }
+        let mut path = Vec::new();
+        let (mut lo, mut n, mut m) = (0u64, size, index);
+        // PATH(m, D[lo, lo+n)), iteratively from the root; the siblings come out root first.
+        while n > 1 {
+            let k = split(n);
+            if m < k {
+                path.push(
+                    subtree_root(hasher, perfect, lo + k, n - k).map_err(SubtreeError::Source)?,
+                );
+                n = k;
+            } else {
+                path.push(subtree_root(hasher, perfect, lo, k).map_err(SubtreeError::Source)?);
+                lo += k;
+                n -= k;
+                m -= k;
+            }
+        }
+        path.reverse();
+        Ok(InclusionProof { leaf_index: index, tree_size: size, path })
+    }
+}
+
+impl ConsistencyProof {
+    /// Builds the proof between sizes `size1 ≤ size2` from the roots of the newer tree's
+    /// perfect aligned subtrees (see [`subtree_root`]).
+    pub fn build_from_subtrees<H: TreeHasher, E>(
+        hasher: &H,
+        perfect: &mut impl FnMut(u32, u64) -> Result<Hash32, E>,
+        size1: u64,
+        size2: u64,
+    ) -> Result<Self, SubtreeError<E>> {
+        if size1 > size2 {
+            return Err(SubtreeError::Merkle(MerkleError::SizeOrder { size1, size2 }));
+        }
+        let mut path = Vec::new();
+        if size1 != 0 && size1 != size2 {
+            // SUBPROOF(m, D[lo, lo+n), complete), iteratively; hashes come out root first.
+            let (mut lo, mut n, mut m, mut complete) = (0u64, size2, size1, true);
+            loop {
+                if m == n {
+                    if !complete {
+                        path.push(
+                            subtree_root(hasher, perfect, lo, n).map_err(SubtreeError::Source)?,
+                        );
+                    }
+                    break;
+                }
+                let k = split(n);
+                if m <= k {
+                    path.push(
+                        subtree_root(hasher, perfect, lo + k, n - k)
+                            .map_err(SubtreeError::Source)?,
+                    );
+                    n = k;
+                } else {
+                    path.push(subtree_root(hasher, perfect, lo, k).map_err(SubtreeError::Source)?);
+                    lo += k;
+                    n -= k;
+                    m -= k;
+                    complete = false;
+                }
+            }
+            path.reverse();
+        }
+        Ok(ConsistencyProof { size1, size2, path })
+    }
 }
 
 fn inclusion_path<H: TreeHasher>(hasher: &H, leaves: &[Hash32], m: usize, out: &mut Vec<Hash32>) {
@@ -464,6 +607,45 @@ mod tests {
     fn leaves(n: usize) -> Vec<Hash32> {
         let h = Blake3Tree::records();
         (0..n).map(|i| h.leaf(&(i as u64).to_le_bytes())).collect()
+    }
+
+    /// Proofs built from the perfect subtrees an appending frontier reports are the proofs built
+    /// from all leaves, for every size, index and older size up to 70 leaves.
+    #[test]
+    fn proofs_from_stored_subtrees_equal_proofs_from_leaves() {
+        let h = Blake3Tree::history();
+        let all = leaves(70);
+        let mut stored = std::collections::HashMap::new();
+        let mut frontier = Frontier::default();
+        for (n, leaf) in all.iter().enumerate() {
+            for (level, index, root) in frontier.push_completed(&h, *leaf) {
+                let width = 1usize << level;
+                let start = index as usize * width;
+                assert_eq!(root, root_from_leaf_hashes(&h, &all[start..start + width]));
+                assert!(stored.insert((level, index), root).is_none(), "completed once");
+            }
+            let size = n as u64 + 1;
+            let mut perfect =
+                |level: u32, index: u64| stored.get(&(level, index)).copied().ok_or((level, index));
+            let l = &all[..=n];
+            assert_eq!(Frontier::from_subtrees(size, &mut perfect).unwrap(), frontier);
+            for i in 0..size {
+                assert_eq!(
+                    InclusionProof::build_from_subtrees(&h, &mut perfect, size, i).unwrap(),
+                    InclusionProof::build(&h, l, i).unwrap()
+                );
+            }
+            for size1 in 0..=size {
+                assert_eq!(
+                    ConsistencyProof::build_from_subtrees(&h, &mut perfect, size1, size).unwrap(),
+                    ConsistencyProof::build(&h, l, size1).unwrap()
+                );
+            }
+            assert!(InclusionProof::build_from_subtrees(&h, &mut perfect, size, size).is_err());
+            assert!(
+                ConsistencyProof::build_from_subtrees(&h, &mut perfect, size + 1, size).is_err()
+            );
+        }
     }
 
     #[test]

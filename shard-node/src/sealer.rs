@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::Hash32;
-use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher};
 use urbis_core::record::{CityId, Record};
 use urbis_core::sealing::SealingKey;
@@ -162,15 +161,9 @@ pub fn start(
     queue: usize,
 ) -> Result<(Sealer, std::thread::JoinHandle<()>), StoreError> {
     let tip = parts.store.tip()?;
-    let history = Frontier::from_leaf_hashes(
-        &Blake3Tree::history(),
-        &parts
-            .store
-            .header_hashes()?
-            .iter()
-            .map(|h| Blake3Tree::history().leaf(h.as_bytes()))
-            .collect::<Vec<_>>(),
-    );
+    let size = tip.map_or(0, |t| t.height + 1);
+    let history =
+        Frontier::from_subtrees(size, &mut |level, index| parts.store.history_node(level, index))?;
     let (tx, mut rx) = mpsc::channel::<Submission>(queue);
     let (tip_tx, tip_rx) = watch::channel(tip);
     let healthy = Arc::new(AtomicBool::new(true));
@@ -327,7 +320,7 @@ fn seal_block(
     let (records, writes) = builder.finish();
     let erased: Vec<Hash32> =
         accepted.iter().filter_map(|(s, _)| s.erasure.as_ref().map(|e| e.0)).collect();
-    let result = (|| -> Result<(SignedShardHeader, Tip), String> {
+    let result = (|| -> Result<(Frontier, Tip), String> {
         let (state_root, nodes, new_version) = if writes.is_empty() {
             let root = match version {
                 None => PLACEHOLDER_HASH,
@@ -355,6 +348,11 @@ fn seal_block(
             &state.history,
         );
         let signed = header.seal(&parts.genesis.federation_id(), &parts.key);
+        let mut history = state.history.clone();
+        let completed = history.push_completed(
+            &Blake3Tree::history(),
+            Blake3Tree::history().leaf(signed.header.hash().as_bytes()),
+        );
         let tip = Tip { height, header_hash: signed.header.hash(), state_version: new_version };
         let mut payloads = Vec::new();
         let mut idempotency = Vec::new();
@@ -389,20 +387,18 @@ fn seal_block(
                 tip,
                 idempotency,
                 erased: &erased,
+                history: &completed,
             })
             .map_err(|e| e.to_string())?;
         if !erased.is_empty() {
             // Answered only once the erased bytes are gone from the files, not just deleted.
             parts.store.purge_erased().map_err(|e| e.to_string())?;
         }
-        Ok((signed, tip))
+        Ok((history, tip))
     })();
     match result {
-        Ok((signed, tip)) => {
-            state.history.push(
-                &Blake3Tree::history(),
-                Blake3Tree::history().leaf(signed.header.hash().as_bytes()),
-            );
+        Ok((history, tip)) => {
+            state.history = history;
             state.tip = Some(tip);
             let _ = tip_tx.send(Some(tip));
             tracing::debug!(height, records = records.len(), "sealed");

@@ -25,7 +25,8 @@ const CF_JMT_NODES: &str = "jmt_nodes";
 const CF_JMT_VALUES: &str = "jmt_values";
 const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_PAYLOADS: &str = "payloads";
-const ALL_CFS: [&str; 9] = [
+const CF_HISTORY: &str = "history";
+const ALL_CFS: [&str; 10] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -35,6 +36,7 @@ const ALL_CFS: [&str; 9] = [
     CF_JMT_VALUES,
     CF_IDEMPOTENCY,
     CF_PAYLOADS,
+    CF_HISTORY,
 ];
 const TIP_KEY: &[u8] = b"tip";
 const FORMAT_KEY: &[u8] = b"format";
@@ -125,6 +127,9 @@ pub struct BlockWrite<'a> {
     pub idempotency: Vec<(String, String, IdempotencyEntry)>,
     /// Records whose off-chain payload this block erases.
     pub erased: &'a [Hash32],
+    /// Perfect subtrees of the history tree completed by this block's header hash:
+    /// `(level, index, root)`.
+    pub history: &'a [(u32, u64, Hash32)],
 }
 
 /// The store.
@@ -259,8 +264,24 @@ impl Store {
         if !block.erased.is_empty() {
             batch.put_cf(self.cf(CF_META), PURGE_KEY, []);
         }
+        for (level, index, root) in block.history {
+            batch.put_cf(self.cf(CF_HISTORY), history_key(*level, *index), root.as_bytes());
+        }
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
         self.write(batch)
+    }
+
+    /// The root of the history tree's perfect subtree of `2^level` header hashes from
+    /// `index << level` (see `urbis_core::merkle::subtree_root`).
+    pub fn history_node(&self, level: u32, index: u64) -> Result<Hash32, StoreError> {
+        let bytes = self
+            .get(CF_HISTORY, &history_key(level, index))?
+            .ok_or(StoreError::Corrupt { what: "missing history node" })?;
+        let root: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt { what: "history node" })?;
+        Ok(Hash32(root))
     }
 
     /// Makes erased payloads physically gone: flushes every memtable (so the write-ahead log
@@ -288,18 +309,6 @@ impl Store {
     /// The sealed header at `height`.
     pub fn header(&self, height: u64) -> Result<Option<SignedShardHeader>, StoreError> {
         self.get_decoded(CF_HEADERS, &height_key(height), "header")
-    }
-
-    /// Every header hash from height 0, in order (for the history tree).
-    pub fn header_hashes(&self) -> Result<Vec<Hash32>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_HEADERS), IteratorMode::Start) {
-            let (_, v) = item?;
-            let h: SignedShardHeader =
-                decode(&v).map_err(|_| StoreError::Corrupt { what: "header" })?;
-            out.push(h.header.hash());
-        }
-        Ok(out)
     }
 
     /// The record ids of the block at `height`.
@@ -388,6 +397,13 @@ fn subject_key(subject: &SubjectId, height: u64, index: u64) -> Vec<u8> {
     k.extend_from_slice(subject.0.as_bytes());
     k.extend_from_slice(&height.to_be_bytes());
     k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn history_key(level: u32, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level as u8;
+    k[1..].copy_from_slice(&index.to_be_bytes());
     k
 }
 

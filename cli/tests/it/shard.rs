@@ -686,3 +686,57 @@ fn asynchronous_submission_and_per_token_rate_limit() {
     let (_, page) = node.get(&format!("/v1/subjects/{limited}/records"));
     assert_eq!(page["records"].as_array().unwrap().len(), 3, "the refused record is not written");
 }
+
+/// History proofs and consistency proofs, served from the stored subtree roots, verify against
+/// the headers' own `history_root`s, and a restart continues the same history tree.
+#[test]
+fn history_and_consistency_proofs_verify_against_the_headers_across_a_restart() {
+    use urbis_core::header::SignedShardHeader;
+    use urbis_core::merkle::{
+        Blake3Tree, ConsistencyProof, InclusionProof, TreeHasher, root_from_leaf_hashes,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::new(dir.path(), "open-data-office", "information");
+    let s = subject(6);
+    for round in 0..2u64 {
+        for i in 0..6 {
+            assert_eq!(node.post(&json!({"records": [info(&s, round * 10 + i)]}), None).0, 200);
+        }
+        if round == 0 {
+            assert!(node.sigterm().success());
+            node.start();
+        }
+    }
+    let (_, latest) = node.get("/v1/blocks/latest");
+    let size = latest["header"]["header"]["height"].as_u64().unwrap() + 1;
+    assert!(size >= 12);
+    let headers: Vec<SignedShardHeader> = (0..size)
+        .map(|h| {
+            serde_json::from_value(node.get(&format!("/v1/blocks/{h}")).1["header"].clone())
+                .unwrap()
+        })
+        .collect();
+    let tree = Blake3Tree::history();
+    let leaves: Vec<_> = headers.iter().map(|h| tree.leaf(h.header.hash().as_bytes())).collect();
+    for (m, header) in headers.iter().enumerate() {
+        // Header m commits to every earlier header, also the ones sealed before the restart.
+        assert_eq!(header.header.history_root, root_from_leaf_hashes(&tree, &leaves[..m]));
+    }
+    for m in 1..size {
+        let root = headers[m as usize].header.history_root;
+        for n in 0..m {
+            let (status, p) = node.get(&format!("/v1/blocks/{n}/history-proof?size={m}"));
+            assert_eq!(status, 200, "{p}");
+            let p: InclusionProof = serde_json::from_value(p).unwrap();
+            p.verify(&tree, &leaves[n as usize], &root).unwrap();
+            let (status, c) = node.get(&format!("/v1/history/consistency?from={n}&to={m}"));
+            assert_eq!(status, 200, "{c}");
+            let c: ConsistencyProof = serde_json::from_value(c).unwrap();
+            c.verify(&tree, &headers[n as usize].header.history_root, &root).unwrap();
+        }
+    }
+    // Out of range: a problem, not a panic.
+    assert_eq!(node.get(&format!("/v1/blocks/0/history-proof?size={}", size + 1)).0, 404);
+    assert_eq!(node.get("/v1/blocks/5/history-proof?size=5").0, 400);
+    assert_eq!(node.get("/v1/history/consistency?from=5&to=3").0, 400);
+}

@@ -981,16 +981,14 @@ async fn history_proof(
     let height: u64 = height
         .parse()
         .map_err(|_| Problem::bad_request("height must be a non-negative integer"))?;
-    let hashes = app.store.header_hashes().map_err(internal)?;
-    if q.size > hashes.len() as u64 {
-        return Err(Problem::not_found(format!("the history has {} headers", hashes.len())));
+    let headers = app.sealer.tip().map_or(0, |t| t.height + 1);
+    if q.size > headers {
+        return Err(Problem::not_found(format!("the history has {headers} headers")));
     }
-    let tree = Blake3Tree::history();
-    let leaves: Vec<Hash32> =
-        hashes[..q.size as usize].iter().map(|h| tree.leaf(h.as_bytes())).collect();
-    InclusionProof::build(&tree, &leaves, height)
+    let mut perfect = |level, index| app.store.history_node(level, index);
+    InclusionProof::build_from_subtrees(&Blake3Tree::history(), &mut perfect, q.size, height)
         .map(Json)
-        .map_err(|e| Problem::bad_request(e.to_string()))
+        .map_err(subtree_problem)
 }
 
 /// Query of a consistency proof.
@@ -1011,16 +1009,21 @@ async fn consistency(
     query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<ConsistencyProof>> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let hashes = app.store.header_hashes().map_err(internal)?;
-    if q.to > hashes.len() as u64 {
-        return Err(Problem::not_found(format!("the history has {} headers", hashes.len())));
+    let headers = app.sealer.tip().map_or(0, |t| t.height + 1);
+    if q.to > headers {
+        return Err(Problem::not_found(format!("the history has {headers} headers")));
     }
-    let tree = Blake3Tree::history();
-    let leaves: Vec<Hash32> =
-        hashes[..q.to as usize].iter().map(|h| tree.leaf(h.as_bytes())).collect();
-    ConsistencyProof::build(&tree, &leaves, q.from)
+    let mut perfect = |level, index| app.store.history_node(level, index);
+    ConsistencyProof::build_from_subtrees(&Blake3Tree::history(), &mut perfect, q.from, q.to)
         .map(Json)
-        .map_err(|e| Problem::bad_request(e.to_string()))
+        .map_err(subtree_problem)
+}
+
+fn subtree_problem(e: urbis_core::merkle::SubtreeError<crate::store::StoreError>) -> Problem {
+    match e {
+        urbis_core::merkle::SubtreeError::Merkle(m) => Problem::bad_request(m.to_string()),
+        urbis_core::merkle::SubtreeError::Source(s) => internal(s),
+    }
 }
 
 /// Liveness: the process serves HTTP.
