@@ -138,14 +138,14 @@ fn verify(
         ProofDocument::Record(p) => p.finality.as_ref(),
         ProofDocument::State(p) => p.finality.as_ref(),
     };
-    if let Some(f) = finality {
-        if let Err((i, e)) = client.apply_all(&f.set_updates) {
-            println!(
-                "{}",
-                serde_json::json!({"verified": false, "link": "validator_set_update", "index": i, "error": e.to_string()})
-            );
-            return Ok(ExitCode::from(1));
-        }
+    if let Some(f) = finality
+        && let Err((i, e)) = client.apply_all(&f.set_updates)
+    {
+        println!(
+            "{}",
+            serde_json::json!({"verified": false, "link": "validator_set_update", "index": i, "error": e.to_string()})
+        );
+        return Ok(ExitCode::from(1));
     }
     let outcome = match &document {
         ProofDocument::Record(p) => verify_record_proof(&genesis, &client, p).map(|v| {

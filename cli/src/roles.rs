@@ -239,10 +239,10 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
         }
         let _ = stop_tx.send(true);
         while let Some(done) = tasks.join_next().await {
-            if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
-                if result.is_ok() {
-                    result = Err(e);
-                }
+            if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r)
+                && result.is_ok()
+            {
+                result = Err(e);
             }
         }
         result

@@ -236,15 +236,15 @@ impl LightClient {
             });
         }
         verify_certificate(&self.federation_id, set, header, certificate)?;
-        if let Some(known) = self.certified.get(&header.height) {
-            if *known != header.hash() {
-                return Err(LightClientError::Equivocation(Box::new(EquivocationEvidence {
-                    height: header.height,
-                    first: *known,
-                    second: header.clone(),
-                    second_certificate: certificate.clone(),
-                })));
-            }
+        if let Some(known) = self.certified.get(&header.height)
+            && *known != header.hash()
+        {
+            return Err(LightClientError::Equivocation(Box::new(EquivocationEvidence {
+                height: header.height,
+                first: *known,
+                second: header.clone(),
+                second_certificate: certificate.clone(),
+            })));
         }
         Ok(())
     }

@@ -336,10 +336,10 @@ pub mod memory {
             let nodes = self.nodes.read().map_err(|_| poisoned())?;
             let mut best: Option<(NodeKey, LeafNode)> = None;
             for (k, n) in nodes.iter() {
-                if let Node::Leaf(leaf) = n {
-                    if best.as_ref().is_none_or(|(_, b)| leaf.key_hash() > b.key_hash()) {
-                        best = Some((k.clone(), leaf.clone()));
-                    }
+                if let Node::Leaf(leaf) = n
+                    && best.as_ref().is_none_or(|(_, b)| leaf.key_hash() > b.key_hash())
+                {
+                    best = Some((k.clone(), leaf.clone()));
                 }
             }
             Ok(best)

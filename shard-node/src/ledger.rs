@@ -150,7 +150,8 @@ pub struct BlockBuilder<'a, V: StateView> {
     time_ms: u64,
     records: Vec<Record>,
     erasures: usize,
-    ids: std::collections::BTreeSet<Hash32>,
+    ids: Vec<Hash32>,
+    seen: std::collections::HashSet<Hash32>,
     writes: Overlay,
 }
 
@@ -171,7 +172,8 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             time_ms,
             records: vec![],
             erasures: 0,
-            ids: Default::default(),
+            ids: vec![],
+            seen: Default::default(),
             writes: BTreeMap::new(),
         }
     }
@@ -203,23 +205,24 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         Ok(())
     }
 
-    /// Adds all of `records` (already validated by `Record::validate`) or none of them.
-    /// Returns the index of each in the block.
-    pub fn add(&mut self, records: &[Record]) -> Result<Vec<u64>, Rejection> {
+    /// Adds all of `records` (already validated by `Record::validate`), whose ids are `ids`
+    /// (`Record::id`, computed by the caller), or none of them. Returns the index of each in
+    /// the block.
+    pub fn add(&mut self, records: &[Record], ids: &[Hash32]) -> Result<Vec<u64>, Rejection> {
+        debug_assert_eq!(records.len(), ids.len());
         let mut overlay = Overlay::new();
-        let mut ids = Vec::with_capacity(records.len());
-        for (index, r) in records.iter().enumerate() {
-            let id = r.id();
-            let seen = self.ids.contains(&id) || ids.contains(&id);
-            if seen || self.view.has_record(&id).map_err(Rejection::State)? {
-                return Err(Rejection::Duplicate { index, id });
+        let mut fresh = std::collections::HashSet::with_capacity(ids.len());
+        for (index, (r, id)) in records.iter().zip(ids).enumerate() {
+            let seen = self.seen.contains(id) || !fresh.insert(*id);
+            if seen || self.view.has_record(id).map_err(Rejection::State)? {
+                return Err(Rejection::Duplicate { index, id: *id });
             }
-            ids.push(id);
-            self.apply(index, r, &id, &mut overlay)?;
+            self.apply(index, r, id, &mut overlay)?;
         }
         let first = self.records.len() as u64;
         self.records.extend_from_slice(records);
-        self.ids.extend(ids);
+        self.ids.extend_from_slice(ids);
+        self.seen.extend(fresh);
         self.writes.extend(overlay);
         Ok((first..first + records.len() as u64).collect())
     }
@@ -388,8 +391,8 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
 
     /// Finishes the block: its records, state writes, and the unsigned header given the state
     /// root the caller computed from the writes.
-    pub fn finish(self) -> (Vec<Record>, StateWrites) {
-        (self.records, self.writes.into_values().collect())
+    pub fn finish(self) -> (Vec<Record>, Vec<Hash32>, StateWrites) {
+        (self.records, self.ids, self.writes.into_values().collect())
     }
 
     /// The block's time, for its header.
@@ -398,18 +401,18 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     }
 }
 
-/// The header of block `height` over `records`.
+/// The header of block `height` over the records with ids `ids`.
 pub fn header(
     city: CityId,
     height: u64,
     time_ms: u64,
     previous: Hash32,
-    records: &[Record],
+    ids: &[Hash32],
     state_root: Hash32,
     history: &Frontier,
 ) -> ShardHeader {
     let tree = Blake3Tree::records();
-    let leaves: Vec<Hash32> = records.iter().map(|r| tree.leaf(r.id().as_bytes())).collect();
+    let leaves: Vec<Hash32> = ids.iter().map(|id| tree.leaf(id.as_bytes())).collect();
     ShardHeader {
         version: SHARD_HEADER_VERSION,
         city,
@@ -417,7 +420,7 @@ pub fn header(
         time_ms,
         previous,
         records_root: root_from_leaf_hashes(&tree, &leaves),
-        records_count: records.len() as u64,
+        records_count: ids.len() as u64,
         state_root,
         history_root: history.root(&Blake3Tree::history()),
     }
@@ -466,10 +469,10 @@ mod tests {
                     _ => op(height as u64, amount, CapitalOperation::Transfer { from: accounts[from].into(), to: accounts[to].into() }),
                 };
                 let mut b = BlockBuilder::new(&state, &fed.genesis, CityId(0), height as u64, 0);
-                match b.add(std::slice::from_ref(&record)) {
+                match b.add(std::slice::from_ref(&record), &[record.id()]) {
                     Ok(_) => {
                         if kind == 0 { issued += amount; }
-                        let (_, writes) = b.finish();
+                        let (_, _, writes) = b.finish();
                         for (k, v) in writes {
                             match v { Some(v) => { state.0.insert(encode(&k), v); } None => { state.0.remove(&encode(&k)); } }
                         }

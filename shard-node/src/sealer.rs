@@ -30,6 +30,8 @@ pub struct Receipt {
 pub struct Submission {
     /// The records.
     pub records: Vec<Record>,
+    /// Their ids (`Record::id`), computed off the sealing thread.
+    pub ids: Vec<Hash32>,
     /// Off-chain payloads, by position in `records`.
     pub payloads: Vec<Option<StoredPayload>>,
     /// Encoded size, for the block byte limit.
@@ -366,7 +368,7 @@ fn seal_block(
             }
             continue;
         }
-        match builder.add(&s.records) {
+        match builder.add(&s.records, &s.ids) {
             Ok(indexes) => accepted.push((s, indexes)),
             Err(rejection) => {
                 let _ = s.reply.send(Outcome::Rejected(rejection));
@@ -377,7 +379,7 @@ fn seal_block(
         return Ok(());
     }
     let time_ms = builder.time_ms();
-    let (records, writes) = builder.finish();
+    let (records, ids, writes) = builder.finish();
     watch.lap(&STATS.rules_ns);
     let erased: Vec<Hash32> =
         accepted.iter().filter_map(|(s, _)| s.erasure.as_ref().map(|e| e.0)).collect();
@@ -400,15 +402,8 @@ fn seal_block(
         };
         watch.lap(&STATS.state_ns);
         let previous = state.tip.map_or(Hash32::ZERO, |t| t.header_hash);
-        let header = ledger::header(
-            parts.city,
-            height,
-            time_ms,
-            previous,
-            &records,
-            state_root,
-            &state.history,
-        );
+        let header =
+            ledger::header(parts.city, height, time_ms, previous, &ids, state_root, &state.history);
         let signed = header.seal(&parts.genesis.federation_id(), &parts.key);
         let mut history = state.history.clone();
         let completed = history.push_completed(
@@ -425,11 +420,11 @@ fn seal_block(
                     let mut p = p.clone();
                     p.idempotency =
                         s.idempotency.as_ref().map(|(svc, key, _)| (svc.clone(), key.clone()));
-                    payloads.push((s.records[i].id(), p));
+                    payloads.push((s.ids[i], p));
                 }
             }
             if let Some((service, key, request_hash)) = &s.idempotency {
-                let receipts = receipts(&s.records, indexes, height);
+                let receipts = receipts(&s.ids, indexes, height);
                 idempotency.push((
                     service.clone(),
                     key.clone(),
@@ -445,6 +440,7 @@ fn seal_block(
             .write_block(BlockWrite {
                 header: &signed,
                 records: &records,
+                ids: &ids,
                 payloads,
                 state_nodes: nodes.as_ref(),
                 tip,
@@ -469,7 +465,7 @@ fn seal_block(
             let _ = tip_tx.send(Some(tip));
             tracing::debug!(height, records = records.len(), "sealed");
             for (s, indexes) in accepted {
-                let r = receipts(&s.records, &indexes, height);
+                let r = receipts(&s.ids, &indexes, height);
                 let _ = s.reply.send(Outcome::Sealed(r));
             }
             Ok(())
@@ -484,6 +480,6 @@ fn seal_block(
     }
 }
 
-fn receipts(records: &[Record], indexes: &[u64], height: u64) -> Vec<Receipt> {
-    records.iter().zip(indexes).map(|(r, i)| Receipt { id: r.id(), height, index: *i }).collect()
+fn receipts(ids: &[Hash32], indexes: &[u64], height: u64) -> Vec<Receipt> {
+    ids.iter().zip(indexes).map(|(id, i)| Receipt { id: *id, height, index: *i }).collect()
 }

@@ -117,6 +117,8 @@ pub struct BlockWrite<'a> {
     pub header: &'a SignedShardHeader,
     /// Records in block order.
     pub records: &'a [Record],
+    /// Their ids.
+    pub ids: &'a [Hash32],
     /// Off-chain payloads by record index.
     pub payloads: Vec<(Hash32, StoredPayload)>,
     /// State-tree node batch (empty when the block changes no state).
@@ -156,7 +158,20 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf = Options::default();
+            if *name == CF_RECORDS {
+                // Every submitted record is looked up (duplicate check) and almost always
+                // missing: whole-key Bloom filters answer that without reading table blocks.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                table.set_cache_index_and_filter_blocks(true);
+                cf.set_block_based_table_factory(&table);
+                cf.set_memtable_whole_key_filtering(true);
+                cf.set_memtable_prefix_bloom_ratio(0.1);
+            }
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let store = Store { db };
         match store.get(CF_META, FORMAT_KEY)? {
@@ -221,9 +236,8 @@ impl Store {
         let mut batch = WriteBatch::default();
         let height = block.header.header.height;
         batch.put_cf(self.cf(CF_HEADERS), height_key(height), encode(block.header));
-        let ids: Vec<Hash32> = block.records.iter().map(Record::id).collect();
-        batch.put_cf(self.cf(CF_BLOCKS), height_key(height), encode(&ids));
-        for (index, (record, id)) in block.records.iter().zip(&ids).enumerate() {
+        batch.put_cf(self.cf(CF_BLOCKS), height_key(height), encode(&block.ids.to_vec()));
+        for (index, (record, id)) in block.records.iter().zip(block.ids).enumerate() {
             let stored = StoredRecord { record: record.clone(), height, index: index as u64 };
             batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), encode(&stored));
             batch.put_cf(
@@ -247,17 +261,16 @@ impl Store {
             batch.put_cf(self.cf(CF_IDEMPOTENCY), idempotency_key(service, key), encode(entry));
         }
         for id in block.erased {
-            if let Some(payload) = self.payload(id)? {
-                if let Some((service, key)) = &payload.idempotency {
-                    if let Some(mut entry) = self.idempotency(service, key)? {
-                        entry.request_hash = None;
-                        batch.put_cf(
-                            self.cf(CF_IDEMPOTENCY),
-                            idempotency_key(service, key),
-                            encode(&entry),
-                        );
-                    }
-                }
+            if let Some(payload) = self.payload(id)?
+                && let Some((service, key)) = &payload.idempotency
+                && let Some(mut entry) = self.idempotency(service, key)?
+            {
+                entry.request_hash = None;
+                batch.put_cf(
+                    self.cf(CF_IDEMPOTENCY),
+                    idempotency_key(service, key),
+                    encode(&entry),
+                );
             }
             batch.delete_cf(self.cf(CF_PAYLOADS), id.as_bytes());
         }
@@ -380,12 +393,13 @@ impl Store {
         let seek = value_key(&key_hash, version);
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_JMT_VALUES));
         iter.seek_for_prev(seek);
-        if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if k.len() == 40 && k[..32] == key_hash.0 {
-                let value: Option<Vec<u8>> =
-                    decode(v).map_err(|_| StoreError::Corrupt { what: "state value" })?;
-                return Ok(value);
-            }
+        if let (Some(k), Some(v)) = (iter.key(), iter.value())
+            && k.len() == 40
+            && k[..32] == key_hash.0
+        {
+            let value: Option<Vec<u8>> =
+                decode(v).map_err(|_| StoreError::Corrupt { what: "state value" })?;
+            return Ok(value);
         }
         iter.status()?;
         Ok(None)

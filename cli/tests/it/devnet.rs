@@ -32,10 +32,10 @@ fn wait_ready(urls: &[String]) {
 fn manifest(dir: &std::path::Path) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(bytes) = std::fs::read(dir.join("devnet.json")) {
-            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-                return v;
-            }
+        if let Ok(bytes) = std::fs::read(dir.join("devnet.json"))
+            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        {
+            return v;
         }
         assert!(Instant::now() < deadline, "devnet.json was not written");
         std::thread::sleep(Duration::from_millis(50));

@@ -104,10 +104,10 @@ impl Node {
         let client = Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send() {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send()
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "shard did not become ready");
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

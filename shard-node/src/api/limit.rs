@@ -99,10 +99,10 @@ impl PendingTable {
 
     /// Records the outcome of `id`.
     pub fn finish(&self, id: &str, status: u16, body: serde_json::Value) {
-        if let Ok(mut t) = self.inner.lock() {
-            if let Some(entry) = t.0.get_mut(id) {
-                entry.1 = Pending::Done(status, body);
-            }
+        if let Ok(mut t) = self.inner.lock()
+            && let Some(entry) = t.0.get_mut(id)
+        {
+            entry.1 = Pending::Done(status, body);
         }
     }
 

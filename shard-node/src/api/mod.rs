@@ -233,10 +233,10 @@ async fn submit(
         }
     };
     let request_hash = Hash32(*blake3::hash(&body).as_bytes());
-    if let Some(key) = &idempotency_key {
-        if let Some(entry) = app.store.idempotency(&grant.service, key).map_err(internal)? {
-            return replay(entry, request_hash);
-        }
+    if let Some(key) = &idempotency_key
+        && let Some(entry) = app.store.idempotency(&grant.service, key).map_err(internal)?
+    {
+        return replay(entry, request_hash);
     }
     let ctx = Context {
         genesis: &app.genesis,
@@ -247,6 +247,7 @@ async fn submit(
     };
     let mut records = Vec::with_capacity(request.records.len());
     let mut payloads = Vec::with_capacity(request.records.len());
+    let mut ids = Vec::with_capacity(request.records.len());
     let mut bytes = 0usize;
     let mut salt = app.random;
     for (index, input) in request.records.into_iter().enumerate() {
@@ -254,7 +255,10 @@ async fn submit(
             types::InputError::KindNotAllowed { .. } => Problem::forbidden(e.to_string()),
             types::InputError::Invalid { .. } => Problem::unprocessable(e.to_string()),
         })?;
-        let size = urbis_core::encoding::encode(&record).len();
+        let encoded = urbis_core::encoding::encode(&record);
+        let size = encoded.len();
+        // The record id, here on the request's thread rather than on the sealer's.
+        ids.push(urbis_core::hash::Domain::RecordId.hash(&encoded));
         if size as u64 > app.genesis.genesis().parameters.record_bytes_max {
             return Err(Problem::too_large(format!(
                 "record {index} encodes to {size} bytes, the limit is {}",
@@ -268,6 +272,7 @@ async fn submit(
     let (reply, wait) = tokio::sync::oneshot::channel();
     let submission = Submission {
         records,
+        ids,
         payloads,
         bytes,
         erasure: None,
@@ -286,7 +291,7 @@ async fn submit(
         return answer(outcome, request_hash);
     }
     // Answer now; the outcome goes to the submission's status URL.
-    let ids: Vec<String> = submission.records.iter().map(|r| r.id().to_hex()).collect();
+    let ids: Vec<String> = submission.ids.iter().map(Hash32::to_hex).collect();
     let sid = hex::encode(&(app.random)()[..16]);
     queue(&app, submission)?;
     app.pending.insert(&sid, &grant.service);
@@ -717,6 +722,7 @@ async fn erase_payload(
     let (reply, wait) = tokio::sync::oneshot::channel();
     let submission = Submission {
         records: vec![],
+        ids: vec![],
         payloads: vec![],
         bytes: 0,
         erasure: Some((id, grant.actor())),

@@ -21,6 +21,7 @@ async fn submit(s: &sealer::Sealer, records: Vec<Record>) -> Outcome {
     let (reply, rx) = tokio::sync::oneshot::channel();
     let n = records.len();
     s.submit_wait(Submission {
+        ids: records.iter().map(Record::id).collect(),
         records,
         payloads: vec![None; n],
         bytes: 100,
