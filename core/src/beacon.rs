@@ -50,6 +50,74 @@ impl BeaconHeader {
     }
 }
 
+/// The kind of a consensus vote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum VoteKind {
+    /// First-phase vote.
+    Prevote = 1,
+    /// Second-phase vote; a precommit for a block is what certificates aggregate.
+    Precommit = 2,
+}
+
+/// What a vote's signing root binds, except for a precommit for a block (which binds the block's
+/// header hash alone, so that precommits aggregate into the commit certificate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct VoteMessage {
+    /// Prevote or precommit.
+    pub kind: VoteKind,
+    /// Beacon height.
+    pub height: u64,
+    /// Consensus round.
+    pub round: u32,
+    /// The header hash voted for; none for nil.
+    pub value: Option<Hash32>,
+}
+
+/// What a proposal's signing root binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ProposalMessage {
+    /// Beacon height.
+    pub height: u64,
+    /// Consensus round.
+    pub round: u32,
+    /// The round of the polka that justifies re-proposing the value, if any.
+    pub pol_round: Option<u32>,
+    /// The proposed header's hash.
+    pub value: Hash32,
+}
+
+/// The signing root of a vote. A precommit for block `b` signs `b.signing_root(federation_id)`
+/// — the message the commit certificate aggregates; it binds the height (inside the header) but
+/// not the round, so precommits for one block from any rounds aggregate. Every other vote (a
+/// prevote, a nil precommit) signs
+/// `signing_root(purpose, federation_id, H_consensus_message(encode(VoteMessage)))`.
+pub fn vote_signing_root(federation_id: &Hash32, vote: &VoteMessage) -> Hash32 {
+    match (vote.kind, vote.value) {
+        (VoteKind::Precommit, Some(header_hash)) => {
+            signing_root(Purpose::BeaconPrecommit, federation_id, &header_hash)
+        }
+        (kind, _) => {
+            let purpose = match kind {
+                VoteKind::Prevote => Purpose::BeaconPrevote,
+                VoteKind::Precommit => Purpose::BeaconPrecommit,
+            };
+            signing_root(purpose, federation_id, &Domain::ConsensusMessage.hash(&encode(vote)))
+        }
+    }
+}
+
+/// The signing root of a proposal:
+/// `signing_root(BeaconProposal, federation_id, H_consensus_message(encode(ProposalMessage)))`.
+pub fn proposal_signing_root(federation_id: &Hash32, proposal: &ProposalMessage) -> Hash32 {
+    signing_root(
+        Purpose::BeaconProposal,
+        federation_id,
+        &Domain::ConsensusMessage.hash(&encode(proposal)),
+    )
+}
+
 /// A crosslink: a city's latest sealed header, as the beacon saw it.
 #[derive(
     Clone,
@@ -219,5 +287,53 @@ pub fn verify_certificate_over(
         Ok(signed)
     } else {
         Err(CertificateError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod vote_tests {
+    use super::*;
+
+    #[test]
+    fn a_precommit_for_a_block_signs_the_certificate_message_and_other_votes_do_not_collide() {
+        let fed = Domain::Genesis.hash(b"federation");
+        let header = BeaconHeader {
+            version: BEACON_HEADER_VERSION,
+            height: 7,
+            time_ms: 1,
+            previous: Hash32::ZERO,
+            body_hash: Hash32::ZERO,
+            crosslinks_root: Hash32::ZERO,
+            crosslinks_count: 0,
+            validator_set_hash: Hash32::ZERO,
+            next_validator_set_hash: Hash32::ZERO,
+        };
+        let id = header.hash();
+        let vote = |kind, round, value| VoteMessage { kind, height: 7, round, value };
+        let commit = vote_signing_root(&fed, &vote(VoteKind::Precommit, 0, Some(id)));
+        assert_eq!(commit, header.signing_root(&fed));
+        assert_eq!(commit, vote_signing_root(&fed, &vote(VoteKind::Precommit, 3, Some(id))));
+        let others = [
+            vote_signing_root(&fed, &vote(VoteKind::Prevote, 0, Some(id))),
+            vote_signing_root(&fed, &vote(VoteKind::Prevote, 1, Some(id))),
+            vote_signing_root(&fed, &vote(VoteKind::Prevote, 0, None)),
+            vote_signing_root(&fed, &vote(VoteKind::Precommit, 0, None)),
+            vote_signing_root(&fed, &vote(VoteKind::Precommit, 1, None)),
+            proposal_signing_root(
+                &fed,
+                &ProposalMessage { height: 7, round: 0, pol_round: None, value: id },
+            ),
+            proposal_signing_root(
+                &fed,
+                &ProposalMessage { height: 7, round: 0, pol_round: Some(0), value: id },
+            ),
+        ];
+        let mut all = others.to_vec();
+        all.push(commit);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), others.len() + 1, "every message signs a distinct root");
+        let other_fed = Domain::Genesis.hash(b"other");
+        assert_ne!(commit, vote_signing_root(&other_fed, &vote(VoteKind::Precommit, 0, Some(id))));
     }
 }

@@ -98,10 +98,13 @@ pub enum Domain {
     BatchCoefficients = 12,
     /// The running digest of a subject's records in a shard's subject index.
     SubjectIndex = 13,
+    /// Consensus messages other than a precommit for a block (prevotes, nil precommits,
+    /// proposals): the object their signing root binds.
+    ConsensusMessage = 14,
 }
 
 impl Domain {
-    const ALL: [Domain; 14] = [
+    const ALL: [Domain; 15] = [
         Domain::RecordId,
         Domain::ShardHeader,
         Domain::BeaconHeader,
@@ -116,6 +119,7 @@ impl Domain {
         Domain::BeaconBody,
         Domain::BatchCoefficients,
         Domain::SubjectIndex,
+        Domain::ConsensusMessage,
     ];
 
     /// The BLAKE3 `derive_key` context string of this domain.
@@ -135,12 +139,13 @@ impl Domain {
             Domain::BeaconBody => "urbis v1 beacon body",
             Domain::BatchCoefficients => "urbis v1 batch coefficients",
             Domain::SubjectIndex => "urbis v1 subject index",
+            Domain::ConsensusMessage => "urbis v1 consensus message",
         }
     }
 
     /// The 32-byte key of this domain: `BLAKE3-derive_key(context, "")`.
     pub fn key(self) -> &'static [u8; 32] {
-        static KEYS: OnceLock<[[u8; 32]; 14]> = OnceLock::new();
+        static KEYS: OnceLock<[[u8; 32]; 15]> = OnceLock::new();
         let keys = KEYS.get_or_init(|| Domain::ALL.map(|d| blake3::derive_key(d.context(), b"")));
         &keys[self as usize]
     }

@@ -35,7 +35,7 @@ const DST_SIGNATURE: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 const DST_POP: &[u8] = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 /// Every domain with its name in the document (`key_<name>` lines and the domain table).
-const DOMAINS: [(Domain, &str); 14] = [
+const DOMAINS: [(Domain, &str); 15] = [
     (Domain::RecordId, "record_id"),
     (Domain::ShardHeader, "shard_header"),
     (Domain::BeaconHeader, "beacon_header"),
@@ -50,6 +50,7 @@ const DOMAINS: [(Domain, &str); 14] = [
     (Domain::BeaconBody, "beacon_body"),
     (Domain::BatchCoefficients, "batch_coefficients"),
     (Domain::SubjectIndex, "subject_index"),
+    (Domain::ConsensusMessage, "consensus_message"),
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,8 @@
+//! The beacon validator: validators from every city agree on beacon blocks that crosslink the
+//! shards' latest headers, and certify each with one aggregate BLS signature.
+//!
+//! `consensus` hosts Malachite's sans-IO Tendermint core (nothing else in the crate names
+//! Malachite); `block` holds the beacon block's rules.
+
+pub mod block;
+pub mod consensus;
