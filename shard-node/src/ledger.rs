@@ -18,8 +18,10 @@ pub const TREASURY_SERVICE: &str = "treasury";
 pub trait StateView {
     /// The value under `key`, if any.
     fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String>;
-    /// Whether a record with this id is already sealed.
-    fn has_record(&self, id: &Hash32) -> Result<bool, String>;
+    /// Whether a record with this id is already sealed. `time_ms` is the record's own time: a
+    /// record newer than every sealed record cannot be sealed already (its id hashes its time),
+    /// which lets a view skip the lookup.
+    fn has_record(&self, id: &Hash32, time_ms: Option<u64>) -> Result<bool, String>;
 }
 
 /// Why a submission was refused by the ledger rules (nothing of it is written).
@@ -192,7 +194,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     /// service, or `operator:<token id>`). Whether the record has an off-chain payload and
     /// whether `by` may erase it are the caller's checks; this one keeps the chain's fact.
     pub fn erase(&mut self, record_id: &Hash32, by: &str) -> Result<(), Rejection> {
-        if !self.view.has_record(record_id).map_err(Rejection::State)? {
+        if !self.view.has_record(record_id, None).map_err(Rejection::State)? {
             return Err(Rejection::UnknownRecord { id: *record_id });
         }
         let key = StateKey::Erasure { record_id: *record_id };
@@ -214,7 +216,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         let mut fresh = std::collections::HashSet::with_capacity(ids.len());
         for (index, (r, id)) in records.iter().zip(ids).enumerate() {
             let seen = self.seen.contains(id) || !fresh.insert(*id);
-            if seen || self.view.has_record(id).map_err(Rejection::State)? {
+            if seen || self.view.has_record(id, Some(r.time_ms)).map_err(Rejection::State)? {
                 return Err(Rejection::Duplicate { index, id: *id });
             }
             self.apply(index, r, id, &mut overlay)?;
@@ -442,7 +444,7 @@ mod tests {
         fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
             Ok(self.0.get(&encode(key)).cloned())
         }
-        fn has_record(&self, _: &Hash32) -> Result<bool, String> {
+        fn has_record(&self, _: &Hash32, _: Option<u64>) -> Result<bool, String> {
             Ok(false)
         }
     }

@@ -32,6 +32,8 @@ pub struct Submission {
     pub records: Vec<Record>,
     /// Their ids (`Record::id`), computed off the sealing thread.
     pub ids: Vec<Hash32>,
+    /// Their canonical encodings, from which the ids were computed (stored as they are).
+    pub encoded: Vec<Vec<u8>>,
     /// Off-chain payloads, by position in `records`.
     pub payloads: Vec<Option<StoredPayload>>,
     /// Encoded size, for the block byte limit.
@@ -199,6 +201,7 @@ pub struct SealerParts {
 struct View<'a> {
     store: &'a Store,
     version: Option<u64>,
+    newest_record_ms: Option<u64>,
 }
 
 impl StateView for View<'_> {
@@ -210,8 +213,13 @@ impl StateView for View<'_> {
             }
         }
     }
-    fn has_record(&self, id: &Hash32) -> Result<bool, String> {
-        self.store.record(id).map(|r| r.is_some()).map_err(|e| e.to_string())
+    fn has_record(&self, id: &Hash32, time_ms: Option<u64>) -> Result<bool, String> {
+        if let (Some(t), Some(newest)) = (time_ms, self.newest_record_ms)
+            && t > newest
+        {
+            return Ok(false);
+        }
+        self.store.has_record(id).map_err(|e| e.to_string())
     }
 }
 
@@ -324,7 +332,11 @@ fn seal_block(
         return Err(());
     }
     let version = state.tip.and_then(|t| t.state_version);
-    let view = View { store: &parts.store, version };
+    let view = View {
+        store: &parts.store,
+        version,
+        newest_record_ms: Some(state.tip.map_or(0, |t| t.newest_record_ms)),
+    };
     let mut builder = BlockBuilder::new(&view, &parts.genesis, parts.city, height, (parts.clock)());
     let mut watch = Stopwatch::start();
     let mut accepted: Vec<(Submission, Vec<u64>)> = Vec::new();
@@ -410,7 +422,15 @@ fn seal_block(
             &Blake3Tree::history(),
             Blake3Tree::history().leaf(signed.header.hash().as_bytes()),
         );
-        let tip = Tip { height, header_hash: signed.header.hash(), state_version: new_version };
+        let newest = records.iter().map(|r| r.time_ms).max().unwrap_or(0);
+        let tip = Tip {
+            height,
+            header_hash: signed.header.hash(),
+            state_version: new_version,
+            newest_record_ms: newest.max(state.tip.map_or(0, |t| t.newest_record_ms)),
+        };
+        let encoded: Vec<&[u8]> =
+            accepted.iter().flat_map(|(s, _)| s.encoded.iter().map(Vec::as_slice)).collect();
         watch.lap(&STATS.header_ns);
         let mut payloads = Vec::new();
         let mut idempotency = Vec::new();
@@ -441,6 +461,7 @@ fn seal_block(
                 header: &signed,
                 records: &records,
                 ids: &ids,
+                encoded: &encoded,
                 payloads,
                 state_nodes: nodes.as_ref(),
                 tip,

@@ -73,6 +73,8 @@ pub struct Tip {
     pub header_hash: Hash32,
     /// Latest state-tree version (`None` while the state is empty).
     pub state_version: Option<u64>,
+    /// The largest `time_ms` of any sealed record (0 before the first).
+    pub newest_record_ms: u64,
 }
 
 /// A record as stored: where it sits.
@@ -119,6 +121,8 @@ pub struct BlockWrite<'a> {
     pub records: &'a [Record],
     /// Their ids.
     pub ids: &'a [Hash32],
+    /// Their canonical encodings (as computed for their ids).
+    pub encoded: &'a [&'a [u8]],
     /// Off-chain payloads by record index.
     pub payloads: Vec<(Hash32, StoredPayload)>,
     /// State-tree node batch (empty when the block changes no state).
@@ -237,9 +241,17 @@ impl Store {
         let height = block.header.header.height;
         batch.put_cf(self.cf(CF_HEADERS), height_key(height), encode(block.header));
         batch.put_cf(self.cf(CF_BLOCKS), height_key(height), encode(&block.ids.to_vec()));
-        for (index, (record, id)) in block.records.iter().zip(block.ids).enumerate() {
-            let stored = StoredRecord { record: record.clone(), height, index: index as u64 };
-            batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), encode(&stored));
+        let mut value = Vec::new();
+        for (index, ((record, id), encoded)) in
+            block.records.iter().zip(block.ids).zip(block.encoded).enumerate()
+        {
+            // borsh(StoredRecord { record, height, index }) = borsh(record) ‖ height ‖ index,
+            // built from the encoding the request already made.
+            value.clear();
+            value.extend_from_slice(encoded);
+            value.extend_from_slice(&height.to_le_bytes());
+            value.extend_from_slice(&(index as u64).to_le_bytes());
+            batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), &value);
             batch.put_cf(
                 self.cf(CF_SUBJECTS),
                 subject_key(&record.subject, height, index as u64),
@@ -327,6 +339,11 @@ impl Store {
     /// The record ids of the block at `height`.
     pub fn block_records(&self, height: u64) -> Result<Option<Vec<Hash32>>, StoreError> {
         self.get_decoded(CF_BLOCKS, &height_key(height), "block")
+    }
+
+    /// Whether a record with this id is stored (no decoding).
+    pub fn has_record(&self, id: &Hash32) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_RECORDS), id.as_bytes())?.is_some())
     }
 
     /// A record by id.

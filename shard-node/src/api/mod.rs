@@ -248,6 +248,7 @@ async fn submit(
     let mut records = Vec::with_capacity(request.records.len());
     let mut payloads = Vec::with_capacity(request.records.len());
     let mut ids = Vec::with_capacity(request.records.len());
+    let mut encodings = Vec::with_capacity(request.records.len());
     let mut bytes = 0usize;
     let mut salt = app.random;
     for (index, input) in request.records.into_iter().enumerate() {
@@ -259,6 +260,7 @@ async fn submit(
         let size = encoded.len();
         // The record id, here on the request's thread rather than on the sealer's.
         ids.push(urbis_core::hash::Domain::RecordId.hash(&encoded));
+        encodings.push(encoded);
         if size as u64 > app.genesis.genesis().parameters.record_bytes_max {
             return Err(Problem::too_large(format!(
                 "record {index} encodes to {size} bytes, the limit is {}",
@@ -273,6 +275,7 @@ async fn submit(
     let submission = Submission {
         records,
         ids,
+        encoded: encodings,
         payloads,
         bytes,
         erasure: None,
@@ -723,6 +726,7 @@ async fn erase_payload(
     let submission = Submission {
         records: vec![],
         ids: vec![],
+        encoded: vec![],
         payloads: vec![],
         bytes: 0,
         erasure: Some((id, grant.actor())),

@@ -22,6 +22,7 @@ async fn submit(s: &sealer::Sealer, records: Vec<Record>) -> Outcome {
     let n = records.len();
     s.submit_wait(Submission {
         ids: records.iter().map(Record::id).collect(),
+        encoded: records.iter().map(urbis_core::encoding::encode).collect(),
         records,
         payloads: vec![None; n],
         bytes: 100,
