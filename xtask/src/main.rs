@@ -32,7 +32,11 @@ fn main() -> Result<()> {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // At run time, not compile time: a build reused from another checkout (CI shares the
+    // target directory) must still act on this checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
 
 fn cargo() -> Command {

@@ -11,3 +11,10 @@ mod threats;
 mod tidy;
 mod vectors;
 mod worked_example;
+
+/// This crate's directory, read at run time (cargo sets it when it runs tests), so a test
+/// binary built in another checkout of the same target directory reads this checkout's files.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
+}

@@ -2,8 +2,7 @@
 
 #[test]
 fn core_depends_on_no_io_crate() {
-    let manifest =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let manifest = std::fs::read_to_string(crate::manifest_dir().join("Cargo.toml")).unwrap();
     let deps = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
     for forbidden in [
         "tokio",
@@ -26,7 +25,7 @@ fn core_depends_on_no_io_crate() {
 
 #[test]
 fn core_source_never_reads_the_clock_or_the_filesystem() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+    let dir = crate::manifest_dir().join("src");
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();

@@ -24,7 +24,7 @@ use urbis_core::sealing::{self, Ed25519Error, SealingKey, SealingPublicKey};
 fn vectors_dir() -> Option<PathBuf> {
     let shared = std::env::var_os("URBIS_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
+        .unwrap_or_else(|| crate::manifest_dir().join("../../shared"));
     let dir = shared.join("vectors");
     if dir.join("SOURCES.md").is_file() {
         return Some(dir);

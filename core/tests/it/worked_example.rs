@@ -26,7 +26,11 @@ use urbis_core::subject::{IdentifierScheme, SubjectKey, normalise, subject_id};
 use urbis_core::testkit::{BeaconChain, Federation, ShardChain, information_record, seed};
 use urbis_core::{Domain, Level};
 
-const DOC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+/// `docs/protocol.md` of this checkout (found at run time: a test binary reused from another
+/// checkout, as CI's shared target directory allows, must read this one).
+fn doc_path() -> std::path::PathBuf {
+    crate::manifest_dir().join("../docs/protocol.md")
+}
 const BEGIN: &str = "<!-- worked-example:begin -->";
 const END: &str = "<!-- worked-example:end -->";
 /// The IETF DST of signatures, typed out again rather than taken from `urbis_core::bls`.
@@ -379,15 +383,17 @@ fn render(sections: &[Section]) -> String {
 // ---------------------------------------------------------------------------------------------
 
 fn read_doc() -> String {
-    std::fs::read_to_string(DOC_PATH).unwrap_or_else(|e| panic!("cannot read {DOC_PATH}: {e}"))
+    std::fs::read_to_string(doc_path())
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", doc_path().display()))
 }
 
 /// The byte range of the generated section, markers included.
 fn section_range(doc: &str) -> std::ops::Range<usize> {
-    let start = doc.find(BEGIN).unwrap_or_else(|| panic!("{DOC_PATH} lacks {BEGIN}"));
-    let end = doc[start..].find(END).unwrap_or_else(|| panic!("{DOC_PATH} lacks {END}"))
-        + start
-        + END.len();
+    let start = doc.find(BEGIN).unwrap_or_else(|| panic!("{} lacks {BEGIN}", doc_path().display()));
+    let end =
+        doc[start..].find(END).unwrap_or_else(|| panic!("{} lacks {END}", doc_path().display()))
+            + start
+            + END.len();
     start..end
 }
 
@@ -485,9 +491,9 @@ fn worked_example_in_protocol_md_is_current() {
         updated.replace_range(range, &generated);
         // Write beside and rename, so a test reading the document concurrently sees the old or
         // the new text, never a truncated file.
-        let temporary = format!("{DOC_PATH}.tmp");
+        let temporary = doc_path().with_extension("md.tmp");
         std::fs::write(&temporary, updated).unwrap();
-        std::fs::rename(&temporary, DOC_PATH).unwrap();
+        std::fs::rename(&temporary, doc_path()).unwrap();
         println!("{generated}");
         return;
     }
