@@ -6,3 +6,4 @@
 
 pub mod block;
 pub mod consensus;
+pub mod store;

@@ -6,6 +6,7 @@
 pub mod context;
 pub mod host;
 pub mod scheme;
+pub mod wire;
 
 pub use context::{Address, BlockId, Ctx, Height, Proposal, Validator, ValidatorSet, Vote};
 pub use host::{Action, App, Host, Message};

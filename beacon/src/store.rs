@@ -1,0 +1,203 @@
+//! A validator's durable state on RocksDB: the decided chain (block, the aggregate certificate
+//! light clients check, and the consensus certificate that serves sync) and the write-ahead log
+//! of the height in progress. Every write is one synced `WriteBatch`.
+
+use crate::block::Block;
+use borsh::{BorshDeserialize, BorshSerialize};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use std::path::Path;
+use urbis_core::beacon::CommitCertificate;
+use urbis_core::encoding::{decode, encode};
+
+const CF_META: &str = "meta";
+const CF_BLOCKS: &str = "blocks";
+const CF_WAL: &str = "wal";
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT_VERSION: u32 = 1;
+
+/// Storage failures; corruption is reported, never papered over.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// Stored bytes do not decode.
+    #[error("corrupt {0} in the store")]
+    Corrupt(&'static str),
+    /// Another format version.
+    #[error("store format {0} is not {FORMAT_VERSION}")]
+    Format(u32),
+}
+
+/// A decided block as kept.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct DecidedBlock {
+    /// The block.
+    pub block: Block,
+    /// Its aggregate commit certificate (what light clients verify).
+    pub certificate: CommitCertificate,
+    /// The consensus commit certificate, in wire form (served to validators that sync).
+    pub commit: Vec<u8>,
+}
+
+/// The validator's store.
+pub struct BeaconStore {
+    db: DB,
+}
+
+fn height_key(h: u64) -> [u8; 8] {
+    h.to_be_bytes()
+}
+
+fn wal_key(height: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&height.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl BeaconStore {
+    /// Opens (or creates) the store under `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = [CF_META, CF_BLOCKS, CF_WAL]
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let store = BeaconStore { db };
+        match store.db.get_cf(store.cf(CF_META), FORMAT_KEY)? {
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(store.cf(CF_META), FORMAT_KEY, FORMAT_VERSION.to_le_bytes());
+                store.write(batch)?;
+            }
+            Some(v) => {
+                let found = u32::from_le_bytes(
+                    v.as_slice().try_into().map_err(|_| StoreError::Corrupt("format"))?,
+                );
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::Format(found));
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| unreachable!("column family {name} is opened at start"))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    /// Appends entries to the log of `height`, durably, after those already there. Returns once
+    /// they are on disk: only then may what follows them be sent.
+    pub fn append_wal(&self, height: u64, entries: &[Vec<u8>]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let first = self.wal(height)?.len() as u64;
+        let mut batch = WriteBatch::default();
+        for (seq, e) in (first..).zip(entries) {
+            batch.put_cf(self.cf(CF_WAL), wal_key(height, seq), e);
+        }
+        self.write(batch)
+    }
+
+    /// The log of `height`, in order.
+    pub fn wal(&self, height: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let start = wal_key(height, 0);
+        let mut out = Vec::new();
+        for item in
+            self.db.iterator_cf(self.cf(CF_WAL), IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if k.len() != 16 || k[..8] != height.to_be_bytes() {
+                break;
+            }
+            out.push(v.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Keeps a decided block and drops the logs of its height and below, in one synced batch.
+    pub fn commit(&self, height: u64, decided: &DecidedBlock) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOCKS), height_key(height), encode(decided));
+        batch.delete_range_cf(self.cf(CF_WAL), wal_key(0, 0), wal_key(height + 1, 0));
+        self.write(batch)
+    }
+
+    /// The decided block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<DecidedBlock>, StoreError> {
+        match self.db.get_cf(self.cf(CF_BLOCKS), height_key(height))? {
+            None => Ok(None),
+            Some(v) => decode(&v).map(Some).map_err(|_| StoreError::Corrupt("block")),
+        }
+    }
+
+    /// The highest decided height, if any.
+    pub fn latest_height(&self) -> Result<Option<u64>, StoreError> {
+        let mut it = self.db.iterator_cf(self.cf(CF_BLOCKS), IteratorMode::End);
+        match it.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, _) = item?;
+                let h: [u8; 8] =
+                    k.as_ref().try_into().map_err(|_| StoreError::Corrupt("height"))?;
+                Ok(Some(u64::from_be_bytes(h)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::Tip;
+    use urbis_core::hash::Hash32;
+
+    fn decided(height: u64) -> DecidedBlock {
+        let tip = Tip {
+            height,
+            previous: Hash32::ZERO,
+            set_hash: Hash32::ZERO,
+            next_set_hash: Hash32::ZERO,
+        };
+        DecidedBlock {
+            block: Block::build(&tip, 1, vec![]),
+            certificate: CommitCertificate { signature: [7; 96], signers: vec![0b1111] },
+            commit: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn the_log_survives_reopening_in_order_and_a_commit_drops_it_with_the_block_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = BeaconStore::open(dir.path()).unwrap();
+            assert_eq!(s.latest_height().unwrap(), None);
+            s.append_wal(1, &[b"a".to_vec(), b"b".to_vec()]).unwrap();
+            s.append_wal(1, &[b"c".to_vec()]).unwrap();
+            s.append_wal(2, &[b"next".to_vec()]).unwrap();
+        }
+        let s = BeaconStore::open(dir.path()).unwrap();
+        assert_eq!(s.wal(1).unwrap(), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        s.commit(1, &decided(1)).unwrap();
+        assert!(s.wal(1).unwrap().is_empty());
+        assert_eq!(s.wal(2).unwrap(), vec![b"next".to_vec()], "a later height's log is kept");
+        assert_eq!(s.block(1).unwrap(), Some(decided(1)));
+        assert_eq!(s.latest_height().unwrap(), Some(1));
+        s.commit(2, &decided(2)).unwrap();
+        assert_eq!(s.latest_height().unwrap(), Some(2));
+        assert!(s.wal(2).unwrap().is_empty());
+    }
+}
