@@ -6,4 +6,6 @@
 
 pub mod block;
 pub mod consensus;
+pub mod node;
 pub mod store;
+pub mod transport;

@@ -1,0 +1,319 @@
+//! A running validator: the consensus host wired to its RocksDB store (decided chain and
+//! write-ahead log) and its QUIC transport, with timers on the tokio clock. The write-ahead
+//! log is synced before anything that follows it is sent.
+
+use crate::block::{Block, Tip};
+use crate::consensus::{
+    Action, Address, App, Bls, Ctx, Host, LinearTimeouts, Message, Timeout, Validator,
+    ValidatorSet, fold_certificate, wire,
+};
+use crate::store::{BeaconStore, DecidedBlock};
+use crate::transport::{Allowed, Fingerprint, TlsIdentity, Transport};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use urbis_core::beacon::Crosslink;
+use urbis_core::bls;
+use urbis_core::genesis::ValidGenesis;
+use urbis_core::hash::Hash32;
+use urbis_core::record::CityId;
+
+/// What a validator needs to run.
+pub struct ValidatorConfig {
+    /// The federation.
+    pub genesis: Arc<ValidGenesis>,
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// This validator's BLS key (its public key is in the genesis set).
+    pub bls_key: Arc<bls::SecretKey>,
+    /// This validator's TLS identity (its fingerprint is in its set entry).
+    pub tls: TlsIdentity,
+    /// The other validators: where they listen and the TLS key expected there.
+    pub peers: Vec<(SocketAddr, Fingerprint)>,
+    /// Consensus timeouts.
+    pub timeouts: LinearTimeouts,
+    /// The wall clock, milliseconds since the Unix epoch (block times).
+    pub clock: fn() -> u64,
+}
+
+/// A decision, as the validator reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Beacon height.
+    pub height: u64,
+    /// Header hash.
+    pub block: Hash32,
+}
+
+/// Crosslinks waiting to be included, latest per city (fed by shards).
+pub type Pending = Arc<Mutex<BTreeMap<CityId, Crosslink>>>;
+
+/// The beacon application: blocks continue the decided chain and carry pending crosslinks.
+pub struct BeaconApp {
+    tip: Tip,
+    clock: fn() -> u64,
+    pending: Pending,
+}
+
+impl App for BeaconApp {
+    fn propose(&mut self, _height: u64, _round: u32) -> Block {
+        let crosslinks =
+            self.pending.lock().map(|p| p.values().copied().collect()).unwrap_or_default();
+        Block::build(&self.tip, (self.clock)(), crosslinks)
+    }
+    fn validate(&self, block: &Block) -> bool {
+        block.check(&self.tip).is_ok()
+    }
+    fn commit(&mut self, block: &Block) {
+        self.tip.height = block.header.height + 1;
+        self.tip.previous = block.header.hash();
+        if let Ok(mut pending) = self.pending.lock() {
+            for c in &block.body.crosslinks {
+                if pending.get(&c.city) == Some(c) {
+                    pending.remove(&c.city);
+                }
+            }
+        }
+    }
+}
+
+/// Why a validator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// Configuration or stored state is inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The consensus set of the genesis validators, in bitfield order.
+pub fn genesis_set(genesis: &ValidGenesis) -> Result<ValidatorSet<Bls>, NodeError> {
+    let mut validators = Vec::new();
+    for v in &genesis.genesis().validators.validators {
+        let key = bls::PublicKey::from_bytes(&v.bls_key)
+            .map_err(|e| NodeError::Invalid(format!("validator {}: {e}", v.name)))?;
+        validators.push(Validator::new(key, v.weight));
+    }
+    Ok(ValidatorSet::new(validators))
+}
+
+/// Runs a validator until `shutdown` completes. Decisions are reported on `decisions`.
+pub async fn run(
+    config: ValidatorConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    decisions: mpsc::UnboundedSender<Decision>,
+) -> Result<(), NodeError> {
+    let store = BeaconStore::open(&config.data_dir.join("db"))?;
+    let set = genesis_set(&config.genesis)?;
+    let own = Validator::<Bls>::new(config.bls_key.public_key(), 1).address;
+    if set.index_of(&own).is_none() {
+        return Err(NodeError::Invalid("this validator's BLS key is not in the set".into()));
+    }
+    let set_hash = config.genesis.genesis().validators.hash();
+    let mut tip = Tip { height: 1, previous: Hash32::ZERO, set_hash, next_set_hash: set_hash };
+    let latest = store.latest_height()?;
+    if let Some(h) = latest {
+        let last = store.block(h)?.ok_or(NodeError::Invalid("latest block missing".into()))?;
+        tip.height = h + 1;
+        tip.previous = last.block.header.hash();
+    }
+    let app = BeaconApp { tip, clock: config.clock, pending: Pending::default() };
+    let ctx = Ctx::<Bls>::new(config.genesis.federation_id());
+    let mut host =
+        Host::new(ctx, config.bls_key.clone(), own, set.clone(), config.timeouts, tip.height, app);
+    // Recent decided blocks, to serve validators that fall behind.
+    if let Some(h) = latest {
+        for height in h.saturating_sub(64)..=h {
+            if let Some(d) = store.block(height)? {
+                let commit = wire::decode_commit::<Bls>(&d.commit)
+                    .map_err(|e| NodeError::Invalid(format!("stored certificate: {e}")))?;
+                host.restore_decided(height, d.block, commit);
+            }
+        }
+    }
+    let mut log = Vec::new();
+    for entry in store.wal(tip.height)? {
+        log.push(
+            wire::decode_entry::<Bls>(&entry)
+                .map_err(|e| NodeError::Invalid(format!("write-ahead log: {e}")))?,
+        );
+    }
+    let allowed: Allowed = Arc::new(RwLock::new(
+        config
+            .genesis
+            .genesis()
+            .validators
+            .validators
+            .iter()
+            .map(|v| v.tls_fingerprint.0)
+            .collect(),
+    ));
+    let (transport, mut inbox) = Transport::bind(&config.tls, config.listen, allowed)?;
+    let transport = Arc::new(transport);
+    let by_key: HashMap<Fingerprint, SocketAddr> =
+        config.peers.iter().map(|(a, f)| (*f, *a)).collect();
+    let mut node = Node {
+        store,
+        set,
+        transport,
+        peers: config.peers.clone(),
+        by_key,
+        timers: BTreeMap::new(),
+        armed: HashMap::new(),
+        seq: 0,
+        decisions,
+    };
+    let first = if log.is_empty() { host.start() } else { host.recover(&log) };
+    node.execute(first, None)?;
+    tokio::pin!(shutdown);
+    loop {
+        let next_timer = node.timers.keys().next().map(|(at, _)| *at);
+        tokio::select! {
+            _ = &mut shutdown => break,
+            received = inbox.recv() => {
+                let Some((from, bytes)) = received else { break };
+                // A message that does not decode is dropped; its sender is still a validator.
+                let Ok(message) = wire::decode_message::<Bls>(&bytes) else {
+                    tracing::debug!("undecodable message dropped");
+                    continue;
+                };
+                let actions = host.on_message(message);
+                let reply_to = node.by_key.get(&from).copied().map(|a| (a, from));
+                node.execute(actions, reply_to)?;
+            }
+            _ = async { tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)).await }, if next_timer.is_some() => {
+                if let Some(((_, _), timeout)) = node.timers.pop_first() {
+                    node.armed.remove(&timeout);
+                    let actions = host.on_timeout(timeout);
+                    node.execute(actions, None)?;
+                }
+            }
+        }
+    }
+    node.transport.shutdown().await;
+    Ok(())
+}
+
+struct Node {
+    store: BeaconStore,
+    set: ValidatorSet<Bls>,
+    transport: Arc<Transport>,
+    peers: Vec<(SocketAddr, Fingerprint)>,
+    by_key: HashMap<Fingerprint, SocketAddr>,
+    timers: BTreeMap<(Instant, u64), Timeout>,
+    armed: HashMap<Timeout, (Instant, u64)>,
+    seq: u64,
+    decisions: mpsc::UnboundedSender<Decision>,
+}
+
+impl Node {
+    /// Carries out the host's actions in order; log entries are made durable before anything
+    /// after them leaves the node.
+    fn execute(
+        &mut self,
+        actions: Vec<Action<Bls>>,
+        reply_to: Option<(SocketAddr, Fingerprint)>,
+    ) -> Result<(), NodeError> {
+        let mut unsynced: Vec<(u64, Vec<u8>)> = Vec::new();
+        for action in actions {
+            match action {
+                Action::Persist(height, input) => {
+                    let bytes = wire::encode_entry(&input)
+                        .map_err(|e| NodeError::Invalid(format!("log entry: {e}")))?;
+                    unsynced.push((height.0, bytes));
+                }
+                Action::Broadcast(message) => {
+                    self.flush(&mut unsynced)?;
+                    let bytes = encode(&message)?;
+                    for (addr, key) in self.peers.clone() {
+                        self.send(addr, key, bytes.clone());
+                    }
+                }
+                Action::Reply(message) => {
+                    self.flush(&mut unsynced)?;
+                    if let Some((addr, key)) = reply_to {
+                        self.send(addr, key, encode(&message)?);
+                    }
+                }
+                Action::Schedule(timeout, after) => {
+                    self.cancel(&timeout);
+                    self.seq += 1;
+                    let at = (Instant::now() + after, self.seq);
+                    self.timers.insert(at, timeout);
+                    self.armed.insert(timeout, at);
+                }
+                Action::Cancel(timeout) => self.cancel(&timeout),
+                Action::CancelAll => {
+                    self.timers.clear();
+                    self.armed.clear();
+                }
+                Action::Decided(height, block, commit) => {
+                    self.flush(&mut unsynced)?;
+                    let certificate = fold_certificate(&self.set, &commit)
+                        .ok_or(NodeError::Invalid("a decision that does not fold".into()))?;
+                    let commit = wire::encode_commit::<Bls>(&commit)
+                        .map_err(|e| NodeError::Invalid(format!("certificate: {e}")))?;
+                    let hash = block.header.hash();
+                    self.store
+                        .commit(height.0, &DecidedBlock { block: *block, certificate, commit })?;
+                    tracing::debug!(height = height.0, "decided");
+                    let _ = self.decisions.send(Decision { height: height.0, block: hash });
+                }
+            }
+        }
+        self.flush(&mut unsynced)
+    }
+
+    fn flush(&mut self, unsynced: &mut Vec<(u64, Vec<u8>)>) -> Result<(), NodeError> {
+        // Entries of one call belong to consecutive heights; append each height's run.
+        let mut start = 0;
+        while start < unsynced.len() {
+            let height = unsynced[start].0;
+            let end = unsynced[start..]
+                .iter()
+                .position(|(h, _)| *h != height)
+                .map_or(unsynced.len(), |p| start + p);
+            let entries: Vec<Vec<u8>> =
+                unsynced[start..end].iter().map(|(_, b)| b.clone()).collect();
+            self.store.append_wal(height, &entries)?;
+            start = end;
+        }
+        unsynced.clear();
+        Ok(())
+    }
+
+    fn cancel(&mut self, timeout: &Timeout) {
+        if let Some(at) = self.armed.remove(timeout) {
+            self.timers.remove(&at);
+        }
+    }
+
+    /// Sends without waiting: a slow or absent peer never stalls consensus.
+    fn send(&self, addr: SocketAddr, key: Fingerprint, bytes: Vec<u8>) {
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            if let Err(e) = transport.send(addr, &key, &bytes).await {
+                tracing::debug!(%addr, error = %e, "send failed");
+            }
+        });
+    }
+}
+
+fn encode(message: &Message<Bls>) -> Result<Vec<u8>, NodeError> {
+    wire::encode_message(message).map_err(|e| NodeError::Invalid(format!("message: {e}")))
+}
+
+/// The address of a BLS key in consensus.
+pub fn address_of(key: &bls::PublicKey) -> Address {
+    Validator::<Bls>::new(*key, 1).address
+}

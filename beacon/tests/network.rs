@@ -1,0 +1,126 @@
+//! Four validators in one process, each with its own RocksDB and QUIC endpoint with pinned TLS
+//! keys on loopback: they decide the same blocks; with one stopped the other three go on; the
+//! stopped one restarts from its data directory, catches up and agrees.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use urbis_beacon::consensus::LinearTimeouts;
+use urbis_beacon::node::{Decision, ValidatorConfig, run};
+use urbis_beacon::transport::TlsIdentity;
+use urbis_core::hash::Hash32;
+
+#[allow(clippy::disallowed_methods)]
+fn clock() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn timeouts() -> LinearTimeouts {
+    LinearTimeouts {
+        propose: Duration::from_millis(300),
+        propose_delta: Duration::from_millis(100),
+        prevote: Duration::from_millis(150),
+        prevote_delta: Duration::from_millis(50),
+        precommit: Duration::from_millis(150),
+        precommit_delta: Duration::from_millis(50),
+        rebroadcast: Duration::from_millis(600),
+        max_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Collects decisions until `done`; every height's block must be the same at every validator.
+async fn wait_until(
+    rx: &mut mpsc::UnboundedReceiver<(usize, Decision)>,
+    chains: &mut BTreeMap<u64, Hash32>,
+    heights: &mut [u64; 4],
+    done: impl Fn(&[u64; 4]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done(heights) {
+        let (i, d) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no progress: heights {heights:?}"))
+            .unwrap();
+        let first = *chains.entry(d.height).or_insert(d.block);
+        assert_eq!(first, d.block, "validators decided different blocks at {}", d.height);
+        heights[i] = heights[i].max(d.height);
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_agree_survive_one_stopping_and_a_restart_catches_up() {
+    let fed = urbis_core::testkit::Federation::new("network", 2, 4);
+    let tls: Vec<TlsIdentity> = (0..4).map(|_| TlsIdentity::generate().unwrap()).collect();
+    let mut genesis = fed.genesis.genesis().clone();
+    for (v, t) in genesis.validators.validators.iter_mut().zip(&tls) {
+        v.tls_fingerprint = Hash32(t.fingerprint());
+    }
+    let genesis = Arc::new(genesis.validate().unwrap());
+    let sockets: Vec<std::net::UdpSocket> =
+        (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let addrs: Vec<_> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    drop(sockets);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (decided_tx, mut decided_rx) = mpsc::unbounded_channel::<(usize, Decision)>();
+    let start = |i: usize| -> Running {
+        let config = ValidatorConfig {
+            genesis: genesis.clone(),
+            data_dir: dirs[i].path().to_path_buf(),
+            listen: addrs[i],
+            bls_key: Arc::new(fed.validator_keys[i].clone()),
+            tls: TlsIdentity::from_pkcs8(tls[i].key_pkcs8()).unwrap(),
+            peers: (0..4).filter(|j| *j != i).map(|j| (addrs[j], tls[j].fingerprint())).collect(),
+            timeouts: timeouts(),
+            clock,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let out = decided_tx.clone();
+        tokio::spawn(async move {
+            while let Some(d) = rx.recv().await {
+                let _ = out.send((i, d));
+            }
+        });
+        let task = tokio::spawn(async move {
+            run(
+                config,
+                async {
+                    let _ = stopped.await;
+                },
+                tx,
+            )
+            .await
+            .unwrap();
+        });
+        Running { stop, task }
+    };
+    let mut running: Vec<Option<Running>> = (0..4).map(|i| Some(start(i))).collect();
+    // (validator, height) -> block; one block per height across validators.
+    let mut chains: BTreeMap<u64, Hash32> = BTreeMap::new();
+    let mut heights = [0u64; 4];
+    let rx = &mut decided_rx;
+    wait_until(rx, &mut chains, &mut heights, |h| h.iter().all(|h| *h >= 3)).await;
+    // Stop validator 3: 3 of 4 equal weights are more than 2/3; blocks go on.
+    let r = running[3].take().unwrap();
+    r.stop.send(()).unwrap();
+    r.task.await.unwrap();
+    let stopped_at = heights[3];
+    let target = heights[0].max(heights[1]).max(heights[2]) + 3;
+    wait_until(rx, &mut chains, &mut heights, |h| h[..3].iter().all(|h| *h >= target)).await;
+    assert_eq!(heights[3], stopped_at, "a stopped validator decides nothing");
+    // Restart it from its data directory: it catches up through sync and agrees.
+    running[3] = Some(start(3));
+    let target = heights[0] + 2;
+    wait_until(rx, &mut chains, &mut heights, |h| h.iter().all(|h| *h >= target)).await;
+    for r in running.into_iter().flatten() {
+        r.stop.send(()).unwrap();
+        r.task.await.unwrap();
+    }
+}
