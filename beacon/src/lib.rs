@@ -4,6 +4,7 @@
 //! `consensus` hosts Malachite's sans-IO Tendermint core (nothing else in the crate names
 //! Malachite); `block` holds the beacon block's rules.
 
+pub mod api;
 pub mod block;
 pub mod consensus;
 pub mod node;

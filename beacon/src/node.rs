@@ -11,7 +11,6 @@ use crate::store::{BeaconStore, DecidedBlock};
 use crate::transport::{Allowed, Fingerprint, TlsIdentity, Transport};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,8 +24,6 @@ use urbis_core::record::CityId;
 pub struct ValidatorConfig {
     /// The federation.
     pub genesis: Arc<ValidGenesis>,
-    /// RocksDB directory.
-    pub data_dir: PathBuf,
     /// QUIC listen address.
     pub listen: SocketAddr,
     /// This validator's BLS key (its public key is in the genesis set).
@@ -110,10 +107,10 @@ pub fn genesis_set(genesis: &ValidGenesis) -> Result<ValidatorSet<Bls>, NodeErro
 /// Runs a validator until `shutdown` completes. Decisions are reported on `decisions`.
 pub async fn run(
     config: ValidatorConfig,
+    store: Arc<BeaconStore>,
     shutdown: impl std::future::Future<Output = ()>,
     decisions: mpsc::UnboundedSender<Decision>,
 ) -> Result<(), NodeError> {
-    let store = BeaconStore::open(&config.data_dir.join("db"))?;
     let set = genesis_set(&config.genesis)?;
     let own = Validator::<Bls>::new(config.bls_key.public_key(), 1).address;
     if set.index_of(&own).is_none() {
@@ -205,7 +202,7 @@ pub async fn run(
 }
 
 struct Node {
-    store: BeaconStore,
+    store: Arc<BeaconStore>,
     set: ValidatorSet<Bls>,
     transport: Arc<Transport>,
     peers: Vec<(SocketAddr, Fingerprint)>,

@@ -53,6 +53,20 @@ impl TlsIdentity {
         Self::from_key(&key)
     }
 
+    /// The identity of a 32-byte Ed25519 seed (how key files keep it).
+    pub fn from_ed25519_seed(seed: &[u8; 32]) -> Result<Self, TransportError> {
+        // RFC 8410 PKCS#8 v1: the fixed prefix of an Ed25519 private key, then the seed.
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut pkcs8 = PREFIX.to_vec();
+        pkcs8.extend_from_slice(seed);
+        let identity = Self::from_pkcs8(&pkcs8);
+        zeroize::Zeroize::zeroize(&mut pkcs8);
+        identity
+    }
+
     /// The identity of a PKCS#8 Ed25519 key (as written by [`TlsIdentity::key_pkcs8`]).
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, TransportError> {
         let der = PrivatePkcs8KeyDer::from(pkcs8.to_vec());
@@ -392,6 +406,15 @@ mod tests {
         );
         let again = TlsIdentity::from_pkcs8(identity.key_pkcs8()).unwrap();
         assert_eq!(again.fingerprint(), identity.fingerprint());
+        let seeded = TlsIdentity::from_ed25519_seed(&[7; 32]).unwrap();
+        assert_eq!(
+            seeded.fingerprint(),
+            TlsIdentity::from_ed25519_seed(&[7; 32]).unwrap().fingerprint()
+        );
+        assert_ne!(
+            seeded.fingerprint(),
+            TlsIdentity::from_ed25519_seed(&[8; 32]).unwrap().fingerprint()
+        );
         // Hostile DER never panics.
         for n in 0..identity.certificate.len() {
             let _ = subject_public_key_info(&identity.certificate[..n]);

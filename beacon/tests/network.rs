@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use urbis_beacon::consensus::LinearTimeouts;
 use urbis_beacon::node::{Decision, ValidatorConfig, run};
+use urbis_beacon::store::BeaconStore;
 use urbis_beacon::transport::TlsIdentity;
 use urbis_core::hash::Hash32;
 
@@ -72,7 +73,6 @@ async fn four_validators_agree_survive_one_stopping_and_a_restart_catches_up() {
     let start = |i: usize| -> Running {
         let config = ValidatorConfig {
             genesis: genesis.clone(),
-            data_dir: dirs[i].path().to_path_buf(),
             listen: addrs[i],
             bls_key: Arc::new(fed.validator_keys[i].clone()),
             tls: TlsIdentity::from_pkcs8(tls[i].key_pkcs8()).unwrap(),
@@ -88,9 +88,11 @@ async fn four_validators_agree_survive_one_stopping_and_a_restart_catches_up() {
                 let _ = out.send((i, d));
             }
         });
+        let store = Arc::new(BeaconStore::open(&dirs[i].path().join("db")).unwrap());
         let task = tokio::spawn(async move {
             run(
                 config,
+                store,
                 async {
                     let _ = stopped.await;
                 },

@@ -24,6 +24,8 @@ pub enum KeyKind {
     Validator,
     /// The federation's subject key (32 random bytes; adapters only).
     Subject,
+    /// A validator's TLS key (Ed25519 seed); its fingerprint goes into the validator set.
+    ValidatorTls,
 }
 
 /// `urbis keys ...`
@@ -107,6 +109,13 @@ fn generate(kind: KeyKind, out: &Path) -> Result<serde_json::Value> {
             ("validator", public, hex::encode(key.to_bytes()))
         }
         KeyKind::Subject => ("subject", serde_json::json!({}), hex::encode(secret)),
+        KeyKind::ValidatorTls => {
+            let identity = urbis_beacon::transport::TlsIdentity::from_ed25519_seed(&secret)
+                .map_err(|e| anyhow::anyhow!("TLS key: {e}"))?;
+            let public =
+                serde_json::json!({"tls_fingerprint": hex::encode(identity.fingerprint())});
+            ("validator-tls", public, hex::encode(secret))
+        }
     };
     secret.zeroize();
     let file = KeyFile { kind: name.into(), secret_hex, public: public.clone() };
@@ -179,13 +188,14 @@ pub fn create_federation(
         for v in 0..per_city {
             let label = format!("{city}-validator-{v}");
             let key = generate(KeyKind::Validator, &keys_dir.join(format!("{label}.json")))?;
+            let tls = generate(KeyKind::ValidatorTls, &keys_dir.join(format!("{label}-tls.json")))?;
             validators.push(Validator {
                 name: label,
                 city: Some(id),
                 bls_key: hex_array::<48>(&key["public"]["bls_key"])?,
                 proof_of_possession: hex_array::<96>(&key["public"]["proof_of_possession"])?,
                 weight: 1,
-                tls_fingerprint: Hash32::ZERO,
+                tls_fingerprint: Hash32(hex_array::<32>(&tls["public"]["tls_fingerprint"])?),
             });
         }
     }

@@ -248,3 +248,184 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
         result
     })
 }
+
+/// A validator's settings (`urbis beacon --config beacon.toml`); scalar settings can be
+/// overridden by `URBIS_*` variables or read from files named by `URBIS_<SETTING>_FILE`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeaconSettings {
+    /// The genesis document.
+    pub genesis: PathBuf,
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// QUIC address for the other validators.
+    pub listen: std::net::SocketAddr,
+    /// HTTP address of the API.
+    pub api_listen: std::net::SocketAddr,
+    /// This validator's BLS key file (`urbis keys generate --kind validator`, mode 0600).
+    pub validator_key_file: PathBuf,
+    /// This validator's TLS key file (`urbis keys generate --kind validator-tls`, mode 0600).
+    pub tls_key_file: PathBuf,
+    /// The other validators: where they listen and their name in genesis.
+    #[serde(default)]
+    pub peers: Vec<BeaconPeer>,
+    /// Propose timeout of round 0, and its growth per round.
+    #[serde(default = "beacon_defaults::propose_ms")]
+    pub propose_timeout_ms: u64,
+    /// Prevote and precommit timeouts of round 0.
+    #[serde(default = "beacon_defaults::vote_ms")]
+    pub vote_timeout_ms: u64,
+    /// How much every timeout grows per round.
+    #[serde(default = "beacon_defaults::delta_ms")]
+    pub timeout_delta_ms: u64,
+}
+
+/// Another validator.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeaconPeer {
+    /// Its QUIC address.
+    pub address: std::net::SocketAddr,
+    /// Its name in the genesis validator set (its TLS key is pinned from there).
+    pub validator: String,
+}
+
+mod beacon_defaults {
+    pub fn propose_ms() -> u64 {
+        300
+    }
+    pub fn vote_ms() -> u64 {
+        150
+    }
+    pub fn delta_ms() -> u64 {
+        100
+    }
+}
+
+const BEACON_SETTINGS: &[&str] = &[
+    "genesis",
+    "data_dir",
+    "listen",
+    "api_listen",
+    "validator_key_file",
+    "tls_key_file",
+    "propose_timeout_ms",
+    "vote_timeout_ms",
+    "timeout_delta_ms",
+];
+
+impl BeaconSettings {
+    /// Loads the file, then `URBIS_*` overrides.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut env = std::collections::HashMap::new();
+        for (k, v) in std::env::vars() {
+            let Some(name) = k.strip_prefix("URBIS_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            if BEACON_SETTINGS.contains(&name.as_str()) {
+                env.insert(k, v);
+            } else if let Some(base) = name.strip_suffix("_file")
+                && BEACON_SETTINGS.contains(&base)
+            {
+                let value =
+                    std::fs::read_to_string(&v).with_context(|| format!("reading {k} ({v})"))?;
+                env.insert(
+                    format!("URBIS_{}", base.to_ascii_uppercase()),
+                    value.trim().to_string(),
+                );
+            }
+        }
+        let settings = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("URBIS").try_parsing(true).source(Some(env)),
+            )
+            .build()?
+            .try_deserialize()
+            .context("beacon configuration")?;
+        Ok(settings)
+    }
+}
+
+/// Runs `urbis beacon`.
+pub fn beacon(path: &Path) -> Result<()> {
+    use std::sync::Arc;
+    use urbis_beacon::node::{ValidatorConfig, run};
+    let settings = BeaconSettings::load(path)?;
+    let genesis = Arc::new(node::load_genesis(&settings.genesis)?);
+    let bls_secret = crate::keys::read_secret_hex::<32>(&settings.validator_key_file)
+        .context("validator key")?;
+    let bls_key = urbis_core::bls::SecretKey::from_bytes(&bls_secret).context("validator key")?;
+    let tls_seed = crate::keys::read_secret_hex::<32>(&settings.tls_key_file).context("TLS key")?;
+    let tls = urbis_beacon::transport::TlsIdentity::from_ed25519_seed(&tls_seed)
+        .map_err(|e| anyhow::anyhow!("TLS key: {e}"))?;
+    let own = genesis
+        .genesis()
+        .validators
+        .validators
+        .iter()
+        .find(|v| v.bls_key == bls_key.public_key().to_bytes())
+        .context("this validator's BLS key is not in the genesis set")?;
+    if own.tls_fingerprint.0 != tls.fingerprint() {
+        bail!("the TLS key file does not hold the key genesis names for {}", own.name);
+    }
+    let mut peers = Vec::new();
+    for p in &settings.peers {
+        let v = genesis
+            .genesis()
+            .validators
+            .validators
+            .iter()
+            .find(|v| v.name == p.validator)
+            .with_context(|| format!("peer {} is not a validator in genesis", p.validator))?;
+        peers.push((p.address, v.tls_fingerprint.0));
+    }
+    let ms = std::time::Duration::from_millis;
+    let timeouts = urbis_beacon::consensus::LinearTimeouts {
+        propose: ms(settings.propose_timeout_ms),
+        propose_delta: ms(settings.timeout_delta_ms),
+        prevote: ms(settings.vote_timeout_ms),
+        prevote_delta: ms(settings.timeout_delta_ms),
+        precommit: ms(settings.vote_timeout_ms),
+        precommit_delta: ms(settings.timeout_delta_ms),
+        rebroadcast: ms(settings.propose_timeout_ms + 2 * settings.vote_timeout_ms),
+        max_timeout: std::time::Duration::from_secs(30),
+    };
+    let config = ValidatorConfig {
+        genesis,
+        listen: settings.listen,
+        bls_key: Arc::new(bls_key),
+        tls,
+        peers,
+        timeouts,
+        clock: node::wall_clock_ms,
+    };
+    std::fs::create_dir_all(&settings.data_dir)?;
+    runtime()?.block_on(async move {
+        let store = Arc::new(
+            urbis_beacon::store::BeaconStore::open(&settings.data_dir.join("db"))
+                .context("opening the beacon store")?,
+        );
+        let listener = tokio::net::TcpListener::bind(settings.api_listen)
+            .await
+            .with_context(|| format!("binding {}", settings.api_listen))?;
+        tracing::info!(listen = %settings.listen, api = %listener.local_addr()?, "validator serving");
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = tokio::spawn(urbis_beacon::api::serve(listener, store.clone(), async {
+            let _ = api_stopped.await;
+        }));
+        let (decisions, mut decided) =
+            tokio::sync::mpsc::unbounded_channel::<urbis_beacon::node::Decision>();
+        tokio::spawn(async move {
+            while let Some(d) = decided.recv().await {
+                tracing::debug!(height = d.height, block = %d.block, "decided");
+            }
+        });
+        let result = run(config, store, shutdown_signal(), decisions).await;
+        let _ = stop_api.send(());
+        api.await??;
+        result.map_err(anyhow::Error::from)?;
+        tracing::info!("validator stopped cleanly");
+        Ok(())
+    })
+}

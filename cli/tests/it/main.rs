@@ -140,5 +140,6 @@ fn verify_checks_committed_and_final_proofs_offline_and_names_the_failing_link()
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o)["link"], "records_path");
 }
+mod beacon;
 mod devnet;
 mod shard;

@@ -1,0 +1,121 @@
+//! The beacon's HTTP API: decided blocks with their certificates (what shards, bridges and
+//! `urbis verify` need), health. Errors are RFC 9457 problem documents.
+
+use crate::store::{BeaconStore, DecidedBlock};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+use urbis_core::beacon::{BeaconHeader, CommitCertificate, Crosslink};
+
+/// A decided beacon block as served.
+#[derive(Serialize)]
+pub struct BlockView {
+    /// Header hash.
+    pub hash: String,
+    /// The header.
+    pub header: BeaconHeader,
+    /// Its aggregate commit certificate.
+    pub certificate: CommitCertificate,
+    /// The crosslinks of the body.
+    pub crosslinks: Vec<Crosslink>,
+}
+
+impl From<DecidedBlock> for BlockView {
+    fn from(d: DecidedBlock) -> Self {
+        BlockView {
+            hash: d.block.header.hash().to_hex(),
+            header: d.block.header,
+            certificate: d.certificate,
+            crosslinks: d.block.body.crosslinks,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    problem_type: String,
+    title: String,
+    status: u16,
+    detail: String,
+}
+
+fn problem(status: StatusCode, slug: &str, detail: impl Into<String>) -> Response {
+    let body = Problem {
+        problem_type: format!("https://urbis.example/problems/{slug}"),
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
+        status: status.as_u16(),
+        detail: detail.into(),
+    };
+    let mut r = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    r
+}
+
+fn block_response(store: &BeaconStore, height: u64) -> Response {
+    match store.block(height) {
+        Ok(Some(d)) => Json(BlockView::from(d)).into_response(),
+        Ok(None) => {
+            problem(StatusCode::NOT_FOUND, "not-found", format!("no block at height {height}"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store read failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the node's log",
+            )
+        }
+    }
+}
+
+async fn latest(State(store): State<Arc<BeaconStore>>) -> Response {
+    match store.latest_height() {
+        Ok(Some(h)) => block_response(&store, h),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not-found", "no block decided yet"),
+        Err(e) => {
+            tracing::error!(error = %e, "store read failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the node's log",
+            )
+        }
+    }
+}
+
+async fn by_height(State(store): State<Arc<BeaconStore>>, Path(height): Path<String>) -> Response {
+    match height.parse::<u64>() {
+        Ok(h) => block_response(&store, h),
+        Err(_) => problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "height must be a non-negative integer",
+        ),
+    }
+}
+
+/// The router over `store`.
+pub fn router(store: Arc<BeaconStore>) -> Router {
+    Router::new()
+        .route("/v1/beacon/blocks/latest", get(latest))
+        .route("/v1/beacon/blocks/{height}", get(by_height))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .with_state(store)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<BeaconStore>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,170 @@
+//! Four `urbis beacon` processes on loopback (real QUIC with pinned mutual TLS, real RocksDB):
+//! `kill -9` one and blocks keep being finalized; kill a second and finalization stops; restart
+//! both and it resumes; every validator serves the same chain, each certificate verified by the
+//! core against genesis.
+
+use reqwest::blocking::Client;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Validator {
+    config: PathBuf,
+    api: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Validator {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_urbis"))
+                .arg("beacon")
+                .arg("--config")
+                .arg(&self.config)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn block(&self, path: &str) -> Option<Value> {
+        let r = Client::new().get(format!("{}{path}", self.api)).send().ok()?;
+        r.status().is_success().then(|| r.json().unwrap())
+    }
+
+    fn height(&self) -> u64 {
+        self.block("/v1/beacon/blocks/latest")
+            .and_then(|b| b["header"]["height"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Validator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for(what: &str, validators: &[Validator], done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let heights: Vec<u64> = validators.iter().map(Validator::height).collect();
+        if done(&heights) {
+            return heights;
+        }
+        if Instant::now() > deadline {
+            for v in validators {
+                eprintln!("{}", std::fs::read_to_string(&v.log).unwrap_or_default());
+            }
+            panic!("{what}: heights {heights:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn setup(dir: &Path) -> Vec<Validator> {
+    let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .args(["genesis", "create", "--name", "beacon-it", "--cities", "athens,berlin"])
+        .args(["--validators-per-city", "2", "--out-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let names =
+        ["athens-validator-0", "athens-validator-1", "berlin-validator-0", "berlin-validator-1"];
+    let quic: Vec<u16> = (0..4).map(|_| udp_port()).collect();
+    (0..4)
+        .map(|i| {
+            let api = tcp_port();
+            let mut toml = format!(
+                "genesis = \"{g}\"\ndata_dir = \"{d}\"\nlisten = \"127.0.0.1:{q}\"\napi_listen = \"127.0.0.1:{api}\"\nvalidator_key_file = \"{k}\"\ntls_key_file = \"{t}\"\n",
+                g = dir.join("genesis.json").display(),
+                d = dir.join(format!("v{i}")).display(),
+                q = quic[i],
+                k = dir.join(format!("keys/{}.json", names[i])).display(),
+                t = dir.join(format!("keys/{}-tls.json", names[i])).display(),
+            );
+            for j in (0..4).filter(|j| *j != i) {
+                toml.push_str(&format!(
+                    "[[peers]]\naddress = \"127.0.0.1:{}\"\nvalidator = \"{}\"\n",
+                    quic[j], names[j]
+                ));
+            }
+            let config = dir.join(format!("beacon-{i}.toml"));
+            std::fs::write(&config, toml).unwrap();
+            let mut v = Validator {
+                config,
+                api: format!("http://127.0.0.1:{api}"),
+                log: dir.join(format!("beacon-{i}.log")),
+                child: None,
+            };
+            v.start();
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vs = setup(dir.path());
+    let h = wait_for("all four finalize", &vs, |h| h.iter().all(|h| *h >= 3));
+    // One validator killed: three of four equal weights are more than 2/3.
+    vs[3].kill9();
+    let base = h[..3].iter().copied().max().unwrap();
+    wait_for("three go on", &vs[..3], |h| h.iter().all(|h| *h >= base + 3));
+    // A second killed: two of four cannot finalize.
+    vs[2].kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    let stalled: Vec<u64> = vs[..2].iter().map(Validator::height).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let later: Vec<u64> = vs[..2].iter().map(Validator::height).collect();
+    assert_eq!(stalled, later, "two of four validators must not finalize anything");
+    // Both back: finalization resumes and the restarted ones catch up.
+    vs[2].start();
+    vs[3].start();
+    let top = *later.iter().max().unwrap();
+    let h = wait_for("all resume", &vs, |h| h.iter().all(|h| *h >= top + 3));
+    // Every validator serves the same block at every height, certified for genesis's set.
+    let genesis = urbis_shard::node::load_genesis(&dir.path().join("genesis.json")).unwrap();
+    let common = *h.iter().min().unwrap();
+    for height in 1..=common {
+        let blocks: Vec<Value> = vs
+            .iter()
+            .map(|v| v.block(&format!("/v1/beacon/blocks/{height}")).expect("block"))
+            .collect();
+        for b in &blocks[1..] {
+            assert_eq!(b["hash"], blocks[0]["hash"], "height {height}");
+        }
+        let header: urbis_core::beacon::BeaconHeader =
+            serde_json::from_value(blocks[0]["header"].clone()).unwrap();
+        let cert: urbis_core::beacon::CommitCertificate =
+            serde_json::from_value(blocks[0]["certificate"].clone()).unwrap();
+        urbis_core::beacon::verify_certificate(
+            &genesis.federation_id(),
+            genesis.validators(),
+            &header,
+            &cert,
+        )
+        .unwrap_or_else(|e| panic!("certificate of height {height}: {e}"));
+    }
+}
