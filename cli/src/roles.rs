@@ -187,10 +187,53 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
             service_tokens,
         });
     }
+    // Validators: QUIC on base_port + 100 + k, API on base_port + 200 + k.
+    let shared = std::sync::Arc::new(node::load_genesis(&genesis)?);
+    let set = &valid.genesis().validators.validators;
+    let port = |offset: usize| -> Result<u16> {
+        base_port.checked_add(u16::try_from(offset)?).context("port out of range")
+    };
+    let mut quic = Vec::new();
+    for k in 0..set.len() {
+        quic.push(std::net::SocketAddr::from(([127, 0, 0, 1], port(100 + k)?)));
+    }
+    let mut validators = Vec::new();
+    let mut validator_listing = Vec::new();
+    for (k, v) in set.iter().enumerate() {
+        let keys = data_dir.join("keys");
+        let (bls_key, tls) = validator_keys(
+            &valid,
+            &keys.join(format!("{}.json", v.name)),
+            &keys.join(format!("{}-tls.json", v.name)),
+        )
+        .with_context(|| format!("validator {} (recreate an older --data-dir)", v.name))?;
+        let peers = (0..set.len())
+            .filter(|j| *j != k)
+            .map(|j| (quic[j], set[j].tls_fingerprint.0))
+            .collect();
+        let api: std::net::SocketAddr = ([127, 0, 0, 1], port(200 + k)?).into();
+        validators.push((
+            v.name.clone(),
+            urbis_beacon::node::ValidatorConfig {
+                genesis: shared.clone(),
+                listen: quic[k],
+                bls_key: std::sync::Arc::new(bls_key),
+                tls,
+                peers,
+                timeouts: timeouts(300, 150, 100),
+                clock: node::wall_clock_ms,
+            },
+            data_dir.join("validators").join(&v.name),
+            api,
+        ));
+        validator_listing
+            .push(serde_json::json!({"name": v.name, "beacon_api": format!("http://{api}")}));
+    }
     let manifest = serde_json::json!({
         "federation_id": valid.federation_id(),
         "genesis": genesis,
         "cities": listing,
+        "validators": validator_listing,
     });
     let manifest_path = data_dir.join("devnet.json");
     let _ = std::fs::remove_file(&manifest_path);
@@ -198,6 +241,13 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
     eprintln!("urbis devnet: federation {} with {} cities", valid.federation_id(), cities);
     for c in &listing {
         eprintln!("  {:<12} shard API {}", c.name, c.shard_api);
+    }
+    for v in &validator_listing {
+        eprintln!(
+            "  {:<22} beacon API {}",
+            v["name"].as_str().unwrap_or(""),
+            v["beacon_api"].as_str().unwrap_or("")
+        );
     }
     let first = &listing[0];
     eprintln!(
@@ -221,6 +271,17 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
                 node::run(config, stop).await.with_context(|| format!("shard {name}"))
             }));
         }
+        for (name, config, dir, api) in validators {
+            let mut rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                run_validator(config, dir, api, stop)
+                    .await
+                    .with_context(|| format!("validator {name}"))
+            }));
+        }
         // Stop on a signal, or as soon as any shard fails (then stop the others too).
         let mut tasks: tokio::task::JoinSet<Result<()>> =
             tasks.into_iter().fold(tokio::task::JoinSet::new(), |mut set, t| {
@@ -233,7 +294,7 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
             Some(first) = tasks.join_next() => {
                 result = first.map_err(anyhow::Error::from).and_then(|r| r);
                 if result.is_ok() {
-                    result = Err(anyhow::anyhow!("a shard stopped unexpectedly"));
+                    result = Err(anyhow::anyhow!("a shard or validator stopped unexpectedly"));
                 }
             }
         }
@@ -347,16 +408,15 @@ impl BeaconSettings {
     }
 }
 
-/// Runs `urbis beacon`.
-pub fn beacon(path: &Path) -> Result<()> {
-    use std::sync::Arc;
-    use urbis_beacon::node::{ValidatorConfig, run};
-    let settings = BeaconSettings::load(path)?;
-    let genesis = Arc::new(node::load_genesis(&settings.genesis)?);
-    let bls_secret = crate::keys::read_secret_hex::<32>(&settings.validator_key_file)
-        .context("validator key")?;
+/// A validator's keys from its key files, checked against its genesis entry.
+fn validator_keys(
+    genesis: &urbis_core::genesis::ValidGenesis,
+    key_file: &Path,
+    tls_file: &Path,
+) -> Result<(urbis_core::bls::SecretKey, urbis_beacon::transport::TlsIdentity)> {
+    let bls_secret = crate::keys::read_secret_hex::<32>(key_file).context("validator key")?;
     let bls_key = urbis_core::bls::SecretKey::from_bytes(&bls_secret).context("validator key")?;
-    let tls_seed = crate::keys::read_secret_hex::<32>(&settings.tls_key_file).context("TLS key")?;
+    let tls_seed = crate::keys::read_secret_hex::<32>(tls_file).context("TLS key")?;
     let tls = urbis_beacon::transport::TlsIdentity::from_ed25519_seed(&tls_seed)
         .map_err(|e| anyhow::anyhow!("TLS key: {e}"))?;
     let own = genesis
@@ -369,6 +429,68 @@ pub fn beacon(path: &Path) -> Result<()> {
     if own.tls_fingerprint.0 != tls.fingerprint() {
         bail!("the TLS key file does not hold the key genesis names for {}", own.name);
     }
+    Ok((bls_key, tls))
+}
+
+/// Linear consensus timeouts from round-0 values and a per-round growth, in milliseconds.
+fn timeouts(propose: u64, vote: u64, delta: u64) -> urbis_beacon::consensus::LinearTimeouts {
+    let ms = std::time::Duration::from_millis;
+    urbis_beacon::consensus::LinearTimeouts {
+        propose: ms(propose),
+        propose_delta: ms(delta),
+        prevote: ms(vote),
+        prevote_delta: ms(delta),
+        precommit: ms(vote),
+        precommit_delta: ms(delta),
+        rebroadcast: ms(propose + 2 * vote),
+        max_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+/// Runs a validator and its API until `stop`, on the current runtime.
+async fn run_validator(
+    config: urbis_beacon::node::ValidatorConfig,
+    data_dir: PathBuf,
+    api_listen: std::net::SocketAddr,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use std::sync::Arc;
+    std::fs::create_dir_all(&data_dir)?;
+    let store = Arc::new(
+        urbis_beacon::store::BeaconStore::open(&data_dir.join("db"))
+            .context("opening the beacon store")?,
+    );
+    let listener = tokio::net::TcpListener::bind(api_listen)
+        .await
+        .with_context(|| format!("binding {api_listen}"))?;
+    tracing::info!(listen = %config.listen, api = %listener.local_addr()?, "validator serving");
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(urbis_beacon::api::serve(listener, store.clone(), async {
+        let _ = api_stopped.await;
+    }));
+    let (decisions, mut decided) =
+        tokio::sync::mpsc::unbounded_channel::<urbis_beacon::node::Decision>();
+    tokio::spawn(async move {
+        while let Some(d) = decided.recv().await {
+            tracing::debug!(height = d.height, block = %d.block, "decided");
+        }
+    });
+    let result = urbis_beacon::node::run(config, store, stop, decisions).await;
+    let _ = stop_api.send(());
+    api.await??;
+    result.map_err(anyhow::Error::from)?;
+    tracing::info!("validator stopped cleanly");
+    Ok(())
+}
+
+/// Runs `urbis beacon`.
+pub fn beacon(path: &Path) -> Result<()> {
+    use std::sync::Arc;
+    use urbis_beacon::node::ValidatorConfig;
+    let settings = BeaconSettings::load(path)?;
+    let genesis = Arc::new(node::load_genesis(&settings.genesis)?);
+    let (bls_key, tls) =
+        validator_keys(&genesis, &settings.validator_key_file, &settings.tls_key_file)?;
     let mut peers = Vec::new();
     for p in &settings.peers {
         let v = genesis
@@ -380,17 +502,8 @@ pub fn beacon(path: &Path) -> Result<()> {
             .with_context(|| format!("peer {} is not a validator in genesis", p.validator))?;
         peers.push((p.address, v.tls_fingerprint.0));
     }
-    let ms = std::time::Duration::from_millis;
-    let timeouts = urbis_beacon::consensus::LinearTimeouts {
-        propose: ms(settings.propose_timeout_ms),
-        propose_delta: ms(settings.timeout_delta_ms),
-        prevote: ms(settings.vote_timeout_ms),
-        prevote_delta: ms(settings.timeout_delta_ms),
-        precommit: ms(settings.vote_timeout_ms),
-        precommit_delta: ms(settings.timeout_delta_ms),
-        rebroadcast: ms(settings.propose_timeout_ms + 2 * settings.vote_timeout_ms),
-        max_timeout: std::time::Duration::from_secs(30),
-    };
+    let timeouts =
+        timeouts(settings.propose_timeout_ms, settings.vote_timeout_ms, settings.timeout_delta_ms);
     let config = ValidatorConfig {
         genesis,
         listen: settings.listen,
@@ -400,32 +513,10 @@ pub fn beacon(path: &Path) -> Result<()> {
         timeouts,
         clock: node::wall_clock_ms,
     };
-    std::fs::create_dir_all(&settings.data_dir)?;
-    runtime()?.block_on(async move {
-        let store = Arc::new(
-            urbis_beacon::store::BeaconStore::open(&settings.data_dir.join("db"))
-                .context("opening the beacon store")?,
-        );
-        let listener = tokio::net::TcpListener::bind(settings.api_listen)
-            .await
-            .with_context(|| format!("binding {}", settings.api_listen))?;
-        tracing::info!(listen = %settings.listen, api = %listener.local_addr()?, "validator serving");
-        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let api = tokio::spawn(urbis_beacon::api::serve(listener, store.clone(), async {
-            let _ = api_stopped.await;
-        }));
-        let (decisions, mut decided) =
-            tokio::sync::mpsc::unbounded_channel::<urbis_beacon::node::Decision>();
-        tokio::spawn(async move {
-            while let Some(d) = decided.recv().await {
-                tracing::debug!(height = d.height, block = %d.block, "decided");
-            }
-        });
-        let result = run(config, store, shutdown_signal(), decisions).await;
-        let _ = stop_api.send(());
-        api.await??;
-        result.map_err(anyhow::Error::from)?;
-        tracing::info!("validator stopped cleanly");
-        Ok(())
-    })
+    runtime()?.block_on(run_validator(
+        config,
+        settings.data_dir,
+        settings.api_listen,
+        shutdown_signal(),
+    ))
 }

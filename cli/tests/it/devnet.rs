@@ -47,19 +47,51 @@ fn sigterm(mut child: Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
-/// A base port whose next two ports are free too (checked by binding all three).
+/// A base port whose shard ports (base..base+3), validator QUIC ports (base+100..+106, UDP)
+/// and validator API ports (base+200..+206) are free (checked by binding them all).
 fn free_run_of_three_ports() -> u16 {
     for _ in 0..100 {
         let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = first.local_addr().unwrap().port();
-        let rest: Vec<_> = (1..3)
-            .map(|i| std::net::TcpListener::bind(("127.0.0.1", base.wrapping_add(i))))
+        if base > u16::MAX - 210 {
+            continue;
+        }
+        let tcp: Vec<_> = (1..3)
+            .chain(200..206)
+            .map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)))
             .collect();
-        if base < u16::MAX - 3 && rest.iter().all(Result::is_ok) {
+        let udp: Vec<_> =
+            (100..106).map(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i))).collect();
+        if tcp.iter().all(Result::is_ok) && udp.iter().all(Result::is_ok) {
             return base;
         }
     }
     panic!("no run of three free ports");
+}
+
+/// Waits until every validator serves a latest block at or above `at_least`.
+fn beacon_heights(client: &Client, apis: &[String], at_least: u64) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let heights: Vec<u64> = apis
+            .iter()
+            .map(|a| {
+                client
+                    .get(format!("{a}/v1/beacon/blocks/latest"))
+                    .send()
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .and_then(|r| r.json::<Value>().ok())
+                    .and_then(|b| b["header"]["height"].as_u64())
+                    .unwrap_or(0)
+            })
+            .collect();
+        if heights.iter().all(|h| *h >= at_least) {
+            return heights;
+        }
+        assert!(Instant::now() < deadline, "beacon heights {heights:?}, want {at_least}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -78,6 +110,15 @@ fn devnet_runs_three_cities_and_resumes() {
         cities.iter().map(|c| c["shard_api"].as_str().unwrap().to_string()).collect();
     wait_ready(&urls);
     let client = Client::new();
+    // At least four validators finalize beacon blocks, each serving them at its `beacon_api`.
+    let validators: Vec<String> = m["validators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["beacon_api"].as_str().unwrap().to_string())
+        .collect();
+    assert!(validators.len() >= 4, "{m}");
+    let heights = beacon_heights(&client, &validators, 2);
     let mut ids = Vec::new();
     for c in &cities {
         let token = c["service_tokens"]["open-data-office"].as_str().unwrap();
@@ -99,6 +140,9 @@ fn devnet_runs_three_cities_and_resumes() {
     let again = manifest(dir.path());
     assert_eq!(again["federation_id"], m["federation_id"]);
     wait_ready(&urls);
+    // The beacon chain resumes where it was.
+    let top = heights.iter().max().copied().unwrap();
+    beacon_heights(&client, &validators, top + 2);
     for (c, id) in cities.iter().zip(&ids) {
         let r = client
             .get(format!("{}/v1/records/{id}", c["shard_api"].as_str().unwrap()))
