@@ -169,6 +169,7 @@ pub async fn run(
         armed: HashMap::new(),
         seq: 0,
         decisions,
+        banned: HashMap::new(),
     };
     let first = if log.is_empty() { host.start() } else { host.recover(&log) };
     node.execute(first, None)?;
@@ -179,6 +180,9 @@ pub async fn run(
             _ = &mut shutdown => break,
             received = inbox.recv() => {
                 let Some((from, bytes)) = received else { break };
+                if node.banned.get(&from).is_some_and(|until| Instant::now() < *until) {
+                    continue;
+                }
                 // A message that does not decode is dropped; its sender is still a validator.
                 let Ok(message) = wire::decode_message::<Bls>(&bytes) else {
                     tracing::debug!("undecodable message dropped");
@@ -211,7 +215,12 @@ struct Node {
     armed: HashMap<Timeout, (Instant, u64)>,
     seq: u64,
     decisions: mpsc::UnboundedSender<Decision>,
+    /// Peers whose messages are ignored until the instant given (they sent bad signatures).
+    banned: HashMap<Fingerprint, Instant>,
 }
+
+/// How long a peer that sent a bad signature is ignored.
+pub const BAN: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Node {
     /// Carries out the host's actions in order; log entries are made durable before anything
@@ -250,6 +259,12 @@ impl Node {
                     self.armed.insert(timeout, at);
                 }
                 Action::Cancel(timeout) => self.cancel(&timeout),
+                Action::Misbehaved => {
+                    if let Some((addr, key)) = reply_to {
+                        tracing::warn!(%addr, "peer sent a bad signature; ignoring it for a while");
+                        self.banned.insert(key, Instant::now() + BAN);
+                    }
+                }
                 Action::CancelAll => {
                     self.timers.clear();
                     self.armed.clear();

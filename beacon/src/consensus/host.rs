@@ -63,6 +63,9 @@ pub enum Action<S: Scheme> {
     Cancel(Timeout),
     /// Cancel every timer.
     CancelAll,
+    /// The message being handled carried a bad signature or certificate: its sender misbehaves
+    /// (validators send only what they signed or verified).
+    Misbehaved,
     /// A block was decided (the app has committed it); the WAL of `height` may be dropped.
     Decided(Height, Box<Block>, CommitCertificate<Ctx<S>>),
 }
@@ -91,6 +94,8 @@ pub struct Host<S: Scheme, A: App> {
     /// Messages from later heights seen at this height (every eighth asks its sender for the
     /// block we miss).
     ahead: u32,
+    /// Vote signatures checked on arrival (so the core's own check is free), bounded.
+    verified: std::collections::HashSet<[u8; 32]>,
 }
 
 /// Sync responses carry a peer id; ours names no one in particular.
@@ -128,6 +133,7 @@ impl<S: Scheme, A: App> Host<S, A> {
             decided: BTreeMap::new(),
             future: vec![],
             ahead: 0,
+            verified: Default::default(),
         }
     }
 
@@ -217,10 +223,35 @@ impl<S: Scheme, A: App> Host<S, A> {
             }
             self.ahead = self.ahead.wrapping_add(1);
         }
+        // Everything a peer sends is checked here, on arrival, so a bad signature is charged
+        // to the peer that sent it (the core may check a message later, when it is replayed).
         match message {
-            Message::Vote(v) => self.run(Input::Vote(v), &mut out),
-            Message::Polka(c) => self.run(Input::PolkaCertificate(c), &mut out),
-            Message::Round(c) => self.run(Input::RoundCertificate(c), &mut out),
+            Message::Vote(v) => {
+                if self.check_vote(&v) {
+                    self.run(Input::Vote(v), &mut out)
+                } else {
+                    out.push(Action::Misbehaved);
+                }
+            }
+            // Certificates are checked against the set of the height being decided; others are
+            // of no use here.
+            Message::Polka(c) if c.height != self.state.height() => {}
+            Message::Round(c) if c.height != self.state.height() => {}
+            Message::Decided(_, cert) if cert.height != self.state.height() => {}
+            Message::Polka(c) => {
+                if verify_polka(&self.ctx, &c, &self.set, ThresholdParams::default()).is_ok() {
+                    self.run(Input::PolkaCertificate(c), &mut out)
+                } else {
+                    out.push(Action::Misbehaved);
+                }
+            }
+            Message::Round(c) => {
+                if verify_round(&self.ctx, &c, &self.set, ThresholdParams::default()).is_ok() {
+                    self.run(Input::RoundCertificate(c), &mut out)
+                } else {
+                    out.push(Action::Misbehaved);
+                }
+            }
             Message::Proposal(p) => self.proposal(p, &mut out),
             Message::Status(h) => {
                 if let Some((block, cert)) = self.decided.get(&h.0) {
@@ -228,7 +259,13 @@ impl<S: Scheme, A: App> Host<S, A> {
                 }
             }
             Message::Decided(block, cert) => {
-                if cert.height == self.state.height() && block.header.height == cert.height.0 {
+                let certified = BlockId(block.header.hash()) == cert.value_id
+                    && verify_commit(&self.ctx, &cert, &self.set, ThresholdParams::default())
+                        .is_ok();
+                if !certified {
+                    out.push(Action::Misbehaved);
+                } else if cert.height == self.state.height() && block.header.height == cert.height.0
+                {
                     let extended =
                         ExtendedCommitCertificate::from_commit_certificate_and_extensions(
                             cert,
@@ -241,6 +278,22 @@ impl<S: Scheme, A: App> Host<S, A> {
             }
         }
         out
+    }
+
+    /// Whether a vote is signed by the validator it names (and remembers that it is).
+    fn check_vote(&mut self, v: &SignedVote<Ctx<S>>) -> bool {
+        let Some(validator) = mt::ValidatorSet::get_by_address(&self.set, &v.address) else {
+            return false;
+        };
+        let root = vote_signing_root(&self.ctx.federation_id, &v.message.message());
+        if !S::verify(&validator.public_key, &root, &v.signature) {
+            return false;
+        }
+        if self.verified.len() >= 65_536 {
+            self.verified.clear();
+        }
+        self.verified.insert(verified_key::<S>(&root, &v.signature, &validator.public_key));
+        true
     }
 
     fn proposal(&mut self, p: SignedProposal<Ctx<S>>, out: &mut Vec<Action<S>>) {
@@ -264,6 +317,7 @@ impl<S: Scheme, A: App> Host<S, A> {
         let root = proposal_signing_root(&self.ctx.federation_id, &p.message.message());
         if p.address != proposer || !S::verify(&key, &root, &p.signature) {
             tracing::debug!(%proposer, "proposal refused: wrong proposer or bad signature");
+            out.push(Action::Misbehaved);
             return;
         }
         let validity =
@@ -287,12 +341,13 @@ impl<S: Scheme, A: App> Host<S, A> {
         while let Some(input) = queue.pop_front() {
             let mut followups = Vec::new();
             let result: Result<(), mc::Error<Ctx<S>>> = {
-                let (ctx, key, timeouts) = (&self.ctx, &self.key, &self.timeouts);
+                let (ctx, key, timeouts, verified) =
+                    (&self.ctx, &self.key, &self.timeouts, &self.verified);
                 mc::process!(
                     input: input,
                     state: &mut self.state,
                     metrics: &(),
-                    with: effect => handle(ctx, key, timeouts, out, &mut followups, effect)
+                    with: effect => handle(ctx, key, timeouts, verified, out, &mut followups, effect)
                 )
             };
             if let Err(e) = result {
@@ -499,11 +554,26 @@ fn verify_round<S: Scheme>(
     verify_votes(ctx, set, threshold, votes)
 }
 
+/// The cache key of a verified signature: (signing root, signature, public key).
+fn verified_key<S: Scheme>(
+    root: &urbis_core::hash::Hash32,
+    signature: &S::Signature,
+    key: &S::PublicKey,
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(root.as_bytes());
+    h.update(&S::encode_signature(signature));
+    h.update(&S::encode_public_key(key));
+    *h.finalize().as_bytes()
+}
+
 /// Carries out one effect of the core. Never returns `Err`: a refusal is a resume value.
+#[allow(clippy::too_many_arguments)]
 fn handle<S: Scheme>(
     ctx: &Ctx<S>,
     key: &S::PrivateKey,
     timeouts: &LinearTimeouts,
+    verified: &std::collections::HashSet<[u8; 32]>,
     out: &mut Vec<Action<S>>,
     followups: &mut Vec<Followup<S>>,
     effect: Effect<Ctx<S>>,
@@ -583,7 +653,11 @@ fn handle<S: Scheme>(
         }
         Effect::VerifySignature(signed, public_key, r) => {
             let root = message_root(ctx, &signed.message);
-            r.resume_with(S::verify(&public_key, &root, &signed.signature))
+            // A vote checked on arrival (`on_message`) is not checked twice.
+            let key = verified_key::<S>(&root, &signed.signature, &public_key);
+            r.resume_with(
+                verified.contains(&key) || S::verify(&public_key, &root, &signed.signature),
+            )
         }
         Effect::VerifyCommitCertificate(cert, set, thresholds, r) => {
             r.resume_with(verify_commit(ctx, &cert, &set, thresholds))

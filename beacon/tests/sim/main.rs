@@ -125,6 +125,8 @@ struct Sim<S: Scheme> {
     /// Check that every message sent and entry logged survives its wire encoding, and that
     /// mutated bytes decode without panicking; counts the checks.
     check_wire: Option<u64>,
+    /// Messages refused as misbehaviour (all from the Byzantine validator).
+    blamed: u64,
 }
 
 impl<S: Scheme> Sim<S> {
@@ -188,6 +190,7 @@ impl<S: Scheme> Sim<S> {
             deliveries: 0,
             heights_at_heal: None,
             check_wire: None,
+            blamed: 0,
         };
         for i in 0..sim.nodes.len() {
             sim.boot(i);
@@ -304,6 +307,15 @@ impl<S: Scheme> Sim<S> {
                     self.nodes[i].timers.remove(&timeout);
                 }
                 Action::CancelAll => self.nodes[i].timers.clear(),
+                Action::Misbehaved => {
+                    // Only the Byzantine validator's messages may be refused as misbehaviour.
+                    assert!(
+                        reply_to.is_some() && reply_to == self.byzantine,
+                        "validator {i} blamed {reply_to:?}, the Byzantine one is {:?}",
+                        self.byzantine
+                    );
+                    self.blamed += 1;
+                }
                 Action::Decided(height, block, cert) => {
                     let id = BlockId(block.header.hash());
                     let node = &mut self.nodes[i];
@@ -522,16 +534,22 @@ fn honest_validators_never_decide_different_blocks_and_progress_once_faults_stop
     };
     let mut heights = 0u64;
     let mut deliveries = 0u64;
+    let mut blamed = 0u64;
+    let mut byzantine_runs = 0u64;
     for seed in &seeds {
         let sim = run_seed::<Mac>(*seed, mac_keys(), tip());
         heights += sim.decided.len() as u64;
         deliveries += sim.deliveries;
+        blamed += sim.blamed;
+        byzantine_runs += u64::from(sim.byzantine.is_some());
     }
     println!(
-        "simulated {} seeds: {heights} heights decided, {deliveries} messages delivered",
+        "simulated {} seeds: {heights} heights decided, {deliveries} messages delivered, {blamed} messages of the Byzantine validator refused as misbehaviour",
         seeds.len()
     );
     assert!(heights >= 3 * seeds.len() as u64);
+    // Honest validators are never blamed (asserted on every refusal); the Byzantine one is.
+    assert!(byzantine_runs == 0 || blamed > 0, "the Byzantine validator was never caught");
 }
 
 /// A few seeds with real BLS: the same runs, and every decision folds into a commit certificate
