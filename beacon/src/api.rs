@@ -100,11 +100,26 @@ async fn by_height(State(store): State<Arc<BeaconStore>>, Path(height): Path<Str
     }
 }
 
+async fn evidence(State(store): State<Arc<BeaconStore>>) -> Response {
+    match store.evidence(1_000) {
+        Ok(e) => Json(serde_json::json!({ "evidence": e })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "store read failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the node's log",
+            )
+        }
+    }
+}
+
 /// The router over `store`.
 pub fn router(store: Arc<BeaconStore>) -> Router {
     Router::new()
         .route("/v1/beacon/blocks/latest", get(latest))
         .route("/v1/beacon/blocks/{height}", get(by_height))
+        .route("/v1/beacon/evidence", get(evidence))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such route") })

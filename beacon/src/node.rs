@@ -269,6 +269,12 @@ impl Node {
                     self.timers.clear();
                     self.armed.clear();
                 }
+                Action::Evidence(evidence) => {
+                    self.flush(&mut unsynced)?;
+                    let height = evidence.first().map_or(0, |e| e.height);
+                    tracing::warn!(count = evidence.len(), height, "misbehaviour evidence kept");
+                    self.store.add_evidence(height, &evidence)?;
+                }
                 Action::Decided(height, block, commit) => {
                     self.flush(&mut unsynced)?;
                     let certificate = fold_certificate(&self.set, &commit)

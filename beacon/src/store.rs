@@ -3,6 +3,7 @@
 //! of the height in progress. Every write is one synced `WriteBatch`.
 
 use crate::block::Block;
+use crate::consensus::evidence::Evidence;
 use borsh::{BorshDeserialize, BorshSerialize};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
@@ -14,6 +15,7 @@ use urbis_core::encoding::{decode, encode};
 const CF_META: &str = "meta";
 const CF_BLOCKS: &str = "blocks";
 const CF_WAL: &str = "wal";
+const CF_EVIDENCE: &str = "evidence";
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT_VERSION: u32 = 1;
 
@@ -64,7 +66,7 @@ impl BeaconStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_META, CF_BLOCKS, CF_WAL]
+        let cfs = [CF_META, CF_BLOCKS, CF_WAL, CF_EVIDENCE]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let store = BeaconStore { db };
@@ -136,6 +138,42 @@ impl BeaconStore {
         self.write(batch)
     }
 
+    /// Keeps evidence seen while deciding `height` (synced; kept forever, never pruned).
+    pub fn add_evidence(&self, height: u64, evidence: &[Evidence]) -> Result<(), StoreError> {
+        let first = self.evidence_at(height)?.len() as u64;
+        let mut batch = WriteBatch::default();
+        for (seq, e) in (first..).zip(evidence) {
+            batch.put_cf(self.cf(CF_EVIDENCE), wal_key(height, seq), encode(e));
+        }
+        self.write(batch)
+    }
+
+    fn evidence_at(&self, height: u64) -> Result<Vec<Evidence>, StoreError> {
+        let start = wal_key(height, 0);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_EVIDENCE), IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if k.len() != 16 || k[..8] != height.to_be_bytes() {
+                break;
+            }
+            out.push(decode(&v).map_err(|_| StoreError::Corrupt("evidence"))?);
+        }
+        Ok(out)
+    }
+
+    /// The most recent evidence, newest first, at most `limit`.
+    pub fn evidence(&self, limit: usize) -> Result<Vec<Evidence>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_EVIDENCE), IteratorMode::End).take(limit) {
+            let (_, v) = item?;
+            out.push(decode(&v).map_err(|_| StoreError::Corrupt("evidence"))?);
+        }
+        Ok(out)
+    }
+
     /// The decided block at `height`.
     pub fn block(&self, height: u64) -> Result<Option<DecidedBlock>, StoreError> {
         match self.db.get_cf(self.cf(CF_BLOCKS), height_key(height))? {
@@ -199,5 +237,20 @@ mod tests {
         s.commit(2, &decided(2)).unwrap();
         assert_eq!(s.latest_height().unwrap(), Some(2));
         assert!(s.wal(2).unwrap().is_empty());
+        // Evidence is kept across heights, newest first.
+        use crate::consensus::evidence::{EvidenceKind, Signed};
+        let e = |height, round| Evidence {
+            kind: EvidenceKind::DoublePrevote,
+            validator: Hash32([1; 32]),
+            height,
+            round,
+            first: Signed { value: None, pol_round: None, signature: vec![1] },
+            second: Signed { value: Some(Hash32([2; 32])), pol_round: None, signature: vec![2] },
+        };
+        s.add_evidence(1, &[e(1, 0), e(1, 1)]).unwrap();
+        s.add_evidence(2, &[e(2, 0)]).unwrap();
+        s.add_evidence(1, &[e(1, 2)]).unwrap();
+        assert_eq!(s.evidence(10).unwrap(), vec![e(2, 0), e(1, 2), e(1, 1), e(1, 0)]);
+        assert_eq!(s.evidence(1).unwrap(), vec![e(2, 0)]);
     }
 }

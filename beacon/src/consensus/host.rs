@@ -66,6 +66,8 @@ pub enum Action<S: Scheme> {
     /// The message being handled carried a bad signature or certificate: its sender misbehaves
     /// (validators send only what they signed or verified).
     Misbehaved,
+    /// Provable misbehaviour seen while deciding a height (to keep and serve).
+    Evidence(Vec<super::evidence::Evidence>),
     /// A block was decided (the app has committed it); the WAL of `height` may be dropped.
     Decided(Height, Box<Block>, CommitCertificate<Ctx<S>>),
 }
@@ -96,6 +98,8 @@ pub struct Host<S: Scheme, A: App> {
     ahead: u32,
     /// Vote signatures checked on arrival (so the core's own check is free), bounded.
     verified: std::collections::HashSet<[u8; 32]>,
+    /// While the write-ahead log is replayed: the blocks the core asked for, built afterwards.
+    recovering: Option<Vec<(Height, Round)>>,
 }
 
 /// Sync responses carry a peer id; ours names no one in particular.
@@ -134,6 +138,7 @@ impl<S: Scheme, A: App> Host<S, A> {
             future: vec![],
             ahead: 0,
             verified: Default::default(),
+            recovering: None,
         }
     }
 
@@ -174,6 +179,9 @@ impl<S: Scheme, A: App> Host<S, A> {
     /// before the crash are recognised and never signed differently.
     pub fn recover(&mut self, wal: &[Input<Ctx<S>>]) -> Vec<Action<S>> {
         let mut out = Vec::new();
+        // No block is built while the log is replayed: proposing before the log says what we
+        // already proposed would sign a second proposal (and prevote) for the same round.
+        self.recovering = Some(Vec::new());
         self.run(self.start_input(), &mut out);
         self.state.record_recovered_own_precommit_extensions(wal.iter());
         self.state.index_wal_entries(wal.iter());
@@ -181,8 +189,18 @@ impl<S: Scheme, A: App> Host<S, A> {
             self.run(entry.clone(), &mut out);
         }
         self.state.reset_entries_index();
-        // Already in the log: replayed inputs are not appended again.
-        out.retain(|a| !matches!(a, Action::Persist(..)));
+        // Already in the log: replayed inputs are not appended again (new ones are).
+        out.retain(|a| !matches!(a, Action::Persist(_, input) if wal.contains(input)));
+        let own = *self.state.address();
+        for (height, round) in self.recovering.take().unwrap_or_default() {
+            let proposed = wal.iter().any(|e| {
+                matches!(e, Input::ProposedValue(pv, _) if pv.proposer == own && pv.round == round)
+            });
+            if height == self.state.height() && round == self.state.round() && !proposed {
+                let block = self.app.propose(height.0, round.as_u32().unwrap_or(0));
+                self.run(Input::Propose(LocallyProposedValue::new(height, round, block)), &mut out);
+            }
+        }
         out.push(Action::Broadcast(Message::Status(self.state.height())));
         out
     }
@@ -356,6 +374,10 @@ impl<S: Scheme, A: App> Host<S, A> {
             for f in followups {
                 match f {
                     Followup::Build(height, round) => {
+                        if let Some(deferred) = self.recovering.as_mut() {
+                            deferred.push((height, round));
+                            continue;
+                        }
                         let block = self.app.propose(height.0, round.as_u32().unwrap_or(0));
                         queue.push_back(Input::Propose(LocallyProposedValue::new(
                             height, round, block,
@@ -633,7 +655,21 @@ fn handle<S: Scheme>(
             followups.push(Followup::Decided(cert));
             r.resume_with(())
         }
-        Effect::Finalize(cert, _, _, r) => {
+        Effect::Finalize(cert, _, misbehaviour, r) => {
+            let mut evidence = Vec::new();
+            for (_, pairs) in misbehaviour.votes.iter() {
+                for (a, b) in pairs {
+                    evidence.extend(super::evidence::Evidence::from_votes::<S>(a, b));
+                }
+            }
+            for (_, pairs) in misbehaviour.proposals.iter() {
+                for (a, b) in pairs {
+                    evidence.extend(super::evidence::Evidence::from_proposals::<S>(a, b));
+                }
+            }
+            if !evidence.is_empty() {
+                out.push(Action::Evidence(evidence));
+            }
             followups.push(Followup::Finalized(cert.height));
             r.resume_with(())
         }

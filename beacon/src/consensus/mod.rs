@@ -4,6 +4,7 @@
 //! decision into the aggregate commit certificate of `urbis-core` (`fold_certificate`).
 
 pub mod context;
+pub mod evidence;
 pub mod host;
 pub mod scheme;
 pub mod wire;

@@ -127,6 +127,8 @@ struct Sim<S: Scheme> {
     check_wire: Option<u64>,
     /// Messages refused as misbehaviour (all from the Byzantine validator).
     blamed: u64,
+    /// Evidence kept by honest validators (all against the Byzantine one, all verifying).
+    evidence: u64,
 }
 
 impl<S: Scheme> Sim<S> {
@@ -191,6 +193,7 @@ impl<S: Scheme> Sim<S> {
             heights_at_heal: None,
             check_wire: None,
             blamed: 0,
+            evidence: 0,
         };
         for i in 0..sim.nodes.len() {
             sim.boot(i);
@@ -307,6 +310,21 @@ impl<S: Scheme> Sim<S> {
                     self.nodes[i].timers.remove(&timeout);
                 }
                 Action::CancelAll => self.nodes[i].timers.clear(),
+                Action::Evidence(evidence) => {
+                    for e in evidence {
+                        let byzantine = self.byzantine.map(|b| self.nodes[b].address.0);
+                        assert_eq!(
+                            Some(e.validator),
+                            byzantine,
+                            "evidence against an honest validator"
+                        );
+                        assert!(
+                            e.verify(&self.ctx.federation_id, &self.set),
+                            "evidence that does not verify"
+                        );
+                        self.evidence += 1;
+                    }
+                }
                 Action::Misbehaved => {
                     // Only the Byzantine validator's messages may be refused as misbehaviour.
                     assert!(
@@ -535,21 +553,27 @@ fn honest_validators_never_decide_different_blocks_and_progress_once_faults_stop
     let mut heights = 0u64;
     let mut deliveries = 0u64;
     let mut blamed = 0u64;
+    let mut evidence = 0u64;
     let mut byzantine_runs = 0u64;
     for seed in &seeds {
         let sim = run_seed::<Mac>(*seed, mac_keys(), tip());
         heights += sim.decided.len() as u64;
         deliveries += sim.deliveries;
         blamed += sim.blamed;
+        evidence += sim.evidence;
         byzantine_runs += u64::from(sim.byzantine.is_some());
     }
     println!(
-        "simulated {} seeds: {heights} heights decided, {deliveries} messages delivered, {blamed} messages of the Byzantine validator refused as misbehaviour",
+        "simulated {} seeds: {heights} heights decided, {deliveries} messages delivered, {blamed} messages of the Byzantine validator refused as misbehaviour, {evidence} pieces of evidence against it",
         seeds.len()
     );
     assert!(heights >= 3 * seeds.len() as u64);
     // Honest validators are never blamed (asserted on every refusal); the Byzantine one is.
     assert!(byzantine_runs == 0 || blamed > 0, "the Byzantine validator was never caught");
+    assert!(
+        byzantine_runs == 0 || evidence > 0,
+        "no evidence of the Byzantine validator's equivocation"
+    );
 }
 
 /// A few seeds with real BLS: the same runs, and every decision folds into a commit certificate
