@@ -126,8 +126,14 @@ pub async fn run(
     }
     let app = BeaconApp { tip, clock: config.clock, pending: Pending::default() };
     let ctx = Ctx::<Bls>::new(config.genesis.federation_id());
+    // Blocks are paced by the genesis interval: a decision is final at once, the next height
+    // starts one interval after the previous one started.
+    let interval = std::time::Duration::from_millis(
+        config.genesis.genesis().parameters.beacon_block_interval_ms,
+    );
     let mut host =
-        Host::new(ctx, config.bls_key.clone(), own, set.clone(), config.timeouts, tip.height, app);
+        Host::new(ctx, config.bls_key.clone(), own, set.clone(), config.timeouts, tip.height, app)
+            .with_block_interval(interval);
     // Recent decided blocks, to serve validators that fall behind.
     if let Some(h) = latest {
         for height in h.saturating_sub(64)..=h {

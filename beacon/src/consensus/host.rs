@@ -100,6 +100,9 @@ pub struct Host<S: Scheme, A: App> {
     verified: std::collections::HashSet<[u8; 32]>,
     /// While the write-ahead log is replayed: the blocks the core asked for, built afterwards.
     recovering: Option<Vec<(Height, Round)>>,
+    /// The least time from starting a height to starting the next (block pacing); none: as
+    /// fast as rounds complete.
+    interval: Option<std::time::Duration>,
 }
 
 /// Sync responses carry a peer id; ours names no one in particular.
@@ -139,7 +142,16 @@ impl<S: Scheme, A: App> Host<S, A> {
             ahead: 0,
             verified: Default::default(),
             recovering: None,
+            interval: None,
         }
+    }
+
+    /// Paces blocks: the next height starts no sooner than `interval` after this one started
+    /// (measured on the core's own clock, so not for virtual time). A decision is reported as
+    /// soon as it is made; only the start of the next height waits.
+    pub fn with_block_interval(mut self, interval: std::time::Duration) -> Self {
+        self.interval = Some(interval);
+        self
     }
 
     /// The height being decided.
@@ -210,7 +222,7 @@ impl<S: Scheme, A: App> Host<S, A> {
             self.state.height(),
             self.set.clone(),
             false,
-            None,
+            self.interval,
             VoteExtensionPolicy::Disabled,
         )
     }
@@ -401,7 +413,7 @@ impl<S: Scheme, A: App> Host<S, A> {
                             next,
                             self.set.clone(),
                             false,
-                            None,
+                            self.interval,
                             VoteExtensionPolicy::Disabled,
                         ));
                         // A validator catching up asks for the next block at once.

@@ -1,7 +1,7 @@
 //! Four `urbis beacon` processes on loopback (real QUIC with pinned mutual TLS, real RocksDB):
 //! `kill -9` one and blocks keep being finalized; kill a second and finalization stops; restart
-//! both and it resumes; every validator serves the same chain, each certificate verified by the
-//! core against genesis.
+//! both and it resumes; every validator serves the same chain, paced by genesis's block
+//! interval, each certificate verified by the core against genesis.
 
 use reqwest::blocking::Client;
 use serde_json::Value;
@@ -127,7 +127,7 @@ fn setup(dir: &Path) -> Vec<Validator> {
 fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
     let dir = tempfile::tempdir().unwrap();
     let mut vs = setup(dir.path());
-    let h = wait_for("all four finalize", &vs, |h| h.iter().all(|h| *h >= 3));
+    let h = wait_for("all four finalize", &vs, |h| h.iter().all(|h| *h >= 6));
     // One validator killed: three of four equal weights are more than 2/3.
     vs[3].kill9();
     let base = h[..3].iter().copied().max().unwrap();
@@ -147,6 +147,8 @@ fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
     // Every validator serves the same block at every height, certified for genesis's set.
     let genesis = urbis_shard::node::load_genesis(&dir.path().join("genesis.json")).unwrap();
     let common = *h.iter().min().unwrap();
+    let interval = genesis.genesis().parameters.beacon_block_interval_ms;
+    let mut times = Vec::new();
     for height in 1..=common {
         let blocks: Vec<Value> = vs
             .iter()
@@ -157,6 +159,7 @@ fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
         }
         let header: urbis_core::beacon::BeaconHeader =
             serde_json::from_value(blocks[0]["header"].clone()).unwrap();
+        times.push(header.time_ms);
         let cert: urbis_core::beacon::CommitCertificate =
             serde_json::from_value(blocks[0]["certificate"].clone()).unwrap();
         urbis_core::beacon::verify_certificate(
@@ -167,4 +170,10 @@ fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
         )
         .unwrap_or_else(|e| panic!("certificate of height {height}: {e}"));
     }
+    // Blocks are paced by genesis's interval: each validator starts a height no sooner than one
+    // interval after it started the previous. Heights 1 to 6 were decided with all four
+    // running; their proposers' start times differ by less than an interval, so five heights
+    // take more than four intervals (unpaced, they take about one).
+    let span = times[5] - times[0];
+    assert!(span >= 4 * interval, "heights 1 to 6 took {span} ms at a {interval} ms interval");
 }
