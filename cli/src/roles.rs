@@ -465,7 +465,11 @@ async fn run_validator(
         .with_context(|| format!("binding {api_listen}"))?;
     tracing::info!(listen = %config.listen, api = %listener.local_addr()?, "validator serving");
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(urbis_beacon::api::serve(listener, store.clone(), async {
+    let state = urbis_beacon::api::ApiState {
+        store: store.clone(),
+        validators: Arc::new(config.genesis.genesis().validators.clone()),
+    };
+    let api = tokio::spawn(urbis_beacon::api::serve(listener, state, async {
         let _ = api_stopped.await;
     }));
     let (decisions, mut decided) =

@@ -147,6 +147,11 @@ fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
     // Every validator serves the same block at every height, certified for genesis's set.
     let genesis = urbis_shard::node::load_genesis(&dir.path().join("genesis.json")).unwrap();
     let common = *h.iter().min().unwrap();
+    // The set in force, as the API serves it, is the one the headers name.
+    let set = vs[0].block("/v1/beacon/validators").expect("validators");
+    assert_eq!(set["validators"]["validators"].as_array().unwrap().len(), 4);
+    assert_eq!(set["validator_set_hash"], genesis.genesis().validators.hash().to_hex());
+    assert_eq!(vs[0].block("/v1/beacon/validators?height=x"), None);
     let interval = genesis.genesis().parameters.beacon_block_interval_ms;
     let mut times = Vec::new();
     for height in 1..=common {
@@ -159,6 +164,7 @@ fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
         }
         let header: urbis_core::beacon::BeaconHeader =
             serde_json::from_value(blocks[0]["header"].clone()).unwrap();
+        assert_eq!(header.validator_set_hash.to_hex(), set["validator_set_hash"]);
         times.push(header.time_ms);
         let cert: urbis_core::beacon::CommitCertificate =
             serde_json::from_value(blocks[0]["certificate"].clone()).unwrap();
