@@ -67,20 +67,19 @@ fn problem(status: StatusCode, slug: &str, detail: impl Into<String>) -> Respons
     r
 }
 
+/// A 500 problem; the cause goes to the node's log, not to the caller.
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store read failed");
+    problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node's log")
+}
+
 fn block_response(store: &BeaconStore, height: u64) -> Response {
     match store.block(height) {
         Ok(Some(d)) => Json(BlockView::from(d)).into_response(),
         Ok(None) => {
             problem(StatusCode::NOT_FOUND, "not-found", format!("no block at height {height}"))
         }
-        Err(e) => {
-            tracing::error!(error = %e, "store read failed");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; see the node's log",
-            )
-        }
+        Err(e) => internal(e),
     }
 }
 
@@ -88,14 +87,7 @@ async fn latest(State(ApiState { store, .. }): State<ApiState>) -> Response {
     match store.latest_height() {
         Ok(Some(h)) => block_response(&store, h),
         Ok(None) => problem(StatusCode::NOT_FOUND, "not-found", "no block decided yet"),
-        Err(e) => {
-            tracing::error!(error = %e, "store read failed");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; see the node's log",
-            )
-        }
+        Err(e) => internal(e),
     }
 }
 
@@ -116,14 +108,7 @@ async fn by_height(
 async fn evidence(State(ApiState { store, .. }): State<ApiState>) -> Response {
     match store.evidence(1_000) {
         Ok(e) => Json(serde_json::json!({ "evidence": e })).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "store read failed");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; see the node's log",
-            )
-        }
+        Err(e) => internal(e),
     }
 }
 
@@ -149,14 +134,7 @@ async fn validators(
     };
     let latest = match store.latest_height() {
         Ok(h) => h.unwrap_or(0),
-        Err(e) => {
-            tracing::error!(error = %e, "store read failed");
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; see the node's log",
-            );
-        }
+        Err(e) => return internal(e),
     };
     let height = q.height.unwrap_or(latest);
     if height > latest + 1 {

@@ -247,8 +247,8 @@ impl Node {
                 Action::Broadcast(message) => {
                     self.flush(&mut unsynced)?;
                     let bytes = encode(&message)?;
-                    for (addr, key) in self.peers.clone() {
-                        self.send(addr, key, bytes.clone());
+                    for (addr, key) in &self.peers {
+                        self.send(*addr, *key, bytes.clone());
                     }
                 }
                 Action::Reply(message) => {

@@ -106,7 +106,7 @@ impl BeaconStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let first = self.wal(height)?.len() as u64;
+        let first = self.next_seq(CF_WAL, height)?;
         let mut batch = WriteBatch::default();
         for (seq, e) in (first..).zip(entries) {
             batch.put_cf(self.cf(CF_WAL), wal_key(height, seq), e);
@@ -140,7 +140,7 @@ impl BeaconStore {
 
     /// Keeps evidence seen while deciding `height` (synced; kept forever, never pruned).
     pub fn add_evidence(&self, height: u64, evidence: &[Evidence]) -> Result<(), StoreError> {
-        let first = self.evidence_at(height)?.len() as u64;
+        let first = self.next_seq(CF_EVIDENCE, height)?;
         let mut batch = WriteBatch::default();
         for (seq, e) in (first..).zip(evidence) {
             batch.put_cf(self.cf(CF_EVIDENCE), wal_key(height, seq), encode(e));
@@ -148,20 +148,20 @@ impl BeaconStore {
         self.write(batch)
     }
 
-    fn evidence_at(&self, height: u64) -> Result<Vec<Evidence>, StoreError> {
-        let start = wal_key(height, 0);
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_EVIDENCE), IteratorMode::From(&start, Direction::Forward))
+    /// The sequence number after the last entry of `height` in `cf` (keys `height ‖ seq`):
+    /// one seek, however long the log already is.
+    fn next_seq(&self, cf: &str, height: u64) -> Result<u64, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf));
+        it.seek_for_prev(wal_key(height, u64::MAX));
+        if let Some(k) = it.key()
+            && k.len() == 16
+            && k[..8] == height.to_be_bytes()
         {
-            let (k, v) = item?;
-            if k.len() != 16 || k[..8] != height.to_be_bytes() {
-                break;
-            }
-            out.push(decode(&v).map_err(|_| StoreError::Corrupt("evidence"))?);
+            let seq: [u8; 8] = k[8..].try_into().map_err(|_| StoreError::Corrupt("log key"))?;
+            return Ok(u64::from_be_bytes(seq) + 1);
         }
-        Ok(out)
+        it.status()?;
+        Ok(0)
     }
 
     /// The most recent evidence, newest first, at most `limit`.

@@ -311,7 +311,8 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
 }
 
 /// A validator's settings (`urbis beacon --config beacon.toml`); scalar settings can be
-/// overridden by `URBIS_*` variables or read from files named by `URBIS_<SETTING>_FILE`.
+/// overridden by `URBIS_*` variables or read from files named by `URBIS_<SETTING>_FILE`
+/// (the same rules as the shard's, `urbis_shard::node::settings_env`).
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BeaconSettings {
@@ -378,24 +379,7 @@ const BEACON_SETTINGS: &[&str] = &[
 impl BeaconSettings {
     /// Loads the file, then `URBIS_*` overrides.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut env = std::collections::HashMap::new();
-        for (k, v) in std::env::vars() {
-            let Some(name) = k.strip_prefix("URBIS_").map(str::to_ascii_lowercase) else {
-                continue;
-            };
-            if BEACON_SETTINGS.contains(&name.as_str()) {
-                env.insert(k, v);
-            } else if let Some(base) = name.strip_suffix("_file")
-                && BEACON_SETTINGS.contains(&base)
-            {
-                let value =
-                    std::fs::read_to_string(&v).with_context(|| format!("reading {k} ({v})"))?;
-                env.insert(
-                    format!("URBIS_{}", base.to_ascii_uppercase()),
-                    value.trim().to_string(),
-                );
-            }
-        }
+        let env = node::settings_env(std::env::vars(), BEACON_SETTINGS)?;
         let settings = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(

@@ -121,32 +121,7 @@ impl ShardConfig {
         if let Some(p) = path {
             builder = builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
         }
-        // Only variables naming a setting are read, so unrelated `URBIS_*` variables (test
-        // settings, Kubernetes service links) do not stop the node.
-        let setting = |k: &str| {
-            k.strip_prefix("URBIS_")
-                .map(str::to_ascii_lowercase)
-                .filter(|f| SETTINGS.contains(&f.as_str()))
-        };
-        let mut env = std::collections::HashMap::new();
-        let mut from_files = Vec::new();
-        for (k, v) in vars {
-            if setting(&k).is_some() {
-                env.insert(k, v);
-            } else if let Some(name) =
-                k.strip_suffix("_FILE").and_then(|b| setting(b).map(|_| b.to_string()))
-            {
-                from_files.push((name, PathBuf::from(v)));
-            }
-        }
-        for (name, file) in from_files {
-            if env.contains_key(&name) {
-                bail!("{name} and {name}_FILE are both set; keep one");
-            }
-            let value = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {name}_FILE ({})", file.display()))?;
-            env.insert(name, value.trim().to_string());
-        }
+        let env = settings_env(vars, SETTINGS)?;
         builder = builder.add_source(
             config::Environment::with_prefix("URBIS").try_parsing(true).source(Some(env)),
         );
@@ -156,6 +131,41 @@ impl ShardConfig {
         }
         Ok(cfg)
     }
+}
+
+/// The `URBIS_*` overrides of `settings` among `vars`, each given directly (`URBIS_LISTEN`) or
+/// read from the file named by `URBIS_<SETTING>_FILE` (trimmed); naming a setting both ways is
+/// an error. Only variables naming a setting are read, so unrelated `URBIS_*` variables (test
+/// settings, Kubernetes service links) do not stop a node.
+pub fn settings_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+    settings: &[&str],
+) -> Result<std::collections::HashMap<String, String>> {
+    let setting = |k: &str| {
+        k.strip_prefix("URBIS_")
+            .map(str::to_ascii_lowercase)
+            .filter(|f| settings.contains(&f.as_str()))
+    };
+    let mut env = std::collections::HashMap::new();
+    let mut from_files = Vec::new();
+    for (k, v) in vars {
+        if setting(&k).is_some() {
+            env.insert(k, v);
+        } else if let Some(name) =
+            k.strip_suffix("_FILE").and_then(|b| setting(b).map(|_| b.to_string()))
+        {
+            from_files.push((name, PathBuf::from(v)));
+        }
+    }
+    for (name, file) in from_files {
+        if env.contains_key(&name) {
+            bail!("{name} and {name}_FILE are both set; keep one");
+        }
+        let value = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {name}_FILE ({})", file.display()))?;
+        env.insert(name, value.trim().to_string());
+    }
+    Ok(env)
 }
 
 /// Reads the hex secret of a key file written by `urbis keys generate` (or a bare hex file),

@@ -520,23 +520,32 @@ fn verify_votes<S: Scheme>(
     }
 }
 
+/// Checks a certificate of votes of one type for one block: `signatures` are `(address,
+/// signature)` over the vote each address would have cast.
+fn verify_block_votes<'a, S: Scheme>(
+    ctx: &Ctx<S>,
+    set: &ValidatorSet<S>,
+    thresholds: ThresholdParams,
+    vote_type: VoteType,
+    (height, round, value_id): (Height, Round, BlockId),
+    signatures: impl Iterator<Item = (Address, &'a S::Signature)>,
+) -> Result<(), CertificateError<Ctx<S>>> {
+    let votes = signatures.map(|(address, signature)| {
+        let vote = Vote { vote_type, height, round, value: NilOrVal::Val(value_id), address };
+        (vote, signature.clone())
+    });
+    verify_votes(ctx, set, thresholds.quorum, votes)
+}
+
 fn verify_commit<S: Scheme>(
     ctx: &Ctx<S>,
     cert: &CommitCertificate<Ctx<S>>,
     set: &ValidatorSet<S>,
     thresholds: ThresholdParams,
 ) -> Result<(), CertificateError<Ctx<S>>> {
-    let votes = cert.commit_signatures.iter().map(|c| {
-        let vote = mt::Context::new_precommit(
-            ctx,
-            cert.height,
-            cert.round,
-            NilOrVal::Val(cert.value_id),
-            c.address,
-        );
-        (vote, c.signature.clone())
-    });
-    verify_votes(ctx, set, thresholds.quorum, votes)
+    let signatures = cert.commit_signatures.iter().map(|c| (c.address, &c.signature));
+    let block = (cert.height, cert.round, cert.value_id);
+    verify_block_votes(ctx, set, thresholds, VoteType::Precommit, block, signatures)
 }
 
 fn verify_polka<S: Scheme>(
@@ -545,17 +554,9 @@ fn verify_polka<S: Scheme>(
     set: &ValidatorSet<S>,
     thresholds: ThresholdParams,
 ) -> Result<(), CertificateError<Ctx<S>>> {
-    let votes = cert.polka_signatures.iter().map(|c| {
-        let vote = mt::Context::new_prevote(
-            ctx,
-            cert.height,
-            cert.round,
-            NilOrVal::Val(cert.value_id),
-            c.address,
-        );
-        (vote, c.signature.clone())
-    });
-    verify_votes(ctx, set, thresholds.quorum, votes)
+    let signatures = cert.polka_signatures.iter().map(|c| (c.address, &c.signature));
+    let block = (cert.height, cert.round, cert.value_id);
+    verify_block_votes(ctx, set, thresholds, VoteType::Prevote, block, signatures)
 }
 
 fn verify_round<S: Scheme>(
