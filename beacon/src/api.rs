@@ -1,15 +1,22 @@
 //! The beacon's HTTP API: decided blocks with their certificates (what shards, bridges and
 //! `urbis verify` need), health. Errors are RFC 9457 problem documents.
 
+use crate::pool::{OfferError, Offered, Pool};
 use crate::store::{BeaconStore, DecidedBlock};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
-use urbis_core::beacon::{BeaconHeader, CommitCertificate, Crosslink};
+use std::time::Duration;
+use urbis_core::beacon::{BeaconHeader, CommitCertificate};
+use urbis_core::crosslink::CrosslinkEntry;
+use urbis_core::genesis::ValidGenesis;
+use urbis_core::merkle::InclusionProof;
+use urbis_core::record::CityId;
 use urbis_core::validators::ValidatorSet;
 
 /// What the handlers read.
@@ -19,7 +26,14 @@ pub struct ApiState {
     pub store: Arc<BeaconStore>,
     /// The genesis validator set (the set in force until set changes exist).
     pub validators: Arc<ValidatorSet>,
+    /// The federation.
+    pub genesis: Arc<ValidGenesis>,
+    /// Crosslink entries waiting for a block.
+    pub pool: Arc<Pool>,
 }
+
+/// The longest a block request may wait for its height to be decided.
+pub const WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// A decided beacon block as served.
 #[derive(Serialize)]
@@ -30,8 +44,9 @@ pub struct BlockView {
     pub header: BeaconHeader,
     /// Its aggregate commit certificate.
     pub certificate: CommitCertificate,
-    /// The crosslinks of the body.
-    pub crosslinks: Vec<Crosslink>,
+    /// The body's crosslink entries (sealed headers with their extension proofs), in the
+    /// order of the crosslinks tree's leaves.
+    pub crosslinks: Vec<CrosslinkEntry>,
 }
 
 impl From<DecidedBlock> for BlockView {
@@ -91,17 +106,147 @@ async fn latest(State(ApiState { store, .. }): State<ApiState>) -> Response {
     }
 }
 
+/// `GET /v1/beacon/blocks/{height}` query.
+#[derive(serde::Deserialize)]
+pub struct BlockQuery {
+    /// Wait up to this many milliseconds (at most 30 000) for the height to be decided.
+    pub wait_ms: Option<u64>,
+}
+
 async fn by_height(
     State(ApiState { store, .. }): State<ApiState>,
     Path(height): Path<String>,
+    query: Result<Query<BlockQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    match height.parse::<u64>() {
-        Ok(h) => block_response(&store, h),
-        Err(_) => problem(
+    let (Ok(h), Ok(Query(q))) = (height.parse::<u64>(), query) else {
+        return problem(
             StatusCode::BAD_REQUEST,
             "malformed-request",
-            "height must be a non-negative integer",
-        ),
+            "height and wait_ms must be non-negative integers",
+        );
+    };
+    if let Some(wait) = q.wait_ms.filter(|w| *w > 0) {
+        let mut latest = store.subscribe();
+        let deadline = Duration::from_millis(wait).min(WAIT_MAX);
+        // Whether it arrives or the wait ends, the answer is what the store has then.
+        let _ = tokio::time::timeout(deadline, latest.wait_for(|l| *l >= h)).await;
+    }
+    block_response(&store, h)
+}
+
+/// Accepted crosslink entry.
+#[derive(Serialize)]
+struct OfferView {
+    city: CityId,
+    height: u64,
+    status: &'static str,
+}
+
+/// `POST /v1/beacon/crosslinks`: a shard offers its latest sealed header with the proof that
+/// it extends the city's last crosslinked header.
+async fn offer(
+    State(ApiState { store, pool, .. }): State<ApiState>,
+    body: Result<Json<CrosslinkEntry>, JsonRejection>,
+) -> Response {
+    let Ok(Json(entry)) = body else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "the body must be a crosslink entry (docs/protocol.md)",
+        );
+    };
+    let (city, height) = (entry.city(), entry.header.header.height);
+    let outcome = tokio::task::spawn_blocking(move || pool.offer(&store, entry)).await;
+    match outcome {
+        Ok(Ok(offered)) => {
+            let status = match offered {
+                Offered::Pending => "pending",
+                Offered::Superseded => "superseded",
+            };
+            (StatusCode::ACCEPTED, Json(OfferView { city, height, status })).into_response()
+        }
+        Ok(Err(OfferError::Invalid { error, crosslinked_height })) => {
+            use urbis_core::crosslink::CrosslinkError as E;
+            let (status, slug) = match &error {
+                E::NotNewer { .. } | E::Base { .. } => (StatusCode::CONFLICT, "crosslink-base"),
+                _ => (StatusCode::UNPROCESSABLE_ENTITY, "crosslink-invalid"),
+            };
+            let mut r = problem(status, slug, error.to_string());
+            if let Some(h) = crosslinked_height
+                && let Ok(v) = HeaderValue::from_str(&h.to_string())
+            {
+                r.headers_mut().insert("urbis-crosslinked-height", v);
+            }
+            r
+        }
+        Ok(Err(OfferError::Store(e))) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// The first beacon block that covers a city's header, with the crosslink's Merkle path.
+#[derive(Serialize)]
+pub struct CoveringView {
+    /// The covering beacon block's height.
+    pub beacon_height: u64,
+    /// Its header hash.
+    pub hash: String,
+    /// Its header.
+    pub header: BeaconHeader,
+    /// Its certificate.
+    pub certificate: CommitCertificate,
+    /// The crosslinked entry (the header asked about, or a later one whose history holds it).
+    pub crosslinked: CrosslinkEntry,
+    /// The crosslinked header's leaf path in the block's crosslinks tree.
+    pub crosslink: InclusionProof,
+}
+
+async fn covering(
+    State(ApiState { store, genesis, .. }): State<ApiState>,
+    Path((city, shard_height)): Path<(String, String)>,
+) -> Response {
+    let city_id = match city.parse::<u32>() {
+        Ok(id) => genesis.city(CityId(id)).map(|c| c.id),
+        Err(_) => genesis.city_by_name(&city).map(|c| c.id),
+    };
+    let Some(city_id) = city_id else {
+        return problem(StatusCode::NOT_FOUND, "unknown-city", format!("no city {city:?}"));
+    };
+    let Ok(shard_height) = shard_height.parse::<u64>() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "shard_height must be a non-negative integer",
+        );
+    };
+    let at = match store.covering(city_id, shard_height) {
+        Ok(Some(at)) => at,
+        Ok(None) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "not-covered",
+                format!("no certified beacon block covers {city} height {shard_height} yet"),
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let decided = match store.block(at.beacon_height) {
+        Ok(Some(d)) => d,
+        Ok(None) => return internal("crosslink index names a missing block"),
+        Err(e) => return internal(e),
+    };
+    match decided.block.body.crosslink_path(city_id) {
+        Some(Ok((entry, path))) => Json(CoveringView {
+            beacon_height: at.beacon_height,
+            hash: decided.block.header.hash().to_hex(),
+            crosslinked: entry.clone(),
+            header: decided.block.header,
+            certificate: decided.certificate,
+            crosslink: path,
+        })
+        .into_response(),
+        Some(Err(e)) => internal(e),
+        None => internal("crosslink index names a block without the city"),
     }
 }
 
@@ -122,7 +267,7 @@ pub struct ValidatorsQuery {
 /// The validator set in force at a height, with the certified changes that led to it (none
 /// until validator-set changes exist: the genesis set is in force at every height).
 async fn validators(
-    State(ApiState { store, validators }): State<ApiState>,
+    State(ApiState { store, validators, .. }): State<ApiState>,
     query: Result<Query<ValidatorsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
@@ -158,6 +303,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/beacon/blocks/latest", get(latest))
         .route("/v1/beacon/blocks/{height}", get(by_height))
+        .route("/v1/beacon/crosslinks", post(offer))
+        .route("/v1/beacon/crosslinks/{city}/{shard_height}", get(covering))
         .route("/v1/beacon/evidence", get(evidence))
         .route("/v1/beacon/validators", get(validators))
         .route("/livez", get(|| async { "ok" }))

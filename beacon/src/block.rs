@@ -2,16 +2,24 @@
 //! one and what every validator checks before voting for it.
 
 use borsh::{BorshDeserialize, BorshSerialize};
+use std::collections::BTreeMap;
 use urbis_core::beacon::{BEACON_HEADER_VERSION, BeaconHeader, Crosslink};
+use urbis_core::crosslink::{CrosslinkEntry, CrosslinkError, CrosslinkedHead, verify_entry};
+use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::{Domain, Hash32};
-use urbis_core::merkle::{Blake3Tree, root_from_leaf_hashes};
+use urbis_core::merkle::{Blake3Tree, InclusionProof, MerkleError, root_from_leaf_hashes};
+use urbis_core::record::CityId;
 
 /// The body of a beacon block.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct BeaconBody {
-    /// Each city's latest sealed header, at most one per city, in ascending city order.
-    pub crosslinks: Vec<Crosslink>,
+    /// Cities' sealed headers with their extension proofs, at most one per city, in ascending
+    /// city order.
+    pub crosslinks: Vec<CrosslinkEntry>,
 }
+
+/// Each city's last crosslinked header, as the chain up to some height says.
+pub type Heads = BTreeMap<CityId, CrosslinkedHead>;
 
 impl BeaconBody {
     /// `H_beacon_body(borsh(body))`.
@@ -21,8 +29,27 @@ impl BeaconBody {
 
     /// The root of the crosslinks tree over this body's crosslinks.
     pub fn crosslinks_root(&self) -> Hash32 {
-        let leaves: Vec<Hash32> = self.crosslinks.iter().map(Crosslink::leaf_hash).collect();
-        root_from_leaf_hashes(&Blake3Tree::crosslinks(), &leaves)
+        root_from_leaf_hashes(&Blake3Tree::crosslinks(), &self.leaf_hashes())
+    }
+
+    /// The crosslinks tree's leaves, in order.
+    pub fn leaves(&self) -> Vec<Crosslink> {
+        self.crosslinks.iter().map(CrosslinkEntry::crosslink).collect()
+    }
+
+    fn leaf_hashes(&self) -> Vec<Hash32> {
+        self.crosslinks.iter().map(|e| e.crosslink().leaf_hash()).collect()
+    }
+
+    /// The crosslink path of `city`'s entry, with the entry.
+    pub fn crosslink_path(
+        &self,
+        city: CityId,
+    ) -> Option<Result<(&CrosslinkEntry, InclusionProof), MerkleError>> {
+        let index = self.crosslinks.iter().position(|e| e.city() == city)?;
+        let proof =
+            InclusionProof::build(&Blake3Tree::crosslinks(), &self.leaf_hashes(), index as u64);
+        Some(proof.map(|p| (&self.crosslinks[index], p)))
     }
 }
 
@@ -73,13 +100,21 @@ pub enum BlockError {
     /// The header does not commit to this body.
     #[error("header does not commit to the body")]
     BodyMismatch,
+    /// A crosslink entry does not verify against the chain.
+    #[error("crosslink of city {city}: {error}")]
+    Crosslink {
+        /// The entry's city.
+        city: CityId,
+        /// Why.
+        error: CrosslinkError,
+    },
 }
 
 impl Block {
     /// The block at `tip` carrying `crosslinks` (sorted and deduplicated by city here).
-    pub fn build(tip: &Tip, time_ms: u64, mut crosslinks: Vec<Crosslink>) -> Block {
-        crosslinks.sort();
-        crosslinks.dedup_by_key(|c| c.city);
+    pub fn build(tip: &Tip, time_ms: u64, mut crosslinks: Vec<CrosslinkEntry>) -> Block {
+        crosslinks.sort_by_key(CrosslinkEntry::city);
+        crosslinks.dedup_by_key(|c| c.city());
         let body = BeaconBody { crosslinks };
         let header = BeaconHeader {
             version: BEACON_HEADER_VERSION,
@@ -110,7 +145,7 @@ impl Block {
         if h.validator_set_hash != tip.set_hash || h.next_validator_set_hash != tip.next_set_hash {
             return Err(BlockError::Continuity("validator set"));
         }
-        if self.body.crosslinks.windows(2).any(|w| w[0].city >= w[1].city) {
+        if self.body.crosslinks.windows(2).any(|w| w[0].city() >= w[1].city()) {
             return Err(BlockError::CrosslinkOrder);
         }
         if h.body_hash != self.body.hash()
@@ -120,5 +155,23 @@ impl Block {
             return Err(BlockError::BodyMismatch);
         }
         Ok(())
+    }
+
+    /// Checks every crosslink entry against `heads` (the chain before this block): sealed by
+    /// its city, newer than and extending the city's last crosslinked header. Returns the heads
+    /// after this block.
+    pub fn check_crosslinks(
+        &self,
+        genesis: &ValidGenesis,
+        heads: &Heads,
+    ) -> Result<Heads, BlockError> {
+        let mut after = heads.clone();
+        for entry in &self.body.crosslinks {
+            let city = entry.city();
+            let head = verify_entry(genesis, self.header.height, heads.get(&city), entry)
+                .map_err(|error| BlockError::Crosslink { city, error })?;
+            after.insert(city, head);
+        }
+        Ok(after)
     }
 }

@@ -8,5 +8,6 @@ pub mod api;
 pub mod block;
 pub mod consensus;
 pub mod node;
+pub mod pool;
 pub mod store;
 pub mod transport;

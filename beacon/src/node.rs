@@ -2,23 +2,22 @@
 //! write-ahead log) and its QUIC transport, with timers on the tokio clock. The write-ahead
 //! log is synced before anything that follows it is sent.
 
-use crate::block::{Block, Tip};
+use crate::block::{Block, Heads, Tip};
 use crate::consensus::{
     Action, Address, App, Bls, Ctx, Host, LinearTimeouts, Message, Timeout, Validator,
     ValidatorSet, fold_certificate, wire,
 };
+use crate::pool::Pool;
 use crate::store::{BeaconStore, DecidedBlock};
 use crate::transport::{Allowed, Fingerprint, TlsIdentity, Transport};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use urbis_core::beacon::Crosslink;
 use urbis_core::bls;
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::Hash32;
-use urbis_core::record::CityId;
 
 /// What a validator needs to run.
 pub struct ValidatorConfig {
@@ -36,6 +35,8 @@ pub struct ValidatorConfig {
     pub timeouts: LinearTimeouts,
     /// The wall clock, milliseconds since the Unix epoch (block times).
     pub clock: fn() -> u64,
+    /// Crosslink entries pushed by shards (shared with the API).
+    pub pool: Arc<Pool>,
 }
 
 /// A decision, as the validator reports it.
@@ -47,35 +48,40 @@ pub struct Decision {
     pub block: Hash32,
 }
 
-/// Crosslinks waiting to be included, latest per city (fed by shards).
-pub type Pending = Arc<Mutex<BTreeMap<CityId, Crosslink>>>;
-
-/// The beacon application: blocks continue the decided chain and carry pending crosslinks.
+/// The beacon application: blocks continue the decided chain and carry the crosslink entries
+/// shards pushed, each extending its city's last crosslinked header.
 pub struct BeaconApp {
     tip: Tip,
     clock: fn() -> u64,
-    pending: Pending,
+    genesis: Arc<ValidGenesis>,
+    /// Each city's last crosslinked header, as of the decided chain.
+    heads: Heads,
+    pool: Arc<Pool>,
 }
 
 impl App for BeaconApp {
-    fn propose(&mut self, _height: u64, _round: u32) -> Block {
-        let crosslinks =
-            self.pending.lock().map(|p| p.values().copied().collect()).unwrap_or_default();
+    fn propose(&mut self, height: u64, _round: u32) -> Block {
+        let crosslinks = self.pool.take(height, &self.heads);
         Block::build(&self.tip, (self.clock)(), crosslinks)
     }
     fn validate(&self, block: &Block) -> bool {
-        block.check(&self.tip).is_ok()
+        let checked = block
+            .check(&self.tip)
+            .and_then(|()| block.check_crosslinks(&self.genesis, &self.heads));
+        if let Err(e) = &checked {
+            tracing::warn!(height = block.header.height, error = %e, "proposed block refused");
+        }
+        checked.is_ok()
     }
     fn commit(&mut self, block: &Block) {
         self.tip.height = block.header.height + 1;
         self.tip.previous = block.header.hash();
-        if let Ok(mut pending) = self.pending.lock() {
-            for c in &block.body.crosslinks {
-                if pending.get(&c.city) == Some(c) {
-                    pending.remove(&c.city);
-                }
-            }
+        // A decided block was checked by more than 2/3 of the weight; its entries are the
+        // chain's heads whatever this validator thought of them.
+        for entry in &block.body.crosslinks {
+            self.heads.insert(entry.city(), entry.head());
         }
+        self.pool.prune(&self.heads);
     }
 }
 
@@ -124,7 +130,19 @@ pub async fn run(
         tip.height = h + 1;
         tip.previous = last.block.header.hash();
     }
-    let app = BeaconApp { tip, clock: config.clock, pending: Pending::default() };
+    let mut heads = Heads::new();
+    for city in &config.genesis.genesis().cities {
+        if let Some(at) = store.head(city.id)? {
+            heads.insert(city.id, at.head);
+        }
+    }
+    let app = BeaconApp {
+        tip,
+        clock: config.clock,
+        genesis: config.genesis.clone(),
+        heads,
+        pool: config.pool.clone(),
+    };
     let ctx = Ctx::<Bls>::new(config.genesis.federation_id());
     // Blocks are paced by the genesis interval: a decision is final at once, the next height
     // starts one interval after the previous one started.

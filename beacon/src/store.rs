@@ -10,14 +10,19 @@ use rocksdb::{
 };
 use std::path::Path;
 use urbis_core::beacon::CommitCertificate;
+use urbis_core::crosslink::CrosslinkedHead;
 use urbis_core::encoding::{decode, encode};
+use urbis_core::hash::Hash32;
+use urbis_core::record::CityId;
 
 const CF_META: &str = "meta";
 const CF_BLOCKS: &str = "blocks";
 const CF_WAL: &str = "wal";
 const CF_EVIDENCE: &str = "evidence";
+/// `city ‖ shard height` (big-endian) → `beacon height ‖ header hash ‖ history root`.
+const CF_CROSSLINKS: &str = "crosslinks";
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// Storage failures; corruption is reported, never papered over.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,48 @@ pub struct DecidedBlock {
 /// The validator's store.
 pub struct BeaconStore {
     db: DB,
+    /// The highest decided height (0 before the first), for readers that wait for the next.
+    latest: tokio::sync::watch::Sender<u64>,
+}
+
+/// Where a city's header was crosslinked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrosslinkedAt {
+    /// The header.
+    pub head: CrosslinkedHead,
+    /// The beacon block that crosslinked it.
+    pub beacon_height: u64,
+}
+
+fn crosslink_key(city: CityId, shard_height: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&city.0.to_be_bytes());
+    k[4..].copy_from_slice(&shard_height.to_be_bytes());
+    k
+}
+
+fn crosslink_value(beacon_height: u64, head: &CrosslinkedHead) -> [u8; 72] {
+    let mut v = [0u8; 72];
+    v[..8].copy_from_slice(&beacon_height.to_be_bytes());
+    v[8..40].copy_from_slice(head.hash.as_bytes());
+    v[40..].copy_from_slice(head.history_root.as_bytes());
+    v
+}
+
+fn parse_crosslink(k: &[u8], v: &[u8]) -> Result<(CityId, CrosslinkedAt), StoreError> {
+    let bad = || StoreError::Corrupt("crosslink index");
+    if k.len() != 12 || v.len() != 72 {
+        return Err(bad());
+    }
+    let city = CityId(u32::from_be_bytes(k[..4].try_into().map_err(|_| bad())?));
+    let height = u64::from_be_bytes(k[4..].try_into().map_err(|_| bad())?);
+    let beacon_height = u64::from_be_bytes(v[..8].try_into().map_err(|_| bad())?);
+    let hash = Hash32(v[8..40].try_into().map_err(|_| bad())?);
+    let history_root = Hash32(v[40..].try_into().map_err(|_| bad())?);
+    Ok((
+        city,
+        CrosslinkedAt { head: CrosslinkedHead { height, hash, history_root }, beacon_height },
+    ))
 }
 
 fn height_key(h: u64) -> [u8; 8] {
@@ -66,10 +113,10 @@ impl BeaconStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_META, CF_BLOCKS, CF_WAL, CF_EVIDENCE]
+        let cfs = [CF_META, CF_BLOCKS, CF_WAL, CF_EVIDENCE, CF_CROSSLINKS]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let store = BeaconStore { db };
+        let store = BeaconStore { db, latest: tokio::sync::watch::Sender::new(0) };
         match store.db.get_cf(store.cf(CF_META), FORMAT_KEY)? {
             None => {
                 let mut batch = WriteBatch::default();
@@ -85,7 +132,13 @@ impl BeaconStore {
                 }
             }
         }
+        store.latest.send_replace(store.latest_height()?.unwrap_or(0));
         Ok(store)
+    }
+
+    /// A receiver of the highest decided height, updated after each commit.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.latest.subscribe()
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -134,8 +187,55 @@ impl BeaconStore {
     pub fn commit(&self, height: u64, decided: &DecidedBlock) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_BLOCKS), height_key(height), encode(decided));
+        for entry in &decided.block.body.crosslinks {
+            let head = entry.head();
+            batch.put_cf(
+                self.cf(CF_CROSSLINKS),
+                crosslink_key(entry.city(), head.height),
+                crosslink_value(height, &head),
+            );
+        }
         batch.delete_range_cf(self.cf(CF_WAL), wal_key(0, 0), wal_key(height + 1, 0));
-        self.write(batch)
+        self.write(batch)?;
+        self.latest.send_if_modified(|h| {
+            let newer = height > *h;
+            *h = (*h).max(height);
+            newer
+        });
+        Ok(())
+    }
+
+    /// `city`'s last crosslinked header, if any.
+    pub fn head(&self, city: CityId) -> Result<Option<CrosslinkedAt>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_CROSSLINKS));
+        it.seek_for_prev(crosslink_key(city, u64::MAX));
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (c, at) = parse_crosslink(k, v)?;
+            if c == city {
+                return Ok(Some(at));
+            }
+        }
+        it.status()?;
+        Ok(None)
+    }
+
+    /// The first crosslink of `city` at or above `shard_height`: the first beacon block that
+    /// covers that header (directly or through the history tree).
+    pub fn covering(
+        &self,
+        city: CityId,
+        shard_height: u64,
+    ) -> Result<Option<CrosslinkedAt>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_CROSSLINKS));
+        it.seek(crosslink_key(city, shard_height));
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (c, at) = parse_crosslink(k, v)?;
+            if c == city {
+                return Ok(Some(at));
+            }
+        }
+        it.status()?;
+        Ok(None)
     }
 
     /// Keeps evidence seen while deciding `height` (synced; kept forever, never pruned).

@@ -79,6 +79,7 @@ async fn four_validators_agree_survive_one_stopping_and_a_restart_catches_up() {
             peers: (0..4).filter(|j| *j != i).map(|j| (addrs[j], tls[j].fingerprint())).collect(),
             timeouts: timeouts(),
             clock,
+            pool: Arc::new(urbis_beacon::pool::Pool::new(genesis.clone())),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let (tx, mut rx) = mpsc::unbounded_channel();

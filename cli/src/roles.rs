@@ -145,6 +145,14 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
     let valid = node::load_genesis(&genesis)?;
     let mut configs = Vec::new();
     let mut listing = Vec::new();
+    // Every shard offers its headers to every validator's API (base_port + 200 + k).
+    let beacon_apis = (0..valid.genesis().validators.validators.len())
+        .map(|k| {
+            let port =
+                base_port.checked_add(u16::try_from(200 + k)?).context("port out of range")?;
+            Ok(format!("http://127.0.0.1:{port}"))
+        })
+        .collect::<Result<Vec<String>>>()?;
     for (i, name) in names.iter().enumerate() {
         if valid.city_by_name(name).is_none() {
             bail!("{} was created with other cities; use another --data-dir", data_dir.display());
@@ -180,6 +188,7 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
             queue: 4_096,
             rate_limit_per_second: 1_000,
             rate_limit_burst: 2_000,
+            beacon_apis: beacon_apis.clone(),
         });
         listing.push(DevnetCity {
             name: name.clone(),
@@ -222,6 +231,7 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
                 peers,
                 timeouts: timeouts(300, 150, 100),
                 clock: node::wall_clock_ms,
+                pool: std::sync::Arc::new(urbis_beacon::pool::Pool::new(shared.clone())),
             },
             data_dir.join("validators").join(&v.name),
             api,
@@ -452,6 +462,8 @@ async fn run_validator(
     let state = urbis_beacon::api::ApiState {
         store: store.clone(),
         validators: Arc::new(config.genesis.genesis().validators.clone()),
+        genesis: config.genesis.clone(),
+        pool: config.pool.clone(),
     };
     let api = tokio::spawn(urbis_beacon::api::serve(listener, state, async {
         let _ = api_stopped.await;
@@ -493,11 +505,12 @@ pub fn beacon(path: &Path) -> Result<()> {
     let timeouts =
         timeouts(settings.propose_timeout_ms, settings.vote_timeout_ms, settings.timeout_delta_ms);
     let config = ValidatorConfig {
-        genesis,
         listen: settings.listen,
         bls_key: Arc::new(bls_key),
         tls,
         peers,
+        pool: Arc::new(urbis_beacon::pool::Pool::new(genesis.clone())),
+        genesis,
         timeouts,
         clock: node::wall_clock_ms,
     };

@@ -6,6 +6,7 @@
 
 pub mod beacon;
 pub mod bls;
+pub mod crosslink;
 pub mod encoding;
 pub mod genesis;
 pub mod hash;

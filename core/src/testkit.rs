@@ -206,6 +206,20 @@ impl ShardChain {
         }
     }
 
+    /// The crosslink entry for header `m`, extending header `from` (None: a first crosslink).
+    pub fn crosslink_entry(&self, m: u64, from: Option<u64>) -> crate::crosslink::CrosslinkEntry {
+        let history = Blake3Tree::history();
+        let leaves: Vec<Hash32> =
+            self.history[..m as usize].iter().map(|h| history.leaf(h.as_bytes())).collect();
+        let extension = from.map(|p| crate::crosslink::Extension {
+            consistency: crate::merkle::ConsistencyProof::build(&history, &leaves, p)
+                .unwrap_or_else(|e| unreachable!("{e}")),
+            inclusion: InclusionProof::build(&history, &leaves, p)
+                .unwrap_or_else(|e| unreachable!("{e}")),
+        });
+        crate::crosslink::CrosslinkEntry { header: self.headers[m as usize].clone(), extension }
+    }
+
     /// N's link into the history tree of M (None when N = M).
     pub fn history_link(&self, n: u64, m: u64) -> Option<HistoryLink> {
         if n == m {

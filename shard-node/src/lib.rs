@@ -3,9 +3,11 @@
 //! back with proofs that `urbis verify` checks offline.
 //!
 //! `ledger` is the pure rule book; `sealer` the group-commit loop; `store` the only module
-//! that knows RocksDB; `api` the axum shell; `node` configuration and lifecycle.
+//! that knows RocksDB; `api` the axum shell; `follower` offers sealed headers to the beacon
+//! and follows it with the core light client; `node` configuration and lifecycle.
 
 pub mod api;
+pub mod follower;
 pub mod ledger;
 pub mod node;
 pub mod sealer;

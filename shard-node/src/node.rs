@@ -56,6 +56,11 @@ pub struct ShardConfig {
     /// Burst of write requests per token above the rate.
     #[serde(default = "defaults::rate_limit_burst")]
     pub rate_limit_burst: u32,
+    /// The beacon validators' API base URLs (`http://host:port`); the shard offers its headers
+    /// to them and follows their certified blocks. Empty: proofs stay at level committed. In
+    /// the environment, comma-separated.
+    #[serde(default)]
+    pub beacon_apis: Vec<String>,
 }
 
 /// Every setting's name (`URBIS_` + upper case in the environment).
@@ -74,6 +79,7 @@ const SETTINGS: &[&str] = &[
     "queue",
     "rate_limit_per_second",
     "rate_limit_burst",
+    "beacon_apis",
 ];
 
 mod defaults {
@@ -123,7 +129,11 @@ impl ShardConfig {
         }
         let env = settings_env(vars, SETTINGS)?;
         builder = builder.add_source(
-            config::Environment::with_prefix("URBIS").try_parsing(true).source(Some(env)),
+            config::Environment::with_prefix("URBIS")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("beacon_apis")
+                .source(Some(env)),
         );
         let cfg: ShardConfig = builder.build()?.try_deserialize().context("shard configuration")?;
         if cfg.block_records_max == 0 || cfg.batch_records_max == 0 {
@@ -275,6 +285,17 @@ pub async fn run(
         },
         config.queue,
     )?;
+    let (stop_follower, follower_stop) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(crate::follower::run(
+        crate::follower::Follower {
+            apis: config.beacon_apis.iter().map(|a| a.trim_end_matches('/').to_string()).collect(),
+            genesis: genesis.clone(),
+            city,
+            store: store.clone(),
+            tip: sealer.watch_tip(),
+        },
+        follower_stop,
+    ));
     let tokens = Tokens::open(&config.tokens_file).context("opening the token file")?;
     let state = Arc::new(AppState {
         store: store.clone(),
@@ -308,6 +329,8 @@ pub async fn run(
             tracing::info!("shutting down: draining requests");
         })
         .await?;
+    let _ = stop_follower.send(true);
+    let _ = follower.await;
     // The router is gone; dropping the last state closes the queue, and the sealer seals what
     // is pending before it stops.
     drop(state);

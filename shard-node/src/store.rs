@@ -11,9 +11,11 @@ use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
 };
 use std::path::Path;
+use urbis_core::beacon::{BeaconHeader, CommitCertificate};
 use urbis_core::encoding::{decode, encode};
 use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
+use urbis_core::merkle::InclusionProof;
 use urbis_core::record::{Record, SubjectId};
 
 const CF_META: &str = "meta";
@@ -26,7 +28,9 @@ const CF_JMT_VALUES: &str = "jmt_values";
 const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_PAYLOADS: &str = "payloads";
 const CF_HISTORY: &str = "history";
-const ALL_CFS: [&str; 10] = [
+/// Crosslinked shard height (big-endian) → the certified beacon block that crosslinked it.
+const CF_FINALITY: &str = "finality";
+const ALL_CFS: [&str; 11] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -37,8 +41,11 @@ const ALL_CFS: [&str; 10] = [
     CF_IDEMPOTENCY,
     CF_PAYLOADS,
     CF_HISTORY,
+    CF_FINALITY,
 ];
 const TIP_KEY: &[u8] = b"tip";
+/// The next beacon height the shard's light client will follow.
+const BEACON_NEXT_KEY: &[u8] = b"beacon-next";
 const FORMAT_KEY: &[u8] = b"format";
 /// Set in the batch that erases payloads, cleared once their bytes are purged from the files.
 const PURGE_KEY: &[u8] = b"purge-pending";
@@ -153,6 +160,17 @@ fn idempotency_key(service: &str, key: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// How a crosslinked header of this shard is certified: the beacon block that crosslinked it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Crosslinked {
+    /// The beacon header, checked by the shard's light client.
+    pub beacon_header: BeaconHeader,
+    /// Its certificate.
+    pub certificate: CommitCertificate,
+    /// The header's leaf path in the block's crosslinks tree.
+    pub path: InclusionProof,
 }
 
 impl Store {
@@ -329,6 +347,60 @@ impl Store {
         // log left behind holds nothing from before the erasure.
         self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         Ok(())
+    }
+
+    /// The next beacon height to follow (1 before any).
+    pub fn beacon_next(&self) -> Result<u64, StoreError> {
+        match self.get(CF_META, BEACON_NEXT_KEY)? {
+            None => Ok(1),
+            Some(v) => Ok(u64::from_be_bytes(
+                v.as_slice().try_into().map_err(|_| StoreError::Corrupt { what: "beacon next" })?,
+            )),
+        }
+    }
+
+    /// Records that the light client followed beacon block `beacon_height`, and, when that block
+    /// crosslinked this shard's header, the link to it.
+    pub fn follow_beacon(
+        &self,
+        beacon_height: u64,
+        crosslinked: Option<(u64, &Crosslinked)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        if let Some((height, link)) = crosslinked {
+            batch.put_cf(self.cf(CF_FINALITY), height_key(height), encode(link));
+        }
+        batch.put_cf(self.cf(CF_META), BEACON_NEXT_KEY, (beacon_height + 1).to_be_bytes());
+        self.write(batch)
+    }
+
+    /// The first crosslinked header at or above `height`, with its beacon link: what makes a
+    /// record of block `height` final.
+    pub fn covering(&self, height: u64) -> Result<Option<(u64, Crosslinked)>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_FINALITY));
+        it.seek(height_key(height));
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let m = u64::from_be_bytes(
+                k.try_into().map_err(|_| StoreError::Corrupt { what: "finality key" })?,
+            );
+            let link = decode(v).map_err(|_| StoreError::Corrupt { what: "finality" })?;
+            return Ok(Some((m, link)));
+        }
+        it.status()?;
+        Ok(None)
+    }
+
+    /// The highest crosslinked height, if any.
+    pub fn last_crosslinked(&self) -> Result<Option<u64>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_FINALITY));
+        it.seek_to_last();
+        if let Some(k) = it.key() {
+            return Ok(Some(u64::from_be_bytes(
+                k.try_into().map_err(|_| StoreError::Corrupt { what: "finality key" })?,
+            )));
+        }
+        it.status()?;
+        Ok(None)
     }
 
     /// The sealed header at `height`.

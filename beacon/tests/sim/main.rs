@@ -23,8 +23,9 @@ use urbis_beacon::consensus::{
     Action, Address, App, BlockId, Ctx, Host, Input, LinearTimeouts, Message, Scheme, Validator,
     ValidatorSet,
 };
-use urbis_core::beacon::Crosslink;
+use urbis_core::crosslink::CrosslinkEntry;
 use urbis_core::hash::{Domain, Hash32};
+use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader, SignedShardHeader};
 use urbis_core::record::CityId;
 
 /// SplitMix64: small, seedable, reproducible.
@@ -54,11 +55,26 @@ struct SimApp {
 
 impl App for SimApp {
     fn propose(&mut self, height: u64, _round: u32) -> Block {
+        // Entries the structural check accepts (the simulator is about agreement; crosslink
+        // entries are checked by urbis-core's tests and the process tests).
         let crosslinks = (0..3u32)
-            .map(|c| Crosslink {
-                city: CityId(c),
-                header_hash: Domain::ShardHeader
-                    .hash(&[height.to_le_bytes(), u64::from(c).to_le_bytes()].concat()),
+            .map(|c| CrosslinkEntry {
+                header: SignedShardHeader {
+                    header: ShardHeader {
+                        version: SHARD_HEADER_VERSION,
+                        city: CityId(c),
+                        height,
+                        time_ms: self.now_ms,
+                        previous: Hash32::ZERO,
+                        records_root: Domain::ShardHeader
+                            .hash(&[height.to_le_bytes(), u64::from(c).to_le_bytes()].concat()),
+                        records_count: 0,
+                        state_root: Hash32::ZERO,
+                        history_root: Hash32::ZERO,
+                    },
+                    signature: [0; 64],
+                },
+                extension: None,
             })
             .collect();
         Block::build(&self.tip, self.now_ms, crosslinks)

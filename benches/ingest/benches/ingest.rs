@@ -105,6 +105,7 @@ async fn start_shard() -> Shard {
         // The benchmark measures capacity: no per-token limit.
         rate_limit_per_second: 0,
         rate_limit_burst: 1,
+        beacon_apis: vec![],
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(urbis_shard::node::run(config, async move {

@@ -133,6 +133,29 @@ fn devnet_runs_three_cities_and_resumes() {
         let v: Value = r.json().unwrap();
         ids.push(v["records"][0]["id"].as_str().unwrap().to_string());
     }
+    // Each shard offers its headers to the validators and follows the certified chain: the
+    // records reach level final, and the validators serve the covering crosslink.
+    let mut finals = Vec::new();
+    for (c, id) in cities.iter().zip(&ids) {
+        let record = wait_final(&client, c["shard_api"].as_str().unwrap(), id);
+        let height = record["height"].as_u64().unwrap();
+        let beacon_height =
+            record["proof"]["finality"]["beacon_header"]["height"].as_u64().unwrap();
+        let covering: Value = client
+            .get(format!(
+                "{}/v1/beacon/crosslinks/{}/{height}",
+                validators[0],
+                c["name"].as_str().unwrap()
+            ))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(covering["beacon_height"].as_u64(), Some(beacon_height), "{covering}");
+        assert_eq!(covering["header"], record["proof"]["finality"]["beacon_header"]);
+        assert_eq!(covering["crosslink"], record["proof"]["finality"]["crosslink"]);
+        finals.push(beacon_height);
+    }
     assert!(sigterm(child).success(), "devnet exits 0 on SIGTERM");
     // The restart must write the manifest anew, not leave the old one standing.
     std::fs::remove_file(dir.path().join("devnet.json")).unwrap();
@@ -160,6 +183,33 @@ fn devnet_runs_three_cities_and_resumes() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(out["level"], "final", "{out}");
+        assert!(out["beacon_height"].as_u64().unwrap() >= 1, "{out}");
+    }
+    // Finality survived the restart: the same covering beacon blocks.
+    for ((c, id), beacon_height) in cities.iter().zip(&ids).zip(&finals) {
+        let record = wait_final(&client, c["shard_api"].as_str().unwrap(), id);
+        assert_eq!(
+            record["proof"]["finality"]["beacon_header"]["height"].as_u64(),
+            Some(*beacon_height)
+        );
     }
     assert!(sigterm(child).success());
+}
+
+/// Polls a record until its proof is at level final (bounded), and returns the read.
+fn wait_final(client: &Client, shard: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value =
+            client.get(format!("{shard}/v1/records/{id}")).send().unwrap().json().unwrap();
+        if v["level"] == "final" {
+            assert!(v["proof"]["finality"].is_object(), "{v}");
+            return v;
+        }
+        assert_eq!(v["level"], "committed", "{v}");
+        assert!(Instant::now() < deadline, "record {id} at {shard} did not become final: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -2,6 +2,7 @@
 //! light client, decoders on arbitrary bytes, the worked example of docs/protocol.md, and the
 //! crate's dependency rules.
 
+mod crosslink;
 mod decoders;
 mod fixture;
 mod light_client;

@@ -25,7 +25,7 @@ use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, ConsistencyProof, InclusionProof, TreeHasher};
-use urbis_core::proof::{ProofDocument, RecordProof, StateFactProof};
+use urbis_core::proof::{FinalityProof, HistoryLink, ProofDocument, RecordProof, StateFactProof};
 use urbis_core::record::{CityId, Record, RecordKind, SubjectId};
 use urbis_core::state::StateKey;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -579,7 +579,7 @@ fn record_view(
         id: id.to_hex(),
         height,
         index,
-        level: "committed".into(),
+        level: if proof.finality.is_some() { "final" } else { "committed" }.into(),
         payload: payload_status(app, id, &proof.record)?,
         record: proof.record.clone(),
         proof: ProofDocument::Record(proof),
@@ -601,11 +601,37 @@ fn record_proof(app: &AppState, id: &Hash32) -> ApiResult<Option<(RecordProof, u
     let tree = Blake3Tree::records();
     let leaves: Vec<Hash32> = ids.iter().map(|i| tree.leaf(i.as_bytes())).collect();
     let inclusion = InclusionProof::build(&tree, &leaves, stored.index).map_err(internal)?;
+    let finality = finality(app, stored.height)?;
     Ok(Some((
-        RecordProof { record: stored.record, inclusion, header, finality: None },
+        RecordProof { record: stored.record, inclusion, header, finality },
         stored.height,
         stored.index,
     )))
+}
+
+/// The link from header `height` to the first certified beacon block that covers it, once the
+/// shard's light client has seen one.
+fn finality(app: &AppState, height: u64) -> ApiResult<Option<FinalityProof>> {
+    let Some((m, link)) = app.store.covering(height).map_err(internal)? else { return Ok(None) };
+    let history = if m == height {
+        None
+    } else {
+        let crosslinked =
+            app.store.header(m).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
+        let mut perfect = |level, index| app.store.history_node(level, index);
+        let inclusion =
+            InclusionProof::build_from_subtrees(&Blake3Tree::history(), &mut perfect, m, height)
+                .map_err(|e| internal(format!("{e:?}")))?;
+        Some(HistoryLink { crosslinked, inclusion })
+    };
+    Ok(Some(FinalityProof {
+        history,
+        crosslink: link.path,
+        beacon_header: link.beacon_header,
+        certificate: link.certificate,
+        // Validator sets do not change yet: the genesis set certifies every block.
+        set_updates: vec![],
+    }))
 }
 
 /// A record and its proof.
