@@ -144,5 +144,11 @@ fn bench(rest: &[String]) -> Result<()> {
     prerequisites()?;
     let mut c = cargo();
     c.args(["bench", "--locked", "-p", "urbis-benches", "-p", "urbis-loadgen"]).args(rest);
+    run(c)?;
+    // The finality benchmark runs validators (QUIC, TLS, RocksDB): built with the whole
+    // workspace's features, so it shares one release build of RocksDB with any other
+    // workspace-wide release build.
+    let mut c = cargo();
+    c.args(["bench", "--locked", "--workspace", "--bench", "finality"]).args(rest);
     run(c)
 }
