@@ -179,6 +179,14 @@ async fn offer(
             }
             r
         }
+        Ok(Err(OfferError::Conflict(e))) => problem(
+            StatusCode::CONFLICT,
+            "conflicting-header",
+            format!(
+                "city {} sealed two different headers at height {}; the evidence is kept and served at /v1/beacon/evidence",
+                e.first.header.city, e.first.header.height
+            ),
+        ),
         Ok(Err(OfferError::Store(e))) => internal(e),
         Err(e) => internal(e),
     }
@@ -251,9 +259,11 @@ async fn covering(
 }
 
 async fn evidence(State(ApiState { store, .. }): State<ApiState>) -> Response {
-    match store.evidence(1_000) {
-        Ok(e) => Json(serde_json::json!({ "evidence": e })).into_response(),
-        Err(e) => internal(e),
+    match (store.evidence(1_000), store.shard_evidence(1_000)) {
+        (Ok(e), Ok(s)) => {
+            Json(serde_json::json!({ "evidence": e, "shard_headers": s })).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => internal(e),
     }
 }
 

@@ -5,7 +5,9 @@ use crate::block::Heads;
 use crate::store::{BeaconStore, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use urbis_core::crosslink::{CrosslinkEntry, CrosslinkError, verify_entry};
+use urbis_core::crosslink::{
+    CrosslinkEntry, CrosslinkError, ShardEquivocation, verify_entry, verify_seal,
+};
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::record::CityId;
 
@@ -35,6 +37,10 @@ pub enum OfferError {
         /// The city's last crosslinked height, for the shard to build its extension from.
         crosslinked_height: Option<u64>,
     },
+    /// The entry's header conflicts with a sealed header of the same city and height that the
+    /// chain crosslinked or that waits here: the evidence was kept.
+    #[error("city {} sealed two different headers at height {}", .0.first.header.city, .0.first.header.height)]
+    Conflict(Box<ShardEquivocation>),
     /// Reading the chain failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -54,6 +60,11 @@ impl Pool {
     /// city already waits.
     pub fn offer(&self, store: &BeaconStore, entry: CrosslinkEntry) -> Result<Offered, OfferError> {
         let city = entry.city();
+        if let Some(evidence) = self.conflict(store, &entry)? {
+            store.add_shard_evidence(&evidence)?;
+            tracing::warn!(%city, height = entry.header.header.height, "conflicting shard headers: evidence kept");
+            return Err(OfferError::Conflict(Box::new(evidence)));
+        }
         let head = store.head(city)?;
         let next_height = store.latest_height()?.unwrap_or(0) + 1;
         let previous = head.map(|h| h.head);
@@ -75,6 +86,31 @@ impl Pool {
         Ok(Offered::Pending)
     }
 
+    /// A validly sealed header that differs from the one the chain crosslinked, or from the
+    /// one waiting, at the same city and height.
+    fn conflict(
+        &self,
+        store: &BeaconStore,
+        entry: &CrosslinkEntry,
+    ) -> Result<Option<ShardEquivocation>, StoreError> {
+        if verify_seal(&self.genesis, &entry.header).is_err() {
+            return Ok(None);
+        }
+        let (city, height, hash) =
+            (entry.city(), entry.header.header.height, entry.header.header.hash());
+        let known = match store.crosslinked_header(city, height)? {
+            Some(h) => Some(h),
+            None => self
+                .lock()
+                .get(&city)
+                .filter(|w| w.header.header.height == height)
+                .map(|w| w.header.clone()),
+        };
+        Ok(known
+            .filter(|k| k.header.hash() != hash)
+            .map(|first| ShardEquivocation { first, second: entry.header.clone() }))
+    }
+
     /// The entries that extend `heads` for a block at `beacon_height`, in city order.
     pub fn take(&self, beacon_height: u64, heads: &Heads) -> Vec<CrosslinkEntry> {
         self.lock()
@@ -93,5 +129,47 @@ impl Pool {
     /// The entry waiting for `city`, if any.
     pub fn waiting(&self, city: CityId) -> Option<CrosslinkEntry> {
         self.lock().get(&city).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use urbis_core::crosslink::verify_equivocation;
+    use urbis_core::testkit::{Federation, ShardChain, information_record};
+
+    #[test]
+    fn offers_wait_newest_first_and_a_second_header_at_one_height_is_kept_as_evidence() {
+        let fed = Federation::new("pool", 2, 4);
+        let dir = tempfile::tempdir().unwrap();
+        let store = BeaconStore::open(dir.path()).unwrap();
+        let pool = Pool::new(Arc::new(fed.genesis.clone()));
+        let mut honest = ShardChain::new(CityId(0));
+        let mut fork = ShardChain::new(CityId(0));
+        for h in 0..4u64 {
+            honest.seal(&fed, vec![information_record(CityId(0), h)], &[]);
+            fork.seal(&fed, vec![information_record(CityId(0), 100 + h)], &[]);
+        }
+        assert_eq!(pool.offer(&store, honest.crosslink_entry(2, None)).unwrap(), Offered::Pending);
+        assert_eq!(
+            pool.offer(&store, honest.crosslink_entry(1, None)).unwrap(),
+            Offered::Superseded
+        );
+        // The city's key sealed another header 2: refused, and the pair is evidence.
+        let e = pool.offer(&store, fork.crosslink_entry(2, None)).unwrap_err();
+        let OfferError::Conflict(evidence) = e else { panic!("{e}") };
+        assert_eq!(verify_equivocation(&fed.genesis, &evidence), Ok((CityId(0), 2)));
+        assert_eq!(store.shard_evidence(10).unwrap(), vec![*evidence]);
+        // A forged header is no evidence, only a refusal.
+        let mut forged = fork.crosslink_entry(2, None);
+        forged.header.signature[5] ^= 1;
+        assert!(matches!(
+            pool.offer(&store, forged),
+            Err(OfferError::Invalid { error: CrosslinkError::Seal(_), .. })
+        ));
+        assert_eq!(store.shard_evidence(10).unwrap().len(), 1);
+        // The newer honest header replaces the waiting one.
+        assert_eq!(pool.offer(&store, honest.crosslink_entry(3, None)).unwrap(), Offered::Pending);
+        assert_eq!(pool.waiting(CityId(0)).unwrap().header.header.height, 3);
     }
 }

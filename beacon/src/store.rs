@@ -10,9 +10,10 @@ use rocksdb::{
 };
 use std::path::Path;
 use urbis_core::beacon::CommitCertificate;
-use urbis_core::crosslink::CrosslinkedHead;
+use urbis_core::crosslink::{CrosslinkedHead, ShardEquivocation};
 use urbis_core::encoding::{decode, encode};
 use urbis_core::hash::Hash32;
+use urbis_core::header::SignedShardHeader;
 use urbis_core::record::CityId;
 
 const CF_META: &str = "meta";
@@ -21,6 +22,8 @@ const CF_WAL: &str = "wal";
 const CF_EVIDENCE: &str = "evidence";
 /// `city ‖ shard height` (big-endian) → `beacon height ‖ header hash ‖ history root`.
 const CF_CROSSLINKS: &str = "crosslinks";
+/// `city ‖ shard height` → two conflicting sealed headers (the first pair seen is kept).
+const CF_SHARD_EVIDENCE: &str = "shard_evidence";
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT_VERSION: u32 = 2;
 
@@ -113,7 +116,7 @@ impl BeaconStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_META, CF_BLOCKS, CF_WAL, CF_EVIDENCE, CF_CROSSLINKS]
+        let cfs = [CF_META, CF_BLOCKS, CF_WAL, CF_EVIDENCE, CF_CROSSLINKS, CF_SHARD_EVIDENCE]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let store = BeaconStore { db, latest: tokio::sync::watch::Sender::new(0) };
@@ -203,6 +206,47 @@ impl BeaconStore {
             newer
         });
         Ok(())
+    }
+
+    /// The header of `city` at `shard_height` if the chain crosslinked exactly that height.
+    pub fn crosslinked_header(
+        &self,
+        city: CityId,
+        shard_height: u64,
+    ) -> Result<Option<SignedShardHeader>, StoreError> {
+        let Some(v) = self.db.get_cf(self.cf(CF_CROSSLINKS), crosslink_key(city, shard_height))?
+        else {
+            return Ok(None);
+        };
+        let (_, at) = parse_crosslink(&crosslink_key(city, shard_height), &v)?;
+        let block =
+            self.block(at.beacon_height)?.ok_or(StoreError::Corrupt("crosslinked block"))?;
+        Ok(block.block.body.crosslinks.into_iter().find(|e| e.city() == city).map(|e| e.header))
+    }
+
+    /// Keeps evidence of two sealed headers of one city at one height (synced; the first pair
+    /// seen for a (city, height) is kept, later ones add nothing).
+    pub fn add_shard_evidence(&self, e: &ShardEquivocation) -> Result<bool, StoreError> {
+        let h = &e.first.header;
+        let key = crosslink_key(h.city, h.height);
+        if self.db.get_cf(self.cf(CF_SHARD_EVIDENCE), key)?.is_some() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_SHARD_EVIDENCE), key, encode(e));
+        self.write(batch)?;
+        Ok(true)
+    }
+
+    /// Evidence of conflicting shard headers, at most `limit`, by city and height.
+    pub fn shard_evidence(&self, limit: usize) -> Result<Vec<ShardEquivocation>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SHARD_EVIDENCE), IteratorMode::Start).take(limit)
+        {
+            let (_, v) = item?;
+            out.push(decode(&v).map_err(|_| StoreError::Corrupt("shard evidence"))?);
+        }
+        Ok(out)
     }
 
     /// `city`'s last crosslinked header, if any.

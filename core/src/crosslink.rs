@@ -110,6 +110,46 @@ pub enum CrosslinkError {
     /// The crosslinked header is not in the new header's history.
     #[error("history inclusion of the crosslinked header: {0}")]
     Inclusion(MerkleError),
+    /// Two headers offered as conflicting are of different cities or heights, or the same.
+    #[error("the two headers do not conflict")]
+    NotConflicting,
+}
+
+/// Two validly sealed, different headers of one city at one height: proof that the city's
+/// sealing key signed a fork. Anyone with genesis can check it ([`verify_equivocation`]).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ShardEquivocation {
+    /// The header seen first.
+    pub first: SignedShardHeader,
+    /// The conflicting one.
+    pub second: SignedShardHeader,
+}
+
+/// Checks a header's version and its seal under its city's key at its height.
+pub fn verify_seal(
+    genesis: &ValidGenesis,
+    signed: &SignedShardHeader,
+) -> Result<(), CrosslinkError> {
+    let h = &signed.header;
+    if h.version != SHARD_HEADER_VERSION {
+        return Err(CrosslinkError::HeaderVersion(h.version));
+    }
+    let key = genesis.sealing_key(h.city, h.height).ok_or(CrosslinkError::UnknownCity(h.city))?;
+    signed.verify(&genesis.federation_id(), key).map_err(CrosslinkError::Seal)
+}
+
+/// Checks that `e` proves an equivocation; returns the city and height.
+pub fn verify_equivocation(
+    genesis: &ValidGenesis,
+    e: &ShardEquivocation,
+) -> Result<(CityId, u64), CrosslinkError> {
+    let (a, b) = (&e.first.header, &e.second.header);
+    if a.city != b.city || a.height != b.height || a.hash() == b.hash() {
+        return Err(CrosslinkError::NotConflicting);
+    }
+    verify_seal(genesis, &e.first)?;
+    verify_seal(genesis, &e.second)?;
+    Ok((a.city, a.height))
 }
 
 /// Checks `entry` for a block at `beacon_height` whose chain last crosslinked `previous` for
@@ -125,11 +165,7 @@ pub fn verify_entry(
     if beacon_height < city.first_height {
         return Err(CrosslinkError::NotYetJoined { city: m.city, first_height: city.first_height });
     }
-    if m.version != SHARD_HEADER_VERSION {
-        return Err(CrosslinkError::HeaderVersion(m.version));
-    }
-    let key = genesis.sealing_key(m.city, m.height).ok_or(CrosslinkError::UnknownCity(m.city))?;
-    entry.header.verify(&genesis.federation_id(), key).map_err(CrosslinkError::Seal)?;
+    verify_seal(genesis, &entry.header)?;
     if let Some(p) = previous
         && m.height <= p.height
     {

@@ -156,6 +156,7 @@ fn devnet_runs_three_cities_and_resumes() {
         assert_eq!(covering["crosslink"], record["proof"]["finality"]["crosslink"]);
         finals.push(beacon_height);
     }
+    conflicting_header_is_evidence(&client, dir.path(), &m, &cities[0], &validators[1]);
     assert!(sigterm(child).success(), "devnet exits 0 on SIGTERM");
     // The restart must write the manifest anew, not leave the old one standing.
     std::fs::remove_file(dir.path().join("devnet.json")).unwrap();
@@ -212,4 +213,54 @@ fn wait_final(client: &Client, shard: &str, id: &str) -> Value {
         assert!(Instant::now() < deadline, "record {id} at {shard} did not become final: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A second header sealed by a city's own key at a crosslinked height is refused and kept as
+/// evidence that anyone with genesis can check.
+fn conflicting_header_is_evidence(
+    client: &Client,
+    dir: &std::path::Path,
+    m: &Value,
+    city: &Value,
+    validator: &str,
+) {
+    use urbis_core::crosslink::{ShardEquivocation, verify_equivocation};
+    use urbis_core::header::SignedShardHeader;
+    let name = city["name"].as_str().unwrap();
+    let genesis =
+        urbis_shard::node::load_genesis(std::path::Path::new(m["genesis"].as_str().unwrap()))
+            .unwrap();
+    let covering: Value = client
+        .get(format!("{validator}/v1/beacon/crosslinks/{name}/0"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let crosslinked: SignedShardHeader =
+        serde_json::from_value(covering["crosslinked"]["header"].clone()).unwrap();
+    let seed = urbis_shard::node::read_secret_hex::<32>(
+        &dir.join("keys").join(format!("{name}-sealing.json")),
+    )
+    .unwrap();
+    let key = urbis_core::sealing::SealingKey::from_seed(&seed);
+    let mut other = crosslinked.header.clone();
+    other.time_ms += 1;
+    let forked = other.seal(&genesis.federation_id(), &key);
+    let r = client
+        .post(format!("{validator}/v1/beacon/crosslinks"))
+        .json(&json!({"header": forked, "extension": null}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    let problem: Value = r.json().unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/conflicting-header"), "{problem}");
+    let evidence: Value =
+        client.get(format!("{validator}/v1/beacon/evidence")).send().unwrap().json().unwrap();
+    let kept: Vec<ShardEquivocation> =
+        serde_json::from_value(evidence["shard_headers"].clone()).unwrap();
+    assert_eq!(kept.len(), 1, "{evidence}");
+    assert_eq!(kept[0].first, crosslinked);
+    assert_eq!(kept[0].second, forked);
+    let city_id = genesis.city_by_name(name).unwrap().id;
+    assert_eq!(verify_equivocation(&genesis, &kept[0]), Ok((city_id, crosslinked.header.height)));
 }

@@ -2,7 +2,7 @@
 //! extending the header crosslinked before.
 
 use crate::fixture::world;
-use urbis_core::crosslink::{CrosslinkError, verify_entry};
+use urbis_core::crosslink::{CrosslinkError, ShardEquivocation, verify_entry, verify_equivocation};
 use urbis_core::hash::Hash32;
 use urbis_core::merkle::MerkleError;
 use urbis_core::record::CityId;
@@ -90,4 +90,29 @@ fn threat_forged_or_foreign_headers_are_not_crosslinked() {
     entry.header.header.city = CityId(7);
     let e = verify_entry(g, 1, None, &entry).unwrap_err();
     assert_eq!(e, CrosslinkError::UnknownCity(CityId(7)));
+}
+
+#[test]
+fn two_sealed_headers_at_one_height_are_evidence_and_nothing_else_is() {
+    let w = world();
+    let g = &w.federation.genesis;
+    let mut fork = ShardChain::new(CityId(0));
+    for h in 0..3u64 {
+        let records = (0..5).map(|i| information_record(CityId(0), 5_000 + h * 10 + i)).collect();
+        fork.seal(&w.federation, records, &[]);
+    }
+    let e =
+        ShardEquivocation { first: w.shard.headers[2].clone(), second: fork.headers[2].clone() };
+    assert_eq!(verify_equivocation(g, &e), Ok((CityId(0), 2)));
+    // The same header twice, two heights, or a forged second seal prove nothing.
+    let same = ShardEquivocation { first: e.first.clone(), second: e.first.clone() };
+    assert_eq!(verify_equivocation(g, &same), Err(CrosslinkError::NotConflicting));
+    let heights = ShardEquivocation { first: e.first.clone(), second: fork.headers[1].clone() };
+    assert_eq!(verify_equivocation(g, &heights), Err(CrosslinkError::NotConflicting));
+    let mut forged = e.clone();
+    forged.second.signature[40] ^= 1;
+    assert_eq!(
+        verify_equivocation(g, &forged),
+        Err(CrosslinkError::Seal(Ed25519Error::BadSignature))
+    );
 }
