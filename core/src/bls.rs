@@ -313,6 +313,26 @@ pub fn batch_verify(
     multi_miller_loop(&terms).final_exponentiation() == Gt::identity()
 }
 
+/// A message hashed to G2 under the signature DST and prepared for pairing: verifying many
+/// signatures over one message (the votes on one block) hashes it once.
+#[derive(Clone, Debug)]
+pub struct Prehashed(G2Prepared);
+
+impl Prehashed {
+    /// `hash_to_G2(message, DST_SIGNATURE)`, prepared.
+    pub fn new(message: &[u8]) -> Self {
+        Prehashed(G2Prepared::from(G2Affine::from(hash_to_g2(message, DST_SIGNATURE))))
+    }
+}
+
+impl PublicKey {
+    /// Verify with the message already hashed ([`Prehashed::new`] of the same message): the
+    /// same check as [`PublicKey::verify`].
+    pub fn verify_prehashed(&self, hashed: &Prehashed, signature: &Signature) -> bool {
+        verify_prehashed(&self.point, &hashed.0, &signature.point)
+    }
+}
+
 /// hash_to_curve for G2 (RFC 9380, suite BLS12381G2_XMD:SHA-256_SSWU_RO_).
 pub fn hash_to_g2(message: &[u8], dst: &[u8]) -> G2Projective {
     <G2Projective as HashToCurve<ExpandMsgXmd<sha2::Sha256>>>::hash_to_curve([message], dst)
@@ -354,6 +374,16 @@ mod tests {
 
     fn key(i: u8) -> SecretKey {
         SecretKey::key_gen(&[i; 32]).unwrap()
+    }
+
+    #[test]
+    fn prehashed_verification_agrees_with_verify() {
+        let (a, b) = (key(1), key(2));
+        let hashed = Prehashed::new(b"block");
+        let sig = a.sign(b"block");
+        assert!(a.public_key().verify_prehashed(&hashed, &sig));
+        assert!(!b.public_key().verify_prehashed(&hashed, &sig));
+        assert!(!a.public_key().verify_prehashed(&Prehashed::new(b"other"), &sig));
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct Host<S: Scheme, A: App> {
     ahead: u32,
     /// Vote signatures checked on arrival (so the core's own check is free), bounded.
     verified: std::collections::HashSet<[u8; 32]>,
+    /// This validator's public key (its own signatures need no checking).
+    own_key: Option<S::PublicKey>,
     /// While the write-ahead log is replayed: the blocks the core asked for, built afterwards.
     recovering: Option<Vec<(Height, Round)>>,
     /// The least time from starting a height to starting the next (block pacing); none: as
@@ -130,7 +132,10 @@ impl<S: Scheme, A: App> Host<S, A> {
             enabled: true,
         };
         let state = State::new(ctx.clone(), Height(height), set.clone(), params, 64, 4096);
+        let own_key =
+            mt::ValidatorSet::get_by_address(&set, &address).map(|v| v.public_key.clone());
         Host {
+            own_key,
             state,
             ctx,
             key,
@@ -269,14 +274,30 @@ impl<S: Scheme, A: App> Host<S, A> {
             Message::Round(c) if c.height != self.state.height() => {}
             Message::Decided(_, cert) if cert.height != self.state.height() => {}
             Message::Polka(c) => {
-                if verify_polka(&self.ctx, &c, &self.set, ThresholdParams::default()).is_ok() {
+                if verify_polka(
+                    &self.ctx,
+                    &self.verified,
+                    &c,
+                    &self.set,
+                    ThresholdParams::default(),
+                )
+                .is_ok()
+                {
                     self.run(Input::PolkaCertificate(c), &mut out)
                 } else {
                     out.push(Action::Misbehaved);
                 }
             }
             Message::Round(c) => {
-                if verify_round(&self.ctx, &c, &self.set, ThresholdParams::default()).is_ok() {
+                if verify_round(
+                    &self.ctx,
+                    &self.verified,
+                    &c,
+                    &self.set,
+                    ThresholdParams::default(),
+                )
+                .is_ok()
+                {
                     self.run(Input::RoundCertificate(c), &mut out)
                 } else {
                     out.push(Action::Misbehaved);
@@ -290,8 +311,14 @@ impl<S: Scheme, A: App> Host<S, A> {
             }
             Message::Decided(block, cert) => {
                 let certified = BlockId(block.header.hash()) == cert.value_id
-                    && verify_commit(&self.ctx, &cert, &self.set, ThresholdParams::default())
-                        .is_ok();
+                    && verify_commit(
+                        &self.ctx,
+                        &self.verified,
+                        &cert,
+                        &self.set,
+                        ThresholdParams::default(),
+                    )
+                    .is_ok();
                 if !certified {
                     out.push(Action::Misbehaved);
                 } else if cert.height == self.state.height() && block.header.height == cert.height.0
@@ -319,10 +346,7 @@ impl<S: Scheme, A: App> Host<S, A> {
         if !S::verify(&validator.public_key, &root, &v.signature) {
             return false;
         }
-        if self.verified.len() >= 65_536 {
-            self.verified.clear();
-        }
-        self.verified.insert(verified_key::<S>(&root, &v.signature, &validator.public_key));
+        remember::<S>(&mut self.verified, Some(&validator.public_key), &root, &v.signature);
         true
     }
 
@@ -350,6 +374,7 @@ impl<S: Scheme, A: App> Host<S, A> {
             out.push(Action::Misbehaved);
             return;
         }
+        remember::<S>(&mut self.verified, Some(&key), &root, &p.signature);
         let validity =
             Validity::from_bool(p.value.header.height == height.0 && self.app.validate(&p.value));
         let value = ProposedValue {
@@ -371,13 +396,18 @@ impl<S: Scheme, A: App> Host<S, A> {
         while let Some(input) = queue.pop_front() {
             let mut followups = Vec::new();
             let result: Result<(), mc::Error<Ctx<S>>> = {
-                let (ctx, key, timeouts, verified) =
-                    (&self.ctx, &self.key, &self.timeouts, &self.verified);
+                let (ctx, key, timeouts, verified, own_key) = (
+                    &self.ctx,
+                    &self.key,
+                    &self.timeouts,
+                    &mut self.verified,
+                    self.own_key.as_ref(),
+                );
                 mc::process!(
                     input: input,
                     state: &mut self.state,
                     metrics: &(),
-                    with: effect => handle(ctx, key, timeouts, verified, out, &mut followups, effect)
+                    with: effect => handle(ctx, key, timeouts, (&mut *verified, own_key), out, &mut followups, effect)
                 )
             };
             if let Err(e) = result {
@@ -475,6 +505,7 @@ fn message_root<S: Scheme>(
 /// weight meeting `threshold`.
 fn verify_votes<S: Scheme>(
     ctx: &Ctx<S>,
+    verified: &std::collections::HashSet<[u8; 32]>,
     set: &ValidatorSet<S>,
     threshold: ThresholdParam,
     votes: impl IntoIterator<Item = (Vote, S::Signature)>,
@@ -490,7 +521,9 @@ fn verify_votes<S: Scheme>(
             return Err(CertificateError::UnknownValidator(address));
         };
         let root = vote_signing_root(&ctx.federation_id, &vote.message());
-        if !S::verify(&validator.public_key, &root, &signature) {
+        // A signature already checked on arrival is not checked again.
+        let known = verified.contains(&verified_key::<S>(&root, &signature, &validator.public_key));
+        if !known && !S::verify(&validator.public_key, &root, &signature) {
             return Err(match vote.vote_type {
                 VoteType::Precommit => {
                     CertificateError::InvalidCommitSignature(mt::CommitSignature {
@@ -524,6 +557,7 @@ fn verify_votes<S: Scheme>(
 /// signature)` over the vote each address would have cast.
 fn verify_block_votes<'a, S: Scheme>(
     ctx: &Ctx<S>,
+    verified: &std::collections::HashSet<[u8; 32]>,
     set: &ValidatorSet<S>,
     thresholds: ThresholdParams,
     vote_type: VoteType,
@@ -534,33 +568,36 @@ fn verify_block_votes<'a, S: Scheme>(
         let vote = Vote { vote_type, height, round, value: NilOrVal::Val(value_id), address };
         (vote, signature.clone())
     });
-    verify_votes(ctx, set, thresholds.quorum, votes)
+    verify_votes(ctx, verified, set, thresholds.quorum, votes)
 }
 
 fn verify_commit<S: Scheme>(
     ctx: &Ctx<S>,
+    verified: &std::collections::HashSet<[u8; 32]>,
     cert: &CommitCertificate<Ctx<S>>,
     set: &ValidatorSet<S>,
     thresholds: ThresholdParams,
 ) -> Result<(), CertificateError<Ctx<S>>> {
     let signatures = cert.commit_signatures.iter().map(|c| (c.address, &c.signature));
     let block = (cert.height, cert.round, cert.value_id);
-    verify_block_votes(ctx, set, thresholds, VoteType::Precommit, block, signatures)
+    verify_block_votes(ctx, verified, set, thresholds, VoteType::Precommit, block, signatures)
 }
 
 fn verify_polka<S: Scheme>(
     ctx: &Ctx<S>,
+    verified: &std::collections::HashSet<[u8; 32]>,
     cert: &PolkaCertificate<Ctx<S>>,
     set: &ValidatorSet<S>,
     thresholds: ThresholdParams,
 ) -> Result<(), CertificateError<Ctx<S>>> {
     let signatures = cert.polka_signatures.iter().map(|c| (c.address, &c.signature));
     let block = (cert.height, cert.round, cert.value_id);
-    verify_block_votes(ctx, set, thresholds, VoteType::Prevote, block, signatures)
+    verify_block_votes(ctx, verified, set, thresholds, VoteType::Prevote, block, signatures)
 }
 
 fn verify_round<S: Scheme>(
     ctx: &Ctx<S>,
+    verified: &std::collections::HashSet<[u8; 32]>,
     cert: &RoundCertificate<Ctx<S>>,
     set: &ValidatorSet<S>,
     thresholds: ThresholdParams,
@@ -586,7 +623,21 @@ fn verify_round<S: Scheme>(
         };
         (vote, s.signature.clone())
     });
-    verify_votes(ctx, set, threshold, votes)
+    verify_votes(ctx, verified, set, threshold, votes)
+}
+
+/// Records a signature as checked (this validator's own, or one checked on arrival).
+fn remember<S: Scheme>(
+    verified: &mut std::collections::HashSet<[u8; 32]>,
+    key: Option<&S::PublicKey>,
+    root: &urbis_core::hash::Hash32,
+    signature: &S::Signature,
+) {
+    let Some(key) = key else { return };
+    if verified.len() >= 65_536 {
+        verified.clear();
+    }
+    verified.insert(verified_key::<S>(root, signature, key));
 }
 
 /// The cache key of a verified signature: (signing root, signature, public key).
@@ -608,7 +659,7 @@ fn handle<S: Scheme>(
     ctx: &Ctx<S>,
     key: &S::PrivateKey,
     timeouts: &LinearTimeouts,
-    verified: &std::collections::HashSet<[u8; 32]>,
+    (verified, own_key): (&mut std::collections::HashSet<[u8; 32]>, Option<&S::PublicKey>),
     out: &mut Vec<Action<S>>,
     followups: &mut Vec<Followup<S>>,
     effect: Effect<Ctx<S>>,
@@ -693,11 +744,13 @@ fn handle<S: Scheme>(
         Effect::SignVote(vote, r) => {
             let root = vote_signing_root(&ctx.federation_id, &vote.message());
             let signature = S::sign(key, &root);
+            remember::<S>(verified, own_key, &root, &signature);
             r.resume_with(SignedMessage::new(vote, signature))
         }
         Effect::SignProposal(proposal, r) => {
             let root = proposal_signing_root(&ctx.federation_id, &proposal.message());
             let signature = S::sign(key, &root);
+            remember::<S>(verified, own_key, &root, &signature);
             r.resume_with(SignedMessage::new(proposal, signature))
         }
         Effect::VerifySignature(signed, public_key, r) => {
@@ -709,21 +762,23 @@ fn handle<S: Scheme>(
             )
         }
         Effect::VerifyCommitCertificate(cert, set, thresholds, r) => {
-            r.resume_with(verify_commit(ctx, &cert, &set, thresholds))
+            r.resume_with(verify_commit(ctx, &*verified, &cert, &set, thresholds))
         }
         Effect::VerifyExtendedCommitCertificate(cert, set, thresholds, _, r) => {
             // Extensions are disabled: any extension makes the certificate invalid.
             let result = match cert.commit_signatures.iter().find(|c| c.extension.is_some()) {
                 Some(c) => Err(CertificateError::UnexpectedVoteExtension(c.address)),
-                None => verify_commit(ctx, &cert.trim_vote_extensions(), &set, thresholds),
+                None => {
+                    verify_commit(ctx, &*verified, &cert.trim_vote_extensions(), &set, thresholds)
+                }
             };
             r.resume_with(result)
         }
         Effect::VerifyPolkaCertificate(cert, set, thresholds, r) => {
-            r.resume_with(verify_polka(ctx, &cert, &set, thresholds))
+            r.resume_with(verify_polka(ctx, &*verified, &cert, &set, thresholds))
         }
         Effect::VerifyRoundCertificate(cert, set, thresholds, r) => {
-            r.resume_with(verify_round(ctx, &cert, &set, thresholds))
+            r.resume_with(verify_round(ctx, &*verified, &cert, &set, thresholds))
         }
         // Never asked while extensions are disabled.
         Effect::ExtendVote(.., r) => r.resume_with(None),

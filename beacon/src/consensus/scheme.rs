@@ -19,6 +19,48 @@ pub trait Scheme: SigningScheme + Clone + Debug + Eq + Send + Sync + 'static {
     fn aggregate(signatures: &[&Self::Signature]) -> Option<[u8; 96]>;
 }
 
+/// Recently hashed signing roots: every vote on one block signs the same root, so a validator
+/// hashes it to G2 once, not once per vote (hashing is about a quarter of a verification).
+fn prehashed(root: &Hash32) -> Arc<bls::Prehashed> {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    const KEEP: usize = 32;
+    static RECENT: Mutex<VecDeque<(Hash32, Arc<bls::Prehashed>)>> = Mutex::new(VecDeque::new());
+    let lock = || RECENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, h)) = lock().iter().find(|(r, _)| r == root) {
+        return h.clone();
+    }
+    let hashed = Arc::new(bls::Prehashed::new(root.as_bytes()));
+    let mut recent = lock();
+    if recent.len() >= KEEP {
+        recent.pop_front();
+    }
+    recent.push_back((*root, hashed.clone()));
+    hashed
+}
+
+/// Recently decoded signatures: one vote reaches a validator in several messages (the vote,
+/// its rebroadcasts, polka, round and commit certificates), and decoding with the subgroup
+/// check costs about a sixth of a verification. Only signatures that passed every check are
+/// kept, keyed by their exact bytes.
+static DECODED: std::sync::Mutex<Option<std::collections::HashMap<[u8; 96], bls::Signature>>> =
+    std::sync::Mutex::new(None);
+
+fn decoded(bytes: &[u8; 96]) -> Option<bls::Signature> {
+    let guard = DECODED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    guard.as_ref().and_then(|m| m.get(bytes).copied())
+}
+
+fn remember_decoded(bytes: [u8; 96], point: bls::Signature) {
+    const KEEP: usize = 16_384;
+    let mut guard = DECODED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let map = guard.get_or_insert_with(std::collections::HashMap::new);
+    if map.len() >= KEEP {
+        map.clear();
+    }
+    map.insert(bytes, point);
+}
+
 /// BLS12-381, minimal-pubkey-size, proof-of-possession ciphersuite (`docs/protocol.md` §8).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bls;
@@ -62,7 +104,13 @@ impl SigningScheme for Bls {
     type PrivateKey = Arc<bls::SecretKey>;
 
     fn decode_signature(bytes: &[u8]) -> Result<BlsSignature, bls::BlsError> {
+        let arr: [u8; bls::SIGNATURE_LEN] =
+            bytes.try_into().map_err(|_| bls::BlsError::InvalidPoint)?;
+        if let Some(point) = decoded(&arr) {
+            return Ok(BlsSignature { bytes: arr, point });
+        }
         let point = bls::Signature::from_slice(bytes)?;
+        remember_decoded(arr, point);
         Ok(BlsSignature { bytes: point.to_bytes(), point })
     }
     fn encode_signature(signature: &BlsSignature) -> Vec<u8> {
@@ -82,7 +130,7 @@ impl Scheme for Bls {
         BlsSignature { bytes: point.to_bytes(), point }
     }
     fn verify(key: &bls::PublicKey, root: &Hash32, signature: &BlsSignature) -> bool {
-        key.verify(root.as_bytes(), &signature.point)
+        key.verify_prehashed(&prehashed(root), &signature.point)
     }
     fn aggregate(signatures: &[&BlsSignature]) -> Option<[u8; 96]> {
         let points: Vec<bls::Signature> = signatures.iter().map(|s| s.point).collect();
