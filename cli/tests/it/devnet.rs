@@ -157,6 +157,7 @@ fn devnet_runs_three_cities_and_resumes() {
         finals.push(beacon_height);
     }
     conflicting_header_is_evidence(&client, dir.path(), &m, &cities[0], &validators[1]);
+    live_certificate_verifies_with_blst(&client, &m, &validators[2]);
     assert!(sigterm(child).success(), "devnet exits 0 on SIGTERM");
     // The restart must write the manifest anew, not leave the old one standing.
     std::fs::remove_file(dir.path().join("devnet.json")).unwrap();
@@ -263,4 +264,71 @@ fn conflicting_header_is_evidence(
     assert_eq!(kept[0].second, forked);
     let city_id = genesis.city_by_name(name).unwrap().id;
     assert_eq!(verify_equivocation(&genesis, &kept[0]), Ok((city_id, crosslinked.header.height)));
+}
+
+/// The latest certificate a validator serves verifies with `blst` alone: the header's borsh
+/// bytes, its hash and signing root computed here from docs/protocol.md (sections 2.4, 3, 6),
+/// the signers' keys from genesis aggregated by the bitfield (section 9.2).
+fn live_certificate_verifies_with_blst(client: &Client, m: &Value, validator: &str) {
+    use blst::BLST_ERROR;
+    use blst::min_pk::{AggregatePublicKey, PublicKey, Signature};
+    let block: Value =
+        client.get(format!("{validator}/v1/beacon/blocks/latest")).send().unwrap().json().unwrap();
+    let h = &block["header"];
+    let hex32 =
+        |v: &Value| -> [u8; 32] { hex::decode(v.as_str().unwrap()).unwrap().try_into().unwrap() };
+    // BeaconHeader, 185 bytes: u8, u64, u64, [32], [32], [32], u64, [32], [32] (little endian).
+    let mut bytes = vec![h["version"].as_u64().unwrap() as u8];
+    bytes.extend(h["height"].as_u64().unwrap().to_le_bytes());
+    bytes.extend(h["time_ms"].as_u64().unwrap().to_le_bytes());
+    for f in ["previous", "body_hash", "crosslinks_root"] {
+        bytes.extend(hex32(&h[f]));
+    }
+    bytes.extend(h["crosslinks_count"].as_u64().unwrap().to_le_bytes());
+    for f in ["validator_set_hash", "next_validator_set_hash"] {
+        bytes.extend(hex32(&h[f]));
+    }
+    assert_eq!(bytes.len(), 185);
+    let keyed = |context: &str, m: &[u8]| -> [u8; 32] {
+        let key = blake3::derive_key(context, b"");
+        *blake3::keyed_hash(&key, m).as_bytes()
+    };
+    let header_hash = keyed("urbis v1 beacon header", &bytes);
+    assert_eq!(hex::encode(header_hash), block["hash"].as_str().unwrap());
+    // signing_root(2, federation_id, header hash): purpose u8, protocol version u16, id, object.
+    let mut root_input = vec![2u8];
+    root_input.extend(1u16.to_le_bytes());
+    root_input.extend(hex32(&m["federation_id"]));
+    root_input.extend(header_hash);
+    let root = keyed("urbis v1 signing root", &root_input);
+    let genesis: Value =
+        serde_json::from_slice(&std::fs::read(m["genesis"].as_str().unwrap()).unwrap()).unwrap();
+    let set = genesis["validators"]["validators"].as_array().unwrap();
+    let signers = hex::decode(block["certificate"]["signers"].as_str().unwrap()).unwrap();
+    assert_eq!(signers.len(), set.len().div_ceil(8));
+    let keys: Vec<PublicKey> = set
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| signers[i / 8] & (1 << (i % 8)) != 0)
+        .map(|(_, v)| {
+            PublicKey::key_validate(&hex::decode(v["bls_key"].as_str().unwrap()).unwrap()).unwrap()
+        })
+        .collect();
+    assert!(3 * keys.len() > 2 * set.len(), "more than 2/3 of equal weights signed");
+    let refs: Vec<&PublicKey> = keys.iter().collect();
+    let aggregate = AggregatePublicKey::aggregate(&refs, true).unwrap().to_public_key();
+    let signature = Signature::sig_validate(
+        &hex::decode(block["certificate"]["signature"].as_str().unwrap()).unwrap(),
+        true,
+    )
+    .unwrap();
+    let dst = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+    assert_eq!(signature.verify(true, &root, dst, &[], &aggregate, true), BLST_ERROR::BLST_SUCCESS);
+    // And not for any other header.
+    let mut other = root;
+    other[0] ^= 1;
+    assert_ne!(
+        signature.verify(true, &other, dst, &[], &aggregate, true),
+        BLST_ERROR::BLST_SUCCESS
+    );
 }
