@@ -47,6 +47,8 @@ pub struct BlockView {
     /// The body's crosslink entries (sealed headers with their extension proofs), in the
     /// order of the crosslinks tree's leaves.
     pub crosslinks: Vec<CrosslinkEntry>,
+    /// The misbehaviour evidence the block records.
+    pub evidence: Vec<crate::block::EvidenceItem>,
 }
 
 impl From<DecidedBlock> for BlockView {
@@ -56,6 +58,7 @@ impl From<DecidedBlock> for BlockView {
             header: d.block.header,
             certificate: d.certificate,
             crosslinks: d.block.body.crosslinks,
+            evidence: d.block.body.evidence,
         }
     }
 }
@@ -259,9 +262,18 @@ async fn covering(
 }
 
 async fn evidence(State(ApiState { store, .. }): State<ApiState>) -> Response {
+    let recorded = match store.recorded_evidence(1_000) {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    let recorded: Vec<serde_json::Value> = recorded
+        .into_iter()
+        .map(|(h, item)| serde_json::json!({"beacon_height": h, "hash": item.hash(), "item": item}))
+        .collect();
     match (store.evidence(1_000), store.shard_evidence(1_000)) {
         (Ok(e), Ok(s)) => {
-            Json(serde_json::json!({ "evidence": e, "shard_headers": s })).into_response()
+            Json(serde_json::json!({ "evidence": e, "shard_headers": s, "recorded": recorded }))
+                .into_response()
         }
         (Err(e), _) | (_, Err(e)) => internal(e),
     }

@@ -1,10 +1,15 @@
 //! Beacon blocks: the header (`urbis-core`) and the body it commits to, how a proposer builds
 //! one and what every validator checks before voting for it.
 
+use crate::consensus::evidence::Evidence;
+use crate::consensus::{Bls, ValidatorSet};
 use borsh::{BorshDeserialize, BorshSerialize};
 use std::collections::BTreeMap;
 use urbis_core::beacon::{BEACON_HEADER_VERSION, BeaconHeader, Crosslink};
-use urbis_core::crosslink::{CrosslinkEntry, CrosslinkError, CrosslinkedHead, verify_entry};
+use urbis_core::crosslink::{
+    CrosslinkEntry, CrosslinkError, CrosslinkedHead, ShardEquivocation, verify_entry,
+    verify_equivocation,
+};
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::{Domain, Hash32};
 use urbis_core::merkle::{Blake3Tree, InclusionProof, MerkleError, root_from_leaf_hashes};
@@ -16,6 +21,36 @@ pub struct BeaconBody {
     /// Cities' sealed headers with their extension proofs, at most one per city, in ascending
     /// city order.
     pub crosslinks: Vec<CrosslinkEntry>,
+    /// Misbehaviour evidence not recorded in an earlier block, at most [`EVIDENCE_MAX`].
+    pub evidence: Vec<EvidenceItem>,
+}
+
+/// Most evidence items one block records.
+pub const EVIDENCE_MAX: usize = 16;
+
+/// One piece of self-verifying misbehaviour evidence, as a block records it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EvidenceItem {
+    /// Two conflicting signed votes or proposals of one validator.
+    Votes(Evidence),
+    /// Two sealed headers of one city at one height.
+    ShardHeaders(Box<ShardEquivocation>),
+}
+
+impl EvidenceItem {
+    /// `H_consensus_message(borsh(item))`: the item's identity on chain.
+    pub fn hash(&self) -> Hash32 {
+        Domain::ConsensusMessage.hash(&borsh::to_vec(self).unwrap_or_default())
+    }
+
+    /// Whether the item proves misbehaviour under `genesis` and the consensus `set` in force.
+    pub fn verify(&self, genesis: &ValidGenesis, set: &ValidatorSet<Bls>) -> bool {
+        match self {
+            EvidenceItem::Votes(e) => e.verify::<Bls>(&genesis.federation_id(), set),
+            EvidenceItem::ShardHeaders(e) => verify_equivocation(genesis, e).is_ok(),
+        }
+    }
 }
 
 /// Each city's last crosslinked header, as the chain up to some height says.
@@ -100,6 +135,9 @@ pub enum BlockError {
     /// The header does not commit to this body.
     #[error("header does not commit to the body")]
     BodyMismatch,
+    /// An evidence item does not verify, repeats one in the block, or too many are carried.
+    #[error("evidence item {0} is invalid, repeated or beyond the limit")]
+    Evidence(usize),
     /// A crosslink entry does not verify against the chain.
     #[error("crosslink of city {city}: {error}")]
     Crosslink {
@@ -112,10 +150,18 @@ pub enum BlockError {
 
 impl Block {
     /// The block at `tip` carrying `crosslinks` (sorted and deduplicated by city here).
-    pub fn build(tip: &Tip, time_ms: u64, mut crosslinks: Vec<CrosslinkEntry>) -> Block {
+    pub fn build(
+        tip: &Tip,
+        time_ms: u64,
+        mut crosslinks: Vec<CrosslinkEntry>,
+        mut evidence: Vec<EvidenceItem>,
+    ) -> Block {
         crosslinks.sort_by_key(CrosslinkEntry::city);
         crosslinks.dedup_by_key(|c| c.city());
-        let body = BeaconBody { crosslinks };
+        let mut seen = std::collections::BTreeSet::new();
+        evidence.retain(|e| seen.insert(e.hash()));
+        evidence.truncate(EVIDENCE_MAX);
+        let body = BeaconBody { crosslinks, evidence };
         let header = BeaconHeader {
             version: BEACON_HEADER_VERSION,
             height: tip.height,
@@ -157,6 +203,28 @@ impl Block {
         Ok(())
     }
 
+    /// Checks every evidence item verifies, none repeats within the block, at most
+    /// [`EVIDENCE_MAX`], and none is `recorded` already on the chain.
+    pub fn check_evidence(
+        &self,
+        genesis: &ValidGenesis,
+        set: &ValidatorSet<Bls>,
+        recorded: impl Fn(&Hash32) -> bool,
+    ) -> Result<(), BlockError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, item) in self.body.evidence.iter().enumerate() {
+            let hash = item.hash();
+            if i >= EVIDENCE_MAX
+                || !seen.insert(hash)
+                || recorded(&hash)
+                || !item.verify(genesis, set)
+            {
+                return Err(BlockError::Evidence(i));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every crosslink entry against `heads` (the chain before this block): sealed by
     /// its city, newer than and extending the city's last crosslinked header. Returns the heads
     /// after this block.
@@ -173,5 +241,59 @@ impl Block {
             after.insert(city, head);
         }
         Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::genesis_set;
+    use urbis_core::testkit::{Federation, ShardChain, information_record};
+
+    fn equivocation(fed: &Federation, city: u32) -> ShardEquivocation {
+        let mut a = ShardChain::new(CityId(city));
+        let mut b = ShardChain::new(CityId(city));
+        a.seal(fed, vec![information_record(CityId(city), 1)], &[]);
+        b.seal(fed, vec![information_record(CityId(city), 2)], &[]);
+        ShardEquivocation { first: a.headers[0].clone(), second: b.headers[0].clone() }
+    }
+
+    #[test]
+    fn a_block_records_evidence_only_when_it_verifies_once() {
+        let fed = Federation::new("evidence", 2, 4);
+        let set = genesis_set(&fed.genesis).unwrap();
+        let tip = Tip {
+            height: 1,
+            previous: Hash32::ZERO,
+            set_hash: Hash32::ZERO,
+            next_set_hash: Hash32::ZERO,
+        };
+        let good = EvidenceItem::ShardHeaders(Box::new(equivocation(&fed, 0)));
+        let other = EvidenceItem::ShardHeaders(Box::new(equivocation(&fed, 1)));
+        let none = |_: &Hash32| false;
+        let block = Block::build(&tip, 1, vec![], vec![good.clone(), other.clone(), good.clone()]);
+        assert_eq!(block.body.evidence.len(), 2, "build drops repeats");
+        block.check(&tip).unwrap();
+        block.check_evidence(&fed.genesis, &set, none).unwrap();
+        // Already recorded on the chain.
+        let recorded = good.hash();
+        assert_eq!(
+            block.check_evidence(&fed.genesis, &set, |h| *h == recorded),
+            Err(BlockError::Evidence(0))
+        );
+        // Repeated within a block (a proposer that does not use `build`).
+        let mut twice = block.clone();
+        twice.body.evidence.push(good.clone());
+        assert_eq!(twice.check_evidence(&fed.genesis, &set, none), Err(BlockError::Evidence(2)));
+        // Not evidence: the same header twice, or a forged seal.
+        let EvidenceItem::ShardHeaders(mut forged) = good.clone() else { unreachable!() };
+        forged.second.signature[40] ^= 1;
+        let mut bad = block.clone();
+        bad.body.evidence = vec![other, EvidenceItem::ShardHeaders(forged)];
+        assert_eq!(bad.check_evidence(&fed.genesis, &set, none), Err(BlockError::Evidence(1)));
+        // And the header commits to the evidence: changing it breaks the body hash.
+        let mut swapped = block.clone();
+        swapped.body.evidence.reverse();
+        assert_eq!(swapped.check(&tip), Err(BlockError::BodyMismatch));
     }
 }

@@ -2,7 +2,7 @@
 //! write-ahead log) and its QUIC transport, with timers on the tokio clock. The write-ahead
 //! log is synced before anything that follows it is sent.
 
-use crate::block::{Block, Heads, Tip};
+use crate::block::{Block, EVIDENCE_MAX, Heads, Tip};
 use crate::consensus::{
     Action, Address, App, Bls, Ctx, Host, LinearTimeouts, Message, Timeout, Validator,
     ValidatorSet, fold_certificate, wire,
@@ -57,17 +57,34 @@ pub struct BeaconApp {
     /// Each city's last crosslinked header, as of the decided chain.
     heads: Heads,
     pool: Arc<Pool>,
+    /// The validator's store (evidence to record, evidence already recorded).
+    store: Arc<BeaconStore>,
+    /// The consensus set (evidence is checked against it).
+    set: ValidatorSet<Bls>,
+    /// Evidence recorded by blocks this app committed (the store learns of them a moment
+    /// later, when the decision is written).
+    recorded: std::collections::HashSet<Hash32>,
 }
 
 impl App for BeaconApp {
     fn propose(&mut self, height: u64, _round: u32) -> Block {
         let crosslinks = self.pool.take(height, &self.heads);
-        Block::build(&self.tip, (self.clock)(), crosslinks)
+        let mut evidence = self.store.unrecorded_evidence(EVIDENCE_MAX).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading evidence to record");
+            vec![]
+        });
+        evidence.retain(|e| !self.recorded.contains(&e.hash()));
+        Block::build(&self.tip, (self.clock)(), crosslinks, evidence)
     }
     fn validate(&self, block: &Block) -> bool {
+        // A store that cannot say whether evidence was recorded refuses the block: recording
+        // an item twice would be a second, different chain rule.
+        let recorded =
+            |h: &Hash32| self.recorded.contains(h) || self.store.is_recorded(h).unwrap_or(true);
         let checked = block
             .check(&self.tip)
-            .and_then(|()| block.check_crosslinks(&self.genesis, &self.heads));
+            .and_then(|()| block.check_crosslinks(&self.genesis, &self.heads))
+            .and_then(|_| block.check_evidence(&self.genesis, &self.set, recorded));
         if let Err(e) = &checked {
             tracing::warn!(height = block.header.height, error = %e, "proposed block refused");
         }
@@ -82,6 +99,7 @@ impl App for BeaconApp {
             self.heads.insert(entry.city(), entry.head());
         }
         self.pool.prune(&self.heads);
+        self.recorded.extend(block.body.evidence.iter().map(|e| e.hash()));
     }
 }
 
@@ -142,6 +160,9 @@ pub async fn run(
         genesis: config.genesis.clone(),
         heads,
         pool: config.pool.clone(),
+        store: store.clone(),
+        set: set.clone(),
+        recorded: Default::default(),
     };
     let ctx = Ctx::<Bls>::new(config.genesis.federation_id());
     // Blocks are paced by the genesis interval: a decision is final at once, the next height

@@ -2,7 +2,7 @@
 //! light clients check, and the consensus certificate that serves sync) and the write-ahead log
 //! of the height in progress. Every write is one synced `WriteBatch`.
 
-use crate::block::Block;
+use crate::block::{Block, EvidenceItem};
 use crate::consensus::evidence::Evidence;
 use borsh::{BorshDeserialize, BorshSerialize};
 use rocksdb::{
@@ -24,6 +24,8 @@ const CF_EVIDENCE: &str = "evidence";
 const CF_CROSSLINKS: &str = "crosslinks";
 /// `city ‖ shard height` → two conflicting sealed headers (the first pair seen is kept).
 const CF_SHARD_EVIDENCE: &str = "shard_evidence";
+/// Evidence item hash → `beacon height ‖ borsh(item)`: evidence recorded on chain.
+const CF_RECORDED: &str = "recorded_evidence";
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT_VERSION: u32 = 2;
 
@@ -116,8 +118,16 @@ impl BeaconStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_META, CF_BLOCKS, CF_WAL, CF_EVIDENCE, CF_CROSSLINKS, CF_SHARD_EVIDENCE]
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let cfs = [
+            CF_META,
+            CF_BLOCKS,
+            CF_WAL,
+            CF_EVIDENCE,
+            CF_CROSSLINKS,
+            CF_SHARD_EVIDENCE,
+            CF_RECORDED,
+        ]
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let store = BeaconStore { db, latest: tokio::sync::watch::Sender::new(0) };
         match store.db.get_cf(store.cf(CF_META), FORMAT_KEY)? {
@@ -198,6 +208,11 @@ impl BeaconStore {
                 crosslink_value(height, &head),
             );
         }
+        for item in &decided.block.body.evidence {
+            let mut v = height.to_be_bytes().to_vec();
+            v.extend(encode(item));
+            batch.put_cf(self.cf(CF_RECORDED), item.hash().as_bytes(), v);
+        }
         batch.delete_range_cf(self.cf(CF_WAL), wal_key(0, 0), wal_key(height + 1, 0));
         self.write(batch)?;
         self.latest.send_if_modified(|h| {
@@ -245,6 +260,45 @@ impl BeaconStore {
         {
             let (_, v) = item?;
             out.push(decode(&v).map_err(|_| StoreError::Corrupt("shard evidence"))?);
+        }
+        Ok(out)
+    }
+
+    /// Whether the chain recorded the evidence item with this hash.
+    pub fn is_recorded(&self, hash: &Hash32) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_RECORDED), hash.as_bytes())?.is_some())
+    }
+
+    /// Evidence the chain recorded, with the beacon height of the block that did, at most
+    /// `limit`.
+    pub fn recorded_evidence(&self, limit: usize) -> Result<Vec<(u64, EvidenceItem)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_RECORDED), IteratorMode::Start).take(limit) {
+            let (_, v) = item?;
+            let bad = || StoreError::Corrupt("recorded evidence");
+            let height =
+                u64::from_be_bytes(v.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+            out.push((height, decode(&v[8..]).map_err(|_| bad())?));
+        }
+        out.sort_by_key(|(h, _)| *h);
+        Ok(out)
+    }
+
+    /// Evidence this validator kept that no block recorded yet, at most `limit`.
+    pub fn unrecorded_evidence(&self, limit: usize) -> Result<Vec<EvidenceItem>, StoreError> {
+        let mut out = Vec::new();
+        let votes = self.evidence(1_000)?.into_iter().map(EvidenceItem::Votes);
+        let headers = self
+            .shard_evidence(1_000)?
+            .into_iter()
+            .map(|e| EvidenceItem::ShardHeaders(Box::new(e)));
+        for item in votes.chain(headers) {
+            if out.len() >= limit {
+                break;
+            }
+            if !self.is_recorded(&item.hash())? {
+                out.push(item);
+            }
         }
         Ok(out)
     }
@@ -355,7 +409,7 @@ mod tests {
             next_set_hash: Hash32::ZERO,
         };
         DecidedBlock {
-            block: Block::build(&tip, 1, vec![]),
+            block: Block::build(&tip, 1, vec![], vec![]),
             certificate: CommitCertificate { signature: [7; 96], signers: vec![0b1111] },
             commit: vec![1, 2, 3],
         }

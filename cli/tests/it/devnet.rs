@@ -157,6 +157,7 @@ fn devnet_runs_three_cities_and_resumes() {
         finals.push(beacon_height);
     }
     conflicting_header_is_evidence(&client, dir.path(), &m, &cities[0], &validators[1]);
+    evidence_is_recorded_in_a_block(&client, &validators[0]);
     live_certificate_verifies_with_blst(&client, &m, &validators[2]);
     assert!(sigterm(child).success(), "devnet exits 0 on SIGTERM");
     // The restart must write the manifest anew, not leave the old one standing.
@@ -331,4 +332,40 @@ fn live_certificate_verifies_with_blst(client: &Client, m: &Value, validator: &s
         signature.verify(true, &other, dst, &[], &aggregate, true),
         BLST_ERROR::BLST_SUCCESS
     );
+}
+
+/// The evidence one validator kept is recorded in a block, so every validator serves it —
+/// here one that never saw the conflicting offer.
+fn evidence_is_recorded_in_a_block(client: &Client, validator: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let recorded = loop {
+        let v: Value =
+            client.get(format!("{validator}/v1/beacon/evidence")).send().unwrap().json().unwrap();
+        if let Some(r) = v["recorded"].as_array().and_then(|r| r.first()) {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "evidence was not recorded in a block: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(recorded["item"]["type"], "shard_headers", "{recorded}");
+    let height = recorded["beacon_height"].as_u64().unwrap();
+    let block: Value = client
+        .get(format!("{validator}/v1/beacon/blocks/{height}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let items = block["evidence"].as_array().unwrap();
+    assert!(items.contains(&recorded["item"]), "{block}");
+    // Recorded once: the next blocks do not carry it again.
+    beacon_heights(client, &[validator.to_string()], height + 3);
+    for later in height + 1..=height + 3 {
+        let b: Value = client
+            .get(format!("{validator}/v1/beacon/blocks/{later}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(!b["evidence"].as_array().unwrap().contains(&recorded["item"]), "{b}");
+    }
 }
