@@ -16,6 +16,7 @@ pub mod merkle;
 pub mod proof;
 pub mod record;
 pub mod sealing;
+pub mod set_change;
 pub mod signing;
 pub mod state;
 pub mod subject;

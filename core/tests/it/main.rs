@@ -8,6 +8,7 @@ mod fixture;
 mod light_client;
 mod proof_chain;
 mod properties;
+mod set_change;
 mod threats;
 mod tidy;
 mod vectors;
