@@ -17,19 +17,18 @@ use urbis_core::crosslink::CrosslinkEntry;
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::merkle::InclusionProof;
 use urbis_core::record::CityId;
-use urbis_core::validators::ValidatorSet;
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct ApiState {
     /// The validator's store.
     pub store: Arc<BeaconStore>,
-    /// The genesis validator set (the set in force until set changes exist).
-    pub validators: Arc<ValidatorSet>,
     /// The federation.
     pub genesis: Arc<ValidGenesis>,
-    /// Crosslink entries waiting for a block.
+    /// Crosslink entries and set changes waiting for a block.
     pub pool: Arc<Pool>,
+    /// The validator sets in force by height.
+    pub sets: Arc<std::sync::RwLock<crate::sets::Sets>>,
 }
 
 /// The longest a block request may wait for its height to be decided.
@@ -49,18 +48,35 @@ pub struct BlockView {
     pub crosslinks: Vec<CrosslinkEntry>,
     /// The misbehaviour evidence the block records.
     pub evidence: Vec<crate::block::EvidenceItem>,
+    /// The approved validator-set changes the block carries.
+    pub set_changes: Vec<urbis_core::set_change::SignedSetChange>,
+    /// The set the header announces for the next height, when it differs from this height's
+    /// (what a light client needs to follow the change).
+    pub next_validators: Option<urbis_core::validators::ValidatorSet>,
 }
 
-impl From<DecidedBlock> for BlockView {
-    fn from(d: DecidedBlock) -> Self {
+impl BlockView {
+    fn new(d: DecidedBlock, sets: &crate::sets::Sets) -> Self {
+        let h = &d.block.header;
+        let next_validators = (h.next_validator_set_hash != h.validator_set_hash)
+            .then(|| sets.at(h.height + 1).0.clone())
+            .filter(|s| s.hash() == h.next_validator_set_hash);
         BlockView {
             hash: d.block.header.hash().to_hex(),
             header: d.block.header,
             certificate: d.certificate,
             crosslinks: d.block.body.crosslinks,
             evidence: d.block.body.evidence,
+            set_changes: d.block.body.set_changes,
+            next_validators,
         }
     }
+}
+
+fn read_sets(
+    sets: &std::sync::RwLock<crate::sets::Sets>,
+) -> std::sync::RwLockReadGuard<'_, crate::sets::Sets> {
+    sets.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Serialize)]
@@ -91,9 +107,9 @@ fn internal(e: impl std::fmt::Display) -> Response {
     problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the node's log")
 }
 
-fn block_response(store: &BeaconStore, height: u64) -> Response {
-    match store.block(height) {
-        Ok(Some(d)) => Json(BlockView::from(d)).into_response(),
+fn block_response(state: &ApiState, height: u64) -> Response {
+    match state.store.block(height) {
+        Ok(Some(d)) => Json(BlockView::new(d, &read_sets(&state.sets))).into_response(),
         Ok(None) => {
             problem(StatusCode::NOT_FOUND, "not-found", format!("no block at height {height}"))
         }
@@ -101,9 +117,9 @@ fn block_response(store: &BeaconStore, height: u64) -> Response {
     }
 }
 
-async fn latest(State(ApiState { store, .. }): State<ApiState>) -> Response {
-    match store.latest_height() {
-        Ok(Some(h)) => block_response(&store, h),
+async fn latest(State(state): State<ApiState>) -> Response {
+    match state.store.latest_height() {
+        Ok(Some(h)) => block_response(&state, h),
         Ok(None) => problem(StatusCode::NOT_FOUND, "not-found", "no block decided yet"),
         Err(e) => internal(e),
     }
@@ -117,7 +133,7 @@ pub struct BlockQuery {
 }
 
 async fn by_height(
-    State(ApiState { store, .. }): State<ApiState>,
+    State(state): State<ApiState>,
     Path(height): Path<String>,
     query: Result<Query<BlockQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -129,12 +145,12 @@ async fn by_height(
         );
     };
     if let Some(wait) = q.wait_ms.filter(|w| *w > 0) {
-        let mut latest = store.subscribe();
+        let mut latest = state.store.subscribe();
         let deadline = Duration::from_millis(wait).min(WAIT_MAX);
         // Whether it arrives or the wait ends, the answer is what the store has then.
         let _ = tokio::time::timeout(deadline, latest.wait_for(|l| *l >= h)).await;
     }
-    block_response(&store, h)
+    block_response(&state, h)
 }
 
 /// Accepted crosslink entry.
@@ -286,10 +302,11 @@ pub struct ValidatorsQuery {
     pub height: Option<u64>,
 }
 
-/// The validator set in force at a height, with the certified changes that led to it (none
-/// until validator-set changes exist: the genesis set is in force at every height).
+/// The validator set in force at a height, with the changes the chain carried up to it and
+/// the light-client updates (certified headers announcing each new set, with the set) that lead
+/// from genesis to it.
 async fn validators(
-    State(ApiState { store, validators, .. }): State<ApiState>,
+    State(state): State<ApiState>,
     query: Result<Query<ValidatorsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
@@ -299,7 +316,7 @@ async fn validators(
             "height must be a non-negative integer",
         );
     };
-    let latest = match store.latest_height() {
+    let latest = match state.store.latest_height() {
         Ok(h) => h.unwrap_or(0),
         Err(e) => return internal(e),
     };
@@ -311,13 +328,61 @@ async fn validators(
             format!("height {height} is beyond the next ({})", latest + 1),
         );
     }
+    let (set, changes, changed_at) = {
+        let sets = read_sets(&state.sets);
+        (sets.at(height).0.clone(), sets.history(height), sets.changed_at(height))
+    };
+    let mut updates = Vec::new();
+    for e in changed_at {
+        match state.store.block(e - 1) {
+            Ok(Some(d)) => updates.push(urbis_core::light_client::LightClientUpdate {
+                header: d.block.header,
+                certificate: d.certificate,
+                next_set: Some(read_sets(&state.sets).at(e).0.clone()),
+            }),
+            Ok(None) => return internal("a set-announcing block is missing"),
+            Err(err) => return internal(err),
+        }
+    }
+    let changes: Vec<serde_json::Value> = changes
+        .into_iter()
+        .map(|(h, c)| serde_json::json!({"carried_at": h, "change": c}))
+        .collect();
     Json(serde_json::json!({
         "height": height,
-        "validator_set_hash": validators.hash(),
-        "validators": validators.as_ref(),
-        "changes": [],
+        "validator_set_hash": set.hash(),
+        "validators": set,
+        "changes": changes,
+        "updates": updates,
     }))
     .into_response()
+}
+
+/// `POST /v1/beacon/set-changes`: an approved validator-set change for the next blocks.
+async fn offer_set_change(
+    State(state): State<ApiState>,
+    body: Result<Json<urbis_core::set_change::SignedSetChange>, JsonRejection>,
+) -> Response {
+    let Ok(Json(change)) = body else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "the body must be an approved set change (docs/protocol.md)",
+        );
+    };
+    let next = match state.store.latest_height() {
+        Ok(h) => h.unwrap_or(0) + 1,
+        Err(e) => return internal(e),
+    };
+    let offered = state.pool.offer_set_change(&read_sets(&state.sets), next, change);
+    match offered {
+        Ok(new) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"status": if new { "pending" } else { "known" }})),
+        )
+            .into_response(),
+        Err(e) => problem(StatusCode::UNPROCESSABLE_ENTITY, "set-change-invalid", e.to_string()),
+    }
 }
 
 /// The router over `state`.
@@ -329,6 +394,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/beacon/crosslinks/{city}/{shard_height}", get(covering))
         .route("/v1/beacon/evidence", get(evidence))
         .route("/v1/beacon/validators", get(validators))
+        .route("/v1/beacon/set-changes", post(offer_set_change))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such route") })

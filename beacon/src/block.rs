@@ -14,6 +14,7 @@ use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::{Domain, Hash32};
 use urbis_core::merkle::{Blake3Tree, InclusionProof, MerkleError, root_from_leaf_hashes};
 use urbis_core::record::CityId;
+use urbis_core::set_change::{SetChangeError, SignedSetChange};
 
 /// The body of a beacon block.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -23,6 +24,9 @@ pub struct BeaconBody {
     pub crosslinks: Vec<CrosslinkEntry>,
     /// Misbehaviour evidence not recorded in an earlier block, at most [`EVIDENCE_MAX`].
     pub evidence: Vec<EvidenceItem>,
+    /// Approved validator-set changes no earlier block carried, at most
+    /// [`crate::sets::SET_CHANGES_MAX`].
+    pub set_changes: Vec<SignedSetChange>,
 }
 
 /// Most evidence items one block records.
@@ -138,6 +142,14 @@ pub enum BlockError {
     /// An evidence item does not verify, repeats one in the block, or too many are carried.
     #[error("evidence item {0} is invalid, repeated or beyond the limit")]
     Evidence(usize),
+    /// A set change is not approved, too soon, repeated, or beyond the limit.
+    #[error("set change {index}: {}", error.as_ref().map_or("repeated, carried before or beyond the limit".to_string(), ToString::to_string))]
+    SetChange {
+        /// Its position in the body.
+        index: usize,
+        /// Why (`None`: repeated or beyond the limit).
+        error: Option<SetChangeError>,
+    },
     /// A crosslink entry does not verify against the chain.
     #[error("crosslink of city {city}: {error}")]
     Crosslink {
@@ -155,13 +167,17 @@ impl Block {
         time_ms: u64,
         mut crosslinks: Vec<CrosslinkEntry>,
         mut evidence: Vec<EvidenceItem>,
+        mut set_changes: Vec<SignedSetChange>,
     ) -> Block {
         crosslinks.sort_by_key(CrosslinkEntry::city);
         crosslinks.dedup_by_key(|c| c.city());
         let mut seen = std::collections::BTreeSet::new();
         evidence.retain(|e| seen.insert(e.hash()));
         evidence.truncate(EVIDENCE_MAX);
-        let body = BeaconBody { crosslinks, evidence };
+        let mut seen = std::collections::BTreeSet::new();
+        set_changes.retain(|c| seen.insert(c.proposal.hash()));
+        set_changes.truncate(crate::sets::SET_CHANGES_MAX);
+        let body = BeaconBody { crosslinks, evidence, set_changes };
         let header = BeaconHeader {
             version: BEACON_HEADER_VERSION,
             height: tip.height,
@@ -225,6 +241,24 @@ impl Block {
         Ok(())
     }
 
+    /// Checks every set change: approved under `sets` at this block's height, effective at
+    /// least two heights later, not carried before, not repeated, at most
+    /// [`crate::sets::SET_CHANGES_MAX`].
+    pub fn check_set_changes(&self, sets: &crate::sets::Sets) -> Result<(), BlockError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (index, c) in self.body.set_changes.iter().enumerate() {
+            if index >= crate::sets::SET_CHANGES_MAX
+                || !seen.insert(c.proposal.hash())
+                || sets.carried(c)
+            {
+                return Err(BlockError::SetChange { index, error: None });
+            }
+            sets.check(self.header.height, c)
+                .map_err(|e| BlockError::SetChange { index, error: Some(e) })?;
+        }
+        Ok(())
+    }
+
     /// Checks every crosslink entry against `heads` (the chain before this block): sealed by
     /// its city, newer than and extending the city's last crosslinked header. Returns the heads
     /// after this block.
@@ -271,7 +305,8 @@ mod tests {
         let good = EvidenceItem::ShardHeaders(Box::new(equivocation(&fed, 0)));
         let other = EvidenceItem::ShardHeaders(Box::new(equivocation(&fed, 1)));
         let none = |_: &Hash32| false;
-        let block = Block::build(&tip, 1, vec![], vec![good.clone(), other.clone(), good.clone()]);
+        let block =
+            Block::build(&tip, 1, vec![], vec![good.clone(), other.clone(), good.clone()], vec![]);
         assert_eq!(block.body.evidence.len(), 2, "build drops repeats");
         block.check(&tip).unwrap();
         block.check_evidence(&fed.genesis, &set, none).unwrap();

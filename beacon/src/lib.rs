@@ -9,5 +9,6 @@ pub mod block;
 pub mod consensus;
 pub mod node;
 pub mod pool;
+pub mod sets;
 pub mod store;
 pub mod transport;

@@ -8,6 +8,7 @@ use crate::consensus::{
     ValidatorSet, fold_certificate, wire,
 };
 use crate::pool::Pool;
+use crate::sets::Sets;
 use crate::store::{BeaconStore, DecidedBlock};
 use crate::transport::{Allowed, Fingerprint, TlsIdentity, Transport};
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +38,9 @@ pub struct ValidatorConfig {
     pub clock: fn() -> u64,
     /// Crosslink entries pushed by shards (shared with the API).
     pub pool: Arc<Pool>,
+    /// The validator sets in force by height (shared with the API; `run` replays the stored
+    /// chain into it).
+    pub sets: Arc<RwLock<Sets>>,
 }
 
 /// A decision, as the validator reports it.
@@ -64,6 +68,12 @@ pub struct BeaconApp {
     /// Evidence recorded by blocks this app committed (the store learns of them a moment
     /// later, when the decision is written).
     recorded: std::collections::HashSet<Hash32>,
+    /// The validator sets the chain put in force (shared with the node and the API).
+    sets: Arc<RwLock<Sets>>,
+}
+
+fn read(sets: &RwLock<Sets>) -> std::sync::RwLockReadGuard<'_, Sets> {
+    sets.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl App for BeaconApp {
@@ -74,7 +84,8 @@ impl App for BeaconApp {
             vec![]
         });
         evidence.retain(|e| !self.recorded.contains(&e.hash()));
-        Block::build(&self.tip, (self.clock)(), crosslinks, evidence)
+        let set_changes = self.pool.take_set_changes(height, &read(&self.sets));
+        Block::build(&self.tip, (self.clock)(), crosslinks, evidence, set_changes)
     }
     fn validate(&self, block: &Block) -> bool {
         // A store that cannot say whether evidence was recorded refuses the block: recording
@@ -84,7 +95,8 @@ impl App for BeaconApp {
         let checked = block
             .check(&self.tip)
             .and_then(|()| block.check_crosslinks(&self.genesis, &self.heads))
-            .and_then(|_| block.check_evidence(&self.genesis, &self.set, recorded));
+            .and_then(|_| block.check_evidence(&self.genesis, &self.set, recorded))
+            .and_then(|()| block.check_set_changes(&read(&self.sets)));
         if let Err(e) = &checked {
             tracing::warn!(height = block.header.height, error = %e, "proposed block refused");
         }
@@ -100,6 +112,19 @@ impl App for BeaconApp {
         }
         self.pool.prune(&self.heads);
         self.recorded.extend(block.body.evidence.iter().map(|e| e.hash()));
+        let h = block.header.height;
+        let mut sets = self.sets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sets.record(h, &block.body.set_changes);
+        self.tip.set_hash = sets.at(h + 1).0.hash();
+        self.tip.next_set_hash = sets.at(h + 2).0.hash();
+        if let Some(set) = consensus_set(sets.at(h + 1).0) {
+            self.set = set;
+        }
+    }
+    fn validators(&self, height: u64) -> Option<Vec<(Vec<u8>, u64)>> {
+        let sets = read(&self.sets);
+        let (set, _) = sets.at(height);
+        Some(set.validators.iter().map(|v| (v.bls_key.to_vec(), v.weight)).collect())
     }
 }
 
@@ -119,13 +144,17 @@ pub enum NodeError {
 
 /// The consensus set of the genesis validators, in bitfield order.
 pub fn genesis_set(genesis: &ValidGenesis) -> Result<ValidatorSet<Bls>, NodeError> {
+    consensus_set(&genesis.genesis().validators)
+        .ok_or_else(|| NodeError::Invalid("a genesis validator key does not decode".into()))
+}
+
+/// The consensus set of a validator set, in bitfield order.
+pub fn consensus_set(set: &urbis_core::validators::ValidatorSet) -> Option<ValidatorSet<Bls>> {
     let mut validators = Vec::new();
-    for v in &genesis.genesis().validators.validators {
-        let key = bls::PublicKey::from_bytes(&v.bls_key)
-            .map_err(|e| NodeError::Invalid(format!("validator {}: {e}", v.name)))?;
-        validators.push(Validator::new(key, v.weight));
+    for v in &set.validators {
+        validators.push(Validator::new(bls::PublicKey::from_bytes(&v.bls_key).ok()?, v.weight));
     }
-    Ok(ValidatorSet::new(validators))
+    Some(ValidatorSet::new(validators))
 }
 
 /// Runs a validator until `shutdown` completes. Decisions are reported on `decisions`.
@@ -135,18 +164,37 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     decisions: mpsc::UnboundedSender<Decision>,
 ) -> Result<(), NodeError> {
-    let set = genesis_set(&config.genesis)?;
-    let own = Validator::<Bls>::new(config.bls_key.public_key(), 1).address;
-    if set.index_of(&own).is_none() {
-        return Err(NodeError::Invalid("this validator's BLS key is not in the set".into()));
-    }
-    let set_hash = config.genesis.genesis().validators.hash();
-    let mut tip = Tip { height: 1, previous: Hash32::ZERO, set_hash, next_set_hash: set_hash };
     let latest = store.latest_height()?;
-    if let Some(h) = latest {
-        let last = store.block(h)?.ok_or(NodeError::Invalid("latest block missing".into()))?;
-        tip.height = h + 1;
-        tip.previous = last.block.header.hash();
+    // The sets in force: genesis, changed by every set change the stored chain carried.
+    let (set, tip, next_set) = {
+        let mut sets = config.sets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *sets = Sets::from_genesis(&config.genesis);
+        sets.advance(2);
+        let mut tip = Tip {
+            height: 1,
+            previous: Hash32::ZERO,
+            set_hash: Hash32::ZERO,
+            next_set_hash: Hash32::ZERO,
+        };
+        for h in 1..=latest.unwrap_or(0) {
+            let d = store.block(h)?.ok_or(NodeError::Invalid(format!("block {h} missing")))?;
+            sets.record(h, &d.block.body.set_changes);
+            tip.previous = d.block.header.hash();
+            tip.height = h + 1;
+        }
+        tip.set_hash = sets.at(tip.height).0.hash();
+        tip.next_set_hash = sets.at(tip.height + 1).0.hash();
+        let set = consensus_set(sets.at(tip.height).0)
+            .ok_or(NodeError::Invalid("a validator key does not decode".into()))?;
+        let next = consensus_set(sets.at(tip.height + 1).0)
+            .ok_or(NodeError::Invalid("a validator key does not decode".into()))?;
+        (set, tip, next)
+    };
+    let own = Validator::<Bls>::new(config.bls_key.public_key(), 1).address;
+    if set.index_of(&own).is_none() && next_set.index_of(&own).is_none() {
+        return Err(NodeError::Invalid(
+            "this validator's BLS key is not in the set in force (nor the next)".into(),
+        ));
     }
     let mut heads = Heads::new();
     for city in &config.genesis.genesis().cities {
@@ -163,6 +211,7 @@ pub async fn run(
         store: store.clone(),
         set: set.clone(),
         recorded: Default::default(),
+        sets: config.sets.clone(),
     };
     let ctx = Ctx::<Bls>::new(config.genesis.federation_id());
     // Blocks are paced by the genesis interval: a decision is final at once, the next height
@@ -190,32 +239,45 @@ pub async fn run(
                 .map_err(|e| NodeError::Invalid(format!("write-ahead log: {e}")))?,
         );
     }
-    let allowed: Allowed = Arc::new(RwLock::new(
-        config
+    let allowed: Allowed = Arc::new(RwLock::new(Default::default()));
+    let (transport, mut inbox) = Transport::bind(&config.tls, config.listen, allowed.clone())?;
+    let transport = Arc::new(transport);
+    // Peers are configured by address and key; their names (kept by key rotations) let the
+    // node follow a peer whose keys rotate.
+    let peer_names: Vec<(SocketAddr, Option<String>)> = {
+        let sets = read(&config.sets);
+        let known: Vec<&urbis_core::validators::Validator> = config
             .genesis
             .genesis()
             .validators
             .validators
             .iter()
-            .map(|v| v.tls_fingerprint.0)
-            .collect(),
-    ));
-    let (transport, mut inbox) = Transport::bind(&config.tls, config.listen, allowed)?;
-    let transport = Arc::new(transport);
-    let by_key: HashMap<Fingerprint, SocketAddr> =
-        config.peers.iter().map(|(a, f)| (*f, *a)).collect();
+            .chain(sets.at(tip.height).0.validators.iter())
+            .collect();
+        config
+            .peers
+            .iter()
+            .map(|(a, f)| {
+                (*a, known.iter().find(|v| v.tls_fingerprint.0 == *f).map(|v| v.name.clone()))
+            })
+            .collect()
+    };
     let mut node = Node {
         store,
-        set,
         transport,
         peers: config.peers.clone(),
-        by_key,
+        by_key: HashMap::new(),
         timers: BTreeMap::new(),
         armed: HashMap::new(),
         seq: 0,
         decisions,
         banned: HashMap::new(),
+        sets: config.sets.clone(),
+        allowed,
+        peer_names,
     };
+    node.follow_sets(tip.height);
+    drop(set);
     let first = if log.is_empty() { host.start() } else { host.recover(&log) };
     node.execute(first, None)?;
     tokio::pin!(shutdown);
@@ -252,7 +314,9 @@ pub async fn run(
 
 struct Node {
     store: Arc<BeaconStore>,
-    set: ValidatorSet<Bls>,
+    sets: Arc<RwLock<Sets>>,
+    allowed: Allowed,
+    peer_names: Vec<(SocketAddr, Option<String>)>,
     transport: Arc<Transport>,
     peers: Vec<(SocketAddr, Fingerprint)>,
     by_key: HashMap<Fingerprint, SocketAddr>,
@@ -322,7 +386,9 @@ impl Node {
                 }
                 Action::Decided(height, block, commit) => {
                     self.flush(&mut unsynced)?;
-                    let certificate = fold_certificate(&self.set, &commit)
+                    let set = consensus_set(read(&self.sets).at(height.0).0)
+                        .ok_or(NodeError::Invalid("a validator key does not decode".into()))?;
+                    let certificate = fold_certificate(&set, &commit)
                         .ok_or(NodeError::Invalid("a decision that does not fold".into()))?;
                     let commit = wire::encode_commit::<Bls>(&commit)
                         .map_err(|e| NodeError::Invalid(format!("certificate: {e}")))?;
@@ -330,11 +396,30 @@ impl Node {
                     self.store
                         .commit(height.0, &DecidedBlock { block: *block, certificate, commit })?;
                     tracing::debug!(height = height.0, "decided");
+                    self.follow_sets(height.0 + 1);
                     let _ = self.decisions.send(Decision { height: height.0, block: hash });
                 }
             }
         }
         self.flush(&mut unsynced)
+    }
+
+    /// Allows the keys of the sets in force at `height` and the one after, and expects each
+    /// configured peer's current key at its address.
+    fn follow_sets(&mut self, height: u64) {
+        let sets = read(&self.sets);
+        let (now, next) = (sets.at(height).0, sets.at(height + 1).0);
+        let keys: std::collections::BTreeSet<Fingerprint> =
+            now.validators.iter().chain(&next.validators).map(|v| v.tls_fingerprint.0).collect();
+        *self.allowed.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        for ((_, key), (_, name)) in self.peers.iter_mut().zip(&self.peer_names) {
+            if let Some(v) =
+                name.as_ref().and_then(|n| now.validators.iter().find(|v| &v.name == n))
+            {
+                *key = v.tls_fingerprint.0;
+            }
+        }
+        self.by_key = self.peers.iter().map(|(a, f)| (*f, *a)).collect();
     }
 
     fn flush(&mut self, unsynced: &mut Vec<(u64, Vec<u8>)>) -> Result<(), NodeError> {

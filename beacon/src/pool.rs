@@ -2,6 +2,7 @@
 //! checked against the decided chain when offered and again when a block is proposed.
 
 use crate::block::Heads;
+use crate::sets::Sets;
 use crate::store::{BeaconStore, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,12 +11,17 @@ use urbis_core::crosslink::{
 };
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::record::CityId;
+use urbis_core::set_change::{SetChangeError, SignedSetChange};
 
 /// The pool shared by the API (which offers) and the consensus application (which takes).
 pub struct Pool {
     genesis: Arc<ValidGenesis>,
     entries: Mutex<BTreeMap<CityId, CrosslinkEntry>>,
+    set_changes: Mutex<Vec<SignedSetChange>>,
 }
+
+/// Most set changes waiting at once.
+const SET_CHANGES_WAITING_MAX: usize = 64;
 
 /// What became of an offered entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +55,7 @@ pub enum OfferError {
 impl Pool {
     /// An empty pool.
     pub fn new(genesis: Arc<ValidGenesis>) -> Self {
-        Pool { genesis, entries: Mutex::new(BTreeMap::new()) }
+        Pool { genesis, entries: Mutex::new(BTreeMap::new()), set_changes: Mutex::new(vec![]) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<CityId, CrosslinkEntry>> {
@@ -124,6 +130,37 @@ impl Pool {
     pub fn prune(&self, heads: &Heads) {
         self.lock()
             .retain(|city, e| heads.get(city).is_none_or(|h| e.header.header.height > h.height));
+    }
+
+    /// Keeps an approved set change for the next blocks: approved by the set in force at
+    /// `next_height` and effective at least two heights after it. Returns false when the same
+    /// proposal already waits or was carried.
+    pub fn offer_set_change(
+        &self,
+        sets: &Sets,
+        next_height: u64,
+        change: SignedSetChange,
+    ) -> Result<bool, SetChangeError> {
+        sets.check(next_height, &change)?;
+        let mut waiting =
+            self.set_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sets.carried(&change) || waiting.iter().any(|c| c.proposal == change.proposal) {
+            return Ok(false);
+        }
+        if waiting.len() >= SET_CHANGES_WAITING_MAX {
+            waiting.remove(0);
+        }
+        waiting.push(change);
+        Ok(true)
+    }
+
+    /// The waiting set changes a block at `height` may carry.
+    pub fn take_set_changes(&self, height: u64, sets: &Sets) -> Vec<SignedSetChange> {
+        let mut waiting =
+            self.set_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Carried ones, and ones whose effective height is now too near, are dropped.
+        waiting.retain(|c| !sets.carried(c) && c.proposal.effective_height >= height + 2);
+        waiting.iter().filter(|c| sets.check(height, c).is_ok()).cloned().collect()
     }
 
     /// The entry waiting for `city`, if any.

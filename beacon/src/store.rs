@@ -409,7 +409,7 @@ mod tests {
             next_set_hash: Hash32::ZERO,
         };
         DecidedBlock {
-            block: Block::build(&tip, 1, vec![], vec![]),
+            block: Block::build(&tip, 1, vec![], vec![], vec![]),
             certificate: CommitCertificate { signature: [7; 96], signers: vec![0b1111] },
             commit: vec![1, 2, 3],
         }

@@ -354,12 +354,12 @@ impl Transport {
     ) -> Result<quinn::Connection, TransportError> {
         // The map is not held across a handshake: a peer that is down must not delay sends to
         // the others.
+        // A cached connection to another key than the one now expected (the validator rotated
+        // its keys) is replaced by a new handshake.
         if let Some((fingerprint, c)) = self.connections.lock().await.get(&to)
             && c.close_reason().is_none()
+            && fingerprint == expected
         {
-            if fingerprint != expected {
-                return Err(TransportError::WrongPeer);
-            }
             return Ok(c.clone());
         }
         let connection = self

@@ -80,6 +80,9 @@ async fn four_validators_agree_survive_one_stopping_and_a_restart_catches_up() {
             timeouts: timeouts(),
             clock,
             pool: Arc::new(urbis_beacon::pool::Pool::new(genesis.clone())),
+            sets: Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(
+                &genesis,
+            ))),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let (tx, mut rx) = mpsc::unbounded_channel();

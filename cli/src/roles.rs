@@ -232,6 +232,9 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
                 timeouts: timeouts(300, 150, 100),
                 clock: node::wall_clock_ms,
                 pool: std::sync::Arc::new(urbis_beacon::pool::Pool::new(shared.clone())),
+                sets: std::sync::Arc::new(std::sync::RwLock::new(
+                    urbis_beacon::sets::Sets::from_genesis(&shared),
+                )),
             },
             data_dir.join("validators").join(&v.name),
             api,
@@ -461,9 +464,9 @@ async fn run_validator(
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let state = urbis_beacon::api::ApiState {
         store: store.clone(),
-        validators: Arc::new(config.genesis.genesis().validators.clone()),
         genesis: config.genesis.clone(),
         pool: config.pool.clone(),
+        sets: config.sets.clone(),
     };
     let api = tokio::spawn(urbis_beacon::api::serve(listener, state, async {
         let _ = api_stopped.await;
@@ -510,6 +513,7 @@ pub fn beacon(path: &Path) -> Result<()> {
         tls,
         peers,
         pool: Arc::new(urbis_beacon::pool::Pool::new(genesis.clone())),
+        sets: Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(&genesis))),
         genesis,
         timeouts,
         clock: node::wall_clock_ms,

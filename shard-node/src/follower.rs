@@ -33,6 +33,9 @@ struct BlockView {
     header: BeaconHeader,
     certificate: CommitCertificate,
     crosslinks: Vec<CrosslinkEntry>,
+    /// The next set, when the header announces a change.
+    #[serde(default)]
+    next_validators: Option<urbis_core::validators::ValidatorSet>,
 }
 
 /// Why a served block was refused.
@@ -72,6 +75,9 @@ pub struct Followed {
     /// The shard height crosslinked by the block and its link, if the block crosslinked this
     /// city.
     pub crosslinked: Option<(u64, Crosslinked)>,
+    /// The light-client update, when the block changes the validator set (kept for proofs
+    /// that offline verifiers check from genesis).
+    pub set_update: Option<LightClientUpdate>,
 }
 
 /// Checks a served block with the light client and the shard's own headers; pure apart from
@@ -83,13 +89,13 @@ fn check_block(
     block: &BlockView,
 ) -> Result<Followed, FollowError> {
     let h = &block.header;
-    client
-        .apply(&LightClientUpdate {
-            header: h.clone(),
-            certificate: block.certificate.clone(),
-            next_set: None,
-        })
-        .map_err(|error| FollowError::Certificate { height: h.height, error })?;
+    let update = LightClientUpdate {
+        header: h.clone(),
+        certificate: block.certificate.clone(),
+        next_set: block.next_validators.clone(),
+    };
+    client.apply(&update).map_err(|error| FollowError::Certificate { height: h.height, error })?;
+    let set_update = (h.next_validator_set_hash != h.validator_set_hash).then_some(update);
     let tree = Blake3Tree::crosslinks();
     let leaves: Vec<Hash32> = block.crosslinks.iter().map(|e| e.crosslink().leaf_hash()).collect();
     if leaves.len() as u64 != h.crosslinks_count
@@ -98,7 +104,7 @@ fn check_block(
         return Err(FollowError::Body(h.height));
     }
     let Some(index) = block.crosslinks.iter().position(|e| e.city() == city) else {
-        return Ok(Followed { crosslinked: None });
+        return Ok(Followed { crosslinked: None, set_update });
     };
     let entry = &block.crosslinks[index];
     let height = entry.header.header.height;
@@ -109,6 +115,7 @@ fn check_block(
     let path = InclusionProof::build(&tree, &leaves, index as u64)
         .map_err(|e| FollowError::Proof(e.to_string()))?;
     Ok(Followed {
+        set_update,
         crosslinked: Some((
             height,
             Crosslinked { beacon_header: h.clone(), certificate: block.certificate.clone(), path },
@@ -182,7 +189,20 @@ pub async fn run(follower: Follower, mut shutdown: watch::Receiver<bool>) {
 
 /// Follows certified beacon blocks in order, recording each crosslink of this city.
 async fn follow(f: Arc<Follower>, http: reqwest::Client, crosslinked: watch::Sender<Option<u64>>) {
+    // The light client starts from genesis and applies the set changes already followed.
     let mut client = LightClient::from_genesis(&f.genesis);
+    match f.store.set_updates() {
+        Ok(updates) => {
+            if let Err((i, e)) = client.apply_all(&updates) {
+                tracing::error!(index = i, error = %e, "a stored set change no longer applies");
+                return;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading stored set changes; not following the beacon");
+            return;
+        }
+    }
     let mut next = match f.store.beacon_next() {
         Ok(n) => n,
         Err(e) => {
@@ -231,7 +251,11 @@ async fn follow(f: Arc<Follower>, http: reqwest::Client, crosslinked: watch::Sen
         let city = f.city;
         let checked = tokio::task::spawn_blocking(move || {
             let followed = check_block(&mut client, &store, city, &block).and_then(|f| {
-                store.follow_beacon(next, f.crosslinked.as_ref().map(|(h, l)| (*h, l)))?;
+                store.follow_beacon(
+                    next,
+                    f.crosslinked.as_ref().map(|(h, l)| (*h, l)),
+                    f.set_update.as_ref(),
+                )?;
                 Ok(f)
             });
             (client, followed)

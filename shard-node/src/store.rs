@@ -15,6 +15,7 @@ use urbis_core::beacon::{BeaconHeader, CommitCertificate};
 use urbis_core::encoding::{decode, encode};
 use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
+use urbis_core::light_client::LightClientUpdate;
 use urbis_core::merkle::InclusionProof;
 use urbis_core::record::{Record, SubjectId};
 
@@ -30,7 +31,9 @@ const CF_PAYLOADS: &str = "payloads";
 const CF_HISTORY: &str = "history";
 /// Crosslinked shard height (big-endian) → the certified beacon block that crosslinked it.
 const CF_FINALITY: &str = "finality";
-const ALL_CFS: [&str; 11] = [
+/// Beacon height (big-endian) → the light-client update of a block that changed the set.
+const CF_SET_UPDATES: &str = "set_updates";
+const ALL_CFS: [&str; 12] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -42,6 +45,7 @@ const ALL_CFS: [&str; 11] = [
     CF_PAYLOADS,
     CF_HISTORY,
     CF_FINALITY,
+    CF_SET_UPDATES,
 ];
 const TIP_KEY: &[u8] = b"tip";
 /// The next beacon height the shard's light client will follow.
@@ -365,8 +369,12 @@ impl Store {
         &self,
         beacon_height: u64,
         crosslinked: Option<(u64, &Crosslinked)>,
+        set_update: Option<&LightClientUpdate>,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
+        if let Some(u) = set_update {
+            batch.put_cf(self.cf(CF_SET_UPDATES), height_key(beacon_height), encode(u));
+        }
         if let Some((height, link)) = crosslinked {
             batch.put_cf(self.cf(CF_FINALITY), height_key(height), encode(link));
         }
@@ -388,6 +396,16 @@ impl Store {
         }
         it.status()?;
         Ok(None)
+    }
+
+    /// Every set-changing block the shard followed, in height order.
+    pub fn set_updates(&self) -> Result<Vec<LightClientUpdate>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SET_UPDATES), IteratorMode::Start) {
+            let (_, v) = item?;
+            out.push(decode(&v).map_err(|_| StoreError::Corrupt { what: "set update" })?);
+        }
+        Ok(out)
     }
 
     /// The highest crosslinked height, if any.

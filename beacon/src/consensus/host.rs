@@ -28,6 +28,11 @@ pub trait App {
     fn validate(&self, block: &Block) -> bool;
     /// `block` was decided; the chain moves on.
     fn commit(&mut self, block: &Block);
+    /// The validators in force at `height` (encoded public key, weight), in bitfield order,
+    /// when validator-set changes exist; `None` keeps the set the host runs with.
+    fn validators(&self, _height: u64) -> Option<Vec<(Vec<u8>, u64)>> {
+        None
+    }
 }
 
 /// A message between validators.
@@ -439,6 +444,10 @@ impl<S: Scheme, A: App> Host<S, A> {
                     Followup::Finalized(height) => {
                         let next = Height(height.0 + 1);
                         self.ahead = 0;
+                        if let Some(set) = self.app.validators(next.0).and_then(consensus_set::<S>)
+                        {
+                            self.set = set;
+                        }
                         queue.push_back(Input::StartHeight(
                             next,
                             self.set.clone(),
@@ -624,6 +633,15 @@ fn verify_round<S: Scheme>(
         (vote, s.signature.clone())
     });
     verify_votes(ctx, verified, set, threshold, votes)
+}
+
+/// The consensus set of encoded keys and weights; `None` if a key does not decode.
+fn consensus_set<S: Scheme>(validators: Vec<(Vec<u8>, u64)>) -> Option<ValidatorSet<S>> {
+    let mut out = Vec::with_capacity(validators.len());
+    for (key, weight) in validators {
+        out.push(super::Validator::new(S::decode_public_key(&key).ok()?, weight));
+    }
+    Some(ValidatorSet::new(out))
 }
 
 /// Records a signature as checked (this validator's own, or one checked on arrival).

@@ -77,7 +77,7 @@ impl App for SimApp {
                 extension: None,
             })
             .collect();
-        Block::build(&self.tip, self.now_ms, crosslinks, vec![])
+        Block::build(&self.tip, self.now_ms, crosslinks, vec![], vec![])
     }
     fn validate(&self, block: &Block) -> bool {
         block.check(&self.tip).is_ok()

@@ -626,11 +626,17 @@ fn finality(app: &AppState, height: u64) -> ApiResult<Option<FinalityProof>> {
     };
     Ok(Some(FinalityProof {
         history,
-        crosslink: link.path,
-        beacon_header: link.beacon_header,
-        certificate: link.certificate,
-        // Validator sets do not change yet: the genesis set certifies every block.
-        set_updates: vec![],
+        crosslink: link.path.clone(),
+        beacon_header: link.beacon_header.clone(),
+        certificate: link.certificate.clone(),
+        // The set changes before F, so `urbis verify` can follow them from genesis.
+        set_updates: app
+            .store
+            .set_updates()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|u| u.header.height < link.beacon_header.height)
+            .collect(),
     }))
 }
 
