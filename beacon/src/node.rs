@@ -188,6 +188,23 @@ pub async fn run(
             .ok_or(NodeError::Invalid("a validator key does not decode".into()))?;
         let next = consensus_set(sets.at(tip.height + 1).0)
             .ok_or(NodeError::Invalid("a validator key does not decode".into()))?;
+        // This validator's entry in the set in force (or the next) names its TLS key.
+        let own_key = config.bls_key.public_key().to_bytes();
+        let entry = sets
+            .at(tip.height)
+            .0
+            .validators
+            .iter()
+            .chain(&sets.at(tip.height + 1).0.validators)
+            .find(|v| v.bls_key == own_key);
+        if let Some(v) = entry
+            && v.tls_fingerprint.0 != config.tls.fingerprint()
+        {
+            return Err(NodeError::Invalid(format!(
+                "the TLS key is not the one the validator set names for {}",
+                v.name
+            )));
+        }
         (set, tip, next)
     };
     let own = Validator::<Bls>::new(config.bls_key.public_key(), 1).address;

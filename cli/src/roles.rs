@@ -416,14 +416,16 @@ fn validator_keys(
     let tls_seed = crate::keys::read_secret_hex::<32>(tls_file).context("TLS key")?;
     let tls = urbis_beacon::transport::TlsIdentity::from_ed25519_seed(&tls_seed)
         .map_err(|e| anyhow::anyhow!("TLS key: {e}"))?;
-    let own = genesis
+    // A key in genesis must come with the TLS key genesis names; a key rotated in later is
+    // checked by the validator against the set in force once it has read its chain.
+    if let Some(own) = genesis
         .genesis()
         .validators
         .validators
         .iter()
         .find(|v| v.bls_key == bls_key.public_key().to_bytes())
-        .context("this validator's BLS key is not in the genesis set")?;
-    if own.tls_fingerprint.0 != tls.fingerprint() {
+        && own.tls_fingerprint.0 != tls.fingerprint()
+    {
         bail!("the TLS key file does not hold the key genesis names for {}", own.name);
     }
     Ok((bls_key, tls))
