@@ -159,6 +159,7 @@ fn devnet_runs_three_cities_and_resumes() {
     conflicting_header_is_evidence(&client, dir.path(), &m, &cities[0], &validators[1]);
     evidence_is_recorded_in_a_block(&client, &validators[0]);
     live_certificate_verifies_with_blst(&client, &m, &validators[2]);
+    live_reweight_reaches_final_proofs(&client, dir.path(), &m, &validators, &cities[0]);
     assert!(sigterm(child).success(), "devnet exits 0 on SIGTERM");
     // The restart must write the manifest anew, not leave the old one standing.
     std::fs::remove_file(dir.path().join("devnet.json")).unwrap();
@@ -368,4 +369,104 @@ fn evidence_is_recorded_in_a_block(client: &Client, validator: &str) {
             .unwrap();
         assert!(!b["evidence"].as_array().unwrap().contains(&recorded["item"]), "{b}");
     }
+}
+
+/// A validator-set change on the running devnet: approved by more than 2/3 of the operators,
+/// in force at its stated height; every certificate verifies with a light client from genesis
+/// following it, and a record made final after it carries the change in its proof, which
+/// `urbis verify --genesis` follows offline.
+fn live_reweight_reaches_final_proofs(
+    client: &Client,
+    dir: &std::path::Path,
+    m: &Value,
+    validators: &[String],
+    city: &Value,
+) {
+    use urbis_core::light_client::{LightClient, LightClientUpdate};
+    use urbis_core::set_change::{
+        SetChange, SetChangeProposal, SignedSetChange, aggregate_approvals,
+    };
+    let genesis =
+        urbis_shard::node::load_genesis(std::path::Path::new(m["genesis"].as_str().unwrap()))
+            .unwrap();
+    let set = &genesis.genesis().validators.validators;
+    let n = set.len();
+    let latest = |v: &str| -> u64 {
+        client.get(format!("{v}/v1/beacon/blocks/latest")).send().unwrap().json::<Value>().unwrap()
+            ["header"]["height"]
+            .as_u64()
+            .unwrap()
+    };
+    let effective = latest(&validators[0]) + 4;
+    let proposal = SetChangeProposal {
+        change: SetChange::Reweight { bls_key: set[0].bls_key, weight: 2 },
+        effective_height: effective,
+    };
+    // Every operator but one approves: more than 2/3 of equal weights.
+    let approvals: Vec<_> = (0..n - 1)
+        .map(|i| {
+            let path = dir.join("keys").join(format!("{}.json", set[i].name));
+            let secret = urbis_shard::node::read_secret_hex::<32>(&path).unwrap();
+            let key = urbis_core::bls::SecretKey::from_bytes(&secret).unwrap();
+            (i, proposal.approve(&genesis.federation_id(), &key))
+        })
+        .collect();
+    let change =
+        SignedSetChange { proposal, approvals: aggregate_approvals(n, &approvals).unwrap() };
+    for v in validators {
+        let r = client.post(format!("{v}/v1/beacon/set-changes")).json(&change).send().unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    beacon_heights(client, validators, effective + 1);
+    let top = latest(&validators[0]);
+    let mut light = LightClient::from_genesis(&genesis);
+    let mut changed = vec![];
+    for h in 1..=top {
+        let b: Value = client
+            .get(format!("{}/v1/beacon/blocks/{h}", validators[0]))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let update = LightClientUpdate {
+            header: serde_json::from_value(b["header"].clone()).unwrap(),
+            certificate: serde_json::from_value(b["certificate"].clone()).unwrap(),
+            next_set: serde_json::from_value(b["next_validators"].clone()).unwrap(),
+        };
+        if update.next_set.is_some() {
+            changed.push(h + 1);
+        }
+        light.apply(&update).unwrap_or_else(|e| panic!("beacon block {h}: {e}"));
+    }
+    assert_eq!(changed, vec![effective]);
+    assert_eq!(light.set_at(top).unwrap().weights()[0], 2);
+    // A record final after the change: its proof carries the change for offline verifiers.
+    let token = city["service_tokens"]["open-data-office"].as_str().unwrap();
+    let shard = city["shard_api"].as_str().unwrap();
+    let body = json!({"records": [{"kind": "information", "subject": "22".repeat(32), "payload": {"dataset": "after-reweight", "media_type": "application/json", "content": {}}}]});
+    let r: Value = client
+        .post(format!("{shard}/v1/records"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = r["records"][0]["id"].as_str().unwrap();
+    let record = wait_final(client, shard, id);
+    let finality = &record["proof"]["finality"];
+    assert!(finality["beacon_header"]["height"].as_u64().unwrap() >= effective);
+    assert_eq!(finality["set_updates"].as_array().unwrap().len(), 1, "{finality}");
+    let proof = dir.join("proof-after-reweight.json");
+    std::fs::write(&proof, serde_json::to_vec(&record["proof"]).unwrap()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .arg("verify")
+        .arg(&proof)
+        .arg("--genesis")
+        .arg(m["genesis"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["level"], "final", "{out}");
 }
