@@ -130,3 +130,148 @@ async fn four_validators_agree_survive_one_stopping_and_a_restart_catches_up() {
         r.task.await.unwrap();
     }
 }
+
+/// Validator 3 equivocates: it sends two different signed prevotes for one height and round
+/// to the three honest validators. They keep the evidence, a block records it, and the API
+/// serves it; the evidence verifies and names validator 3 alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
+    use malachitebft_core_types::{NilOrVal, SignedMessage, VoteType};
+    use urbis_beacon::block::EvidenceItem;
+    use urbis_beacon::consensus::{BlockId, Bls, Height, Message, Round, Scheme, Vote, wire};
+    use urbis_beacon::transport::Transport;
+    use urbis_core::beacon::vote_signing_root;
+
+    let fed = urbis_core::testkit::Federation::new("equivocation", 2, 4);
+    let tls: Vec<TlsIdentity> = (0..4).map(|_| TlsIdentity::generate().unwrap()).collect();
+    let mut genesis = fed.genesis.genesis().clone();
+    for (v, t) in genesis.validators.validators.iter_mut().zip(&tls) {
+        v.tls_fingerprint = Hash32(t.fingerprint());
+    }
+    let genesis = Arc::new(genesis.validate().unwrap());
+    let sockets: Vec<std::net::UdpSocket> =
+        (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let addrs: Vec<_> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    drop(sockets);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (decided_tx, mut decided_rx) = mpsc::unbounded_channel::<Decision>();
+    let mut stops = Vec::new();
+    let mut stores = Vec::new();
+    let mut api_state = None;
+    for i in 0..3 {
+        let pool = Arc::new(urbis_beacon::pool::Pool::new(genesis.clone()));
+        let sets =
+            Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(&genesis)));
+        let config = ValidatorConfig {
+            genesis: genesis.clone(),
+            listen: addrs[i],
+            bls_key: Arc::new(fed.validator_keys[i].clone()),
+            tls: TlsIdentity::from_pkcs8(tls[i].key_pkcs8()).unwrap(),
+            peers: (0..4).filter(|j| *j != i).map(|j| (addrs[j], tls[j].fingerprint())).collect(),
+            timeouts: timeouts(),
+            clock,
+            pool: pool.clone(),
+            sets: sets.clone(),
+        };
+        let store = Arc::new(BeaconStore::open(&dirs[i].path().join("db")).unwrap());
+        if i == 0 {
+            api_state = Some(urbis_beacon::api::ApiState {
+                store: store.clone(),
+                genesis: genesis.clone(),
+                pool,
+                sets,
+            });
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let out = decided_tx.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(d) = rx.recv().await {
+                if i == 0 {
+                    let _ = out.send(d);
+                }
+            }
+        });
+        let s = store.clone();
+        tokio::spawn(async move {
+            run(
+                config,
+                s,
+                async {
+                    let _ = stopped.await;
+                },
+                tx,
+            )
+            .await
+            .unwrap();
+        });
+        stops.push(stop);
+        stores.push(store);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(urbis_beacon::api::serve(listener, api_state.unwrap(), std::future::pending()));
+    // Validator 3, Byzantine: its own keys, its own address, two prevotes per height.
+    let allowed = Arc::new(std::sync::RwLock::new(tls.iter().map(|t| t.fingerprint()).collect()));
+    let (byzantine, _inbox) =
+        Transport::bind(&TlsIdentity::from_pkcs8(tls[3].key_pkcs8()).unwrap(), addrs[3], allowed)
+            .unwrap();
+    let key = Arc::new(fed.validator_keys[3].clone());
+    let address = urbis_beacon::node::address_of(&key.public_key());
+    let vote = |height: u64, value: NilOrVal<BlockId>| {
+        let v = Vote {
+            vote_type: VoteType::Prevote,
+            height: Height(height),
+            round: Round::new(0),
+            value,
+            address,
+        };
+        let root = vote_signing_root(&genesis.federation_id(), &v.message());
+        let signature = Bls::sign(&key, &root);
+        wire::encode_message::<Bls>(&Message::Vote(SignedMessage::new(v, signature))).unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let recorded = loop {
+        let d = tokio::time::timeout_at(deadline, decided_rx.recv())
+            .await
+            .expect("the honest three keep deciding")
+            .unwrap();
+        let recorded = stores[0].recorded_evidence(10).unwrap();
+        if let Some((height, EvidenceItem::Votes(e))) = recorded.into_iter().next() {
+            break (height, e);
+        }
+        // Two different prevotes at the next height, round 0, to every honest validator.
+        let next = d.height + 1;
+        for (a, fp) in addrs.iter().zip(&tls).take(3).map(|(a, t)| (a, t.fingerprint())) {
+            for value in [NilOrVal::Nil, NilOrVal::Val(BlockId(Hash32([7; 32])))] {
+                let _ = byzantine.send(*a, &fp, &vote(next, value)).await;
+            }
+        }
+    };
+    let (recorded_at, evidence) = recorded;
+    assert_eq!(evidence.validator, address.0, "only the equivocating validator is named");
+    let set = urbis_beacon::node::genesis_set(&genesis).unwrap();
+    assert!(evidence.verify::<Bls>(&genesis.federation_id(), &set));
+    // The block at that height carries it; the API serves it as recorded.
+    let block = stores[0].block(recorded_at).unwrap().unwrap();
+    assert!(
+        block
+            .block
+            .body
+            .evidence
+            .iter()
+            .any(|e| matches!(e, EvidenceItem::Votes(v) if *v == evidence))
+    );
+    let served: serde_json::Value =
+        reqwest::get(format!("{api}/v1/beacon/evidence")).await.unwrap().json().await.unwrap();
+    let items = served["recorded"].as_array().unwrap();
+    assert!(
+        items.iter().any(|r| r["beacon_height"] == recorded_at
+            && r["item"]["type"] == "votes"
+            && r["item"]["kind"] == "double_prevote"),
+        "{served}"
+    );
+    for s in stops {
+        let _ = s.send(());
+    }
+}
