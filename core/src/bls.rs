@@ -325,6 +325,23 @@ impl Prehashed {
     }
 }
 
+/// Checks that every `signatures[i]` is `keys[i]`'s signature of the one message hashed in
+/// `hashed`, with one pairing check over the sums (FastAggregateVerify on separate signatures).
+/// The keys must have passed a proof-of-possession check (a validator set's keys have). A
+/// `false` says some signature is bad, not which: check them one by one to find it.
+pub fn verify_same_message(
+    keys: &[&PublicKey],
+    hashed: &Prehashed,
+    signatures: &[&Signature],
+) -> bool {
+    if keys.is_empty() || keys.len() != signatures.len() {
+        return false;
+    }
+    let key = G1Affine::from(PublicKey::aggregate_points(keys.iter().copied()));
+    let sum = signatures.iter().fold(G2Projective::identity(), |acc, s| acc + s.point);
+    verify_prehashed(&key, &hashed.0, &G2Affine::from(sum))
+}
+
 impl PublicKey {
     /// Verify with the message already hashed ([`Prehashed::new`] of the same message): the
     /// same check as [`PublicKey::verify`].
@@ -374,6 +391,24 @@ mod tests {
 
     fn key(i: u8) -> SecretKey {
         SecretKey::key_gen(&[i; 32]).unwrap()
+    }
+
+    #[test]
+    fn same_message_verification_accepts_only_all_valid() {
+        let keys: Vec<SecretKey> = (1..=4).map(key).collect();
+        let pks: Vec<PublicKey> = keys.iter().map(SecretKey::public_key).collect();
+        let sigs: Vec<Signature> = keys.iter().map(|k| k.sign(b"block")).collect();
+        let hashed = Prehashed::new(b"block");
+        let (pk_refs, sig_refs): (Vec<&PublicKey>, Vec<&Signature>) =
+            (pks.iter().collect(), sigs.iter().collect());
+        assert!(verify_same_message(&pk_refs, &hashed, &sig_refs));
+        // One signature of another message, or swapped keys, fails the whole.
+        let other = keys[2].sign(b"other");
+        let mut bad = sig_refs.clone();
+        bad[2] = &other;
+        assert!(!verify_same_message(&pk_refs, &hashed, &bad));
+        assert!(!verify_same_message(&pk_refs[..3], &hashed, &sig_refs[1..]));
+        assert!(!verify_same_message(&[], &hashed, &[]));
     }
 
     #[test]

@@ -521,6 +521,10 @@ fn verify_votes<S: Scheme>(
 ) -> Result<(), CertificateError<Ctx<S>>> {
     let mut seen = std::collections::BTreeSet::new();
     let mut signed: u64 = 0;
+    // Signatures not checked before, grouped by the root they sign: votes on one block sign
+    // one root, so each group is checked as one aggregate and bisected only on failure.
+    let mut unchecked: BTreeMap<urbis_core::hash::Hash32, Vec<(Vote, S::PublicKey, S::Signature)>> =
+        BTreeMap::new();
     for (vote, signature) in votes {
         let address = vote.address;
         if !seen.insert(address) {
@@ -531,24 +535,42 @@ fn verify_votes<S: Scheme>(
         };
         let root = vote_signing_root(&ctx.federation_id, &vote.message());
         // A signature already checked on arrival is not checked again.
-        let known = verified.contains(&verified_key::<S>(&root, &signature, &validator.public_key));
-        if !known && !S::verify(&validator.public_key, &root, &signature) {
-            return Err(match vote.vote_type {
-                VoteType::Precommit => {
-                    CertificateError::InvalidCommitSignature(mt::CommitSignature {
-                        address,
-                        signature,
-                    })
-                }
-                VoteType::Prevote => CertificateError::InvalidPolkaSignature(mt::PolkaSignature {
-                    address,
-                    signature,
-                }),
-            });
+        if !verified.contains(&verified_key::<S>(&root, &signature, &validator.public_key)) {
+            unchecked.entry(root).or_default().push((
+                vote,
+                validator.public_key.clone(),
+                signature,
+            ));
         }
         signed = signed
             .checked_add(validator.power)
             .ok_or(CertificateError::VotingPowerOverflow { signed, added: validator.power })?;
+    }
+    for (root, group) in &unchecked {
+        let keys: Vec<&S::PublicKey> = group.iter().map(|(_, k, _)| k).collect();
+        let signatures: Vec<&S::Signature> = group.iter().map(|(_, _, s)| s).collect();
+        if S::verify_all(&keys, root, &signatures) {
+            continue;
+        }
+        for (vote, key, signature) in group {
+            if !S::verify(key, root, signature) {
+                let (address, signature) = (vote.address, signature.clone());
+                return Err(match vote.vote_type {
+                    VoteType::Precommit => {
+                        CertificateError::InvalidCommitSignature(mt::CommitSignature {
+                            address,
+                            signature,
+                        })
+                    }
+                    VoteType::Prevote => {
+                        CertificateError::InvalidPolkaSignature(mt::PolkaSignature {
+                            address,
+                            signature,
+                        })
+                    }
+                });
+            }
+        }
     }
     let total = mt::ValidatorSet::total_voting_power(set);
     if threshold.is_met(signed, total) {

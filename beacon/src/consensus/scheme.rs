@@ -17,6 +17,16 @@ pub trait Scheme: SigningScheme + Clone + Debug + Eq + Send + Sync + 'static {
     /// The aggregate of signatures over one root, for the commit certificate; `None` when the
     /// scheme does not aggregate (test schemes) or a signature is unusable.
     fn aggregate(signatures: &[&Self::Signature]) -> Option<[u8; 96]>;
+    /// Whether every `signatures[i]` is `keys[i]`'s over `root` (keys of a validator set).
+    /// `false` does not say which failed. By default, one by one.
+    fn verify_all(
+        keys: &[&Self::PublicKey],
+        root: &Hash32,
+        signatures: &[&Self::Signature],
+    ) -> bool {
+        keys.len() == signatures.len()
+            && keys.iter().zip(signatures).all(|(k, s)| Self::verify(k, root, s))
+    }
 }
 
 /// Recently hashed signing roots: every vote on one block signs the same root, so a validator
@@ -131,6 +141,12 @@ impl Scheme for Bls {
     }
     fn verify(key: &bls::PublicKey, root: &Hash32, signature: &BlsSignature) -> bool {
         key.verify_prehashed(&prehashed(root), &signature.point)
+    }
+    /// One pairing check over the sums (the keys of a validator set passed their proofs of
+    /// possession).
+    fn verify_all(keys: &[&bls::PublicKey], root: &Hash32, signatures: &[&BlsSignature]) -> bool {
+        let points: Vec<&bls::Signature> = signatures.iter().map(|s| &s.point).collect();
+        bls::verify_same_message(keys, &prehashed(root), &points)
     }
     fn aggregate(signatures: &[&BlsSignature]) -> Option<[u8; 96]> {
         let points: Vec<bls::Signature> = signatures.iter().map(|s| s.point).collect();
