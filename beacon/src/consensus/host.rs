@@ -523,8 +523,7 @@ fn verify_votes<S: Scheme>(
     let mut signed: u64 = 0;
     // Signatures not checked before, grouped by the root they sign: votes on one block sign
     // one root, so each group is checked as one aggregate and bisected only on failure.
-    let mut unchecked: BTreeMap<urbis_core::hash::Hash32, Vec<(Vote, S::PublicKey, S::Signature)>> =
-        BTreeMap::new();
+    let mut unchecked: BTreeMap<_, Vec<Unchecked<S>>> = BTreeMap::new();
     for (vote, signature) in votes {
         let address = vote.address;
         if !seen.insert(address) {
@@ -583,6 +582,13 @@ fn verify_votes<S: Scheme>(
         })
     }
 }
+
+/// A vote whose signature is still to be checked, with its signer's key.
+type Unchecked<S> = (
+    Vote,
+    <S as malachitebft_core_types::SigningScheme>::PublicKey,
+    <S as malachitebft_core_types::SigningScheme>::Signature,
+);
 
 /// Checks a certificate of votes of one type for one block: `signatures` are `(address,
 /// signature)` over the vote each address would have cast.
