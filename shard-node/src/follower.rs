@@ -153,6 +153,8 @@ pub struct Follower {
     pub store: Arc<Store>,
     /// The sealer's tip.
     pub tip: watch::Receiver<Option<Tip>>,
+    /// Where following is counted.
+    pub metrics: Arc<crate::metrics::ShardMetrics>,
 }
 
 /// Runs the follower until `shutdown` fires: one task follows the beacon, one offers headers.
@@ -270,9 +272,15 @@ async fn follow(f: Arc<Follower>, http: reqwest::Client, crosslinked: watch::Sen
         client = c;
         match followed {
             Ok(followed) => {
-                if let Some((height, _)) = followed.crosslinked {
+                f.metrics.beacon_height.set(next as i64);
+                if let Some((height, link)) = followed.crosslinked {
                     tracing::debug!(beacon_height = next, height, "header crosslinked");
                     crosslinked.send_replace(Some(height));
+                    f.metrics.crosslinked_height.set(height as i64);
+                    if let Ok(Some(h)) = f.store.header(height) {
+                        let lag = link.beacon_header.time_ms.saturating_sub(h.header.time_ms);
+                        f.metrics.finality_lag_seconds.set(lag as f64 / 1e3);
+                    }
                 }
                 next += 1;
             }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod follower;
 pub mod ledger;
+pub mod metrics;
 pub mod node;
 pub mod sealer;
 pub mod store;

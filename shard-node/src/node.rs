@@ -271,6 +271,7 @@ pub async fn run(
             config.city
         );
     }
+    let metrics = Arc::new(crate::metrics::ShardMetrics::default());
     let (sealer, sealer_thread) = sealer::start(
         SealerParts {
             store: store.clone(),
@@ -282,6 +283,7 @@ pub async fn run(
                 bytes_max: config.block_bytes_max,
             },
             clock: wall_clock_ms,
+            metrics: metrics.clone(),
         },
         config.queue,
     )?;
@@ -293,6 +295,7 @@ pub async fn run(
             city,
             store: store.clone(),
             tip: sealer.watch_tip(),
+            metrics: metrics.clone(),
         },
         follower_stop,
     ));
@@ -315,6 +318,7 @@ pub async fn run(
         monotonic,
         rate: api::limit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
         pending: api::limit::PendingTable::new(100_000),
+        metrics,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -114,6 +114,12 @@ pub static STATS: SealStats = SealStats {
 struct Stopwatch(std::time::Instant);
 
 impl Stopwatch {
+    /// Time since the start (durations only).
+    #[allow(clippy::disallowed_methods)]
+    fn elapsed(&self) -> std::time::Duration {
+        self.0.elapsed()
+    }
+
     #[allow(clippy::disallowed_methods)]
     fn start() -> Self {
         Stopwatch(std::time::Instant::now())
@@ -196,6 +202,8 @@ pub struct SealerParts {
     pub limits: BlockLimits,
     /// The wall clock, in milliseconds since the Unix epoch.
     pub clock: fn() -> u64,
+    /// Where sealing is counted.
+    pub metrics: Arc<crate::metrics::ShardMetrics>,
 }
 
 struct View<'a> {
@@ -339,6 +347,7 @@ fn seal_block(
     };
     let mut builder = BlockBuilder::new(&view, &parts.genesis, parts.city, height, (parts.clock)());
     let mut watch = Stopwatch::start();
+    let started = Stopwatch::start();
     let mut accepted: Vec<(Submission, Vec<u64>)> = Vec::new();
     let mut seen_keys: Vec<(String, String)> = Vec::new();
     for s in batch {
@@ -375,6 +384,7 @@ fn seal_block(
             match builder.erase(id, by) {
                 Ok(()) => accepted.push((s, vec![])),
                 Err(rejection) => {
+                    parts.metrics.reject(&rejection);
                     let _ = s.reply.send(Outcome::Rejected(rejection));
                 }
             }
@@ -383,6 +393,7 @@ fn seal_block(
         match builder.add(&s.records, &s.ids) {
             Ok(indexes) => accepted.push((s, indexes)),
             Err(rejection) => {
+                parts.metrics.reject(&rejection);
                 let _ = s.reply.send(Outcome::Rejected(rejection));
             }
         }
@@ -473,9 +484,11 @@ fn seal_block(
         watch.lap(&STATS.write_ns);
         STATS.blocks.fetch_add(1, Ordering::Relaxed);
         STATS.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        parts.metrics.fsyncs.inc();
         if !erased.is_empty() {
             // Answered only once the erased bytes are gone from the files, not just deleted.
             parts.store.purge_erased().map_err(|e| e.to_string())?;
+            parts.metrics.fsyncs.inc();
         }
         Ok((history, tip))
     })();
@@ -485,6 +498,18 @@ fn seal_block(
             state.tip = Some(tip);
             let _ = tip_tx.send(Some(tip));
             tracing::debug!(height, records = records.len(), "sealed");
+            let m = &parts.metrics;
+            m.height.set(height as i64);
+            m.seal_seconds.observe(started.elapsed().as_secs_f64());
+            for r in &records {
+                let kind = match r.kind() {
+                    urbis_core::record::RecordKind::Information => "information",
+                    urbis_core::record::RecordKind::Capital => "capital",
+                    urbis_core::record::RecordKind::Talent => "talent",
+                    urbis_core::record::RecordKind::Credit => "credit",
+                };
+                m.ingested.get_or_create(&crate::metrics::KindLabel { kind: kind.into() }).inc();
+            }
             for (s, indexes) in accepted {
                 let r = receipts(&s.ids, &indexes, height);
                 let _ = s.reply.send(Outcome::Sealed(r));

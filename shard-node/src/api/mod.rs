@@ -69,6 +69,8 @@ pub struct AppState {
     pub rate: limit::RateLimiter,
     /// Submissions accepted with `?wait=false`.
     pub pending: limit::PendingTable,
+    /// The node's metrics.
+    pub metrics: Arc<crate::metrics::ShardMetrics>,
 }
 
 /// Registers the bearer-token security scheme the submit route names.
@@ -116,6 +118,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -127,6 +131,43 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(state.limits.body_bytes_max))
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
         .with_state(state)
+}
+
+/// `GET /metrics`: OpenMetrics text.
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let mut r = app.metrics.encode().into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
+}
+
+/// Times every routed request under its route template, method and status.
+async fn observe(
+    State(app): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = request.method().to_string();
+    let started = (app.monotonic)();
+    let response = next.run(request).await;
+    let elapsed = (app.monotonic)().saturating_sub(started);
+    app.metrics
+        .http
+        .get_or_create(&crate::metrics::HttpLabels {
+            http_route: route,
+            http_request_method: method,
+            http_response_status_code: response.status().as_u16(),
+        })
+        .observe(elapsed.as_secs_f64());
+    response
 }
 
 /// Bounds every request: a submission waits at most `request_timeout_ms` for its block (and

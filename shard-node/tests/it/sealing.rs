@@ -45,6 +45,7 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
     let genesis = Arc::new(fed.genesis.clone());
     let key =
         urbis_core::sealing::SealingKey::from_seed(&urbis_core::testkit::seed("shard-it/city0"));
+    let metrics = Arc::new(urbis_shard::metrics::ShardMetrics::default());
     let (s, thread) = sealer::start(
         SealerParts {
             store: store.clone(),
@@ -53,6 +54,7 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
             key,
             limits: BlockLimits { records_max: 100, bytes_max: 1 << 20 },
             clock: || 1_790_000_000_000,
+            metrics: metrics.clone(),
         },
         16,
     )
@@ -112,6 +114,19 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
     let r = information_record(CityId(0), 9);
     assert!(matches!(submit(&s, vec![r.clone()]).await, Outcome::Sealed(_)));
     assert!(matches!(submit(&s, vec![r]).await, Outcome::Rejected(Rejection::Duplicate { .. })));
+    // The metrics count what happened: three blocks, the records by kind, refusals by rule.
+    let text = metrics.encode();
+    for line in [
+        "urbis_records_ingested_total{kind=\"capital\"} 2",
+        "urbis_records_ingested_total{kind=\"information\"} 1",
+        "urbis_records_rejected_total{reason=\"insufficient_funds\"} 1",
+        "urbis_records_rejected_total{reason=\"duplicate\"} 1",
+        "urbis_fsyncs_total 3",
+        "urbis_shard_block_height 2",
+        "urbis_seal_duration_seconds_count 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
     drop(s);
     thread.join().unwrap();
     // Reopened, the store has the same tip.

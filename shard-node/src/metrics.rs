@@ -1,0 +1,159 @@
+//! The shard's metrics, served at `/metrics` in OpenMetrics text: `urbis_` prefix, base units,
+//! counters ending `_total`, and no label that could carry a subject, token or record id
+//! (labels are record kinds, rejection reasons, routes as templates, and status codes).
+
+use crate::ledger::Rejection;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A record kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `information`, `capital`, `talent` or `credit`.
+    pub kind: String,
+}
+
+/// Why records were refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// A fixed word per refusal rule.
+    pub reason: &'static str,
+}
+
+/// An HTTP request's route template, method and status (OpenTelemetry HTTP conventions).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route template (`/v1/records/{id}`), never the raw path.
+    pub http_route: String,
+    /// The request method.
+    pub http_request_method: String,
+    /// The response status.
+    pub http_response_status_code: u16,
+}
+
+/// The build.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: &'static str,
+    /// The role.
+    pub role: &'static str,
+}
+
+/// Every metric a shard keeps.
+pub struct ShardMetrics {
+    registry: Registry,
+    /// Records sealed, by kind.
+    pub ingested: Family<KindLabel, Counter>,
+    /// Records refused by the ledger's rules, by reason.
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// From a block's first submission taken to its synced write.
+    pub seal_seconds: Histogram,
+    /// Synced writes (one per sealed block, one per purge).
+    pub fsyncs: Counter,
+    /// Height of the last sealed block.
+    pub height: Gauge,
+    /// The highest beacon height the light client followed.
+    pub beacon_height: Gauge,
+    /// The highest of this shard's heights a certified beacon block covers.
+    pub crosslinked_height: Gauge,
+    /// Seconds from sealing the last crosslinked header to the beacon block that covered it.
+    pub finality_lag_seconds:
+        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// HTTP request durations.
+    pub http: Family<HttpLabels, Histogram>,
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("urbis");
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), role: "shard" })
+            .set(1);
+        registry.register("build_info", "Build of this node", build);
+        let m = ShardMetrics {
+            ingested: Family::default(),
+            rejected: Family::default(),
+            seal_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            fsyncs: Counter::default(),
+            height: Gauge::default(),
+            beacon_height: Gauge::default(),
+            crosslinked_height: Gauge::default(),
+            finality_lag_seconds: Default::default(),
+            http: Family::new_with_constructor(http_histogram),
+            registry,
+        };
+        let mut m = m;
+        let r = &mut m.registry;
+        r.register("records_ingested", "Records sealed into blocks", m.ingested.clone());
+        r.register("records_rejected", "Records refused by the ledger's rules", m.rejected.clone());
+        r.register_with_unit(
+            "seal_duration",
+            "From a block's first submission to its synced write",
+            prometheus_client::registry::Unit::Seconds,
+            m.seal_seconds.clone(),
+        );
+        r.register("fsyncs", "Synced RocksDB writes", m.fsyncs.clone());
+        r.register("shard_block_height", "Height of the last sealed block", m.height.clone());
+        r.register(
+            "shard_beacon_height",
+            "Highest beacon height the shard's light client followed",
+            m.beacon_height.clone(),
+        );
+        r.register(
+            "shard_crosslinked_height",
+            "Highest shard height covered by a certified beacon block",
+            m.crosslinked_height.clone(),
+        );
+        r.register_with_unit(
+            "shard_finality_lag",
+            "From sealing the last crosslinked header to the beacon block that covered it",
+            prometheus_client::registry::Unit::Seconds,
+            m.finality_lag_seconds.clone(),
+        );
+        r.register_with_unit(
+            "http_server_request_duration",
+            "HTTP request durations by route template, method and status",
+            prometheus_client::registry::Unit::Seconds,
+            m.http.clone(),
+        );
+        m
+    }
+}
+
+impl ShardMetrics {
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts a refusal under its rule's name.
+    pub fn reject(&self, r: &Rejection) {
+        let reason = match r {
+            Rejection::UnknownAsset { .. } => "unknown_asset",
+            Rejection::NotIssuer { .. } => "not_issuer",
+            Rejection::InsufficientFunds { .. } => "insufficient_funds",
+            Rejection::Overflow { .. } => "overflow",
+            Rejection::SelfTransfer { .. } => "self_transfer",
+            Rejection::UnknownDestination { .. } => "unknown_destination",
+            Rejection::AlreadyRevoked { .. } => "already_revoked",
+            Rejection::Duplicate { .. } => "duplicate",
+            Rejection::UnknownRecord { .. } => "unknown_record",
+            Rejection::AlreadyErased { .. } => "already_erased",
+            Rejection::State(_) => "state",
+        };
+        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
