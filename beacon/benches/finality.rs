@@ -107,6 +107,7 @@ async fn measure(n: usize, seconds: u64, seal_every: Duration) -> Report {
             clock,
             pool: pool.clone(),
             sets: Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(&shared))),
+            metrics: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         // Validator 0's decisions drive the measurement; the others' are dropped.

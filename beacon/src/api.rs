@@ -29,6 +29,8 @@ pub struct ApiState {
     pub pool: Arc<Pool>,
     /// The validator sets in force by height.
     pub sets: Arc<std::sync::RwLock<crate::sets::Sets>>,
+    /// The validator's metrics.
+    pub metrics: Arc<crate::metrics::BeaconMetrics>,
 }
 
 /// The longest a block request may wait for its height to be decided.
@@ -164,7 +166,7 @@ struct OfferView {
 /// `POST /v1/beacon/crosslinks`: a shard offers its latest sealed header with the proof that
 /// it extends the city's last crosslinked header.
 async fn offer(
-    State(ApiState { store, pool, .. }): State<ApiState>,
+    State(ApiState { store, pool, metrics, .. }): State<ApiState>,
     body: Result<Json<CrosslinkEntry>, JsonRejection>,
 ) -> Response {
     let Ok(Json(entry)) = body else {
@@ -198,14 +200,20 @@ async fn offer(
             }
             r
         }
-        Ok(Err(OfferError::Conflict(e))) => problem(
-            StatusCode::CONFLICT,
-            "conflicting-header",
-            format!(
-                "city {} sealed two different headers at height {}; the evidence is kept and served at /v1/beacon/evidence",
-                e.first.header.city, e.first.header.height
-            ),
-        ),
+        Ok(Err(OfferError::Conflict(e))) => {
+            metrics
+                .evidence
+                .get_or_create(&crate::metrics::KindLabel { kind: "shard_headers" })
+                .inc();
+            problem(
+                StatusCode::CONFLICT,
+                "conflicting-header",
+                format!(
+                    "city {} sealed two different headers at height {}; the evidence is kept and served at /v1/beacon/evidence",
+                    e.first.header.city, e.first.header.height
+                ),
+            )
+        }
         Ok(Err(OfferError::Store(e))) => internal(e),
         Err(e) => internal(e),
     }
@@ -395,6 +403,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/beacon/evidence", get(evidence))
         .route("/v1/beacon/validators", get(validators))
         .route("/v1/beacon/set-changes", post(offer_set_change))
+        .route(
+            "/metrics",
+            get(|State(state): State<ApiState>| async move {
+                let mut r = state.metrics.encode().into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                r
+            }),
+        )
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such route") })

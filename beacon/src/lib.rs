@@ -7,6 +7,7 @@
 pub mod api;
 pub mod block;
 pub mod consensus;
+pub mod metrics;
 pub mod node;
 pub mod pool;
 pub mod sets;

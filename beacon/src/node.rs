@@ -41,6 +41,8 @@ pub struct ValidatorConfig {
     /// The validator sets in force by height (shared with the API; `run` replays the stored
     /// chain into it).
     pub sets: Arc<RwLock<Sets>>,
+    /// Where the validator counts (shared with the API, which serves them).
+    pub metrics: Arc<crate::metrics::BeaconMetrics>,
 }
 
 /// A decision, as the validator reports it.
@@ -292,6 +294,8 @@ pub async fn run(
         sets: config.sets.clone(),
         allowed,
         peer_names,
+        metrics: config.metrics.clone(),
+        genesis: config.genesis.clone(),
     };
     node.follow_sets(tip.height);
     drop(set);
@@ -319,6 +323,14 @@ pub async fn run(
             _ = async { tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)).await }, if next_timer.is_some() => {
                 if let Some(((_, _), timeout)) = node.timers.pop_first() {
                     node.armed.remove(&timeout);
+                    let step = match timeout.kind {
+                        crate::consensus::TimeoutKind::Propose => "propose",
+                        crate::consensus::TimeoutKind::Prevote => "prevote",
+                        crate::consensus::TimeoutKind::Precommit => "precommit",
+                        crate::consensus::TimeoutKind::Rebroadcast => "rebroadcast",
+                        _ => "other",
+                    };
+                    node.metrics.timeouts.get_or_create(&crate::metrics::KindLabel { kind: step }).inc();
                     let actions = host.on_timeout(timeout);
                     node.execute(actions, None)?;
                 }
@@ -331,6 +343,8 @@ pub async fn run(
 
 struct Node {
     store: Arc<BeaconStore>,
+    metrics: Arc<crate::metrics::BeaconMetrics>,
+    genesis: Arc<ValidGenesis>,
     sets: Arc<RwLock<Sets>>,
     allowed: Allowed,
     peer_names: Vec<(SocketAddr, Option<String>)>,
@@ -397,6 +411,20 @@ impl Node {
                 }
                 Action::Evidence(evidence) => {
                     self.flush(&mut unsynced)?;
+                    for e in &evidence {
+                        let kind = match e.kind {
+                            crate::consensus::evidence::EvidenceKind::DoublePrevote => {
+                                "double_prevote"
+                            }
+                            crate::consensus::evidence::EvidenceKind::DoubleProposal => {
+                                "double_proposal"
+                            }
+                        };
+                        self.metrics
+                            .evidence
+                            .get_or_create(&crate::metrics::KindLabel { kind })
+                            .inc();
+                    }
                     let height = evidence.first().map_or(0, |e| e.height);
                     tracing::warn!(count = evidence.len(), height, "misbehaviour evidence kept");
                     self.store.add_evidence(height, &evidence)?;
@@ -414,11 +442,32 @@ impl Node {
                         .commit(height.0, &DecidedBlock { block: *block, certificate, commit })?;
                     tracing::debug!(height = height.0, "decided");
                     self.follow_sets(height.0 + 1);
+                    self.count_decision(height.0);
                     let _ = self.decisions.send(Decision { height: height.0, block: hash });
                 }
             }
         }
         self.flush(&mut unsynced)
+    }
+
+    /// Counts a decided block: height, round, crosslinks and each city's finality lag.
+    fn count_decision(&self, height: u64) {
+        let m = &self.metrics;
+        m.height.set(height as i64);
+        let Ok(Some(d)) = self.store.block(height) else { return };
+        if let Ok(commit) = wire::decode_commit::<Bls>(&d.commit) {
+            m.decision_round.set(i64::from(commit.round.as_u32().unwrap_or(0)));
+        }
+        m.crosslinks.inc_by(d.block.body.crosslinks.len() as u64);
+        m.set_changes.inc_by(d.block.body.set_changes.len() as u64);
+        for e in &d.block.body.crosslinks {
+            if let Some(city) = self.genesis.city(e.city()) {
+                let lag = d.block.header.time_ms.saturating_sub(e.header.header.time_ms);
+                m.finality_lag
+                    .get_or_create(&crate::metrics::CityLabel { city: city.name.clone() })
+                    .set(lag as f64 / 1e3);
+            }
+        }
     }
 
     /// Allows the keys of the sets in force at `height` and the one after, and expects each

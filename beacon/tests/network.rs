@@ -83,6 +83,7 @@ async fn four_validators_agree_survive_one_stopping_and_a_restart_catches_up() {
             sets: Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(
                 &genesis,
             ))),
+            metrics: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -162,6 +163,7 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
         let pool = Arc::new(urbis_beacon::pool::Pool::new(genesis.clone()));
         let sets =
             Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(&genesis)));
+        let metrics = Arc::new(urbis_beacon::metrics::BeaconMetrics::default());
         let config = ValidatorConfig {
             genesis: genesis.clone(),
             listen: addrs[i],
@@ -172,6 +174,7 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
             clock,
             pool: pool.clone(),
             sets: sets.clone(),
+            metrics: metrics.clone(),
         };
         let store = Arc::new(BeaconStore::open(&dirs[i].path().join("db")).unwrap());
         if i == 0 {
@@ -180,6 +183,7 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
                 genesis: genesis.clone(),
                 pool,
                 sets,
+                metrics: metrics.clone(),
             });
         }
         let (stop, stopped) = oneshot::channel::<()>();
@@ -271,6 +275,15 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
             && r["item"]["kind"] == "double_prevote"),
         "{served}"
     );
+    // The evidence is counted in the metrics the API serves.
+    let text = reqwest::get(format!("{api}/metrics")).await.unwrap().text().await.unwrap();
+    let counted = text
+        .lines()
+        .find_map(|l| l.strip_prefix("urbis_beacon_evidence_total{kind=\"double_prevote\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(counted >= 1, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("urbis_beacon_height ")), "{text}");
     for s in stops {
         let _ = s.send(());
     }

@@ -235,6 +235,7 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
                 sets: std::sync::Arc::new(std::sync::RwLock::new(
                     urbis_beacon::sets::Sets::from_genesis(&shared),
                 )),
+                metrics: Default::default(),
             },
             data_dir.join("validators").join(&v.name),
             api,
@@ -469,6 +470,7 @@ async fn run_validator(
         genesis: config.genesis.clone(),
         pool: config.pool.clone(),
         sets: config.sets.clone(),
+        metrics: config.metrics.clone(),
     };
     let api = tokio::spawn(urbis_beacon::api::serve(listener, state, async {
         let _ = api_stopped.await;
@@ -516,6 +518,7 @@ pub fn beacon(path: &Path) -> Result<()> {
         peers,
         pool: Arc::new(urbis_beacon::pool::Pool::new(genesis.clone())),
         sets: Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(&genesis))),
+        metrics: Default::default(),
         genesis,
         timeouts,
         clock: node::wall_clock_ms,

@@ -158,6 +158,7 @@ fn devnet_runs_three_cities_and_resumes() {
     }
     conflicting_header_is_evidence(&client, dir.path(), &m, &cities[0], &validators[1]);
     evidence_is_recorded_in_a_block(&client, &validators[0]);
+    metrics_count_what_happened(&client, &cities, &validators);
     live_certificate_verifies_with_blst(&client, &m, &validators[2]);
     live_reweight_reaches_final_proofs(&client, dir.path(), &m, &validators, &cities[0]);
     assert!(sigterm(child).success(), "devnet exits 0 on SIGTERM");
@@ -469,4 +470,38 @@ fn live_reweight_reaches_final_proofs(
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let out: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(out["level"], "final", "{out}");
+}
+
+/// Every shard and validator serves OpenMetrics text counting what the test did.
+fn metrics_count_what_happened(client: &Client, cities: &[Value], validators: &[String]) {
+    let scrape = |base: &str| -> String {
+        let r = client.get(format!("{base}/metrics")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+        let text = r.text().unwrap();
+        assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+        text
+    };
+    let value = |text: &str, prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    for c in cities {
+        let text = scrape(c["shard_api"].as_str().unwrap());
+        assert!(value(&text, "urbis_records_ingested_total{kind=\"information\"} ") >= 1.0);
+        assert!(value(&text, "urbis_shard_crosslinked_height ") >= 0.0);
+        assert!(value(&text, "urbis_shard_beacon_height ") >= 1.0);
+        assert!(text.contains("urbis_http_server_request_duration_seconds_count{http_route=\"/v1/records\",http_request_method=\"POST\",http_response_status_code=\"200\"}"), "{text}");
+        assert!(text.contains("urbis_build_info{"), "{text}");
+    }
+    let text = scrape(&validators[1]);
+    assert_eq!(value(&text, "urbis_beacon_evidence_total{kind=\"shard_headers\"} "), 1.0);
+    assert!(value(&text, "urbis_beacon_height ") >= 1.0);
+    for c in cities {
+        let name = c["name"].as_str().unwrap();
+        let lag = value(&text, &format!("urbis_beacon_finality_lag_seconds{{city=\"{name}\"}} "));
+        assert!((0.0..60.0).contains(&lag), "{name}: {lag}");
+    }
 }
