@@ -405,14 +405,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/beacon/set-changes", post(offer_set_change))
         .route(
             "/metrics",
-            get(|State(state): State<ApiState>| async move {
-                let mut r = state.metrics.encode().into_response();
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
+            get(|State(state): State<ApiState>, headers: axum::http::HeaderMap| async move {
+                use urbis_core::exposition::{
+                    OPENMETRICS, PROMETHEUS_TEXT, accepts_openmetrics, to_prometheus_text,
+                };
+                let accept =
+                    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let text = state.metrics.encode();
+                let (body, kind) = if accepts_openmetrics(accept) {
+                    (text, OPENMETRICS)
+                } else {
+                    (to_prometheus_text(&text), PROMETHEUS_TEXT)
+                };
+                let mut r = body.into_response();
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
                 r
             }),
         )

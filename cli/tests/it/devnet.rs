@@ -475,7 +475,11 @@ fn live_reweight_reaches_final_proofs(
 /// Every shard and validator serves OpenMetrics text counting what the test did.
 fn metrics_count_what_happened(client: &Client, cities: &[Value], validators: &[String]) {
     let scrape = |base: &str| -> String {
-        let r = client.get(format!("{base}/metrics")).send().unwrap();
+        let r = client
+            .get(format!("{base}/metrics"))
+            .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+            .send()
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
         let kind = r.headers()["content-type"].to_str().unwrap().to_string();
         assert!(kind.starts_with("application/openmetrics-text"), "{kind}");

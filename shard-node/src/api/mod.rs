@@ -133,15 +133,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// `GET /metrics`: OpenMetrics text.
-async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    let mut r = app.metrics.encode().into_response();
-    r.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-    );
+/// `GET /metrics`: OpenMetrics text for scrapers that accept it (Prometheus does), the
+/// Prometheus text format for the others.
+async fn metrics(State(app): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    use urbis_core::exposition::{
+        OPENMETRICS, PROMETHEUS_TEXT, accepts_openmetrics, to_prometheus_text,
+    };
+    let accept =
+        headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = app.metrics.encode();
+    let (body, kind) = if accepts_openmetrics(accept) {
+        (text, OPENMETRICS)
+    } else {
+        (to_prometheus_text(&text), PROMETHEUS_TEXT)
+    };
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(kind));
     r
 }
 
