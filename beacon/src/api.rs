@@ -422,10 +422,37 @@ pub fn router(state: ApiState) -> Router {
                 r
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .with_state(state)
+}
+
+/// Times every routed request under its route template, method and status.
+async fn observe(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = request.method().to_string();
+    // A duration only, never protocol time.
+    let started = tokio::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http
+        .get_or_create(&crate::metrics::HttpLabels {
+            http_route: route,
+            http_request_method: method,
+            http_response_status_code: response.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
@@ -20,6 +21,17 @@ pub struct KindLabel {
 pub struct CityLabel {
     /// Its name in genesis.
     pub city: String,
+}
+
+/// An HTTP request's route template, method and status (OpenTelemetry HTTP conventions).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route template, never the raw path.
+    pub http_route: String,
+    /// The request method.
+    pub http_request_method: String,
+    /// The response status.
+    pub http_response_status_code: u16,
 }
 
 /// The build.
@@ -46,6 +58,12 @@ pub struct BeaconMetrics {
     pub set_changes: Counter,
     /// Per city: from its last crosslinked header's seal to the beacon block covering it.
     pub finality_lag: Family<CityLabel, Gauge<f64, AtomicU64>>,
+    /// HTTP request durations of the validator's API.
+    pub http: Family<HttpLabels, Histogram>,
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 impl Default for BeaconMetrics {
@@ -65,6 +83,7 @@ impl Default for BeaconMetrics {
             crosslinks: Counter::default(),
             set_changes: Counter::default(),
             finality_lag: Family::default(),
+            http: Family::new_with_constructor(http_histogram),
         };
         let mut m = m;
         let r = &mut m.registry;
@@ -87,6 +106,12 @@ impl Default for BeaconMetrics {
             "Per city: from sealing its last crosslinked header to the block covering it",
             Unit::Seconds,
             m.finality_lag.clone(),
+        );
+        r.register_with_unit(
+            "http_server_request_duration",
+            "HTTP request durations by route template, method and status",
+            Unit::Seconds,
+            m.http.clone(),
         );
         m
     }

@@ -502,6 +502,7 @@ fn metrics_count_what_happened(client: &Client, cities: &[Value], validators: &[
     }
     let text = scrape(&validators[1]);
     assert_eq!(value(&text, "urbis_beacon_evidence_total{kind=\"shard_headers\"} "), 1.0);
+    assert!(text.contains("urbis_http_server_request_duration_seconds_count{http_route=\"/v1/beacon/crosslinks\",http_request_method=\"POST\",http_response_status_code=\"409\"}"), "{text}");
     assert!(value(&text, "urbis_beacon_height ") >= 1.0);
     for c in cities {
         let name = c["name"].as_str().unwrap();
