@@ -510,3 +510,79 @@ fn metrics_count_what_happened(client: &Client, cities: &[Value], validators: &[
         assert!((0.0..60.0).contains(&lag), "{name}: {lag}");
     }
 }
+
+/// No secret the devnet created reaches its logs: not a service token, not a key file's
+/// secret, not a credit payload (submitted, read back and erased while the urbis crates log
+/// at debug level).
+#[test]
+fn devnet_logs_hold_none_of_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_run_of_three_ports();
+    let log = dir.path().join("devnet.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .args(["devnet", "--cities", "3", "--base-port", &port.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info,urbis=debug,urbis_shard=debug,urbis_beacon=debug,urbis_cli=debug")
+        .stdout(std::fs::File::create(dir.path().join("devnet.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let m = manifest(dir.path());
+    let cities = m["cities"].as_array().unwrap().clone();
+    let urls: Vec<String> =
+        cities.iter().map(|c| c["shard_api"].as_str().unwrap().to_string()).collect();
+    wait_ready(&urls);
+    let client = Client::new();
+    let marker = "CREDIT-SECRET-MARKER-7f3a9c";
+    let c = &cities[0];
+    let shard = c["shard_api"].as_str().unwrap();
+    let token = c["service_tokens"]["credit-bureau"].as_str().unwrap();
+    let body = json!({"records": [{"kind": "credit", "subject": "44".repeat(32), "payload": {"report": {"marker": marker}}}]});
+    let r: Value = client
+        .post(format!("{shard}/v1/records"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", "secret-test-1")
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = r["records"][0]["id"].as_str().unwrap().to_string();
+    let payload =
+        client.get(format!("{shard}/v1/records/{id}/payload")).bearer_auth(token).send().unwrap();
+    assert!(payload.text().unwrap().contains(marker), "the payload is readable before erasure");
+    // A forged token and a refused request are logged too, without the token.
+    let r = client
+        .post(format!("{shard}/v1/records"))
+        .bearer_auth("urbis_forged_token_value_123456")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client
+        .delete(format!("{shard}/v1/records/{id}/payload"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_final(&client, shard, &id);
+    assert!(sigterm(child).success());
+    let mut logs = std::fs::read_to_string(&log).unwrap();
+    logs.push_str(&std::fs::read_to_string(dir.path().join("devnet.out")).unwrap());
+    assert!(logs.lines().count() > 10, "the devnet logged: {logs}");
+    let mut secrets: Vec<String> = vec![marker.into(), "urbis_forged_token_value_123456".into()];
+    for c in &cities {
+        for (_, t) in c["service_tokens"].as_object().unwrap() {
+            secrets.push(t.as_str().unwrap().to_string());
+        }
+    }
+    for entry in std::fs::read_dir(dir.path().join("keys")).unwrap() {
+        let file: Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        secrets.push(file["secret_hex"].as_str().unwrap().to_string());
+    }
+    assert!(secrets.len() > 10);
+    for s in &secrets {
+        assert!(!logs.contains(s.as_str()), "a secret reached the logs: {}…", &s[..8]);
+    }
+}
