@@ -189,6 +189,7 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
             rate_limit_per_second: 1_000,
             rate_limit_burst: 2_000,
             beacon_apis: beacon_apis.clone(),
+            beacon_contact_timeout_ms: 30_000,
         });
         listing.push(DevnetCity {
             name: name.clone(),

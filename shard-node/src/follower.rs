@@ -155,6 +155,10 @@ pub struct Follower {
     pub tip: watch::Receiver<Option<Tip>>,
     /// Where following is counted.
     pub metrics: Arc<crate::metrics::ShardMetrics>,
+    /// When a validator last answered (monotonic milliseconds), for readiness.
+    pub contact: Arc<std::sync::atomic::AtomicU64>,
+    /// The node's monotonic clock.
+    pub monotonic: fn() -> std::time::Duration,
 }
 
 /// Runs the follower until `shutdown` fires: one task follows the beacon, one offers headers.
@@ -220,6 +224,12 @@ async fn follow(f: Arc<Follower>, http: reqwest::Client, crosslinked: watch::Sen
             LONG_POLL.as_millis()
         );
         let response = http.get(&url).send().await;
+        if let Ok(r) = &response
+            && (r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND)
+        {
+            let now = (f.monotonic)().as_millis() as u64;
+            f.contact.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
         let block = match response {
             Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
                 // Not decided within the wait (or this validator lags): ask the next one.

@@ -61,6 +61,10 @@ pub struct ShardConfig {
     /// the environment, comma-separated.
     #[serde(default)]
     pub beacon_apis: Vec<String>,
+    /// With `beacon_apis` set, `/readyz` answers 503 once no validator has answered the
+    /// shard's light client for this long (the node is cut off from the beacon).
+    #[serde(default = "defaults::beacon_contact_timeout_ms")]
+    pub beacon_contact_timeout_ms: u64,
 }
 
 /// Every setting's name (`URBIS_` + upper case in the environment).
@@ -80,6 +84,7 @@ const SETTINGS: &[&str] = &[
     "rate_limit_per_second",
     "rate_limit_burst",
     "beacon_apis",
+    "beacon_contact_timeout_ms",
 ];
 
 mod defaults {
@@ -106,6 +111,9 @@ mod defaults {
     }
     pub fn rate_limit_burst() -> u32 {
         2_000
+    }
+    pub fn beacon_contact_timeout_ms() -> u64 {
+        30_000
     }
 }
 
@@ -288,6 +296,13 @@ pub async fn run(
         config.queue,
     )?;
     let (stop_follower, follower_stop) = tokio::sync::watch::channel(false);
+    // The follower notes when a validator last answered; readiness reads it. The grace period
+    // runs from the start.
+    let contact = Arc::new(std::sync::atomic::AtomicU64::new(monotonic().as_millis() as u64));
+    let beacon = (!config.beacon_apis.is_empty()).then(|| api::BeaconContact {
+        last_ms: contact.clone(),
+        timeout_ms: config.beacon_contact_timeout_ms,
+    });
     let follower = tokio::spawn(crate::follower::run(
         crate::follower::Follower {
             apis: config.beacon_apis.iter().map(|a| a.trim_end_matches('/').to_string()).collect(),
@@ -296,6 +311,8 @@ pub async fn run(
             store: store.clone(),
             tip: sealer.watch_tip(),
             metrics: metrics.clone(),
+            contact,
+            monotonic,
         },
         follower_stop,
     ));
@@ -319,6 +336,7 @@ pub async fn run(
         rate: api::limit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst),
         pending: api::limit::PendingTable::new(100_000),
         metrics,
+        beacon,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

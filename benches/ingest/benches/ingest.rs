@@ -106,6 +106,7 @@ async fn start_shard() -> Shard {
         rate_limit_per_second: 0,
         rate_limit_burst: 1,
         beacon_apis: vec![],
+        beacon_contact_timeout_ms: 30_000,
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(urbis_shard::node::run(config, async move {

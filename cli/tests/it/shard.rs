@@ -740,3 +740,31 @@ fn history_and_consistency_proofs_verify_against_the_headers_across_a_restart() 
     assert_eq!(node.get("/v1/blocks/5/history-proof?size=5").0, 400);
     assert_eq!(node.get("/v1/history/consistency?from=5&to=3").0, 400);
 }
+
+/// A shard that follows the beacon but hears from no validator says it is not ready (and is
+/// still alive): a load balancer stops sending it traffic that could never become final.
+#[test]
+fn readiness_reports_a_shard_cut_off_from_the_beacon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::new(dir.path(), "open-data", "information");
+    let client = Client::new();
+    assert_eq!(client.get(format!("{}/readyz", node.url)).send().unwrap().status().as_u16(), 200);
+    assert!(node.sigterm().success());
+    // Nothing listens on the discard port: no validator will ever answer.
+    let mut config = std::fs::read_to_string(&node.config).unwrap();
+    config.push_str("beacon_apis = [\"http://127.0.0.1:9\"]\nbeacon_contact_timeout_ms = 1000\n");
+    std::fs::write(&node.config, config).unwrap();
+    node.start();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let problem: Value = loop {
+        let r = client.get(format!("{}/readyz", node.url)).send().unwrap();
+        if r.status().as_u16() == 503 {
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+            break r.json().unwrap();
+        }
+        assert!(Instant::now() < deadline, "readyz stayed {}", r.status());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(problem["detail"].as_str().unwrap().contains("cut off from the beacon"), "{problem}");
+    assert_eq!(client.get(format!("{}/livez", node.url)).send().unwrap().status().as_u16(), 200);
+}

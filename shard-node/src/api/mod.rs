@@ -71,6 +71,16 @@ pub struct AppState {
     pub pending: limit::PendingTable,
     /// The node's metrics.
     pub metrics: Arc<crate::metrics::ShardMetrics>,
+    /// When the shard follows the beacon: the last time a validator answered.
+    pub beacon: Option<BeaconContact>,
+}
+
+/// The last answer of a validator to the shard's light client.
+pub struct BeaconContact {
+    /// On the monotonic clock (`AppState::monotonic`), in milliseconds.
+    pub last_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// How long without an answer makes the node not ready.
+    pub timeout_ms: u64,
 }
 
 /// Registers the bearer-token security scheme the submit route names.
@@ -1131,9 +1141,17 @@ async fn readyz(State(app): State<Arc<AppState>>) -> ApiResult<&'static str> {
             "the sealer stopped after a storage failure; restart the node",
         ));
     }
-    if app.ready.load(Ordering::Relaxed) {
-        Ok("ready")
-    } else {
-        Err(Problem::unavailable("draining"))
+    if !app.ready.load(Ordering::Relaxed) {
+        return Err(Problem::unavailable("draining"));
     }
+    if let Some(b) = &app.beacon {
+        let now = (app.monotonic)().as_millis() as u64;
+        let silent = now.saturating_sub(b.last_ms.load(Ordering::Relaxed));
+        if silent > b.timeout_ms {
+            return Err(Problem::unavailable(format!(
+                "cut off from the beacon: no validator has answered for {silent} ms"
+            )));
+        }
+    }
+    Ok("ready")
 }
