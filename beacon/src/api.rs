@@ -406,53 +406,17 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/metrics",
             get(|State(state): State<ApiState>, headers: axum::http::HeaderMap| async move {
-                use urbis_core::exposition::{
-                    OPENMETRICS, PROMETHEUS_TEXT, accepts_openmetrics, to_prometheus_text,
-                };
-                let accept =
-                    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-                let text = state.metrics.encode();
-                let (body, kind) = if accepts_openmetrics(accept) {
-                    (text, OPENMETRICS)
-                } else {
-                    (to_prometheus_text(&text), PROMETHEUS_TEXT)
-                };
-                let mut r = body.into_response();
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-                r
+                state.metrics.response(&headers)
             }),
         )
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.http.clone(),
+            urbis_ops::time_request,
+        ))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .with_state(state)
-}
-
-/// Times every routed request under its route template, method and status.
-async fn observe(
-    State(state): State<ApiState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let method = request.method().to_string();
-    // A duration only, never protocol time.
-    let started = tokio::time::Instant::now();
-    let response = next.run(request).await;
-    state
-        .metrics
-        .http
-        .get_or_create(&crate::metrics::HttpLabels {
-            http_route: route,
-            http_request_method: method,
-            http_response_status_code: response.status().as_u16(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

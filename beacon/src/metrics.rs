@@ -5,7 +5,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
@@ -21,24 +20,6 @@ pub struct KindLabel {
 pub struct CityLabel {
     /// Its name in genesis.
     pub city: String,
-}
-
-/// An HTTP request's route template, method and status (OpenTelemetry HTTP conventions).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    /// The matched route template, never the raw path.
-    pub http_route: String,
-    /// The request method.
-    pub http_request_method: String,
-    /// The response status.
-    pub http_response_status_code: u16,
-}
-
-/// The build.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-    role: &'static str,
 }
 
 /// Every metric a validator keeps.
@@ -59,22 +40,13 @@ pub struct BeaconMetrics {
     /// Per city: from its last crosslinked header's seal to the beacon block covering it.
     pub finality_lag: Family<CityLabel, Gauge<f64, AtomicU64>>,
     /// HTTP request durations of the validator's API.
-    pub http: Family<HttpLabels, Histogram>,
-}
-
-fn http_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+    pub http: urbis_ops::HttpDurations,
 }
 
 impl Default for BeaconMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("urbis");
-        let build: Family<BuildLabels, Gauge> = Family::default();
-        build
-            .get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), role: "beacon" })
-            .set(1);
-        registry.register("build_info", "Build of this node", build);
-        let m = BeaconMetrics {
+        let (registry, http) = urbis_ops::registry("beacon", env!("CARGO_PKG_VERSION"));
+        let mut m = BeaconMetrics {
             registry,
             height: Gauge::default(),
             decision_round: Gauge::default(),
@@ -83,9 +55,8 @@ impl Default for BeaconMetrics {
             crosslinks: Counter::default(),
             set_changes: Counter::default(),
             finality_lag: Family::default(),
-            http: Family::new_with_constructor(http_histogram),
+            http,
         };
-        let mut m = m;
         let r = &mut m.registry;
         r.register("beacon_height", "Highest decided beacon height", m.height.clone());
         r.register(
@@ -107,12 +78,6 @@ impl Default for BeaconMetrics {
             Unit::Seconds,
             m.finality_lag.clone(),
         );
-        r.register_with_unit(
-            "http_server_request_duration",
-            "HTTP request durations by route template, method and status",
-            Unit::Seconds,
-            m.http.clone(),
-        );
         m
     }
 }
@@ -120,8 +85,11 @@ impl Default for BeaconMetrics {
 impl BeaconMetrics {
     /// The OpenMetrics text.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        urbis_ops::encode(&self.registry)
+    }
+
+    /// The `/metrics` answer for a request with these headers.
+    pub fn response(&self, headers: &axum::http::HeaderMap) -> axum::response::Response {
+        urbis_ops::metrics_response(&self.registry, headers)
     }
 }

@@ -8,7 +8,6 @@ pub mod beacon;
 pub mod bls;
 pub mod crosslink;
 pub mod encoding;
-pub mod exposition;
 pub mod genesis;
 pub mod hash;
 pub mod header;

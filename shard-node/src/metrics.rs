@@ -7,7 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// A record kind.
@@ -22,26 +22,6 @@ pub struct KindLabel {
 pub struct ReasonLabel {
     /// A fixed word per refusal rule.
     pub reason: &'static str,
-}
-
-/// An HTTP request's route template, method and status (OpenTelemetry HTTP conventions).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    /// The matched route template (`/v1/records/{id}`), never the raw path.
-    pub http_route: String,
-    /// The request method.
-    pub http_request_method: String,
-    /// The response status.
-    pub http_response_status_code: u16,
-}
-
-/// The build.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
-    /// The crate version.
-    pub version: &'static str,
-    /// The role.
-    pub role: &'static str,
 }
 
 /// Every metric a shard keeps.
@@ -65,34 +45,24 @@ pub struct ShardMetrics {
     pub finality_lag_seconds:
         prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
     /// HTTP request durations.
-    pub http: Family<HttpLabels, Histogram>,
-}
-
-fn http_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+    pub http: urbis_ops::HttpDurations,
 }
 
 impl Default for ShardMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("urbis");
-        let build: Family<BuildLabels, Gauge> = Family::default();
-        build
-            .get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), role: "shard" })
-            .set(1);
-        registry.register("build_info", "Build of this node", build);
-        let m = ShardMetrics {
+        let (registry, http) = urbis_ops::registry("shard", env!("CARGO_PKG_VERSION"));
+        let mut m = ShardMetrics {
             ingested: Family::default(),
             rejected: Family::default(),
-            seal_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            seal_seconds: urbis_ops::duration_histogram(),
             fsyncs: Counter::default(),
             height: Gauge::default(),
             beacon_height: Gauge::default(),
             crosslinked_height: Gauge::default(),
             finality_lag_seconds: Default::default(),
-            http: Family::new_with_constructor(http_histogram),
+            http,
             registry,
         };
-        let mut m = m;
         let r = &mut m.registry;
         r.register("records_ingested", "Records sealed into blocks", m.ingested.clone());
         r.register("records_rejected", "Records refused by the ledger's rules", m.rejected.clone());
@@ -120,12 +90,6 @@ impl Default for ShardMetrics {
             prometheus_client::registry::Unit::Seconds,
             m.finality_lag_seconds.clone(),
         );
-        r.register_with_unit(
-            "http_server_request_duration",
-            "HTTP request durations by route template, method and status",
-            prometheus_client::registry::Unit::Seconds,
-            m.http.clone(),
-        );
         m
     }
 }
@@ -133,10 +97,12 @@ impl Default for ShardMetrics {
 impl ShardMetrics {
     /// The OpenMetrics text.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        urbis_ops::encode(&self.registry)
+    }
+
+    /// The `/metrics` answer for a request with these headers.
+    pub fn response(&self, headers: &axum::http::HeaderMap) -> axum::response::Response {
+        urbis_ops::metrics_response(&self.registry, headers)
     }
 
     /// Counts a refusal under its rule's name.

@@ -129,7 +129,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.http.clone(),
+            urbis_ops::time_request,
+        ))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -146,46 +149,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// `GET /metrics`: OpenMetrics text for scrapers that accept it (Prometheus does), the
 /// Prometheus text format for the others.
 async fn metrics(State(app): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
-    use urbis_core::exposition::{
-        OPENMETRICS, PROMETHEUS_TEXT, accepts_openmetrics, to_prometheus_text,
-    };
-    let accept =
-        headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let text = app.metrics.encode();
-    let (body, kind) = if accepts_openmetrics(accept) {
-        (text, OPENMETRICS)
-    } else {
-        (to_prometheus_text(&text), PROMETHEUS_TEXT)
-    };
-    let mut r = body.into_response();
-    r.headers_mut()
-        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(kind));
-    r
-}
-
-/// Times every routed request under its route template, method and status.
-async fn observe(
-    State(app): State<Arc<AppState>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let method = request.method().to_string();
-    let started = (app.monotonic)();
-    let response = next.run(request).await;
-    let elapsed = (app.monotonic)().saturating_sub(started);
-    app.metrics
-        .http
-        .get_or_create(&crate::metrics::HttpLabels {
-            http_route: route,
-            http_request_method: method,
-            http_response_status_code: response.status().as_u16(),
-        })
-        .observe(elapsed.as_secs_f64());
-    response
+    app.metrics.response(&headers)
 }
 
 /// Bounds every request: a submission waits at most `request_timeout_ms` for its block (and

@@ -1,7 +1,7 @@
 //! Metrics exposition formats: the nodes keep their metrics as OpenMetrics text (what
 //! Prometheus asks for), and answer a scraper that does not accept OpenMetrics with the
 //! Prometheus text format 0.0.4, which names a counter's metadata after its `_total` sample.
-//! Pure text processing, shared by every role's `/metrics`.
+//! Pure text processing.
 
 /// The content type of OpenMetrics text.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
