@@ -119,12 +119,16 @@ impl App for BeaconApp {
         sets.record(h, &block.body.set_changes);
         self.tip.set_hash = sets.at(h + 1).0.hash();
         self.tip.next_set_hash = sets.at(h + 2).0.hash();
-        if let Some(set) = consensus_set(sets.at(h + 1).0) {
-            self.set = set;
+        if sets.takes_force_at(h + 1) {
+            self.set = consensus_set(sets.at(h + 1).1);
         }
     }
     fn validators(&self, height: u64) -> Option<Vec<(Vec<u8>, u64)>> {
+        // Only a height where a new set takes force changes the host's set.
         let sets = read(&self.sets);
+        if !sets.takes_force_at(height) {
+            return None;
+        }
         let (set, _) = sets.at(height);
         Some(set.validators.iter().map(|v| (v.bls_key.to_vec(), v.weight)).collect())
     }
@@ -146,17 +150,14 @@ pub enum NodeError {
 
 /// The consensus set of the genesis validators, in bitfield order.
 pub fn genesis_set(genesis: &ValidGenesis) -> Result<ValidatorSet<Bls>, NodeError> {
-    consensus_set(&genesis.genesis().validators)
-        .ok_or_else(|| NodeError::Invalid("a genesis validator key does not decode".into()))
+    Ok(consensus_set(genesis.validators()))
 }
 
-/// The consensus set of a validator set, in bitfield order.
-pub fn consensus_set(set: &urbis_core::validators::ValidatorSet) -> Option<ValidatorSet<Bls>> {
-    let mut validators = Vec::new();
-    for v in &set.validators {
-        validators.push(Validator::new(bls::PublicKey::from_bytes(&v.bls_key).ok()?, v.weight));
-    }
-    Some(ValidatorSet::new(validators))
+/// The consensus set of a checked validator set, in bitfield order (its keys were validated
+/// when the set was checked, so nothing is decoded again).
+pub fn consensus_set(set: &urbis_core::validators::TrustedSet) -> ValidatorSet<Bls> {
+    let validators = set.keys().iter().zip(set.weights()).map(|(k, w)| Validator::new(*k, *w));
+    ValidatorSet::new(validators.collect())
 }
 
 /// Runs a validator until `shutdown` completes. Decisions are reported on `decisions`.
@@ -186,10 +187,8 @@ pub async fn run(
         }
         tip.set_hash = sets.at(tip.height).0.hash();
         tip.next_set_hash = sets.at(tip.height + 1).0.hash();
-        let set = consensus_set(sets.at(tip.height).0)
-            .ok_or(NodeError::Invalid("a validator key does not decode".into()))?;
-        let next = consensus_set(sets.at(tip.height + 1).0)
-            .ok_or(NodeError::Invalid("a validator key does not decode".into()))?;
+        let set = consensus_set(sets.at(tip.height).1);
+        let next = consensus_set(sets.at(tip.height + 1).1);
         // This validator's entry in the set in force (or the next) names its TLS key.
         let own_key = config.bls_key.public_key().to_bytes();
         let entry = sets
@@ -431,8 +430,7 @@ impl Node {
                 }
                 Action::Decided(height, block, commit) => {
                     self.flush(&mut unsynced)?;
-                    let set = consensus_set(read(&self.sets).at(height.0).0)
-                        .ok_or(NodeError::Invalid("a validator key does not decode".into()))?;
+                    let set = consensus_set(read(&self.sets).at(height.0).1);
                     let certificate = fold_certificate(&set, &commit)
                         .ok_or(NodeError::Invalid("a decision that does not fold".into()))?;
                     let commit = wire::encode_commit::<Bls>(&commit)

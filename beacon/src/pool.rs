@@ -6,9 +6,7 @@ use crate::sets::Sets;
 use crate::store::{BeaconStore, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use urbis_core::crosslink::{
-    CrosslinkEntry, CrosslinkError, ShardEquivocation, verify_entry, verify_seal,
-};
+use urbis_core::crosslink::{CrosslinkEntry, CrosslinkError, ShardEquivocation, verify_entry};
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::record::CityId;
 use urbis_core::set_change::{SetChangeError, SignedSetChange};
@@ -66,15 +64,25 @@ impl Pool {
     /// city already waits.
     pub fn offer(&self, store: &BeaconStore, entry: CrosslinkEntry) -> Result<Offered, OfferError> {
         let city = entry.city();
-        if let Some(evidence) = self.conflict(store, &entry)? {
+        let head = store.head(city)?;
+        let next_height = store.latest_height()?.unwrap_or(0) + 1;
+        let previous = head.map(|h| h.head);
+        let verdict = verify_entry(&self.genesis, next_height, previous.as_ref(), &entry);
+        // Past these refusals the seal was checked and holds: a different header at a height
+        // already known is evidence. (A city that has not joined yet has nothing known.)
+        let sealed = !matches!(
+            verdict,
+            Err(CrosslinkError::UnknownCity(_)
+                | CrosslinkError::NotYetJoined { .. }
+                | CrosslinkError::HeaderVersion(_)
+                | CrosslinkError::Seal(_))
+        );
+        if sealed && let Some(evidence) = self.conflict(store, &entry)? {
             store.add_shard_evidence(&evidence)?;
             tracing::warn!(%city, height = entry.header.header.height, "conflicting shard headers: evidence kept");
             return Err(OfferError::Conflict(Box::new(evidence)));
         }
-        let head = store.head(city)?;
-        let next_height = store.latest_height()?.unwrap_or(0) + 1;
-        let previous = head.map(|h| h.head);
-        if let Err(error) = verify_entry(&self.genesis, next_height, previous.as_ref(), &entry) {
+        if let Err(error) = verdict {
             return Err(OfferError::Invalid {
                 error,
                 crosslinked_height: previous.map(|p| p.height),
@@ -92,16 +100,13 @@ impl Pool {
         Ok(Offered::Pending)
     }
 
-    /// A validly sealed header that differs from the one the chain crosslinked, or from the
-    /// one waiting, at the same city and height.
+    /// A header (whose seal the caller checked) that differs from the one the chain
+    /// crosslinked, or from the one waiting, at the same city and height.
     fn conflict(
         &self,
         store: &BeaconStore,
         entry: &CrosslinkEntry,
     ) -> Result<Option<ShardEquivocation>, StoreError> {
-        if verify_seal(&self.genesis, &entry.header).is_err() {
-            return Ok(None);
-        }
         let (city, height, hash) =
             (entry.city(), entry.header.header.height, entry.header.header.hash());
         let known = match store.crosslinked_header(city, height)? {

@@ -107,6 +107,11 @@ impl Sets {
         self.history.iter().filter(|(h, _)| *h <= height).cloned().collect()
     }
 
+    /// Whether a set other than the one before takes force at `height` (as far as known).
+    pub fn takes_force_at(&self, height: u64) -> bool {
+        height > 1 && self.epochs.contains_key(&height)
+    }
+
     /// The heights after genesis at which a new set took force (the block before each one
     /// announced it), up to `height`.
     pub fn changed_at(&self, height: u64) -> Vec<u64> {
