@@ -13,39 +13,20 @@
 //! `URBIS_FINALITY_SECONDS=30` choose what.
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout, clippy::disallowed_methods)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use urbis_beacon::consensus::LinearTimeouts;
-use urbis_beacon::node::{Decision, ValidatorConfig, run};
-use urbis_beacon::pool::Pool;
+use urbis_beacon::node::{Decision, run};
 use urbis_beacon::store::BeaconStore;
-use urbis_beacon::transport::TlsIdentity;
 use urbis_core::encoding::encode;
-use urbis_core::hash::Hash32;
 use urbis_core::record::CityId;
-use urbis_core::testkit::{Federation, ShardChain, information_record};
+use urbis_core::testkit::{ShardChain, information_record};
 
 const CITIES: u32 = 4;
-
-fn clock() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// The devnet's timeouts.
-fn timeouts() -> LinearTimeouts {
-    LinearTimeouts {
-        propose: Duration::from_millis(300),
-        propose_delta: Duration::from_millis(100),
-        prevote: Duration::from_millis(150),
-        prevote_delta: Duration::from_millis(50),
-        precommit: Duration::from_millis(150),
-        precommit_delta: Duration::from_millis(50),
-        rebroadcast: Duration::from_millis(600),
-        max_timeout: Duration::from_secs(5),
-    }
-}
 
 /// User plus system CPU time of this process.
 fn cpu_time() -> Duration {
@@ -72,43 +53,18 @@ struct Report {
 }
 
 async fn measure(n: usize, seconds: u64, seal_every: Duration) -> Report {
-    let base = Federation::new("finality", CITIES, n);
-    let tls: Vec<TlsIdentity> = (0..n).map(|_| TlsIdentity::generate().unwrap()).collect();
-    let mut genesis = base.genesis.genesis().clone();
-    for (v, t) in genesis.validators.validators.iter_mut().zip(&tls) {
-        v.tls_fingerprint = Hash32(t.fingerprint());
-    }
-    let fed = Federation {
-        genesis: genesis.validate().unwrap(),
-        validator_keys: base.validator_keys,
-        sealing_keys: base.sealing_keys,
-    };
-    let shared = Arc::new(fed.genesis.clone());
-    let sockets: Vec<std::net::UdpSocket> =
-        (0..n).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-    let addrs: Vec<_> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
-    drop(sockets);
+    let cluster = common::Cluster::new("finality", CITIES, n);
+    let fed = &cluster.fed;
     let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut stores = Vec::new();
     let mut pools = Vec::new();
     let mut stops = Vec::new();
     let mut tasks = Vec::new();
     let (decided_tx, mut decided_rx) = mpsc::unbounded_channel::<Decision>();
-    for i in 0..n {
-        let store = Arc::new(BeaconStore::open(&dirs[i].path().join("db")).unwrap());
-        let pool = Arc::new(Pool::new(shared.clone()));
-        let config = ValidatorConfig {
-            genesis: shared.clone(),
-            listen: addrs[i],
-            bls_key: Arc::new(fed.validator_keys[i].clone()),
-            tls: TlsIdentity::from_pkcs8(tls[i].key_pkcs8()).unwrap(),
-            peers: (0..n).filter(|j| *j != i).map(|j| (addrs[j], tls[j].fingerprint())).collect(),
-            timeouts: timeouts(),
-            clock,
-            pool: pool.clone(),
-            sets: Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(&shared))),
-            metrics: Default::default(),
-        };
+    for (i, dir) in dirs.iter().enumerate() {
+        let store = Arc::new(BeaconStore::open(&dir.path().join("db")).unwrap());
+        let config = cluster.config(i);
+        let pool = config.pool.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         // Validator 0's decisions drive the measurement; the others' are dropped.
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -152,7 +108,7 @@ async fn measure(n: usize, seconds: u64, seal_every: Duration) -> Report {
             _ = tick.tick() => {
                 for c in 0..CITIES as usize {
                     let n_records = shards[c].blocks.len() as u64;
-                    shards[c].seal(&fed, vec![information_record(CityId(c as u32), n_records)], &[]);
+                    shards[c].seal(fed, vec![information_record(CityId(c as u32), n_records)], &[]);
                     let m = shards[c].headers.len() as u64 - 1;
                     sealed[c].insert(m, Instant::now());
                     let entry = shards[c].crosslink_entry(m, heads[c]);

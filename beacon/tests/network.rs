@@ -3,33 +3,16 @@
 //! stopped one restarts from its data directory, catches up and agrees.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use urbis_beacon::consensus::LinearTimeouts;
-use urbis_beacon::node::{Decision, ValidatorConfig, run};
+use urbis_beacon::node::{Decision, run};
 use urbis_beacon::store::BeaconStore;
 use urbis_beacon::transport::TlsIdentity;
 use urbis_core::hash::Hash32;
-
-#[allow(clippy::disallowed_methods)]
-fn clock() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-fn timeouts() -> LinearTimeouts {
-    LinearTimeouts {
-        propose: Duration::from_millis(300),
-        propose_delta: Duration::from_millis(100),
-        prevote: Duration::from_millis(150),
-        prevote_delta: Duration::from_millis(50),
-        precommit: Duration::from_millis(150),
-        precommit_delta: Duration::from_millis(50),
-        rebroadcast: Duration::from_millis(600),
-        max_timeout: Duration::from_secs(5),
-    }
-}
 
 /// Collects decisions until `done`; every height's block must be the same at every validator.
 async fn wait_until(
@@ -57,34 +40,11 @@ struct Running {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_agree_survive_one_stopping_and_a_restart_catches_up() {
-    let fed = urbis_core::testkit::Federation::new("network", 2, 4);
-    let tls: Vec<TlsIdentity> = (0..4).map(|_| TlsIdentity::generate().unwrap()).collect();
-    let mut genesis = fed.genesis.genesis().clone();
-    for (v, t) in genesis.validators.validators.iter_mut().zip(&tls) {
-        v.tls_fingerprint = Hash32(t.fingerprint());
-    }
-    let genesis = Arc::new(genesis.validate().unwrap());
-    let sockets: Vec<std::net::UdpSocket> =
-        (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-    let addrs: Vec<_> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
-    drop(sockets);
+    let cluster = common::Cluster::new("network", 2, 4);
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (decided_tx, mut decided_rx) = mpsc::unbounded_channel::<(usize, Decision)>();
     let start = |i: usize| -> Running {
-        let config = ValidatorConfig {
-            genesis: genesis.clone(),
-            listen: addrs[i],
-            bls_key: Arc::new(fed.validator_keys[i].clone()),
-            tls: TlsIdentity::from_pkcs8(tls[i].key_pkcs8()).unwrap(),
-            peers: (0..4).filter(|j| *j != i).map(|j| (addrs[j], tls[j].fingerprint())).collect(),
-            timeouts: timeouts(),
-            clock,
-            pool: Arc::new(urbis_beacon::pool::Pool::new(genesis.clone())),
-            sets: Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(
-                &genesis,
-            ))),
-            metrics: Default::default(),
-        };
+        let config = cluster.config(i);
         let (stop, stopped) = oneshot::channel::<()>();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let out = decided_tx.clone();
@@ -143,47 +103,23 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
     use urbis_beacon::transport::Transport;
     use urbis_core::beacon::vote_signing_root;
 
-    let fed = urbis_core::testkit::Federation::new("equivocation", 2, 4);
-    let tls: Vec<TlsIdentity> = (0..4).map(|_| TlsIdentity::generate().unwrap()).collect();
-    let mut genesis = fed.genesis.genesis().clone();
-    for (v, t) in genesis.validators.validators.iter_mut().zip(&tls) {
-        v.tls_fingerprint = Hash32(t.fingerprint());
-    }
-    let genesis = Arc::new(genesis.validate().unwrap());
-    let sockets: Vec<std::net::UdpSocket> =
-        (0..4).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-    let addrs: Vec<_> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
-    drop(sockets);
+    let cluster = common::Cluster::new("equivocation", 2, 4);
+    let (fed, genesis, tls, addrs) = (&cluster.fed, &cluster.genesis, &cluster.tls, &cluster.addrs);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (decided_tx, mut decided_rx) = mpsc::unbounded_channel::<Decision>();
     let mut stops = Vec::new();
     let mut stores = Vec::new();
     let mut api_state = None;
-    for i in 0..3 {
-        let pool = Arc::new(urbis_beacon::pool::Pool::new(genesis.clone()));
-        let sets =
-            Arc::new(std::sync::RwLock::new(urbis_beacon::sets::Sets::from_genesis(&genesis)));
-        let metrics = Arc::new(urbis_beacon::metrics::BeaconMetrics::default());
-        let config = ValidatorConfig {
-            genesis: genesis.clone(),
-            listen: addrs[i],
-            bls_key: Arc::new(fed.validator_keys[i].clone()),
-            tls: TlsIdentity::from_pkcs8(tls[i].key_pkcs8()).unwrap(),
-            peers: (0..4).filter(|j| *j != i).map(|j| (addrs[j], tls[j].fingerprint())).collect(),
-            timeouts: timeouts(),
-            clock,
-            pool: pool.clone(),
-            sets: sets.clone(),
-            metrics: metrics.clone(),
-        };
-        let store = Arc::new(BeaconStore::open(&dirs[i].path().join("db")).unwrap());
+    for (i, dir) in dirs.iter().enumerate() {
+        let config = cluster.config(i);
+        let store = Arc::new(BeaconStore::open(&dir.path().join("db")).unwrap());
         if i == 0 {
             api_state = Some(urbis_beacon::api::ApiState {
                 store: store.clone(),
                 genesis: genesis.clone(),
-                pool,
-                sets,
-                metrics: metrics.clone(),
+                pool: config.pool.clone(),
+                sets: config.sets.clone(),
+                metrics: config.metrics.clone(),
             });
         }
         let (stop, stopped) = oneshot::channel::<()>();
@@ -246,7 +182,7 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
         }
         // Two different prevotes at the next height, round 0, to every honest validator.
         let next = d.height + 1;
-        for (a, fp) in addrs.iter().zip(&tls).take(3).map(|(a, t)| (a, t.fingerprint())) {
+        for (a, fp) in addrs.iter().zip(tls).take(3).map(|(a, t)| (a, t.fingerprint())) {
             for value in [NilOrVal::Nil, NilOrVal::Val(BlockId(Hash32([7; 32])))] {
                 let _ = byzantine.send(*a, &fp, &vote(next, value)).await;
             }
@@ -254,7 +190,7 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
     };
     let (recorded_at, evidence) = recorded;
     assert_eq!(evidence.validator, address.0, "only the equivocating validator is named");
-    let set = urbis_beacon::node::genesis_set(&genesis).unwrap();
+    let set = urbis_beacon::node::genesis_set(genesis).unwrap();
     assert!(evidence.verify::<Bls>(&genesis.federation_id(), &set));
     // The block at that height carries it; the API serves it as recorded.
     let block = stores[0].block(recorded_at).unwrap().unwrap();
