@@ -177,18 +177,8 @@ fn devnet_runs_three_cities_and_resumes() {
             .send()
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "record survived the restart");
-        let proof = dir.path().join("proof.json");
         let v: Value = r.json().unwrap();
-        std::fs::write(&proof, serde_json::to_vec(&v["proof"]).unwrap()).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
-            .arg("verify")
-            .arg(&proof)
-            .arg("--genesis")
-            .arg(m["genesis"].as_str().unwrap())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-        let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let out = verify_offline(&dir.path().join("proof.json"), &v["proof"], &m);
         assert_eq!(out["level"], "final", "{out}");
         assert!(out["beacon_height"].as_u64().unwrap() >= 1, "{out}");
     }
@@ -458,17 +448,7 @@ fn live_reweight_reaches_final_proofs(
     let finality = &record["proof"]["finality"];
     assert!(finality["beacon_header"]["height"].as_u64().unwrap() >= effective);
     assert_eq!(finality["set_updates"].as_array().unwrap().len(), 1, "{finality}");
-    let proof = dir.join("proof-after-reweight.json");
-    std::fs::write(&proof, serde_json::to_vec(&record["proof"]).unwrap()).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
-        .arg("verify")
-        .arg(&proof)
-        .arg("--genesis")
-        .arg(m["genesis"].as_str().unwrap())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = verify_offline(&dir.join("proof-after-reweight.json"), &record["proof"], m);
     assert_eq!(out["level"], "final", "{out}");
 }
 
@@ -585,4 +565,19 @@ fn devnet_logs_hold_none_of_its_secrets() {
     for s in &secrets {
         assert!(!logs.contains(s.as_str()), "a secret reached the logs: {}…", &s[..8]);
     }
+}
+
+/// Writes `proof` to `path` and checks it with `urbis verify --genesis` alone; returns what it
+/// printed.
+fn verify_offline(path: &std::path::Path, proof: &Value, m: &Value) -> Value {
+    std::fs::write(path, serde_json::to_vec(proof).unwrap()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .arg("verify")
+        .arg(path)
+        .arg("--genesis")
+        .arg(m["genesis"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
