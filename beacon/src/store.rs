@@ -305,16 +305,7 @@ impl BeaconStore {
 
     /// `city`'s last crosslinked header, if any.
     pub fn head(&self, city: CityId) -> Result<Option<CrosslinkedAt>, StoreError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_CROSSLINKS));
-        it.seek_for_prev(crosslink_key(city, u64::MAX));
-        if let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let (c, at) = parse_crosslink(k, v)?;
-            if c == city {
-                return Ok(Some(at));
-            }
-        }
-        it.status()?;
-        Ok(None)
+        self.crosslink_of(city, u64::MAX, Direction::Reverse)
     }
 
     /// The first crosslink of `city` at or above `shard_height`: the first beacon block that
@@ -324,8 +315,22 @@ impl BeaconStore {
         city: CityId,
         shard_height: u64,
     ) -> Result<Option<CrosslinkedAt>, StoreError> {
+        self.crosslink_of(city, shard_height, Direction::Forward)
+    }
+
+    /// `city`'s crosslink nearest `shard_height` in `direction` (at or past it), if any.
+    fn crosslink_of(
+        &self,
+        city: CityId,
+        shard_height: u64,
+        direction: Direction,
+    ) -> Result<Option<CrosslinkedAt>, StoreError> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_CROSSLINKS));
-        it.seek(crosslink_key(city, shard_height));
+        let key = crosslink_key(city, shard_height);
+        match direction {
+            Direction::Forward => it.seek(key),
+            Direction::Reverse => it.seek_for_prev(key),
+        }
         if let (Some(k), Some(v)) = (it.key(), it.value()) {
             let (c, at) = parse_crosslink(k, v)?;
             if c == city {
