@@ -13,6 +13,7 @@ pub mod hash;
 pub mod header;
 pub mod light_client;
 pub mod merkle;
+pub mod packet;
 pub mod proof;
 pub mod record;
 pub mod sealing;

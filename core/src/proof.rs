@@ -287,7 +287,11 @@ pub fn verify_state_proof(
     })
 }
 
-fn verify_seal(genesis: &ValidGenesis, signed: &SignedShardHeader) -> Result<(), ProofError> {
+/// Checks header N's version and its seal by the city's key in force at N's height.
+pub(crate) fn verify_seal(
+    genesis: &ValidGenesis,
+    signed: &SignedShardHeader,
+) -> Result<(), ProofError> {
     let h = &signed.header;
     if h.version != SHARD_HEADER_VERSION {
         return Err(ProofError::HeaderVersion(h.version));
@@ -297,7 +301,7 @@ fn verify_seal(genesis: &ValidGenesis, signed: &SignedShardHeader) -> Result<(),
 }
 
 /// Links sealed header N to a certified beacon block; returns the beacon height.
-fn verify_finality(
+pub(crate) fn verify_finality(
     genesis: &ValidGenesis,
     client: &LightClient,
     n: &SignedShardHeader,

@@ -118,6 +118,24 @@ pub enum StateKey {
         /// The record whose payload and salt were erased.
         record_id: Hash32,
     },
+    /// The highest certified beacon height the shard had followed when it sealed the block
+    /// (value: `u64`). Timeouts are judged against it, at the destination and in timeout proofs.
+    BeaconView,
+    /// How an outbound packet ended at its source (value: [`crate::packet::PacketOutcome`]).
+    PacketOutcome {
+        /// Source city.
+        source: CityId,
+        /// Destination city.
+        destination: CityId,
+        /// Sequence.
+        sequence: u64,
+    },
+    /// Packets from a city are refused here: two validly sealed headers of that city at one
+    /// height were seen (value: the evidence, [`crate::crosslink::ShardEquivocation`]).
+    FrozenChannel {
+        /// The city whose packets are refused.
+        source: CityId,
+    },
 }
 
 /// The state value under [`StateKey::Erasure`]: when and by whom a payload was erased.

@@ -6,6 +6,7 @@ mod crosslink;
 mod decoders;
 mod fixture;
 mod light_client;
+mod packets;
 mod proof_chain;
 mod properties;
 mod set_change;

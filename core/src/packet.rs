@@ -1,0 +1,396 @@
+//! Cross-city packets: what travels between cities, and the pure checks a destination makes
+//! before it accepts a packet and a source makes before it settles one.
+//!
+//! A record submitted with a destination becomes an outbound packet in its source shard's
+//! state (`PacketCommitment{source, destination, sequence}` → [`OutboundPacket`]). The
+//! destination accepts it only with a [`PacketProof`] that reaches a beacon block certified
+//! under the destination's own light client, writes a receipt and an [`Acknowledgement`]
+//! under its own `state_root`, and the source settles the packet with an
+//! [`AcknowledgementProof`] or, once the destination's certified view passed the timeout, a
+//! [`TimeoutProof`] of the receipt's absence. Every key is built here from
+//! `(source, destination, sequence)`; nothing a relay says is taken on trust.
+
+use crate::encoding::encode;
+use crate::genesis::ValidGenesis;
+use crate::hash::Hash32;
+use crate::header::SignedShardHeader;
+use crate::light_client::LightClient;
+use crate::merkle::InclusionProof;
+use crate::proof::{
+    FinalityProof, ProofError, verify_finality, verify_record_inclusion, verify_seal,
+};
+use crate::record::{CityId, Record};
+use crate::state::{StateKey, StateProof, StateProofError};
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+/// One packet's identity: its channel and sequence.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct PacketId {
+    /// Source city.
+    pub source: CityId,
+    /// Destination city.
+    pub destination: CityId,
+    /// Sequence on the (source, destination) channel, from 1.
+    pub sequence: u64,
+}
+
+impl PacketId {
+    /// The source's commitment key.
+    pub fn commitment_key(&self) -> StateKey {
+        StateKey::PacketCommitment {
+            source: self.source,
+            destination: self.destination,
+            sequence: self.sequence,
+        }
+    }
+    /// The destination's receipt key.
+    pub fn receipt_key(&self) -> StateKey {
+        StateKey::PacketReceipt {
+            source: self.source,
+            destination: self.destination,
+            sequence: self.sequence,
+        }
+    }
+    /// The destination's acknowledgement key.
+    pub fn acknowledgement_key(&self) -> StateKey {
+        StateKey::PacketAcknowledgement {
+            source: self.source,
+            destination: self.destination,
+            sequence: self.sequence,
+        }
+    }
+    /// The source's settlement key.
+    pub fn outcome_key(&self) -> StateKey {
+        StateKey::PacketOutcome {
+            source: self.source,
+            destination: self.destination,
+            sequence: self.sequence,
+        }
+    }
+}
+
+impl std::fmt::Display for PacketId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.source, self.destination, self.sequence)
+    }
+}
+
+/// The value under `PacketCommitment`: which record travels, and until when.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct OutboundPacket {
+    /// The record's id (the record travels beside the proof).
+    pub record_id: Hash32,
+    /// The beacon height from which the destination refuses the packet and the source may
+    /// prove a timeout.
+    pub timeout_height: u64,
+}
+
+/// Why a destination answered a packet with an error (the source refunds).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AckError {
+    /// The asset is not in the destination's genesis.
+    UnknownAsset,
+    /// Packets from the source are frozen after evidence of its equivocation.
+    FrozenChannel,
+    /// A voucher came home for more than is escrowed for the sending city.
+    EscrowShortfall,
+    /// Crediting would overflow the recipient's balance.
+    Overflow,
+}
+
+impl AckError {
+    /// Stable name (API, metrics).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AckError::UnknownAsset => "unknown_asset",
+            AckError::FrozenChannel => "frozen_channel",
+            AckError::EscrowShortfall => "escrow_shortfall",
+            AckError::Overflow => "overflow",
+        }
+    }
+}
+
+/// The value under `PacketAcknowledgement` at the destination.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(tag = "result", content = "error", rename_all = "snake_case")]
+pub enum Acknowledgement {
+    /// Accepted: the record (and for capital, the credit) took effect.
+    Success,
+    /// Refused with a reason; nothing but the receipt and this answer was written.
+    Error(AckError),
+}
+
+/// The value under `PacketOutcome` at the source: how the packet ended.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PacketOutcome {
+    /// Acknowledged with success.
+    Acknowledged {
+        /// Source height that settled it.
+        height: u64,
+    },
+    /// Acknowledged with an error; any escrow or burn was refunded.
+    ErrorAcknowledged {
+        /// The destination's reason.
+        error: AckError,
+        /// Source height that settled it.
+        height: u64,
+    },
+    /// Proven timed out; any escrow or burn was refunded.
+    TimedOut {
+        /// Source height that settled it.
+        height: u64,
+    },
+}
+
+/// A packet as it travels: the record, the commitment, both proven against one sealed source
+/// header that a certified beacon block covers.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct PacketProof {
+    /// Sequence on the channel (the channel is the record's city and destination).
+    pub sequence: u64,
+    /// The commitment value.
+    pub commitment: OutboundPacket,
+    /// Membership of the commitment under header N's `state_root`.
+    pub commitment_proof: StateProof,
+    /// The record.
+    pub record: Record,
+    /// Path of the record id in header N's records tree.
+    pub inclusion: InclusionProof,
+    /// Source header N, sealed.
+    pub header: SignedShardHeader,
+    /// N to a certified beacon block.
+    pub finality: FinalityProof,
+}
+
+/// The destination's acknowledgement, proven against its sealed, certified header.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct AcknowledgementProof {
+    /// The acknowledgement.
+    pub acknowledgement: Acknowledgement,
+    /// Membership under header D's `state_root`.
+    pub proof: StateProof,
+    /// Destination header D, sealed.
+    pub header: SignedShardHeader,
+    /// D to a certified beacon block.
+    pub finality: FinalityProof,
+}
+
+/// The receipt's absence at a destination header whose certified beacon view reached the
+/// timeout.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct TimeoutProof {
+    /// Non-membership of the receipt under header D's `state_root`.
+    pub receipt_absence: StateProof,
+    /// D's `BeaconView` value.
+    pub beacon_view: u64,
+    /// Membership of `BeaconView` = `beacon_view` under D's `state_root`.
+    pub beacon_view_proof: StateProof,
+    /// Destination header D, sealed.
+    pub header: SignedShardHeader,
+    /// D to a certified beacon block.
+    pub finality: FinalityProof,
+}
+
+/// Which check a packet, acknowledgement or timeout failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// A link of the proof chain failed (record path, seal, history, crosslink, certificate).
+    #[error("{0}")]
+    Proof(#[from] ProofError),
+    /// The record is not addressed to this city.
+    #[error("packet is addressed to {actual:?}, this is city {expected}")]
+    WrongDestination {
+        /// This city.
+        expected: CityId,
+        /// The record's destination.
+        actual: Option<CityId>,
+    },
+    /// A city cannot send a packet to itself.
+    #[error("packet from city {0} to itself")]
+    SelfPacket(CityId),
+    /// The proof is about another city's header than the packet's channel needs.
+    #[error("proof is sealed by city {actual}, city {expected} was needed")]
+    WrongCity {
+        /// City needed.
+        expected: CityId,
+        /// City of the header.
+        actual: CityId,
+    },
+    /// The commitment is not in the source's state as claimed.
+    #[error("commitment path: {0}")]
+    CommitmentPath(StateProofError),
+    /// The commitment names another record than the one carried.
+    #[error("the commitment names record {committed}, the packet carries {carried}")]
+    CommitmentMismatch {
+        /// Record id in the commitment.
+        committed: Hash32,
+        /// Id of the carried record.
+        carried: Hash32,
+    },
+    /// The acknowledgement is not in the destination's state as claimed.
+    #[error("acknowledgement path: {0}")]
+    AcknowledgementPath(StateProofError),
+    /// The receipt's absence is not proven (for example, the receipt is present).
+    #[error("receipt absence path: {0}")]
+    ReceiptPath(StateProofError),
+    /// The destination's beacon view is not proven.
+    #[error("beacon view path: {0}")]
+    BeaconViewPath(StateProofError),
+    /// The proof is from before the timeout: the packet may still be received.
+    #[error("the destination's certified view is {view}, the timeout is {timeout}")]
+    NotTimedOut {
+        /// The packet's timeout height.
+        timeout: u64,
+        /// The destination's proven view (or the certifying beacon height, if lower).
+        view: u64,
+    },
+}
+
+/// A packet the destination may act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedPacket {
+    /// Channel and sequence.
+    pub id: PacketId,
+    /// The record.
+    pub record: Record,
+    /// Its id.
+    pub record_id: Hash32,
+    /// Timeout beacon height.
+    pub timeout_height: u64,
+    /// Height of the source header that proves it.
+    pub source_height: u64,
+    /// The certified beacon height that covers that header.
+    pub beacon_height: u64,
+}
+
+/// Checks a packet addressed to `destination` against the destination's own light client.
+/// Whether the timeout has passed and whether it was received before are the destination's
+/// state checks, not this function's.
+pub fn verify_packet(
+    genesis: &ValidGenesis,
+    client: &LightClient,
+    destination: CityId,
+    p: &PacketProof,
+) -> Result<VerifiedPacket, PacketError> {
+    let header = &p.header.header;
+    p.record.validate().map_err(ProofError::Record)?;
+    if p.record.city != header.city {
+        return Err(ProofError::CityMismatch { record: p.record.city, header: header.city }.into());
+    }
+    if p.record.destination != Some(destination) {
+        return Err(PacketError::WrongDestination {
+            expected: destination,
+            actual: p.record.destination,
+        });
+    }
+    let source = p.record.city;
+    if source == destination {
+        return Err(PacketError::SelfPacket(source));
+    }
+    let id = PacketId { source, destination, sequence: p.sequence };
+    p.commitment_proof
+        .verify(&header.state_root, &id.commitment_key(), Some(&encode(&p.commitment)))
+        .map_err(PacketError::CommitmentPath)?;
+    let record_id = verify_record_inclusion(
+        &p.record,
+        &p.inclusion,
+        header.records_root,
+        header.records_count,
+    )?;
+    if record_id != p.commitment.record_id {
+        return Err(PacketError::CommitmentMismatch {
+            committed: p.commitment.record_id,
+            carried: record_id,
+        });
+    }
+    verify_seal(genesis, &p.header)?;
+    let beacon_height = verify_finality(genesis, client, &p.header, &p.finality)?;
+    Ok(VerifiedPacket {
+        id,
+        record: p.record.clone(),
+        record_id,
+        timeout_height: p.commitment.timeout_height,
+        source_height: header.height,
+        beacon_height,
+    })
+}
+
+/// Checks the destination's acknowledgement of `packet`; returns it with the certified beacon
+/// height that covers it.
+pub fn verify_acknowledgement(
+    genesis: &ValidGenesis,
+    client: &LightClient,
+    packet: &PacketId,
+    p: &AcknowledgementProof,
+) -> Result<(Acknowledgement, u64), PacketError> {
+    let header = &p.header.header;
+    if header.city != packet.destination {
+        return Err(PacketError::WrongCity { expected: packet.destination, actual: header.city });
+    }
+    p.proof
+        .verify(
+            &header.state_root,
+            &packet.acknowledgement_key(),
+            Some(&encode(&p.acknowledgement)),
+        )
+        .map_err(PacketError::AcknowledgementPath)?;
+    verify_seal(genesis, &p.header)?;
+    let beacon_height = verify_finality(genesis, client, &p.header, &p.finality)?;
+    Ok((p.acknowledgement, beacon_height))
+}
+
+/// Checks that `packet`, with timeout `timeout_height` (from the source's own commitment),
+/// was not received at a destination header whose certified beacon view reached the timeout,
+/// and that a certified beacon block at or past the timeout covers that header. Returns the
+/// covering beacon height.
+pub fn verify_timeout(
+    genesis: &ValidGenesis,
+    client: &LightClient,
+    packet: &PacketId,
+    timeout_height: u64,
+    p: &TimeoutProof,
+) -> Result<u64, PacketError> {
+    let header = &p.header.header;
+    if header.city != packet.destination {
+        return Err(PacketError::WrongCity { expected: packet.destination, actual: header.city });
+    }
+    p.beacon_view_proof
+        .verify(&header.state_root, &StateKey::BeaconView, Some(&encode(&p.beacon_view)))
+        .map_err(PacketError::BeaconViewPath)?;
+    if p.beacon_view < timeout_height {
+        return Err(PacketError::NotTimedOut { timeout: timeout_height, view: p.beacon_view });
+    }
+    p.receipt_absence
+        .verify(&header.state_root, &packet.receipt_key(), None)
+        .map_err(PacketError::ReceiptPath)?;
+    verify_seal(genesis, &p.header)?;
+    let beacon_height = verify_finality(genesis, client, &p.header, &p.finality)?;
+    if beacon_height < timeout_height {
+        return Err(PacketError::NotTimedOut { timeout: timeout_height, view: beacon_height });
+    }
+    Ok(beacon_height)
+}

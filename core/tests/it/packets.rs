@@ -1,0 +1,328 @@
+//! Packets between two cities: the honest flow verifies, and each hostile relay case of
+//! ../shared/THREATS.md that the core can see fails with its specific error.
+
+use urbis_core::beacon::Crosslink;
+use urbis_core::encoding::encode;
+use urbis_core::hash::Hash32;
+use urbis_core::light_client::{LightClient, LightClientError};
+use urbis_core::merkle::{InclusionProof, MerkleError};
+use urbis_core::packet::{
+    AckError, Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId,
+    PacketProof, TimeoutProof, verify_acknowledgement, verify_packet, verify_timeout,
+};
+use urbis_core::proof::ProofError;
+use urbis_core::record::{CityId, Record};
+use urbis_core::sealing::{Ed25519Error, SealingKey};
+use urbis_core::state::{StateKey, StateProofError};
+use urbis_core::testkit::{BeaconChain, Federation, ShardChain, information_record, seed};
+
+const A: CityId = CityId(0);
+const B: CityId = CityId(1);
+const TIMEOUT: u64 = 3;
+
+/// City A (0) sends records 1 and 2 to B (1) in block 0 (sequences 1, 2); B receives 1 and
+/// acknowledges it with success in its block 0 with beacon view 1; B's block 1 has view 3.
+/// Beacon block 1 crosslinks A:0 and B:0, beacon block 2 B:1, beacon block 3 B:1 again.
+struct Pair {
+    federation: Federation,
+    a: ShardChain,
+    b: ShardChain,
+    beacon: BeaconChain,
+    records: Vec<Record>,
+}
+
+fn packet_record(n: u64) -> Record {
+    let mut r = information_record(A, n);
+    r.destination = Some(B);
+    r
+}
+
+fn id(sequence: u64) -> PacketId {
+    PacketId { source: A, destination: B, sequence }
+}
+
+fn commitment(r: &Record) -> OutboundPacket {
+    OutboundPacket { record_id: r.id(), timeout_height: TIMEOUT }
+}
+
+fn pair_in(federation: Federation) -> Pair {
+    let mut a = ShardChain::new(A);
+    let mut b = ShardChain::new(B);
+    let mut beacon = BeaconChain::new(&federation);
+    let records = vec![packet_record(1), packet_record(2)];
+    let writes: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (id(i as u64 + 1).commitment_key(), Some(encode(&commitment(r)))))
+        .collect();
+    a.seal(&federation, records.clone(), &writes);
+    b.seal(
+        &federation,
+        vec![],
+        &[
+            (id(1).receipt_key(), Some(encode(&records[0].id()))),
+            (id(1).acknowledgement_key(), Some(encode(&Acknowledgement::Success))),
+            (StateKey::BeaconView, Some(encode(&1u64))),
+        ],
+    );
+    let link = |s: &ShardChain, h: usize| Crosslink {
+        city: s.city,
+        header_hash: s.headers[h].header.hash(),
+    };
+    beacon.produce(&federation, vec![link(&a, 0), link(&b, 0)], None);
+    b.seal(&federation, vec![], &[(StateKey::BeaconView, Some(encode(&3u64)))]);
+    beacon.produce(&federation, vec![link(&b, 1)], None);
+    beacon.produce(&federation, vec![link(&b, 1)], None);
+    Pair { federation, a, b, beacon, records }
+}
+
+fn pair() -> Pair {
+    pair_in(Federation::new("packets", 3, 4))
+}
+
+impl Pair {
+    fn client(&self) -> LightClient {
+        let mut c = LightClient::from_genesis(&self.federation.genesis);
+        for h in 1..=self.beacon.blocks.len() as u64 {
+            c.apply(&self.beacon.update(h)).unwrap();
+        }
+        c
+    }
+
+    fn packet(&self, sequence: u64) -> PacketProof {
+        let index = sequence - 1;
+        let rp = self.a.record_proof(0, index);
+        let (_, commitment_proof) = self.a.state.prove(&id(sequence).commitment_key()).unwrap();
+        PacketProof {
+            sequence,
+            commitment: commitment(&self.records[index as usize]),
+            commitment_proof,
+            record: rp.record,
+            inclusion: rp.inclusion,
+            header: rp.header,
+            finality: self.beacon.finality(&self.a, 0, 1).unwrap(),
+        }
+    }
+
+    /// B's state proofs are taken at B's latest header (1), certified by beacon block `f`.
+    fn b_state(&self, key: &StateKey) -> (Option<Vec<u8>>, urbis_core::state::StateProof) {
+        self.b.state.prove(key).unwrap()
+    }
+
+    fn ack(&self) -> AcknowledgementProof {
+        let (_, proof) = self.b_state(&id(1).acknowledgement_key());
+        AcknowledgementProof {
+            acknowledgement: Acknowledgement::Success,
+            proof,
+            header: self.b.headers[1].clone(),
+            finality: self.beacon.finality(&self.b, 1, 2).unwrap(),
+        }
+    }
+
+    fn timeout(&self, sequence: u64, beacon_height: u64) -> TimeoutProof {
+        let (_, receipt_absence) = self.b_state(&id(sequence).receipt_key());
+        let (_, beacon_view_proof) = self.b_state(&StateKey::BeaconView);
+        TimeoutProof {
+            receipt_absence,
+            beacon_view: 3,
+            beacon_view_proof,
+            header: self.b.headers[1].clone(),
+            finality: self.beacon.finality(&self.b, 1, beacon_height).unwrap(),
+        }
+    }
+}
+
+#[test]
+fn an_honest_packet_its_acknowledgement_and_a_timeout_verify() {
+    let p = pair();
+    let c = p.client();
+    let g = &p.federation.genesis;
+    let v = verify_packet(g, &c, B, &p.packet(1)).unwrap();
+    assert_eq!(v.id, id(1));
+    assert_eq!(v.record_id, p.records[0].id());
+    assert_eq!((v.timeout_height, v.source_height, v.beacon_height), (TIMEOUT, 0, 1));
+    assert_eq!(verify_packet(g, &c, B, &p.packet(2)).unwrap().id, id(2));
+    assert_eq!(
+        verify_acknowledgement(g, &c, &id(1), &p.ack()).unwrap(),
+        (Acknowledgement::Success, 2)
+    );
+    // Sequence 2 was never received, and B's header 1 has view 3 and is covered by block 3.
+    assert_eq!(verify_timeout(g, &c, &id(2), TIMEOUT, &p.timeout(2, 3)).unwrap(), 3);
+}
+
+#[test]
+fn threat_a_mutated_byte_anywhere_in_a_packet_proof_is_refused() {
+    let p = pair();
+    let c = p.client();
+    let g = &p.federation.genesis;
+    let honest = encode(&p.packet(1));
+    let mut refused = 0;
+    // Every byte position, flipped: the proof either no longer decodes or no longer verifies.
+    for i in 0..honest.len() {
+        let mut bytes = honest.clone();
+        bytes[i] ^= 0x01;
+        if let Ok(mutated) = urbis_core::encoding::decode::<PacketProof>(&bytes) {
+            assert!(
+                verify_packet(g, &c, B, &mutated).is_err(),
+                "a packet with byte {i} flipped verified"
+            );
+        }
+        refused += 1;
+    }
+    assert_eq!(refused, honest.len());
+}
+
+#[test]
+fn threat_verifier_input_from_the_caller_a_packet_for_another_city_is_refused() {
+    let p = pair();
+    let e = verify_packet(&p.federation.genesis, &p.client(), CityId(2), &p.packet(1)).unwrap_err();
+    assert_eq!(e, PacketError::WrongDestination { expected: CityId(2), actual: Some(B) });
+}
+
+#[test]
+fn threat_merkle_path_for_another_leaf_is_refused() {
+    let p = pair();
+    let (g, c) = (&p.federation.genesis, p.client());
+    // Record 2 carried under record 1's commitment and path.
+    let mut q = p.packet(1);
+    q.record = p.records[1].clone();
+    assert!(matches!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::Proof(ProofError::RecordsPath(MerkleError::RootMismatch))
+    ));
+    // Record 2 with its own path, under record 1's commitment: the commitment names record 1.
+    let mut q = p.packet(1);
+    let other = p.packet(2);
+    q.record = other.record;
+    q.inclusion = other.inclusion;
+    assert_eq!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::CommitmentMismatch {
+            committed: p.records[0].id(),
+            carried: p.records[1].id()
+        }
+    );
+    // Sequence 1's commitment claimed for sequence 2.
+    let mut q = p.packet(1);
+    q.sequence = 2;
+    assert!(matches!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::CommitmentPath(StateProofError::KeyMismatch | StateProofError::RootMismatch)
+    ));
+    // A longer timeout than committed.
+    let mut q = p.packet(1);
+    q.commitment.timeout_height = 1_000;
+    assert!(matches!(verify_packet(g, &c, B, &q).unwrap_err(), PacketError::CommitmentPath(_)));
+    // A records path of another size.
+    let mut q = p.packet(1);
+    q.inclusion = InclusionProof { leaf_index: 0, tree_size: 1, path: vec![] };
+    assert_eq!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::Proof(ProofError::RecordsCount { proof: 1, header: 2 })
+    );
+}
+
+#[test]
+fn threat_a_header_sealed_by_the_wrong_key_is_refused() {
+    let p = pair();
+    let mut q = p.packet(1);
+    let wrong = SealingKey::from_seed(&seed("not city 0"));
+    q.header = q.header.header.clone().seal(&p.federation.id(), &wrong);
+    assert_eq!(
+        verify_packet(&p.federation.genesis, &p.client(), B, &q).unwrap_err(),
+        PacketError::Proof(ProofError::HeaderSeal(Ed25519Error::BadSignature))
+    );
+}
+
+#[test]
+fn threat_a_packet_proven_against_a_forged_beacon_block_is_refused() {
+    let p = pair();
+    let mut q = p.packet(1);
+    q.finality.beacon_header.time_ms += 1;
+    assert!(matches!(
+        verify_packet(&p.federation.genesis, &p.client(), B, &q).unwrap_err(),
+        PacketError::Proof(ProofError::Beacon(LightClientError::Certificate(_)))
+    ));
+}
+
+#[test]
+fn threat_a_packet_from_another_federation_is_refused() {
+    // The same cities and keys under another genesis: the seal binds the federation id.
+    let other = pair_in(Federation::new("another federation", 3, 4));
+    let here = pair();
+    let e = verify_packet(&here.federation.genesis, &here.client(), B, &other.packet(1));
+    assert_eq!(
+        e.unwrap_err(),
+        PacketError::Proof(ProofError::HeaderSeal(Ed25519Error::BadSignature))
+    );
+}
+
+#[test]
+fn threat_forged_absence_proofs_a_non_membership_proof_for_a_present_receipt_is_refused() {
+    let p = pair();
+    let (g, c) = (&p.federation.genesis, p.client());
+    // Sequence 1 was received: an absence proof for it cannot be made to verify, neither with
+    // its own path nor with sequence 2's.
+    for donor in [1, 2] {
+        let mut t = p.timeout(2, 3);
+        t.receipt_absence = p.timeout(donor, 3).receipt_absence;
+        let e = verify_timeout(g, &c, &id(1), TIMEOUT, &t).unwrap_err();
+        assert!(matches!(e, PacketError::ReceiptPath(_)), "{e:?}");
+    }
+}
+
+#[test]
+fn threat_forged_timeouts_a_proof_from_before_the_timeout_is_refused() {
+    let p = pair();
+    let (g, c) = (&p.federation.genesis, p.client());
+    // A view lowered to 1 (B's view at header 0) no longer matches B's state.
+    let mut t = p.timeout(2, 3);
+    t.beacon_view = 1;
+    assert!(matches!(
+        verify_timeout(g, &c, &id(2), TIMEOUT, &t).unwrap_err(),
+        PacketError::BeaconViewPath(_)
+    ));
+    // An honest view of 3 but a timeout of 4: not timed out yet.
+    assert_eq!(
+        verify_timeout(g, &c, &id(2), 4, &p.timeout(2, 3)).unwrap_err(),
+        PacketError::NotTimedOut { timeout: 4, view: 3 }
+    );
+    // View 3 but certified only by beacon block 2, below the timeout of 3.
+    assert_eq!(
+        verify_timeout(g, &c, &id(2), TIMEOUT, &p.timeout(2, 2)).unwrap_err(),
+        PacketError::NotTimedOut { timeout: TIMEOUT, view: 2 }
+    );
+    // A timeout proof from the source's own state, not the destination's.
+    let mut t = p.timeout(2, 3);
+    t.header = p.a.headers[0].clone();
+    assert_eq!(
+        verify_timeout(g, &c, &id(2), TIMEOUT, &t).unwrap_err(),
+        PacketError::WrongCity { expected: B, actual: A }
+    );
+}
+
+#[test]
+fn threat_a_forged_acknowledgement_is_refused() {
+    let p = pair();
+    let (g, c) = (&p.federation.genesis, p.client());
+    // An error acknowledgement claimed where B wrote success (it would refund a delivered
+    // transfer).
+    let mut a = p.ack();
+    a.acknowledgement = Acknowledgement::Error(AckError::UnknownAsset);
+    assert!(matches!(
+        verify_acknowledgement(g, &c, &id(1), &a).unwrap_err(),
+        PacketError::AcknowledgementPath(_)
+    ));
+    // Sequence 1's acknowledgement claimed for sequence 2.
+    assert!(matches!(
+        verify_acknowledgement(g, &c, &id(2), &p.ack()).unwrap_err(),
+        PacketError::AcknowledgementPath(_)
+    ));
+    // Not final: a finality proof whose crosslink names another header.
+    let mut a = p.ack();
+    a.finality.crosslink.path.push(Hash32::ZERO);
+    assert!(matches!(
+        verify_acknowledgement(g, &c, &id(1), &a).unwrap_err(),
+        PacketError::Proof(ProofError::CrosslinkPath(_))
+    ));
+}
