@@ -190,6 +190,7 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
             rate_limit_burst: 2_000,
             beacon_apis: beacon_apis.clone(),
             beacon_contact_timeout_ms: 30_000,
+            packet_timeout_blocks: urbis_shard::ledger::DEFAULT_PACKET_TIMEOUT_BLOCKS,
         });
         listing.push(DevnetCity {
             name: name.clone(),

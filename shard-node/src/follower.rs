@@ -68,6 +68,9 @@ pub enum FollowError {
     /// Building a proof failed.
     #[error("{0}")]
     Proof(String),
+    /// The shared light client's lock was poisoned by a panic.
+    #[error("light client lock poisoned")]
+    Poisoned,
 }
 
 /// What the pure part of following decided for one certified block.
@@ -159,6 +162,10 @@ pub struct Follower {
     pub contact: Arc<std::sync::atomic::AtomicU64>,
     /// The node's monotonic clock.
     pub monotonic: fn() -> std::time::Duration,
+    /// The light client, shared with the API that verifies packets against it.
+    pub client: Arc<std::sync::RwLock<LightClient>>,
+    /// The highest beacon height followed durably (what the sealer writes as `BeaconView`).
+    pub beacon_view: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Runs the follower until `shutdown` fires: one task follows the beacon, one offers headers.
@@ -196,17 +203,23 @@ pub async fn run(follower: Follower, mut shutdown: watch::Receiver<bool>) {
 /// Follows certified beacon blocks in order, recording each crosslink of this city.
 async fn follow(f: Arc<Follower>, http: reqwest::Client, crosslinked: watch::Sender<Option<u64>>) {
     // The light client starts from genesis and applies the set changes already followed.
-    let mut client = LightClient::from_genesis(&f.genesis);
-    match f.store.set_updates() {
-        Ok(updates) => {
-            if let Err((i, e)) = client.apply_all(&updates) {
-                tracing::error!(index = i, error = %e, "a stored set change no longer applies");
+    {
+        let mut client = match f.client.write() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        *client = LightClient::from_genesis(&f.genesis);
+        match f.store.set_updates() {
+            Ok(updates) => {
+                if let Err((i, e)) = client.apply_all(&updates) {
+                    tracing::error!(index = i, error = %e, "a stored set change no longer applies");
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading stored set changes; not following the beacon");
                 return;
             }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "reading stored set changes; not following the beacon");
-            return;
         }
     }
     let mut next = match f.store.beacon_next() {
@@ -261,27 +274,33 @@ async fn follow(f: Arc<Follower>, http: reqwest::Client, crosslinked: watch::Sen
         };
         let store = f.store.clone();
         let city = f.city;
+        let shared = f.client.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            let followed = check_block(&mut client, &store, city, &block).and_then(|f| {
+            let Ok(mut client) = shared.write() else {
+                return Err(FollowError::Poisoned);
+            };
+            check_block(&mut client, &store, city, &block).and_then(|f| {
                 store.follow_beacon(
                     next,
                     f.crosslinked.as_ref().map(|(h, l)| (*h, l)),
                     f.set_update.as_ref(),
                 )?;
                 Ok(f)
-            });
-            (client, followed)
+            })
         })
         .await;
-        let Ok((c, followed)) = checked else {
-            tracing::error!("beacon follower task failed");
-            return;
-        };
         // A light client that refuses a block keeps its state (or halts for good on
         // conflicting certified blocks); the block is asked again from another validator.
-        client = c;
+        let followed = match checked {
+            Ok(Err(FollowError::Poisoned)) | Err(_) => {
+                tracing::error!("beacon follower task failed");
+                return;
+            }
+            Ok(followed) => followed,
+        };
         match followed {
             Ok(followed) => {
+                f.beacon_view.store(next, std::sync::atomic::Ordering::Release);
                 f.metrics.beacon_height.set(next as i64);
                 if let Some((height, link)) = followed.crosslinked {
                     tracing::debug!(beacon_height = next, height, "header crosslinked");

@@ -8,8 +8,15 @@ use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::{Domain, Hash32};
 use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader};
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher, root_from_leaf_hashes};
+use urbis_core::packet::{
+    AckError, Acknowledgement, OutboundPacket, PacketId, PacketOutcome, VerifiedPacket,
+};
 use urbis_core::record::{CapitalOperation, CityId, Record, RecordBody, TalentPayload};
 use urbis_core::state::{ErasureNote, StateKey};
+
+/// Beacon blocks a packet may take to be received before the source may prove its timeout,
+/// unless configured otherwise.
+pub const DEFAULT_PACKET_TIMEOUT_BLOCKS: u64 = 600;
 
 /// The service allowed to issue an asset at its issuing city.
 pub const TREASURY_SERVICE: &str = "treasury";
@@ -22,6 +29,28 @@ pub trait StateView {
     /// record newer than every sealed record cannot be sealed already (its id hashes its time),
     /// which lets a view skip the lookup.
     fn has_record(&self, id: &Hash32, time_ms: Option<u64>) -> Result<bool, String>;
+    /// A sealed record by id (to refund a settled packet).
+    fn record(&self, id: &Hash32) -> Result<Option<Record>, String>;
+}
+
+/// A packet operation a block may take: receiving a verified packet at the destination, or
+/// settling an outbound one at the source.
+#[derive(Clone, Debug)]
+pub enum PacketOp {
+    /// Receive a packet whose proof chain was verified against this shard's light client.
+    Receive(Box<VerifiedPacket>),
+    /// Settle an outbound packet with the destination's verified acknowledgement.
+    Acknowledge {
+        /// The packet.
+        id: PacketId,
+        /// The acknowledgement.
+        acknowledgement: Acknowledgement,
+    },
+    /// Settle an outbound packet whose timeout was verified.
+    Timeout {
+        /// The packet.
+        id: PacketId,
+    },
 }
 
 /// Why a submission was refused by the ledger rules (nothing of it is written).
@@ -105,6 +134,44 @@ pub enum Rejection {
         /// Record id.
         id: Hash32,
     },
+    /// A voucher goes only to the city that issued its asset.
+    #[error("record {index}: a voucher of {asset} can only be sent home to city {issuer}")]
+    VoucherNotHome {
+        /// Record position.
+        index: usize,
+        /// Asset id.
+        asset: String,
+        /// Its issuing city.
+        issuer: CityId,
+    },
+    /// The packet was received here before.
+    #[error("packet {id} was already received")]
+    PacketDuplicate {
+        /// The packet.
+        id: PacketId,
+    },
+    /// This shard's certified beacon view reached the packet's timeout.
+    #[error("packet {id} timed out at beacon height {timeout}; this shard's view is {view}")]
+    PacketTimedOut {
+        /// The packet.
+        id: PacketId,
+        /// Its timeout.
+        timeout: u64,
+        /// This shard's view.
+        view: u64,
+    },
+    /// The outbound packet was already settled (acknowledged or refunded).
+    #[error("packet {id} is already settled")]
+    PacketSettled {
+        /// The packet.
+        id: PacketId,
+    },
+    /// No outbound packet has this channel and sequence.
+    #[error("no outbound packet {id}")]
+    UnknownPacket {
+        /// The packet.
+        id: PacketId,
+    },
     /// The state could not be read.
     #[error("state unavailable: {0}")]
     State(String),
@@ -120,6 +187,9 @@ impl Rejection {
                 | Rejection::AlreadyRevoked { .. }
                 | Rejection::Duplicate { .. }
                 | Rejection::AlreadyErased { .. }
+                | Rejection::PacketDuplicate { .. }
+                | Rejection::PacketTimedOut { .. }
+                | Rejection::PacketSettled { .. }
         )
     }
     /// Whether the caller is not allowed to do this (HTTP 403).
@@ -152,6 +222,10 @@ pub struct BlockBuilder<'a, V: StateView> {
     time_ms: u64,
     records: Vec<Record>,
     erasures: usize,
+    packet_ops: usize,
+    beacon_view: u64,
+    packet_timeout: u64,
+    effective_view: Option<u64>,
     ids: Vec<Hash32>,
     seen: std::collections::HashSet<Hash32>,
     writes: Overlay,
@@ -174,10 +248,185 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             time_ms,
             records: vec![],
             erasures: 0,
+            packet_ops: 0,
+            beacon_view: 0,
+            packet_timeout: DEFAULT_PACKET_TIMEOUT_BLOCKS,
+            effective_view: None,
             ids: vec![],
             seen: Default::default(),
             writes: BTreeMap::new(),
         }
+    }
+
+    /// Sets the certified beacon height this shard has followed (the block's `BeaconView`, never
+    /// below the previous block's) and the timeout of packets it sends, in beacon blocks.
+    pub fn with_beacon(mut self, view: u64, packet_timeout_blocks: u64) -> Self {
+        self.beacon_view = view;
+        self.packet_timeout = packet_timeout_blocks;
+        self
+    }
+
+    /// The block's `BeaconView`: the configured view, or the previous block's if higher. The
+    /// first call writes it when it moved.
+    pub fn view(&mut self) -> Result<u64, Rejection> {
+        if let Some(v) = self.effective_view {
+            return Ok(v);
+        }
+        let stored = match self.view.get(&StateKey::BeaconView).map_err(Rejection::State)? {
+            None => 0,
+            Some(v) => decode::<u64>(&v).map_err(|e| Rejection::State(e.to_string()))?,
+        };
+        let v = stored.max(self.beacon_view);
+        if v > stored {
+            let key = StateKey::BeaconView;
+            self.writes.insert(encode(&key), (key, Some(encode(&v))));
+        }
+        self.effective_view = Some(v);
+        Ok(v)
+    }
+
+    /// Applies a packet operation whole or not at all. A receive answers with the
+    /// acknowledgement it wrote.
+    pub fn packet(&mut self, op: &PacketOp) -> Result<Option<Acknowledgement>, Rejection> {
+        let view = self.view()?;
+        let mut overlay = Overlay::new();
+        let ack = match op {
+            PacketOp::Receive(p) => Some(self.receive(p, view, &mut overlay)?),
+            PacketOp::Acknowledge { id, acknowledgement } => {
+                let outcome = match acknowledgement {
+                    Acknowledgement::Success => PacketOutcome::Acknowledged { height: self.height },
+                    Acknowledgement::Error(error) => {
+                        PacketOutcome::ErrorAcknowledged { error: *error, height: self.height }
+                    }
+                };
+                self.settle(id, outcome, &mut overlay)?;
+                None
+            }
+            PacketOp::Timeout { id } => {
+                self.settle(id, PacketOutcome::TimedOut { height: self.height }, &mut overlay)?;
+                None
+            }
+        };
+        self.writes.extend(overlay);
+        self.packet_ops += 1;
+        Ok(ack)
+    }
+
+    fn receive(
+        &self,
+        p: &VerifiedPacket,
+        view: u64,
+        overlay: &mut Overlay,
+    ) -> Result<Acknowledgement, Rejection> {
+        let id = p.id;
+        if self.read(overlay, &id.receipt_key())?.is_some() {
+            return Err(Rejection::PacketDuplicate { id });
+        }
+        if view >= p.timeout_height {
+            return Err(Rejection::PacketTimedOut { id, timeout: p.timeout_height, view });
+        }
+        let frozen = self.read(overlay, &StateKey::FrozenChannel { source: id.source })?;
+        let ack = if frozen.is_some() {
+            Acknowledgement::Error(AckError::FrozenChannel)
+        } else {
+            self.credit_received(&p.record, id.source, overlay)?
+        };
+        Self::put(overlay, id.receipt_key(), Some(encode(&p.record_id)));
+        Self::put(overlay, id.acknowledgement_key(), Some(encode(&ack)));
+        Ok(ack)
+    }
+
+    /// The destination's side of a capital packet; an error leaves the state untouched.
+    fn credit_received(
+        &self,
+        record: &Record,
+        source: CityId,
+        overlay: &mut Overlay,
+    ) -> Result<Acknowledgement, Rejection> {
+        let RecordBody::Capital(c) = &record.body else { return Ok(Acknowledgement::Success) };
+        let CapitalOperation::Send { to, .. } = &c.operation else {
+            return Ok(Acknowledgement::Success);
+        };
+        let Some(asset) = self.genesis.genesis().assets.iter().find(|a| a.id == c.asset) else {
+            return Ok(Acknowledgement::Error(AckError::UnknownAsset));
+        };
+        let mut changes = Overlay::new();
+        let credit_key = if asset.issuer == self.city {
+            // A voucher came home: release what was escrowed for the sending city.
+            let escrow = StateKey::Escrow { asset: c.asset.clone(), destination: source };
+            let held = self.read_u128(overlay, &escrow)?;
+            let Some(left) = held.checked_sub(c.amount) else {
+                return Ok(Acknowledgement::Error(AckError::EscrowShortfall));
+            };
+            Self::put(&mut changes, escrow, (left != 0).then(|| encode(&left)));
+            StateKey::Balance { asset: c.asset.clone(), account: to.clone() }
+        } else {
+            StateKey::Voucher { asset: c.asset.clone(), account: to.clone() }
+        };
+        let balance = self.read_u128(overlay, &credit_key)?;
+        let Some(new) = balance.checked_add(c.amount) else {
+            return Ok(Acknowledgement::Error(AckError::Overflow));
+        };
+        Self::put(&mut changes, credit_key, Some(encode(&new)));
+        overlay.extend(changes);
+        Ok(Acknowledgement::Success)
+    }
+
+    /// Settles an outbound packet once: deletes its commitment, writes its outcome, and
+    /// refunds a capital send that did not arrive.
+    fn settle(
+        &self,
+        id: &PacketId,
+        outcome: PacketOutcome,
+        overlay: &mut Overlay,
+    ) -> Result<(), Rejection> {
+        let id = *id;
+        let Some(bytes) = self.read(overlay, &id.commitment_key())? else {
+            return Err(if self.read(overlay, &id.outcome_key())?.is_some() {
+                Rejection::PacketSettled { id }
+            } else {
+                Rejection::UnknownPacket { id }
+            });
+        };
+        let commitment: OutboundPacket =
+            decode(&bytes).map_err(|e| Rejection::State(e.to_string()))?;
+        if !matches!(outcome, PacketOutcome::Acknowledged { .. }) {
+            let record = self
+                .view
+                .record(&commitment.record_id)
+                .map_err(Rejection::State)?
+                .ok_or(Rejection::UnknownRecord { id: commitment.record_id })?;
+            if let RecordBody::Capital(c) = &record.body
+                && let CapitalOperation::Send { from, .. } = &c.operation
+            {
+                let native = self
+                    .genesis
+                    .genesis()
+                    .assets
+                    .iter()
+                    .any(|a| a.id == c.asset && a.issuer == self.city);
+                if native {
+                    let escrow =
+                        StateKey::Escrow { asset: c.asset.clone(), destination: id.destination };
+                    let held = self.read_u128(overlay, &escrow)?;
+                    let left = held
+                        .checked_sub(c.amount)
+                        .ok_or_else(|| Rejection::State(format!("escrow short for {id}")))?;
+                    Self::put(overlay, escrow, (left != 0).then(|| encode(&left)));
+                }
+                let back = if native {
+                    StateKey::Balance { asset: c.asset.clone(), account: from.clone() }
+                } else {
+                    StateKey::Voucher { asset: c.asset.clone(), account: from.clone() }
+                };
+                let balance = self.read_u128(overlay, &back)?;
+                let new = balance.checked_add(c.amount).ok_or(Rejection::Overflow { index: 0 })?;
+                Self::put(overlay, back, Some(encode(&new)));
+            }
+        }
+        Self::put(overlay, id.commitment_key(), None);
+        Self::put(overlay, id.outcome_key(), Some(encode(&outcome)));
+        Ok(())
     }
 
     /// Records so far.
@@ -185,9 +434,9 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         self.records.len()
     }
 
-    /// Whether nothing (no record, no erasure) was added.
+    /// Whether nothing (no record, no erasure, no packet operation) was added.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.erasures == 0
+        self.records.is_empty() && self.erasures == 0 && self.packet_ops == 0
     }
 
     /// Records the erasure of a sealed record's off-chain payload, by `by` (the issuing
@@ -249,7 +498,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     }
 
     fn apply(
-        &self,
+        &mut self,
         index: usize,
         r: &Record,
         id: &Hash32,
@@ -333,6 +582,13 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                         if self.genesis.city(destination).is_none() {
                             return Err(Rejection::UnknownDestination { index, city: destination });
                         }
+                        if !native && asset.issuer != destination {
+                            return Err(Rejection::VoucherNotHome {
+                                index,
+                                asset: c.asset.clone(),
+                                issuer: asset.issuer,
+                            });
+                        }
                         debit(self, overlay, from)?;
                         if native {
                             // The escrow backs the voucher the destination will credit.
@@ -370,9 +626,10 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         Ok(())
     }
 
-    /// Records an outbound packet: its commitment (the record id) under the next sequence.
+    /// Records an outbound packet: its commitment (the record id and timeout) under the next
+    /// sequence.
     fn commit_packet(
-        &self,
+        &mut self,
         overlay: &mut Overlay,
         destination: CityId,
         id: &Hash32,
@@ -382,10 +639,12 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             None => 1u64,
             Some(v) => decode::<u64>(&v).map_err(|e| Rejection::State(e.to_string()))?,
         };
+        let timeout_height = self.view()?.saturating_add(self.packet_timeout);
+        let commitment = OutboundPacket { record_id: *id, timeout_height };
         Self::put(
             overlay,
             StateKey::PacketCommitment { source: self.city, destination, sequence },
-            Some(encode(id)),
+            Some(encode(&commitment)),
         );
         Self::put(overlay, seq_key, Some(encode(&sequence.saturating_add(1))));
         Ok(())
@@ -446,6 +705,9 @@ mod tests {
         }
         fn has_record(&self, _: &Hash32, _: Option<u64>) -> Result<bool, String> {
             Ok(false)
+        }
+        fn record(&self, _: &Hash32) -> Result<Option<Record>, String> {
+            Ok(None)
         }
     }
 

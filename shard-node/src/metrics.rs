@@ -118,6 +118,11 @@ impl ShardMetrics {
             Rejection::Duplicate { .. } => "duplicate",
             Rejection::UnknownRecord { .. } => "unknown_record",
             Rejection::AlreadyErased { .. } => "already_erased",
+            Rejection::VoucherNotHome { .. } => "voucher_not_home",
+            Rejection::PacketDuplicate { .. } => "packet_duplicate",
+            Rejection::PacketTimedOut { .. } => "packet_timed_out",
+            Rejection::PacketSettled { .. } => "packet_settled",
+            Rejection::UnknownPacket { .. } => "unknown_packet",
             Rejection::State(_) => "state",
         };
         self.rejected.get_or_create(&ReasonLabel { reason }).inc();

@@ -65,6 +65,10 @@ pub struct ShardConfig {
     /// shard's light client for this long (the node is cut off from the beacon).
     #[serde(default = "defaults::beacon_contact_timeout_ms")]
     pub beacon_contact_timeout_ms: u64,
+    /// Beacon blocks an outbound packet may take to be received before its timeout can be
+    /// proven and it is refunded.
+    #[serde(default = "defaults::packet_timeout_blocks")]
+    pub packet_timeout_blocks: u64,
 }
 
 /// Every setting's name (`URBIS_` + upper case in the environment).
@@ -85,6 +89,7 @@ const SETTINGS: &[&str] = &[
     "rate_limit_burst",
     "beacon_apis",
     "beacon_contact_timeout_ms",
+    "packet_timeout_blocks",
 ];
 
 mod defaults {
@@ -111,6 +116,9 @@ mod defaults {
     }
     pub fn rate_limit_burst() -> u32 {
         2_000
+    }
+    pub fn packet_timeout_blocks() -> u64 {
+        crate::ledger::DEFAULT_PACKET_TIMEOUT_BLOCKS
     }
     pub fn beacon_contact_timeout_ms() -> u64 {
         30_000
@@ -280,6 +288,11 @@ pub async fn run(
         );
     }
     let metrics = Arc::new(crate::metrics::ShardMetrics::default());
+    let beacon_view =
+        Arc::new(std::sync::atomic::AtomicU64::new(store.beacon_next()?.saturating_sub(1)));
+    let light_client = Arc::new(std::sync::RwLock::new(
+        urbis_core::light_client::LightClient::from_genesis(&genesis),
+    ));
     let (sealer, sealer_thread) = sealer::start(
         SealerParts {
             store: store.clone(),
@@ -292,6 +305,8 @@ pub async fn run(
             },
             clock: wall_clock_ms,
             metrics: metrics.clone(),
+            beacon_view: beacon_view.clone(),
+            packet_timeout_blocks: config.packet_timeout_blocks,
         },
         config.queue,
     )?;
@@ -313,6 +328,8 @@ pub async fn run(
             metrics: metrics.clone(),
             contact,
             monotonic,
+            client: light_client.clone(),
+            beacon_view: beacon_view.clone(),
         },
         follower_stop,
     ));
@@ -337,6 +354,8 @@ pub async fn run(
         pending: api::limit::PendingTable::new(100_000),
         metrics,
         beacon,
+        client: light_client,
+        beacon_view,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -40,6 +40,9 @@ pub struct Submission {
     pub bytes: usize,
     /// An erasure instead of records: `(record id, who asked)`.
     pub erasure: Option<(Hash32, String)>,
+    /// A packet operation instead of records (a received packet's off-chain payload, if any,
+    /// is `payloads[0]` under `ids[0]`, the record id).
+    pub packet: Option<crate::ledger::PacketOp>,
     /// `(service, key, request hash)` when the request carried an `Idempotency-Key`.
     pub idempotency: Option<(String, String, Hash32)>,
     /// Builds the response body stored for idempotent retries.
@@ -51,7 +54,9 @@ pub struct Submission {
 impl Submission {
     /// What it counts for against the block's record limit.
     fn weight(&self) -> usize {
-        self.records.len() + usize::from(self.erasure.is_some())
+        self.records.len()
+            + usize::from(self.erasure.is_some())
+            + usize::from(self.packet.is_some())
     }
 }
 
@@ -60,6 +65,13 @@ impl Submission {
 pub enum Outcome {
     /// Durable in a sealed block.
     Sealed(Vec<Receipt>),
+    /// A packet operation durable in the block at `height`; a receive's acknowledgement.
+    PacketSealed {
+        /// Block height.
+        height: u64,
+        /// What a receive acknowledged (None for a settlement).
+        acknowledgement: Option<urbis_core::packet::Acknowledgement>,
+    },
     /// Refused by the ledger rules; nothing written.
     Rejected(Rejection),
     /// An earlier request with the same idempotency key was sealed: its stored response.
@@ -204,6 +216,10 @@ pub struct SealerParts {
     pub clock: fn() -> u64,
     /// Where sealing is counted.
     pub metrics: Arc<crate::metrics::ShardMetrics>,
+    /// The highest certified beacon height the follower has durably followed.
+    pub beacon_view: Arc<AtomicU64>,
+    /// Timeout of outbound packets, in beacon blocks.
+    pub packet_timeout_blocks: u64,
 }
 
 struct View<'a> {
@@ -228,6 +244,9 @@ impl StateView for View<'_> {
             return Ok(false);
         }
         self.store.has_record(id).map_err(|e| e.to_string())
+    }
+    fn record(&self, id: &Hash32) -> Result<Option<Record>, String> {
+        Ok(self.store.record(id).map_err(|e| e.to_string())?.map(|s| s.record))
     }
 }
 
@@ -345,10 +364,20 @@ fn seal_block(
         version,
         newest_record_ms: Some(state.tip.map_or(0, |t| t.newest_record_ms)),
     };
-    let mut builder = BlockBuilder::new(&view, &parts.genesis, parts.city, height, (parts.clock)());
+    let mut builder = BlockBuilder::new(&view, &parts.genesis, parts.city, height, (parts.clock)())
+        .with_beacon(parts.beacon_view.load(Ordering::Acquire), parts.packet_timeout_blocks);
+    // Every block records the certified beacon view it was sealed under (timeouts need it).
+    if let Err(e) = builder.view() {
+        tracing::error!(height, error = %e, "reading the beacon view; nothing sealed");
+        for s in batch {
+            let _ = s.reply.send(Outcome::Failed(e.to_string()));
+        }
+        return Err(());
+    }
     let mut watch = Stopwatch::start();
     let started = Stopwatch::start();
     let mut accepted: Vec<(Submission, Vec<u64>)> = Vec::new();
+    let mut acks: Vec<Option<urbis_core::packet::Acknowledgement>> = Vec::new();
     let mut seen_keys: Vec<(String, String)> = Vec::new();
     for s in batch {
         if let Some((service, key, request_hash)) = &s.idempotency {
@@ -379,6 +408,19 @@ fn seal_block(
                 continue;
             }
             seen_keys.push((service.clone(), key.clone()));
+        }
+        if let Some(op) = &s.packet {
+            match builder.packet(op) {
+                Ok(ack) => {
+                    acks.push(ack);
+                    accepted.push((s, vec![]));
+                }
+                Err(rejection) => {
+                    parts.metrics.reject(&rejection);
+                    let _ = s.reply.send(Outcome::Rejected(rejection));
+                }
+            }
+            continue;
         }
         if let Some((id, by)) = &s.erasure {
             match builder.erase(id, by) {
@@ -444,8 +486,15 @@ fn seal_block(
             accepted.iter().flat_map(|(s, _)| s.encoded.iter().map(Vec::as_slice)).collect();
         watch.lap(&STATS.header_ns);
         let mut payloads = Vec::new();
+        let mut inbound_payloads = Vec::new();
         let mut idempotency = Vec::new();
         for (s, indexes) in &accepted {
+            if let Some(crate::ledger::PacketOp::Receive(p)) = &s.packet {
+                if let Some(Some(payload)) = s.payloads.first() {
+                    inbound_payloads.push(((p.id.source.0, p.id.sequence), payload.clone()));
+                }
+                continue;
+            }
             for (i, p) in s.payloads.iter().enumerate() {
                 if let Some(p) = p {
                     let mut p = p.clone();
@@ -479,6 +528,7 @@ fn seal_block(
                 idempotency,
                 erased: &erased,
                 history: &completed,
+                inbound_payloads,
             })
             .map_err(|e| e.to_string())?;
         watch.lap(&STATS.write_ns);
@@ -510,7 +560,13 @@ fn seal_block(
                 };
                 m.ingested.get_or_create(&crate::metrics::KindLabel { kind: kind.into() }).inc();
             }
+            let mut acks = acks.into_iter();
             for (s, indexes) in accepted {
+                if s.packet.is_some() {
+                    let acknowledgement = acks.next().flatten();
+                    let _ = s.reply.send(Outcome::PacketSealed { height, acknowledgement });
+                    continue;
+                }
                 let r = receipts(&s.ids, &indexes, height);
                 let _ = s.reply.send(Outcome::Sealed(r));
             }

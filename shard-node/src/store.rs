@@ -33,7 +33,15 @@ const CF_HISTORY: &str = "history";
 const CF_FINALITY: &str = "finality";
 /// Beacon height (big-endian) → the light-client update of a block that changed the set.
 const CF_SET_UPDATES: &str = "set_updates";
-const ALL_CFS: [&str; 12] = [
+/// Shard height (big-endian) → the state tree's version after that block (`Option<u64>`), so
+/// state proofs can be made against any sealed header.
+const CF_STATE_VERSIONS: &str = "state_versions";
+/// Received packets: `(source u32 BE, sequence u64 BE)` → the off-chain payload that travelled
+/// beside a credit or talent packet.
+const CF_INBOUND_PAYLOADS: &str = "inbound_payloads";
+const ALL_CFS: [&str; 14] = [
+    CF_STATE_VERSIONS,
+    CF_INBOUND_PAYLOADS,
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -53,7 +61,7 @@ const BEACON_NEXT_KEY: &[u8] = b"beacon-next";
 const FORMAT_KEY: &[u8] = b"format";
 /// Set in the batch that erases payloads, cleared once their bytes are purged from the files.
 const PURGE_KEY: &[u8] = b"purge-pending";
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 /// Storage failures. Corruption is reported, never papered over.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +155,8 @@ pub struct BlockWrite<'a> {
     /// Perfect subtrees of the history tree completed by this block's header hash:
     /// `(level, index, root)`.
     pub history: &'a [(u32, u64, Hash32)],
+    /// Off-chain payloads of packets received in this block, by `(source, sequence)`.
+    pub inbound_payloads: Vec<((u32, u64), StoredPayload)>,
 }
 
 /// The store.
@@ -314,6 +324,18 @@ impl Store {
         for (level, index, root) in block.history {
             batch.put_cf(self.cf(CF_HISTORY), history_key(*level, *index), root.as_bytes());
         }
+        batch.put_cf(
+            self.cf(CF_STATE_VERSIONS),
+            height_key(height),
+            encode(&block.tip.state_version),
+        );
+        for ((source, sequence), payload) in &block.inbound_payloads {
+            batch.put_cf(
+                self.cf(CF_INBOUND_PAYLOADS),
+                inbound_key(*source, *sequence),
+                encode(payload),
+            );
+        }
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
         self.write(batch)
     }
@@ -421,6 +443,21 @@ impl Store {
         Ok(None)
     }
 
+    /// The state tree's version after the block at `height` (`Some(None)`: the state was still
+    /// empty); `None` when no such block is sealed.
+    pub fn state_version_at(&self, height: u64) -> Result<Option<Option<u64>>, StoreError> {
+        self.get_decoded(CF_STATE_VERSIONS, &height_key(height), "state version")
+    }
+
+    /// The off-chain payload that travelled beside a received packet.
+    pub fn inbound_payload(
+        &self,
+        source: u32,
+        sequence: u64,
+    ) -> Result<Option<StoredPayload>, StoreError> {
+        self.get_decoded(CF_INBOUND_PAYLOADS, &inbound_key(source, sequence), "inbound payload")
+    }
+
     /// The sealed header at `height`.
     pub fn header(&self, height: u64) -> Result<Option<SignedShardHeader>, StoreError> {
         self.get_decoded(CF_HEADERS, &height_key(height), "header")
@@ -518,6 +555,13 @@ fn subject_key(subject: &SubjectId, height: u64, index: u64) -> Vec<u8> {
     k.extend_from_slice(subject.0.as_bytes());
     k.extend_from_slice(&height.to_be_bytes());
     k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn inbound_key(source: u32, sequence: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&source.to_be_bytes());
+    k[4..].copy_from_slice(&sequence.to_be_bytes());
     k
 }
 

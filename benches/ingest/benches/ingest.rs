@@ -107,6 +107,7 @@ async fn start_shard() -> Shard {
         rate_limit_burst: 1,
         beacon_apis: vec![],
         beacon_contact_timeout_ms: 30_000,
+        packet_timeout_blocks: urbis_shard::ledger::DEFAULT_PACKET_TIMEOUT_BLOCKS,
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(urbis_shard::node::run(config, async move {

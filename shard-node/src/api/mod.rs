@@ -2,6 +2,7 @@
 //! state and history proofs, health, and the OpenAPI document.
 
 pub mod limit;
+pub mod packets;
 pub mod problem;
 pub mod types;
 
@@ -73,6 +74,10 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::ShardMetrics>,
     /// When the shard follows the beacon: the last time a validator answered.
     pub beacon: Option<BeaconContact>,
+    /// The light client packets are verified against (the follower advances it).
+    pub client: Arc<std::sync::RwLock<urbis_core::light_client::LightClient>>,
+    /// The highest beacon height followed durably.
+    pub beacon_view: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The last answer of a validator to the shard's light client.
@@ -101,8 +106,8 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     modifiers(&BearerScheme),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
-    paths(submit, submission_status, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
-    components(schemas(Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
+    paths(submit, submission_status, packets::post_packet, packets::outbound, packets::packet_status, packets::timeout_proof, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
+    components(schemas(packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundPacketView, packets::PacketStatus, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
 )]
 struct ApiDoc;
 
@@ -125,6 +130,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/history/consistency", get(consistency))
         .route("/v1/subjects/{subject}/records", get(subject_records))
         .route("/v1/state/{key}/proof", get(state_proof))
+        .route("/v1/packets", post(packets::post_packet))
+        .route("/v1/packets/outbound", get(packets::outbound))
+        .route("/v1/packets/{source}/{destination}/{sequence}", get(packets::packet_status))
+        .route(
+            "/v1/packets/{source}/{destination}/{sequence}/timeout-proof",
+            get(packets::timeout_proof),
+        )
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
@@ -302,6 +314,7 @@ async fn submit(
         payloads,
         bytes,
         erasure: None,
+        packet: None,
         idempotency: idempotency_key.map(|k| (grant.service.clone(), k, request_hash)),
         render: SubmitResponse::render,
         reply,
@@ -431,6 +444,7 @@ fn answer(outcome: Outcome, request_hash: Hash32) -> ApiResult<Response> {
         Outcome::Rejected(r) => Err(Problem::unprocessable(r.to_string())),
         Outcome::Failed(detail) if detail.contains("in progress") => Err(Problem::conflict(detail)),
         Outcome::Failed(detail) => Err(internal(detail)),
+        Outcome::PacketSealed { .. } => Err(internal("unexpected sealer outcome")),
     }
 }
 
@@ -785,6 +799,7 @@ async fn erase_payload(
         payloads: vec![],
         bytes: 0,
         erasure: Some((id, grant.actor())),
+        packet: None,
         idempotency: None,
         render: SubmitResponse::render,
         reply,
@@ -801,7 +816,9 @@ async fn erase_payload(
             Err(Problem::not_found("no such record"))
         }
         Outcome::Rejected(r) => Err(internal(r)),
-        Outcome::Replayed(_) => Err(internal("an erasure has no idempotency key")),
+        Outcome::Replayed(_) | Outcome::PacketSealed { .. } => {
+            Err(internal("unexpected sealer outcome for an erasure"))
+        }
         Outcome::Failed(detail) => Err(internal(detail)),
     }
 }

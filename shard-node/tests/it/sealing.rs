@@ -27,6 +27,7 @@ async fn submit(s: &sealer::Sealer, records: Vec<Record>) -> Outcome {
         payloads: vec![None; n],
         bytes: 100,
         erasure: None,
+        packet: None,
         idempotency: None,
         render: |_: &[Receipt]| vec![],
         reply,
@@ -55,6 +56,8 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
             limits: BlockLimits { records_max: 100, bytes_max: 1 << 20 },
             clock: || 1_790_000_000_000,
             metrics: metrics.clone(),
+            beacon_view: Default::default(),
+            packet_timeout_blocks: 10,
         },
         16,
     )

@@ -1,0 +1,653 @@
+//! Packets between cities: the public `POST /v1/packets` through which any relay hands this
+//! shard a packet, an acknowledgement or a timeout (the proof is the authorization), what a
+//! relay reads (outbound packets with proofs, acknowledgement and timeout proofs), where a
+//! packet is, and capital totals.
+
+use super::problem::Problem;
+use super::{ApiResult, AppState, finality, internal, json_body};
+use crate::ledger::{PacketOp, Rejection};
+use crate::sealer::{Outcome, Submission};
+use crate::store::StoredPayload;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use urbis_core::encoding::{decode, encode};
+use urbis_core::hash::Hash32;
+use urbis_core::header::SignedShardHeader;
+use urbis_core::merkle::{Blake3Tree, InclusionProof, TreeHasher};
+use urbis_core::packet::{
+    Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId, PacketOutcome,
+    PacketProof, TimeoutProof, verify_acknowledgement, verify_packet, verify_timeout,
+};
+use urbis_core::proof::{FinalityProof, StateFactProof};
+use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
+use urbis_core::state::{StateKey, StateProof};
+use utoipa::{IntoParams, ToSchema};
+
+/// Most packets per outbound page.
+const OUTBOUND_PAGE_MAX: usize = 64;
+
+/// An off-chain payload travelling beside a credit or talent packet.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CarriedPayload {
+    /// The commitment's 32-byte salt, hex.
+    #[schema(value_type = String)]
+    pub salt: Hash32,
+    /// The payload bytes, hex.
+    pub bytes: String,
+}
+
+/// What a relay hands the shard.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PacketRequest {
+    /// A packet addressed to this city.
+    Packet {
+        /// The packet and its proof chain.
+        #[schema(value_type = Object)]
+        proof: PacketProof,
+        /// The off-chain payload of a credit or talent packet.
+        payload: Option<CarriedPayload>,
+    },
+    /// The destination's acknowledgement of a packet this city sent.
+    Acknowledgement {
+        /// The destination's acknowledgement and its proof chain.
+        #[schema(value_type = Object)]
+        proof: AcknowledgementProof,
+        /// The packet.
+        #[schema(value_type = Object)]
+        packet: PacketId,
+    },
+    /// Proof that a packet this city sent timed out unreceived.
+    Timeout {
+        /// The receipt's absence and its proof chain.
+        #[schema(value_type = Object)]
+        proof: TimeoutProof,
+        /// The packet.
+        #[schema(value_type = Object)]
+        packet: PacketId,
+    },
+}
+
+/// What the shard did with a packet, an acknowledgement or a timeout.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PacketResponse {
+    /// `received`, `error_acknowledged` (received, with an error), `acknowledged` or
+    /// `refunded`.
+    pub state: String,
+    /// Height of the block that holds it.
+    pub height: u64,
+    /// The acknowledgement written, for a packet.
+    #[schema(value_type = Option<Object>)]
+    pub acknowledgement: Option<Acknowledgement>,
+}
+
+fn packet_problem(e: PacketError) -> Problem {
+    Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid-proof", e.to_string())
+}
+
+/// Hands the shard a packet, an acknowledgement or a timeout. Public: each is checked against
+/// this shard's own light client and state; nothing a relay says is trusted. Rate-limited.
+#[utoipa::path(post, path = "/v1/packets", request_body = PacketRequest,
+    responses((status = 200, body = PacketResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn post_packet(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<PacketResponse>> {
+    app.rate.check("public:packets", (app.monotonic)()).map_err(|wait| {
+        Problem::too_many(format!(
+            "the public packet rate is exceeded; retry in {} ms",
+            wait.as_millis().max(1)
+        ))
+    })?;
+    let (_, request): (_, PacketRequest) = json_body(body, app.limits.body_bytes_max)?;
+    let checker = app.clone();
+    let (op, payload) =
+        tokio::task::spawn_blocking(move || check(&checker, request)).await.map_err(internal)??;
+    let (reply, wait) = tokio::sync::oneshot::channel();
+    let ids = match &op {
+        PacketOp::Receive(p) => vec![p.record_id],
+        _ => vec![],
+    };
+    let submission = Submission {
+        records: vec![],
+        ids,
+        encoded: vec![],
+        payloads: vec![payload],
+        bytes: 0,
+        erasure: None,
+        packet: Some(op.clone()),
+        idempotency: None,
+        render: |_| Vec::new(),
+        reply,
+    };
+    let outcome = super::seal(&app, submission, wait, "ask where the packet is").await?;
+    match outcome {
+        Outcome::PacketSealed { height, acknowledgement } => {
+            let state = match (&op, acknowledgement) {
+                (PacketOp::Receive(_), Some(Acknowledgement::Success)) => "received",
+                (PacketOp::Receive(_), _) => "error_acknowledged",
+                (PacketOp::Acknowledge { acknowledgement: Acknowledgement::Success, .. }, _) => {
+                    "acknowledged"
+                }
+                _ => "refunded",
+            };
+            Ok(Json(PacketResponse { state: state.into(), height, acknowledgement }))
+        }
+        Outcome::Rejected(r @ Rejection::UnknownPacket { .. }) => {
+            Err(Problem::not_found(r.to_string()))
+        }
+        Outcome::Rejected(r) if r.is_conflict() => Err(Problem::new(
+            axum::http::StatusCode::CONFLICT,
+            match r {
+                Rejection::PacketDuplicate { .. } => "packet-duplicate",
+                Rejection::PacketTimedOut { .. } => "packet-timed-out",
+                Rejection::PacketSettled { .. } => "packet-settled",
+                _ => "conflict",
+            },
+            r.to_string(),
+        )),
+        Outcome::Rejected(Rejection::State(detail)) => Err(internal(detail)),
+        Outcome::Rejected(r) => Err(Problem::unprocessable(r.to_string())),
+        Outcome::Failed(detail) => Err(internal(detail)),
+        Outcome::Sealed(_) | Outcome::Replayed(_) => Err(internal("unexpected sealer outcome")),
+    }
+}
+
+/// Verifies a request against the light client and, for a settlement, the shard's own
+/// commitment (the timeout height comes from it, never from the relay).
+fn check(app: &AppState, request: PacketRequest) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
+    let client = app.client.read().map_err(|_| internal("light client lock poisoned"))?;
+    match request {
+        PacketRequest::Packet { proof, payload } => {
+            let v =
+                verify_packet(&app.genesis, &client, app.city, &proof).map_err(packet_problem)?;
+            let commitment = match &v.record.body {
+                RecordBody::Credit(c) => Some(c.commitment),
+                RecordBody::Talent(TalentPayload::Issue { commitment, .. }) => Some(*commitment),
+                _ => None,
+            };
+            let stored = match (commitment, payload) {
+                (Some(c), Some(p)) => Some(open(&c, &p)?),
+                (None, Some(_)) => {
+                    return Err(Problem::unprocessable(
+                        "only credit and talent packets carry an off-chain payload",
+                    ));
+                }
+                (_, None) => None,
+            };
+            Ok((PacketOp::Receive(Box::new(v)), stored))
+        }
+        PacketRequest::Acknowledgement { proof, packet } => {
+            own_packet(app, &packet)?;
+            let (acknowledgement, _) =
+                verify_acknowledgement(&app.genesis, &client, &packet, &proof)
+                    .map_err(packet_problem)?;
+            Ok((PacketOp::Acknowledge { id: packet, acknowledgement }, None))
+        }
+        PacketRequest::Timeout { proof, packet } => {
+            let commitment = own_packet(app, &packet)?;
+            verify_timeout(&app.genesis, &client, &packet, commitment.timeout_height, &proof)
+                .map_err(packet_problem)?;
+            Ok((PacketOp::Timeout { id: packet }, None))
+        }
+    }
+}
+
+/// The commitment of an unsettled packet this city sent.
+fn own_packet(app: &AppState, packet: &PacketId) -> ApiResult<OutboundPacket> {
+    if packet.source != app.city {
+        return Err(Problem::unprocessable(format!(
+            "packet {packet} was not sent by this city ({})",
+            app.city
+        )));
+    }
+    match state_value(app, &packet.commitment_key())? {
+        Some(v) => decode(&v).map_err(internal),
+        None if state_value(app, &packet.outcome_key())?.is_some() => Err(Problem::new(
+            axum::http::StatusCode::CONFLICT,
+            "packet-settled",
+            format!("packet {packet} is already settled"),
+        )),
+        None => Err(Problem::not_found(format!("no outbound packet {packet}"))),
+    }
+}
+
+fn open(commitment: &PayloadCommitment, p: &CarriedPayload) -> ApiResult<StoredPayload> {
+    let bytes = hex::decode(&p.bytes).map_err(|_| Problem::bad_request("payload must be hex"))?;
+    if !commitment.opens(&p.salt.0, &bytes) {
+        return Err(Problem::unprocessable("the payload does not open the record's commitment"));
+    }
+    Ok(StoredPayload { salt: p.salt.0, bytes, idempotency: None })
+}
+
+/// The latest committed value of a state key.
+pub fn state_value(app: &AppState, key: &StateKey) -> ApiResult<Option<Vec<u8>>> {
+    let Some(tip) = app.sealer.tip() else { return Ok(None) };
+    let Some(version) = tip.state_version else { return Ok(None) };
+    app.store.state_value(version, jmt::KeyHash(key.key_hash().0)).map_err(internal)
+}
+
+/// A state proof of `key` against the sealed header at `height`.
+pub fn prove_at(
+    app: &AppState,
+    key: &StateKey,
+    height: u64,
+) -> ApiResult<(Option<Vec<u8>>, StateProof, SignedShardHeader)> {
+    let header =
+        app.store.header(height).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
+    let version = app
+        .store
+        .state_version_at(height)
+        .map_err(internal)?
+        .ok_or_else(|| internal("state version missing"))?;
+    let (value, proof) = match version {
+        None => (None, StateProof { leaf: None, siblings: vec![] }),
+        Some(v) => {
+            let tree =
+                jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*app.store);
+            let (value, p) =
+                tree.get_with_proof(jmt::KeyHash(key.key_hash().0), v).map_err(internal)?;
+            (value, StateProof::from_jmt(&p).map_err(internal)?)
+        }
+    };
+    Ok((value, proof, header))
+}
+
+/// The highest header a certified beacon block crosslinked, with its finality: the latest
+/// state anyone else can trust.
+fn final_height(app: &AppState) -> ApiResult<Option<(u64, FinalityProof)>> {
+    let Some(m) = app.store.last_crosslinked().map_err(internal)? else { return Ok(None) };
+    Ok(finality(app, m)?.map(|f| (m, f)))
+}
+
+/// A state fact at the latest final header (`None` before anything is final).
+pub fn final_state(app: &AppState, key: &StateKey) -> ApiResult<Option<StateFactProof>> {
+    let Some((m, f)) = final_height(app)? else { return Ok(None) };
+    let (value, proof, header) = prove_at(app, key, m)?;
+    Ok(Some(StateFactProof { key: key.clone(), value, proof, header, finality: Some(f) }))
+}
+
+fn city_by_name(app: &AppState, name: &str) -> ApiResult<CityId> {
+    app.genesis
+        .genesis()
+        .cities
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.id)
+        .ok_or_else(|| Problem::not_found(format!("no city named {name} in this federation")))
+}
+
+fn city_name(app: &AppState, id: CityId) -> String {
+    app.genesis.city(id).map_or_else(|| id.to_string(), |c| c.name.clone())
+}
+
+/// Query of the outbound page.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OutboundQuery {
+    /// Destination city name.
+    pub destination: String,
+    /// Only sequences above this one.
+    #[serde(default)]
+    pub after: u64,
+    /// Most packets (at most 64).
+    pub limit: Option<usize>,
+}
+
+/// One outbound packet with its proof chain.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OutboundPacketView {
+    /// Sequence on the channel.
+    pub sequence: u64,
+    /// The packet and its proof chain (what `POST /v1/packets` at the destination takes).
+    #[schema(value_type = Object)]
+    pub proof: PacketProof,
+    /// The off-chain payload of a credit or talent packet, unless erased.
+    pub payload: Option<CarriedPayload>,
+}
+
+/// A page of unsettled outbound packets, in sequence order.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OutboundPage {
+    /// Final packets not yet settled.
+    pub packets: Vec<OutboundPacketView>,
+    /// Sequences on the channel so far (the next packet gets `sent + 1`).
+    pub sent: u64,
+    /// The first unsettled sequence whose block is not final yet, if any (the page stops
+    /// there).
+    pub waiting_for_finality: Option<u64>,
+}
+
+/// Unsettled outbound packets to one city, each with its proof chain once its block is final:
+/// what a relay carries.
+#[utoipa::path(get, path = "/v1/packets/outbound", params(OutboundQuery),
+    responses((status = 200, body = OutboundPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn outbound(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<OutboundQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<OutboundPage>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let destination = city_by_name(&app, &q.destination)?;
+    let limit = q.limit.unwrap_or(OUTBOUND_PAGE_MAX).clamp(1, OUTBOUND_PAGE_MAX);
+    tokio::task::spawn_blocking(move || outbound_page(&app, destination, q.after, limit))
+        .await
+        .map_err(internal)?
+        .map(Json)
+}
+
+fn outbound_page(
+    app: &AppState,
+    destination: CityId,
+    after: u64,
+    limit: usize,
+) -> ApiResult<OutboundPage> {
+    let next = match state_value(app, &StateKey::NextSequence { source: app.city, destination })? {
+        None => 1,
+        Some(v) => decode::<u64>(&v).map_err(internal)?,
+    };
+    let mut page = OutboundPage { packets: vec![], sent: next - 1, waiting_for_finality: None };
+    let mut sequence = after.saturating_add(1);
+    while sequence < next && page.packets.len() < limit {
+        let id = PacketId { source: app.city, destination, sequence };
+        if let Some(v) = state_value(app, &id.commitment_key())? {
+            let commitment: OutboundPacket = decode(&v).map_err(internal)?;
+            match packet_proof(app, sequence, &commitment)? {
+                Some(view) => page.packets.push(view),
+                None => {
+                    page.waiting_for_finality = Some(sequence);
+                    break;
+                }
+            }
+        }
+        sequence += 1;
+    }
+    Ok(page)
+}
+
+/// The packet's proof chain through its own block, once that block is final.
+fn packet_proof(
+    app: &AppState,
+    sequence: u64,
+    commitment: &OutboundPacket,
+) -> ApiResult<Option<OutboundPacketView>> {
+    let stored = app
+        .store
+        .record(&commitment.record_id)
+        .map_err(internal)?
+        .ok_or_else(|| internal("committed record missing"))?;
+    let Some(finality) = finality(app, stored.height)? else { return Ok(None) };
+    let destination =
+        stored.record.destination.ok_or_else(|| internal("packet without destination"))?;
+    let id = PacketId { source: app.city, destination, sequence };
+    let (value, commitment_proof, header) = prove_at(app, &id.commitment_key(), stored.height)?;
+    if value.as_deref() != Some(encode(commitment).as_slice()) {
+        return Err(internal("commitment differs at its own block"));
+    }
+    let ids = app
+        .store
+        .block_records(stored.height)
+        .map_err(internal)?
+        .ok_or_else(|| internal("block missing"))?;
+    let tree = Blake3Tree::records();
+    let leaves: Vec<Hash32> = ids.iter().map(|i| tree.leaf(i.as_bytes())).collect();
+    let inclusion = InclusionProof::build(&tree, &leaves, stored.index).map_err(internal)?;
+    let payload = app
+        .store
+        .payload(&commitment.record_id)
+        .map_err(internal)?
+        .map(|p| CarriedPayload { salt: Hash32(p.salt), bytes: hex::encode(&p.bytes) });
+    Ok(Some(OutboundPacketView {
+        sequence,
+        proof: PacketProof {
+            sequence,
+            commitment: *commitment,
+            commitment_proof,
+            record: stored.record,
+            inclusion,
+            header,
+            finality,
+        },
+        payload,
+    }))
+}
+
+/// Where a packet is, on this side of its channel.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PacketStatus {
+    /// Source city name.
+    pub source: String,
+    /// Destination city name.
+    pub destination: String,
+    /// Sequence.
+    pub sequence: u64,
+    /// `source` or `destination`: which side answered.
+    pub side: String,
+    /// At the source: `sent`, `acknowledged`, `error_acknowledged`, `timed_out` (the
+    /// destination's view may have passed the timeout; a refund needs its proof) or
+    /// `refunded`. At the destination: `received`, `error_acknowledged`, or `unknown`.
+    pub state: String,
+    /// The commitment's timeout beacon height, at the source while unsettled.
+    pub timeout_height: Option<u64>,
+    /// How it was settled, at the source.
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<PacketOutcome>,
+    /// The acknowledgement written, at the destination.
+    #[schema(value_type = Option<Object>)]
+    pub acknowledgement: Option<Acknowledgement>,
+    /// `final` when `proof` reaches a certified beacon block, else `committed`.
+    pub level: String,
+    /// The state fact behind `state` (commitment or outcome at the source, receipt at the
+    /// destination), as `urbis verify` takes it; at level final once covered.
+    #[schema(value_type = Object)]
+    pub proof: urbis_core::proof::ProofDocument,
+    /// At the destination once final: the acknowledgement with the proof the source takes.
+    #[schema(value_type = Option<Object>)]
+    pub acknowledgement_proof: Option<AcknowledgementProof>,
+}
+
+/// Where a packet is: its state on this side with the proof of that state.
+#[utoipa::path(get, path = "/v1/packets/{source}/{destination}/{sequence}",
+    params(("source" = String, Path, description = "Source city name"), ("destination" = String, Path, description = "Destination city name"), ("sequence" = u64, Path, description = "Sequence")),
+    responses((status = 200, body = PacketStatus), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn packet_status(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+) -> ApiResult<Json<PacketStatus>> {
+    let Path((source, destination, sequence)) =
+        path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let id = PacketId {
+        source: city_by_name(&app, &source)?,
+        destination: city_by_name(&app, &destination)?,
+        sequence,
+    };
+    tokio::task::spawn_blocking(move || status(&app, id)).await.map_err(internal)?.map(Json)
+}
+
+/// A state fact at the latest final header, or else at the tip.
+fn best_fact(app: &AppState, key: &StateKey) -> ApiResult<StateFactProof> {
+    if let Some(f) = final_state(app, key)?
+        && f.value.is_some()
+    {
+        return Ok(f);
+    }
+    let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
+    let (value, proof, header) = prove_at(app, key, tip.height)?;
+    Ok(StateFactProof { key: key.clone(), value, proof, header, finality: None })
+}
+
+fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
+    let mut s = PacketStatus {
+        source: city_name(app, id.source),
+        destination: city_name(app, id.destination),
+        sequence: id.sequence,
+        side: String::new(),
+        state: String::new(),
+        timeout_height: None,
+        outcome: None,
+        acknowledgement: None,
+        level: "committed".into(),
+        proof: urbis_core::proof::ProofDocument::State(StateFactProof {
+            key: StateKey::BeaconView,
+            value: None,
+            proof: StateProof { leaf: None, siblings: vec![] },
+            header: app
+                .store
+                .header(0)
+                .map_err(internal)?
+                .ok_or_else(|| Problem::not_found("no block sealed yet"))?,
+            finality: None,
+        }),
+        acknowledgement_proof: None,
+    };
+    let fact = if id.source == app.city {
+        s.side = "source".into();
+        if state_value(app, &id.outcome_key())?.is_some() {
+            let fact = best_fact(app, &id.outcome_key())?;
+            let outcome: PacketOutcome =
+                decode(fact.value.as_deref().unwrap_or_default()).map_err(internal)?;
+            s.state = match outcome {
+                PacketOutcome::Acknowledged { .. } => "acknowledged",
+                PacketOutcome::ErrorAcknowledged { .. } => "error_acknowledged",
+                PacketOutcome::TimedOut { .. } => "refunded",
+            }
+            .into();
+            s.outcome = Some(outcome);
+            fact
+        } else if let Some(v) = state_value(app, &id.commitment_key())? {
+            let commitment: OutboundPacket = decode(&v).map_err(internal)?;
+            let view = app.beacon_view.load(std::sync::atomic::Ordering::Acquire);
+            s.state = if view >= commitment.timeout_height { "timed_out" } else { "sent" }.into();
+            s.timeout_height = Some(commitment.timeout_height);
+            best_fact(app, &id.commitment_key())?
+        } else {
+            return Err(Problem::not_found(format!("no packet {id} was sent")));
+        }
+    } else if id.destination == app.city {
+        s.side = "destination".into();
+        let Some(v) = state_value(app, &id.acknowledgement_key())? else {
+            return Err(Problem::not_found(format!("packet {id} has not been received")));
+        };
+        let ack: Acknowledgement = decode(&v).map_err(internal)?;
+        s.state = match ack {
+            Acknowledgement::Success => "received",
+            Acknowledgement::Error(_) => "error_acknowledged",
+        }
+        .into();
+        s.acknowledgement = Some(ack);
+        if let Some(f) = final_state(app, &id.acknowledgement_key())?
+            && f.value.is_some()
+        {
+            s.acknowledgement_proof = Some(AcknowledgementProof {
+                acknowledgement: ack,
+                proof: f.proof,
+                header: f.header,
+                finality: f.finality.ok_or_else(|| internal("final state without finality"))?,
+            });
+        }
+        best_fact(app, &id.receipt_key())?
+    } else {
+        return Err(Problem::not_found(format!("packet {id} does not touch this city")));
+    };
+    s.level = if fact.finality.is_some() { "final" } else { "committed" }.into();
+    s.proof = urbis_core::proof::ProofDocument::State(fact);
+    Ok(s)
+}
+
+/// Queues an empty block (it records the current beacon view); its outcome is not awaited.
+fn tick(app: &AppState) {
+    let (reply, _) = tokio::sync::oneshot::channel();
+    let _ = app.sealer.submit(Submission {
+        records: vec![],
+        ids: vec![],
+        encoded: vec![],
+        payloads: vec![],
+        bytes: 0,
+        erasure: None,
+        packet: None,
+        idempotency: None,
+        render: |_| Vec::new(),
+        reply,
+    });
+}
+
+/// Query of a timeout proof.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TimeoutQuery {
+    /// The packet's timeout beacon height (from the source's commitment).
+    pub timeout_height: u64,
+}
+
+/// At the destination: proof that a packet was not received by a final header whose
+/// certified beacon view reached its timeout. 409 while it could still be received, or once it
+/// was.
+#[utoipa::path(get, path = "/v1/packets/{source}/{destination}/{sequence}/timeout-proof",
+    params(("source" = String, Path, description = "Source city name"), ("destination" = String, Path, description = "Destination city name (this city)"), ("sequence" = u64, Path, description = "Sequence"), TimeoutQuery),
+    responses((status = 200, description = "The timeout proof the source takes", body = Object), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn timeout_proof(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+    query: Result<Query<TimeoutQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<TimeoutProof>> {
+    let Path((source, destination, sequence)) =
+        path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let id = PacketId {
+        source: city_by_name(&app, &source)?,
+        destination: city_by_name(&app, &destination)?,
+        sequence,
+    };
+    if id.destination != app.city {
+        return Err(Problem::unprocessable("a timeout proof comes from the destination city"));
+    }
+    tokio::task::spawn_blocking(move || {
+        let Some((m, finality)) = final_height(&app)? else {
+            return Err(Problem::conflict("nothing of this shard is final yet"));
+        };
+        let (view, beacon_view_proof, header) = prove_at(&app, &StateKey::BeaconView, m)?;
+        let view = view.map(|v| decode::<u64>(&v)).transpose().map_err(internal)?.unwrap_or(0);
+        if view < q.timeout_height || finality.beacon_header.height < q.timeout_height {
+            if app.beacon_view.load(std::sync::atomic::Ordering::Acquire) >= q.timeout_height {
+                // The shard has followed the timeout block but sealed nothing since: seal an
+                // empty block that records the view, so a final header can show it.
+                tick(&app);
+            }
+            return Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "packet-not-timed-out",
+                format!(
+                    "the latest final header's beacon view is {view}, the timeout is {}",
+                    q.timeout_height
+                ),
+            ));
+        }
+        let (present, receipt_absence, _) = prove_at(&app, &id.receipt_key(), m)?;
+        if present.is_some() {
+            return Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "packet-received",
+                format!("packet {id} was received"),
+            ));
+        }
+        Ok(Json(TimeoutProof {
+            receipt_absence,
+            beacon_view: view,
+            beacon_view_proof,
+            header,
+            finality,
+        }))
+    })
+    .await
+    .map_err(internal)?
+}
