@@ -177,12 +177,18 @@ pub fn create_federation(
         let id = CityId(u32::try_from(i)?);
         let sealing = generate(KeyKind::Sealing, &keys_dir.join(format!("{city}-sealing.json")))?;
         let public_key = hex_array::<32>(&sealing["public"]["public_key"])?;
+        // The city's bridge CA (in genesis) and the bridge certificate it issues.
+        let ca = urbis_bridge::tls::generate_ca(city)?;
+        let bridge = urbis_bridge::tls::issue_bridge_certificate(city, &ca)?;
+        std::fs::write(keys_dir.join(format!("{city}-bridge-ca.pem")), &ca.certificate_pem)?;
+        write_private(&keys_dir.join(format!("{city}-bridge-ca-key.pem")), ca.key_pem.as_bytes())?;
+        std::fs::write(keys_dir.join(format!("{city}-bridge.pem")), &bridge.certificate_pem)?;
+        write_private(&keys_dir.join(format!("{city}-bridge-key.pem")), bridge.key_pem.as_bytes())?;
         city_list.push(City {
             id,
             name: city.clone(),
             sealing_keys: vec![SealingKeyEntry { from_height: 0, public_key }],
-            // The bridges' mutual TLS (a later issue) fills in each city's CA.
-            tls_ca_pem: String::new(),
+            tls_ca_pem: ca.certificate_pem,
             first_height: 0,
         });
         for v in 0..per_city {

@@ -73,6 +73,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a city's bridge (relays packets to and from the other cities' bridges).
+    Bridge {
+        /// Configuration file (TOML); scalar settings can be overridden by `URBIS_*` variables.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run a whole federation on this machine (resumes an existing data directory).
     Devnet {
         /// Where the federation lives.
@@ -112,6 +118,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tokens(c) => roles::tokens(c).map(|()| ExitCode::SUCCESS),
         Command::Shard { config } => roles::shard(config.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Beacon { config } => roles::beacon(&config).map(|()| ExitCode::SUCCESS),
+        Command::Bridge { config } => roles::bridge(&config).map(|()| ExitCode::SUCCESS),
         Command::Devnet { data_dir, cities, base_port } => {
             roles::devnet(&data_dir, cities, base_port).map(|()| ExitCode::SUCCESS)
         }

@@ -245,6 +245,30 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
         validator_listing
             .push(serde_json::json!({"name": v.name, "beacon_api": format!("http://{api}")}));
     }
+    // Bridges: QUIC on base_port + 300 + i.
+    let mut bridges = Vec::new();
+    let bridge_addr = |i: usize| -> Result<String> { Ok(format!("127.0.0.1:{}", port(300 + i)?)) };
+    for (i, name) in names.iter().enumerate() {
+        let keys = data_dir.join("keys");
+        let mut peers = std::collections::BTreeMap::new();
+        for (j, other) in names.iter().enumerate() {
+            if j != i {
+                peers.insert(other.clone(), bridge_addr(j)?);
+            }
+        }
+        bridges.push(urbis_bridge::BridgeConfig {
+            city: name.clone(),
+            genesis: genesis.clone(),
+            shard_api: listing[i].shard_api.clone(),
+            listen: bridge_addr(i)?.parse()?,
+            peers,
+            certificate_file: keys.join(format!("{name}-bridge.pem")),
+            key_file: keys.join(format!("{name}-bridge-key.pem")),
+            data_dir: data_dir.join(name).join("bridge"),
+            poll_interval_ms: 100,
+            ack_wait_ms: 20_000,
+        });
+    }
     let manifest = serde_json::json!({
         "federation_id": valid.federation_id(),
         "genesis": genesis,
@@ -285,6 +309,16 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
                     let _ = rx.wait_for(|s| *s).await;
                 };
                 node::run(config, stop).await.with_context(|| format!("shard {name}"))
+            }));
+        }
+        for config in bridges {
+            let mut rx = stop_rx.clone();
+            let name = config.city.clone();
+            tasks.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                urbis_bridge::run(config, stop).await.with_context(|| format!("bridge {name}"))
             }));
         }
         for (name, config, dir, api) in validators {
@@ -391,6 +425,31 @@ const BEACON_SETTINGS: &[&str] = &[
     "vote_timeout_ms",
     "timeout_delta_ms",
 ];
+
+/// Every scalar bridge setting (`URBIS_` + upper case in the environment).
+const BRIDGE_SETTINGS: &[&str] = &[
+    "city",
+    "genesis",
+    "shard_api",
+    "listen",
+    "certificate_file",
+    "key_file",
+    "data_dir",
+    "poll_interval_ms",
+    "ack_wait_ms",
+];
+
+/// `urbis bridge --config bridge.toml`.
+pub fn bridge(path: &Path) -> Result<()> {
+    let env = node::settings_env(std::env::vars(), BRIDGE_SETTINGS)?;
+    let config: urbis_bridge::BridgeConfig = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(config::Environment::with_prefix("URBIS").try_parsing(true).source(Some(env)))
+        .build()?
+        .try_deserialize()
+        .context("bridge configuration")?;
+    runtime()?.block_on(urbis_bridge::run(config, shutdown_signal()))
+}
 
 impl BeaconSettings {
     /// Loads the file, then `URBIS_*` overrides.

@@ -139,3 +139,35 @@ mod tests {
         ));
     }
 }
+
+/// Serde for `u128` amounts in JSON as decimal strings: JSON numbers lose precision above
+/// 2^53 in many readers, and serde cannot buffer a `u128` inside a tagged enum. Reading also
+/// takes a plain number that fits in `u64`.
+pub mod u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the decimal string.
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Amount {
+        Text(String),
+        Number(u64),
+    }
+
+    /// Reads a decimal string (or a number that fits in `u64`).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        match Amount::deserialize(d)? {
+            Amount::Number(n) => Ok(u128::from(n)),
+            Amount::Text(t) => {
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(serde::de::Error::custom("amount must be decimal digits"));
+                }
+                t.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}

@@ -168,7 +168,8 @@ pub enum InformationContent {
 pub struct CapitalPayload {
     /// Asset id, as named in genesis.
     pub asset: String,
-    /// Amount in the asset's smallest unit; never zero.
+    /// Amount in the asset's smallest unit; never zero. A decimal string in JSON.
+    #[serde(with = "crate::encoding::u128_string")]
     pub amount: u128,
     /// What happens to it.
     pub operation: CapitalOperation,

@@ -226,6 +226,8 @@ pub struct BlockBuilder<'a, V: StateView> {
     beacon_view: u64,
     packet_timeout: u64,
     effective_view: Option<u64>,
+    /// The packet sequence the record being applied got.
+    sequence: Option<u64>,
     ids: Vec<Hash32>,
     seen: std::collections::HashSet<Hash32>,
     writes: Overlay,
@@ -252,6 +254,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             beacon_view: 0,
             packet_timeout: DEFAULT_PACKET_TIMEOUT_BLOCKS,
             effective_view: None,
+            sequence: None,
             ids: vec![],
             seen: Default::default(),
             writes: BTreeMap::new(),
@@ -458,24 +461,31 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
 
     /// Adds all of `records` (already validated by `Record::validate`), whose ids are `ids`
     /// (`Record::id`, computed by the caller), or none of them. Returns the index of each in
-    /// the block.
-    pub fn add(&mut self, records: &[Record], ids: &[Hash32]) -> Result<Vec<u64>, Rejection> {
+    /// the block, with its packet sequence when it is addressed to another city.
+    pub fn add(
+        &mut self,
+        records: &[Record],
+        ids: &[Hash32],
+    ) -> Result<Vec<(u64, Option<u64>)>, Rejection> {
         debug_assert_eq!(records.len(), ids.len());
         let mut overlay = Overlay::new();
         let mut fresh = std::collections::HashSet::with_capacity(ids.len());
+        let mut sequences = Vec::with_capacity(records.len());
         for (index, (r, id)) in records.iter().zip(ids).enumerate() {
             let seen = self.seen.contains(id) || !fresh.insert(*id);
             if seen || self.view.has_record(id, Some(r.time_ms)).map_err(Rejection::State)? {
                 return Err(Rejection::Duplicate { index, id: *id });
             }
+            self.sequence = None;
             self.apply(index, r, id, &mut overlay)?;
+            sequences.push(self.sequence);
         }
         let first = self.records.len() as u64;
         self.records.extend_from_slice(records);
         self.ids.extend_from_slice(ids);
         self.seen.extend(fresh);
         self.writes.extend(overlay);
-        Ok((first..first + records.len() as u64).collect())
+        Ok((first..first + records.len() as u64).zip(sequences).collect())
     }
 
     fn read(&self, overlay: &Overlay, key: &StateKey) -> Result<Option<Vec<u8>>, Rejection> {
@@ -647,6 +657,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             Some(encode(&commitment)),
         );
         Self::put(overlay, seq_key, Some(encode(&sequence.saturating_add(1))));
+        self.sequence = Some(sequence);
         Ok(())
     }
 

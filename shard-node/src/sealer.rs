@@ -24,6 +24,8 @@ pub struct Receipt {
     pub height: u64,
     /// Index in the block.
     pub index: u64,
+    /// The packet sequence of a record addressed to another city.
+    pub sequence: Option<u64>,
 }
 
 /// One request's records, sealed together or refused together.
@@ -338,6 +340,9 @@ struct SealState {
     history: Frontier,
 }
 
+/// Where each record of a submission landed: index in the block and packet sequence.
+type Placed = Vec<(u64, Option<u64>)>;
+
 /// Seals one block; `Err` means a storage or key failure after which sealing must stop.
 fn seal_block(
     parts: &SealerParts,
@@ -376,7 +381,7 @@ fn seal_block(
     }
     let mut watch = Stopwatch::start();
     let started = Stopwatch::start();
-    let mut accepted: Vec<(Submission, Vec<u64>)> = Vec::new();
+    let mut accepted: Vec<(Submission, Placed)> = Vec::new();
     let mut acks: Vec<Option<urbis_core::packet::Acknowledgement>> = Vec::new();
     let mut seen_keys: Vec<(String, String)> = Vec::new();
     for s in batch {
@@ -582,6 +587,9 @@ fn seal_block(
     }
 }
 
-fn receipts(ids: &[Hash32], indexes: &[u64], height: u64) -> Vec<Receipt> {
-    ids.iter().zip(indexes).map(|(id, i)| Receipt { id: *id, height, index: *i }).collect()
+fn receipts(ids: &[Hash32], indexes: &[(u64, Option<u64>)], height: u64) -> Vec<Receipt> {
+    ids.iter()
+        .zip(indexes)
+        .map(|(id, (i, sequence))| Receipt { id: *id, height, index: *i, sequence: *sequence })
+        .collect()
 }

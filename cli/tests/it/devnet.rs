@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn start(dir: &std::path::Path, port: u16) -> Child {
+pub(crate) fn start(dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_urbis"))
         .args(["devnet", "--cities", "3", "--base-port", &port.to_string(), "--data-dir"])
         .arg(dir)
@@ -18,7 +18,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .unwrap()
 }
 
-fn wait_ready(urls: &[String]) {
+pub(crate) fn wait_ready(urls: &[String]) {
     let client = Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     for url in urls {
@@ -29,7 +29,7 @@ fn wait_ready(urls: &[String]) {
     }
 }
 
-fn manifest(dir: &std::path::Path) -> Value {
+pub(crate) fn manifest(dir: &std::path::Path) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(bytes) = std::fs::read(dir.join("devnet.json"))
@@ -42,26 +42,29 @@ fn manifest(dir: &std::path::Path) -> Value {
     }
 }
 
-fn sigterm(mut child: Child) -> std::process::ExitStatus {
+pub(crate) fn sigterm(mut child: Child) -> std::process::ExitStatus {
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     child.wait().unwrap()
 }
 
-/// A base port whose shard ports (base..base+3), validator QUIC ports (base+100..+106, UDP)
-/// and validator API ports (base+200..+206) are free (checked by binding them all).
-fn free_run_of_three_ports() -> u16 {
+/// A base port whose shard ports (base..base+3), validator QUIC ports (base+100..+106, UDP),
+/// validator API ports (base+200..+206) and bridge QUIC ports (base+300..+303, UDP) are free
+/// (checked by binding them all).
+pub(crate) fn free_run_of_three_ports() -> u16 {
     for _ in 0..100 {
         let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = first.local_addr().unwrap().port();
-        if base > u16::MAX - 210 {
+        if base > u16::MAX - 310 {
             continue;
         }
         let tcp: Vec<_> = (1..3)
             .chain(200..206)
             .map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)))
             .collect();
-        let udp: Vec<_> =
-            (100..106).map(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i))).collect();
+        let udp: Vec<_> = (100..106)
+            .chain(300..303)
+            .map(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)))
+            .collect();
         if tcp.iter().all(Result::is_ok) && udp.iter().all(Result::is_ok) {
             return base;
         }
@@ -70,7 +73,7 @@ fn free_run_of_three_ports() -> u16 {
 }
 
 /// Waits until every validator serves a latest block at or above `at_least`.
-fn beacon_heights(client: &Client, apis: &[String], at_least: u64) -> Vec<u64> {
+pub(crate) fn beacon_heights(client: &Client, apis: &[String], at_least: u64) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let heights: Vec<u64> = apis
@@ -569,7 +572,7 @@ fn devnet_logs_hold_none_of_its_secrets() {
 
 /// Writes `proof` to `path` and checks it with `urbis verify --genesis` alone; returns what it
 /// printed.
-fn verify_offline(path: &std::path::Path, proof: &Value, m: &Value) -> Value {
+pub(crate) fn verify_offline(path: &std::path::Path, proof: &Value, m: &Value) -> Value {
     std::fs::write(path, serde_json::to_vec(proof).unwrap()).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
         .arg("verify")

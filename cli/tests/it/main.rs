@@ -142,4 +142,5 @@ fn verify_checks_committed_and_final_proofs_offline_and_names_the_failing_link()
 }
 mod beacon;
 mod devnet;
+mod packets;
 mod shard;

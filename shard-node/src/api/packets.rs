@@ -48,7 +48,7 @@ pub enum PacketRequest {
     Packet {
         /// The packet and its proof chain.
         #[schema(value_type = Object)]
-        proof: PacketProof,
+        proof: Box<PacketProof>,
         /// The off-chain payload of a credit or talent packet.
         payload: Option<CarriedPayload>,
     },
@@ -56,7 +56,7 @@ pub enum PacketRequest {
     Acknowledgement {
         /// The destination's acknowledgement and its proof chain.
         #[schema(value_type = Object)]
-        proof: AcknowledgementProof,
+        proof: Box<AcknowledgementProof>,
         /// The packet.
         #[schema(value_type = Object)]
         packet: PacketId,
@@ -65,7 +65,7 @@ pub enum PacketRequest {
     Timeout {
         /// The receipt's absence and its proof chain.
         #[schema(value_type = Object)]
-        proof: TimeoutProof,
+        proof: Box<TimeoutProof>,
         /// The packet.
         #[schema(value_type = Object)]
         packet: PacketId,

@@ -158,6 +158,10 @@ pub struct ReceiptView {
     pub height: u64,
     /// Index in the block.
     pub index: u64,
+    /// For a record addressed to another city: its packet's sequence on the channel (ask
+    /// `GET /v1/packets/{source}/{destination}/{sequence}` where it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
 }
 
 impl SubmitResponse {
@@ -166,7 +170,12 @@ impl SubmitResponse {
         SubmitResponse {
             records: receipts
                 .iter()
-                .map(|r| ReceiptView { id: r.id.to_hex(), height: r.height, index: r.index })
+                .map(|r| ReceiptView {
+                    id: r.id.to_hex(),
+                    height: r.height,
+                    index: r.index,
+                    sequence: r.sequence,
+                })
                 .collect(),
         }
     }

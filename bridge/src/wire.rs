@@ -1,0 +1,77 @@
+//! What bridges say to each other over QUIC (JSON, one request and one response per
+//! bidirectional stream), and the parts of the shard API a bridge reads.
+
+use serde::{Deserialize, Serialize};
+use urbis_core::packet::{AcknowledgementProof, PacketProof, TimeoutProof};
+
+/// A source bridge's request to a destination bridge.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Hand this packet to your shard and answer with its final acknowledgement.
+    Deliver {
+        /// The packet with its proof chain.
+        proof: PacketProof,
+        /// The off-chain payload of a credit or talent packet (`{salt, bytes}`, hex).
+        payload: Option<serde_json::Value>,
+    },
+}
+
+/// A destination bridge's answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// The destination shard received the packet; its acknowledgement is final.
+    Acknowledged {
+        /// The acknowledgement with its proof chain.
+        proof: AcknowledgementProof,
+    },
+    /// The destination shard refused the packet as timed out; the receipt's absence is proven.
+    TimedOut {
+        /// The timeout proof.
+        proof: TimeoutProof,
+    },
+    /// Not settled yet (the destination's shard is busy or its proof not final); ask again.
+    Pending {
+        /// Why.
+        detail: String,
+    },
+    /// The destination shard refused the packet's proof.
+    Refused {
+        /// The shard's HTTP status.
+        status: u16,
+        /// Its problem detail.
+        detail: String,
+    },
+}
+
+/// One outbound packet as the shard serves it.
+#[derive(Debug, Deserialize)]
+pub struct OutboundPacketView {
+    /// Sequence.
+    pub sequence: u64,
+    /// The packet with its proof chain.
+    pub proof: PacketProof,
+    /// The off-chain payload, if any.
+    pub payload: Option<serde_json::Value>,
+}
+
+/// A page of the shard's unsettled outbound packets.
+#[derive(Debug, Deserialize)]
+pub struct OutboundPage {
+    /// Final unsettled packets.
+    pub packets: Vec<OutboundPacketView>,
+    /// Packets sent on the channel so far.
+    pub sent: u64,
+    /// The first unsettled sequence not yet final.
+    pub waiting_for_finality: Option<u64>,
+}
+
+/// The shard's answer to "where is my packet" (what a bridge reads of it).
+#[derive(Debug, Deserialize)]
+pub struct PacketStatus {
+    /// The state name.
+    pub state: String,
+    /// At the destination once final.
+    pub acknowledgement_proof: Option<AcknowledgementProof>,
+}
