@@ -198,6 +198,20 @@ impl Rejection {
     }
 }
 
+/// A running capital total the shard keeps beside its state (unauthenticated, for
+/// `GET /v1/capital/totals`): sums a checker adds up across cities.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
+pub enum TotalKey {
+    /// Σ `Balance{asset, *}`.
+    Balances(String),
+    /// Σ `Voucher{asset, *}`.
+    Vouchers(String),
+    /// `Escrow{asset, city}`.
+    Escrow(String, CityId),
+    /// Sent to `city` and not settled yet.
+    InFlight(String, CityId),
+}
+
 /// The subject index entry: how many records, and a running digest of their ids.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct SubjectIndexEntry {
@@ -228,6 +242,10 @@ pub struct BlockBuilder<'a, V: StateView> {
     effective_view: Option<u64>,
     /// The packet sequence the record being applied got.
     sequence: Option<u64>,
+    /// Capital sent and not settled, by (asset, destination): this block's change.
+    in_flight: BTreeMap<(String, CityId), i128>,
+    /// Sends of the submission being added, kept only if all of it is.
+    staged_flight: Vec<(String, CityId, u128)>,
     ids: Vec<Hash32>,
     seen: std::collections::HashSet<Hash32>,
     writes: Overlay,
@@ -255,6 +273,8 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             packet_timeout: DEFAULT_PACKET_TIMEOUT_BLOCKS,
             effective_view: None,
             sequence: None,
+            in_flight: BTreeMap::new(),
+            staged_flight: Vec::new(),
             ids: vec![],
             seen: Default::default(),
             writes: BTreeMap::new(),
@@ -302,17 +322,57 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                         PacketOutcome::ErrorAcknowledged { error: *error, height: self.height }
                     }
                 };
-                self.settle(id, outcome, &mut overlay)?;
+                let settled = self.settle(id, outcome, &mut overlay)?;
+                self.land(id, settled);
                 None
             }
             PacketOp::Timeout { id } => {
-                self.settle(id, PacketOutcome::TimedOut { height: self.height }, &mut overlay)?;
+                let outcome = PacketOutcome::TimedOut { height: self.height };
+                let settled = self.settle(id, outcome, &mut overlay)?;
+                self.land(id, settled);
                 None
             }
         };
         self.writes.extend(overlay);
         self.packet_ops += 1;
         Ok(ack)
+    }
+
+    /// Capital of a settled packet is no longer in flight.
+    fn land(&mut self, id: &PacketId, settled: Option<(String, u128)>) {
+        if let Some((asset, amount)) = settled {
+            *self.in_flight.entry((asset, id.destination)).or_default() -= amount as i128;
+        }
+    }
+
+    /// This block's change to the capital totals, from its state writes (each compared with
+    /// the state before the block) and the capital it sent or settled.
+    pub fn capital_deltas(&self) -> Result<Vec<(TotalKey, i128)>, Rejection> {
+        let mut deltas: BTreeMap<TotalKey, i128> = BTreeMap::new();
+        for (key, new) in self.writes.values() {
+            let total = match key {
+                StateKey::Balance { asset, .. } => TotalKey::Balances(asset.clone()),
+                StateKey::Voucher { asset, .. } => TotalKey::Vouchers(asset.clone()),
+                StateKey::Escrow { asset, destination } => {
+                    TotalKey::Escrow(asset.clone(), *destination)
+                }
+                _ => continue,
+            };
+            let amount = |v: Option<&Vec<u8>>| -> Result<i128, Rejection> {
+                Ok(match v {
+                    None => 0,
+                    Some(v) => {
+                        decode::<u128>(v).map_err(|e| Rejection::State(e.to_string()))? as i128
+                    }
+                })
+            };
+            let old = self.view.get(key).map_err(Rejection::State)?;
+            *deltas.entry(total).or_default() += amount(new.as_ref())? - amount(old.as_ref())?;
+        }
+        for ((asset, city), d) in &self.in_flight {
+            *deltas.entry(TotalKey::InFlight(asset.clone(), *city)).or_default() += d;
+        }
+        Ok(deltas.into_iter().filter(|(_, d)| *d != 0).collect())
     }
 
     fn receive(
@@ -377,12 +437,13 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
 
     /// Settles an outbound packet once: deletes its commitment, writes its outcome, and
     /// refunds a capital send that did not arrive.
+    /// Returns the capital (asset, amount) that was in flight.
     fn settle(
         &self,
         id: &PacketId,
         outcome: PacketOutcome,
         overlay: &mut Overlay,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Option<(String, u128)>, Rejection> {
         let id = *id;
         let Some(bytes) = self.read(overlay, &id.commitment_key())? else {
             return Err(if self.read(overlay, &id.outcome_key())?.is_some() {
@@ -393,15 +454,17 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         };
         let commitment: OutboundPacket =
             decode(&bytes).map_err(|e| Rejection::State(e.to_string()))?;
-        if !matches!(outcome, PacketOutcome::Acknowledged { .. }) {
-            let record = self
-                .view
-                .record(&commitment.record_id)
-                .map_err(Rejection::State)?
-                .ok_or(Rejection::UnknownRecord { id: commitment.record_id })?;
-            if let RecordBody::Capital(c) = &record.body
-                && let CapitalOperation::Send { from, .. } = &c.operation
-            {
+        let record = self
+            .view
+            .record(&commitment.record_id)
+            .map_err(Rejection::State)?
+            .ok_or(Rejection::UnknownRecord { id: commitment.record_id })?;
+        let mut settled = None;
+        if let RecordBody::Capital(c) = &record.body
+            && let CapitalOperation::Send { from, .. } = &c.operation
+        {
+            settled = Some((c.asset.clone(), c.amount));
+            if !matches!(outcome, PacketOutcome::Acknowledged { .. }) {
                 let native = self
                     .genesis
                     .genesis()
@@ -429,7 +492,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         }
         Self::put(overlay, id.commitment_key(), None);
         Self::put(overlay, id.outcome_key(), Some(encode(&outcome)));
-        Ok(())
+        Ok(settled)
     }
 
     /// Records so far.
@@ -471,6 +534,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         let mut overlay = Overlay::new();
         let mut fresh = std::collections::HashSet::with_capacity(ids.len());
         let mut sequences = Vec::with_capacity(records.len());
+        self.staged_flight.clear();
         for (index, (r, id)) in records.iter().zip(ids).enumerate() {
             let seen = self.seen.contains(id) || !fresh.insert(*id);
             if seen || self.view.has_record(id, Some(r.time_ms)).map_err(Rejection::State)? {
@@ -485,6 +549,9 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         self.ids.extend_from_slice(ids);
         self.seen.extend(fresh);
         self.writes.extend(overlay);
+        for (asset, city, amount) in std::mem::take(&mut self.staged_flight) {
+            *self.in_flight.entry((asset, city)).or_default() += amount as i128;
+        }
         Ok((first..first + records.len() as u64).zip(sequences).collect())
     }
 
@@ -611,6 +678,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                         // A voucher of a foreign asset is burned here; its packet releases the
                         // escrow at the issuer (DESIGN.md, "Capital").
                         self.commit_packet(overlay, destination, id)?;
+                        self.staged_flight.push((c.asset.clone(), destination, c.amount));
                     }
                 }
             }

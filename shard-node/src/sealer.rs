@@ -449,6 +449,16 @@ fn seal_block(
         return Ok(());
     }
     let time_ms = builder.time_ms();
+    let capital = match builder.capital_deltas() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(height, error = %e, "reading capital totals; nothing sealed");
+            for (s, _) in accepted {
+                let _ = s.reply.send(Outcome::Failed(e.to_string()));
+            }
+            return Err(());
+        }
+    };
     let (records, ids, writes) = builder.finish();
     watch.lap(&STATS.rules_ns);
     let erased: Vec<Hash32> =
@@ -491,13 +501,15 @@ fn seal_block(
             accepted.iter().flat_map(|(s, _)| s.encoded.iter().map(Vec::as_slice)).collect();
         watch.lap(&STATS.header_ns);
         let mut payloads = Vec::new();
-        let mut inbound_payloads = Vec::new();
+        let mut inbound = Vec::new();
         let mut idempotency = Vec::new();
         for (s, indexes) in &accepted {
             if let Some(crate::ledger::PacketOp::Receive(p)) = &s.packet {
-                if let Some(Some(payload)) = s.payloads.first() {
-                    inbound_payloads.push(((p.id.source.0, p.id.sequence), payload.clone()));
-                }
+                let payload = s.payloads.first().cloned().flatten();
+                inbound.push((
+                    (p.id.source.0, p.id.sequence),
+                    crate::store::InboundRecord { record: p.record.clone(), payload },
+                ));
                 continue;
             }
             for (i, p) in s.payloads.iter().enumerate() {
@@ -533,7 +545,8 @@ fn seal_block(
                 idempotency,
                 erased: &erased,
                 history: &completed,
-                inbound_payloads,
+                inbound,
+                capital: &capital,
             })
             .map_err(|e| e.to_string())?;
         watch.lap(&STATS.write_ns);

@@ -36,12 +36,16 @@ const CF_SET_UPDATES: &str = "set_updates";
 /// Shard height (big-endian) → the state tree's version after that block (`Option<u64>`), so
 /// state proofs can be made against any sealed header.
 const CF_STATE_VERSIONS: &str = "state_versions";
-/// Received packets: `(source u32 BE, sequence u64 BE)` → the off-chain payload that travelled
-/// beside a credit or talent packet.
-const CF_INBOUND_PAYLOADS: &str = "inbound_payloads";
-const ALL_CFS: [&str; 14] = [
+/// Received packets: `(source u32 BE, sequence u64 BE)` → the record and the off-chain payload
+/// that travelled beside a credit or talent packet.
+const CF_INBOUND: &str = "inbound";
+/// Capital totals (`GET /v1/capital/totals`): `[0]` → the height they are as of, `[1] ‖
+/// borsh(TotalKey)` → `u128`.
+const CF_TOTALS: &str = "capital_totals";
+const ALL_CFS: [&str; 15] = [
+    CF_TOTALS,
     CF_STATE_VERSIONS,
-    CF_INBOUND_PAYLOADS,
+    CF_INBOUND,
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -155,8 +159,28 @@ pub struct BlockWrite<'a> {
     /// Perfect subtrees of the history tree completed by this block's header hash:
     /// `(level, index, root)`.
     pub history: &'a [(u32, u64, Hash32)],
-    /// Off-chain payloads of packets received in this block, by `(source, sequence)`.
-    pub inbound_payloads: Vec<((u32, u64), StoredPayload)>,
+    /// Packets received in this block, by `(source, sequence)`.
+    pub inbound: Vec<((u32, u64), InboundRecord)>,
+    /// The block's change to the capital totals.
+    pub capital: &'a [(crate::ledger::TotalKey, i128)],
+}
+
+/// A received packet's record and the off-chain payload that travelled beside it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct InboundRecord {
+    /// The record, as proven by its source.
+    pub record: Record,
+    /// Its off-chain payload (credit and talent), if it travelled and is not erased.
+    pub payload: Option<StoredPayload>,
+}
+
+/// The capital totals as of a height.
+#[derive(Clone, Debug, Default)]
+pub struct CapitalTotals {
+    /// The height they are as of (`None` before any block).
+    pub height: Option<u64>,
+    /// Every non-zero total.
+    pub totals: Vec<(crate::ledger::TotalKey, u128)>,
 }
 
 /// The store.
@@ -329,13 +353,25 @@ impl Store {
             height_key(height),
             encode(&block.tip.state_version),
         );
-        for ((source, sequence), payload) in &block.inbound_payloads {
-            batch.put_cf(
-                self.cf(CF_INBOUND_PAYLOADS),
-                inbound_key(*source, *sequence),
-                encode(payload),
-            );
+        for ((source, sequence), inbound) in &block.inbound {
+            batch.put_cf(self.cf(CF_INBOUND), inbound_key(*source, *sequence), encode(inbound));
         }
+        for (key, delta) in block.capital {
+            let mut k = vec![1u8];
+            k.extend_from_slice(&encode(key));
+            let old: u128 = self.get_decoded(CF_TOTALS, &k, "capital total")?.unwrap_or(0);
+            let new = i128::try_from(old)
+                .ok()
+                .and_then(|o| o.checked_add(*delta))
+                .and_then(|n| u128::try_from(n).ok())
+                .ok_or(StoreError::Corrupt { what: "capital total below zero" })?;
+            if new == 0 {
+                batch.delete_cf(self.cf(CF_TOTALS), &k);
+            } else {
+                batch.put_cf(self.cf(CF_TOTALS), &k, encode(&new));
+            }
+        }
+        batch.put_cf(self.cf(CF_TOTALS), [0u8], height.to_be_bytes());
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
         self.write(batch)
     }
@@ -449,13 +485,32 @@ impl Store {
         self.get_decoded(CF_STATE_VERSIONS, &height_key(height), "state version")
     }
 
-    /// The off-chain payload that travelled beside a received packet.
-    pub fn inbound_payload(
-        &self,
-        source: u32,
-        sequence: u64,
-    ) -> Result<Option<StoredPayload>, StoreError> {
-        self.get_decoded(CF_INBOUND_PAYLOADS, &inbound_key(source, sequence), "inbound payload")
+    /// The capital totals, read at one point in time.
+    pub fn capital_totals(&self) -> Result<CapitalTotals, StoreError> {
+        let mut out = CapitalTotals::default();
+        for item in self.db.iterator_cf(self.cf(CF_TOTALS), IteratorMode::Start) {
+            let (k, v) = item?;
+            match k.first() {
+                Some(0) => {
+                    out.height = Some(u64::from_be_bytes(
+                        v.as_ref()
+                            .try_into()
+                            .map_err(|_| StoreError::Corrupt { what: "totals height" })?,
+                    ));
+                }
+                Some(1) => out.totals.push((
+                    decode(&k[1..]).map_err(|_| StoreError::Corrupt { what: "total key" })?,
+                    decode(&v).map_err(|_| StoreError::Corrupt { what: "total" })?,
+                )),
+                _ => return Err(StoreError::Corrupt { what: "capital totals" }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A received packet's record and payload.
+    pub fn inbound(&self, source: u32, sequence: u64) -> Result<Option<InboundRecord>, StoreError> {
+        self.get_decoded(CF_INBOUND, &inbound_key(source, sequence), "inbound record")
     }
 
     /// The sealed header at `height`.

@@ -64,6 +64,57 @@ fn amount(client: &Client, city: &Value, key: Value) -> u128 {
     }
 }
 
+fn number(v: &Value) -> u128 {
+    match v {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Null => 0,
+        other => other.as_u64().unwrap().into(),
+    }
+}
+
+/// Every city's `GET /v1/capital/totals` added up for EUR (issued by the first city):
+/// issued = issuer balances + escrows, and for every other city C, escrow for C = vouchers at
+/// C + what is in flight between them. Returns the amount in flight (0 once all is settled).
+pub(crate) fn conservation(client: &Client, cities: &[Value], issued: u128) -> u128 {
+    let totals: Vec<Value> = cities
+        .iter()
+        .map(|c| {
+            client
+                .get(format!("{}/v1/capital/totals", c["shard_api"].as_str().unwrap()))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap()
+        })
+        .collect();
+    let eur = |t: &Value| {
+        t["assets"].as_array().unwrap().iter().find(|a| a["asset"] == "EUR").unwrap().clone()
+    };
+    let issuer = eur(&totals[0]);
+    let escrows: u128 = issuer["escrows"].as_object().unwrap().values().map(number).sum();
+    assert_eq!(number(&issuer["balances"]) + escrows, issued, "issued supply: {totals:?}");
+    let mut in_flight_total = 0;
+    for (c, t) in cities.iter().zip(&totals).skip(1) {
+        let name = c["name"].as_str().unwrap();
+        let here = eur(t);
+        let escrow = number(&issuer["escrows"][name]);
+        let vouchers = number(&here["vouchers"]);
+        let in_flight = number(&issuer["in_flight"][name])
+            + number(&here["in_flight"][cities[0]["name"].as_str().unwrap()]);
+        in_flight_total += in_flight;
+        // A packet received but not yet acknowledged is counted at both ends, so while
+        // anything is in flight the escrow lies between the two sides.
+        assert!(
+            vouchers.saturating_sub(in_flight) <= escrow && escrow <= vouchers + in_flight,
+            "escrow for {name} {escrow}, vouchers {vouchers}, in flight {in_flight}: {totals:?}"
+        );
+        if in_flight == 0 {
+            assert_eq!(escrow, vouchers, "{totals:?}");
+        }
+    }
+    in_flight_total
+}
+
 #[test]
 fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,5 +261,6 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
     );
     // Conservation: issued 1000 = balances at the issuer (700 + 100) + escrows (200), and the
     // escrow for B (200) = vouchers outstanding at B (200), nothing in flight.
+    assert_eq!(conservation(&client, &cities, 1000), 0);
     assert!(sigterm(child).success());
 }

@@ -106,8 +106,8 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     modifiers(&BearerScheme),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
-    paths(submit, submission_status, packets::post_packet, packets::outbound, packets::packet_status, packets::timeout_proof, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
-    components(schemas(packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundPacketView, packets::PacketStatus, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
+    paths(submit, submission_status, packets::post_packet, packets::outbound, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
+    components(schemas(packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
 )]
 struct ApiDoc;
 
@@ -137,6 +137,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/packets/{source}/{destination}/{sequence}/timeout-proof",
             get(packets::timeout_proof),
         )
+        .route(
+            "/v1/packets/{source}/{destination}/{sequence}/payload",
+            get(packets::inbound_payload),
+        )
+        .route("/v1/capital/totals", get(packets::capital_totals))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))

@@ -651,3 +651,133 @@ pub async fn timeout_proof(
     .await
     .map_err(internal)?
 }
+
+/// One asset's totals on this shard.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AssetTotals {
+    /// Asset id.
+    pub asset: String,
+    /// Its issuing city.
+    pub issuer: String,
+    /// Σ balances (at the issuer: the issued supply not escrowed).
+    #[schema(value_type = String)]
+    #[serde(with = "urbis_core::encoding::u128_string")]
+    pub balances: u128,
+    /// Σ vouchers held here (away from the issuer).
+    #[schema(value_type = String)]
+    #[serde(with = "urbis_core::encoding::u128_string")]
+    pub vouchers: u128,
+    /// Escrow held here for each city (at the issuer), decimal strings.
+    pub escrows: std::collections::BTreeMap<String, String>,
+    /// Sent from here to each city and not settled yet, decimal strings.
+    pub in_flight: std::collections::BTreeMap<String, String>,
+}
+
+/// This shard's side of the capital equations, as of one sealed height.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CapitalTotalsView {
+    /// This city.
+    pub city: String,
+    /// The height the totals are as of (absent before the first block).
+    pub height: Option<u64>,
+    /// Every asset in genesis.
+    pub assets: Vec<AssetTotals>,
+}
+
+/// Capital totals: per asset, balances, vouchers, escrows and capital in flight, so a checker
+/// can add up every city's side: issued = issuer balances + escrows; escrows = vouchers
+/// outstanding + in flight.
+#[utoipa::path(get, path = "/v1/capital/totals",
+    responses((status = 200, body = CapitalTotalsView)))]
+pub async fn capital_totals(
+    State(app): State<Arc<AppState>>,
+) -> ApiResult<Json<CapitalTotalsView>> {
+    use crate::ledger::TotalKey;
+    let stored = app.store.capital_totals().map_err(internal)?;
+    let mut assets: Vec<AssetTotals> = app
+        .genesis
+        .genesis()
+        .assets
+        .iter()
+        .map(|a| AssetTotals {
+            asset: a.id.clone(),
+            issuer: city_name(&app, a.issuer),
+            balances: 0,
+            vouchers: 0,
+            escrows: Default::default(),
+            in_flight: Default::default(),
+        })
+        .collect();
+    for (key, amount) in stored.totals {
+        let asset = match &key {
+            TotalKey::Balances(a)
+            | TotalKey::Vouchers(a)
+            | TotalKey::Escrow(a, _)
+            | TotalKey::InFlight(a, _) => a,
+        };
+        let Some(t) = assets.iter_mut().find(|t| &t.asset == asset) else { continue };
+        match key {
+            TotalKey::Balances(_) => t.balances = amount,
+            TotalKey::Vouchers(_) => t.vouchers = amount,
+            TotalKey::Escrow(_, c) => {
+                t.escrows.insert(city_name(&app, c), amount.to_string());
+            }
+            TotalKey::InFlight(_, c) => {
+                t.in_flight.insert(city_name(&app, c), amount.to_string());
+            }
+        }
+    }
+    Ok(Json(CapitalTotalsView { city: city_name(&app, app.city), height: stored.height, assets }))
+}
+
+/// The off-chain payload that travelled beside a received credit or talent packet.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct InboundPayloadView {
+    /// The received record's id.
+    pub record: String,
+    /// The payload (JSON).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// The commitment's salt, hex.
+    pub salt: String,
+}
+
+/// At the destination: the off-chain payload of a received credit or talent packet, for a
+/// service of this city that may submit records of that kind.
+#[utoipa::path(get, path = "/v1/packets/{source}/{destination}/{sequence}/payload",
+    params(("source" = String, Path, description = "Source city name"), ("destination" = String, Path, description = "Destination city name (this city)"), ("sequence" = u64, Path, description = "Sequence")),
+    responses((status = 200, body = InboundPayloadView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn inbound_payload(
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    path: Result<Path<(String, String, u64)>, PathRejection>,
+) -> ApiResult<Json<InboundPayloadView>> {
+    let grant = super::authenticate(&app, &headers)?;
+    let Path((source, destination, sequence)) =
+        path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let source = city_by_name(&app, &source)?;
+    if city_by_name(&app, &destination)? != app.city {
+        return Err(Problem::not_found(
+            "payloads of received packets are kept at their destination",
+        ));
+    }
+    let inbound = app
+        .store
+        .inbound(source.0, sequence)
+        .map_err(internal)?
+        .ok_or_else(|| Problem::not_found("no such packet was received"))?;
+    if !grant.operator && !grant.kinds.contains(&inbound.record.kind()) {
+        return Err(Problem::forbidden(
+            "only a service of this city that handles this record kind reads its payload",
+        ));
+    }
+    let Some(stored) = inbound.payload else {
+        return Err(Problem::not_found("no payload travelled with this packet"));
+    };
+    Ok(Json(InboundPayloadView {
+        record: inbound.record.id().to_hex(),
+        payload: serde_json::from_slice(&stored.bytes).map_err(internal)?,
+        salt: hex::encode(stored.salt),
+    }))
+}
