@@ -90,6 +90,13 @@ enum Command {
         /// Port of the first city's shard API; the others follow.
         #[arg(long, default_value_t = 7100)]
         base_port: u16,
+        /// Beacon blocks a packet may take to be received before it can be refunded.
+        #[arg(long, default_value_t = 600)]
+        packet_timeout_blocks: u64,
+        /// Start no bridges (packets then travel only through relays that call
+        /// `POST /v1/packets` themselves).
+        #[arg(long)]
+        no_bridges: bool,
     },
 }
 
@@ -119,8 +126,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Shard { config } => roles::shard(config.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Beacon { config } => roles::beacon(&config).map(|()| ExitCode::SUCCESS),
         Command::Bridge { config } => roles::bridge(&config).map(|()| ExitCode::SUCCESS),
-        Command::Devnet { data_dir, cities, base_port } => {
-            roles::devnet(&data_dir, cities, base_port).map(|()| ExitCode::SUCCESS)
+        Command::Devnet { data_dir, cities, base_port, packet_timeout_blocks, no_bridges } => {
+            let options = roles::DevnetOptions { packet_timeout_blocks, bridges: !no_bridges };
+            roles::devnet(&data_dir, cities, base_port, options).map(|()| ExitCode::SUCCESS)
         }
     }
 }

@@ -130,7 +130,20 @@ struct DevnetCity {
 }
 
 /// Runs a whole federation on this machine under `data_dir`; resumes it when it exists.
-pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
+/// Devnet settings beyond its size and ports.
+pub struct DevnetOptions {
+    /// Timeout of packets, in beacon blocks.
+    pub packet_timeout_blocks: u64,
+    /// Whether each city runs a bridge.
+    pub bridges: bool,
+}
+
+pub fn devnet(
+    data_dir: &Path,
+    cities: usize,
+    base_port: u16,
+    options: DevnetOptions,
+) -> Result<()> {
     if !(1..=DEVNET_CITIES.len()).contains(&cities) {
         bail!("--cities must be 1..={}", DEVNET_CITIES.len());
     }
@@ -190,7 +203,7 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
             rate_limit_burst: 2_000,
             beacon_apis: beacon_apis.clone(),
             beacon_contact_timeout_ms: 30_000,
-            packet_timeout_blocks: urbis_shard::ledger::DEFAULT_PACKET_TIMEOUT_BLOCKS,
+            packet_timeout_blocks: options.packet_timeout_blocks,
         });
         listing.push(DevnetCity {
             name: name.clone(),
@@ -248,7 +261,7 @@ pub fn devnet(data_dir: &Path, cities: usize, base_port: u16) -> Result<()> {
     // Bridges: QUIC on base_port + 300 + i.
     let mut bridges = Vec::new();
     let bridge_addr = |i: usize| -> Result<String> { Ok(format!("127.0.0.1:{}", port(300 + i)?)) };
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in names.iter().enumerate().filter(|_| options.bridges) {
         let keys = data_dir.join("keys");
         let mut peers = std::collections::BTreeMap::new();
         for (j, other) in names.iter().enumerate() {

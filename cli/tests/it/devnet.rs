@@ -9,9 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) fn start(dir: &std::path::Path, port: u16) -> Child {
+    start_with(dir, port, &[])
+}
+
+/// `urbis devnet` with three cities and `extra` arguments.
+pub(crate) fn start_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_urbis"))
         .args(["devnet", "--cities", "3", "--base-port", &port.to_string(), "--data-dir"])
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

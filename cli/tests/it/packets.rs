@@ -264,3 +264,472 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
     assert_eq!(conservation(&client, &cities, 1000), 0);
     assert!(sigterm(child).success());
 }
+
+/// POSTs `body` to a shard's `/v1/packets`; returns the status and the JSON answer.
+fn post_packet(client: &Client, city: &Value, body: &Value) -> (u16, Value) {
+    let r = client
+        .post(format!("{}/v1/packets", city["shard_api"].as_str().unwrap()))
+        .json(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+/// Asserts a refusal: its status, its problem type and a phrase of its detail.
+fn refused(answer: (u16, Value), status: u16, slug: &str, phrase: &str, case: &str) {
+    let (got, problem) = answer;
+    assert_eq!(got, status, "{case}: {problem}");
+    assert!(
+        problem["type"].as_str().unwrap_or_default().ends_with(slug),
+        "{case}: problem type {problem}"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap_or_default().contains(phrase),
+        "{case}: detail should name `{phrase}`: {problem}"
+    );
+}
+
+fn flip_hex(v: &mut Value) {
+    let s = v.as_str().unwrap().to_string();
+    let first = if s.starts_with('0') { '1' } else { '0' };
+    *v = Value::String(format!("{first}{}", &s[1..]));
+}
+
+/// The latest sealed height (`None` before the first block).
+fn latest_height(client: &Client, city: &Value) -> Option<u64> {
+    let v: Value = client
+        .get(format!("{}/v1/blocks/latest", city["shard_api"].as_str().unwrap()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["header"]["header"]["height"].as_u64()
+}
+
+fn final_fact(client: &Client, city: &Value, key: &urbis_core::state::StateKey) -> Value {
+    let hex_key = hex::encode(urbis_core::encoding::encode(key));
+    let url =
+        format!("{}/v1/state/{hex_key}/proof?level=final", city["shard_api"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = client.get(&url).send().unwrap().json().unwrap();
+        if v["level"] == "final" {
+            return v["proof"].clone();
+        }
+        assert!(Instant::now() < deadline, "nothing final: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A packet from city 0 to city 1 of a federation of the same shape but another genesis.
+fn packet_from_another_federation() -> Value {
+    use urbis_core::packet::{OutboundPacket, PacketId, PacketProof};
+    use urbis_core::testkit::{BeaconChain, Federation, ShardChain, information_record};
+    let federation = Federation::new("another federation", 3, 4);
+    let mut shard = ShardChain::new(urbis_core::record::CityId(0));
+    let mut beacon = BeaconChain::new(&federation);
+    let mut record = information_record(urbis_core::record::CityId(0), 1);
+    record.destination = Some(urbis_core::record::CityId(1));
+    let id = PacketId {
+        source: urbis_core::record::CityId(0),
+        destination: urbis_core::record::CityId(1),
+        sequence: 1,
+    };
+    let commitment = OutboundPacket { record_id: record.id(), timeout_height: 1_000_000 };
+    shard.seal(
+        &federation,
+        vec![record],
+        &[(id.commitment_key(), Some(urbis_core::encoding::encode(&commitment)))],
+    );
+    beacon.produce(
+        &federation,
+        vec![urbis_core::beacon::Crosslink {
+            city: urbis_core::record::CityId(0),
+            header_hash: shard.headers[0].header.hash(),
+        }],
+        None,
+    );
+    let rp = shard.record_proof(0, 0);
+    let (_, commitment_proof) = shard.state.prove(&id.commitment_key()).unwrap();
+    let proof = PacketProof {
+        sequence: 1,
+        commitment,
+        commitment_proof,
+        record: rp.record,
+        inclusion: rp.inclusion,
+        header: rp.header,
+        finality: beacon.finality(&shard, 0, 1).unwrap(),
+    };
+    json!({"type": "packet", "proof": proof})
+}
+
+#[test]
+fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_once() {
+    use urbis_core::record::CityId;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_run_of_three_ports();
+    // No bridges: this test is the only relay. Packets time out after 30 beacon blocks.
+    let child = crate::devnet::start_with(
+        dir.path(),
+        port,
+        &["--no-bridges", "--packet-timeout-blocks", "30"],
+    );
+    let m = manifest(dir.path());
+    let cities = m["cities"].as_array().unwrap().clone();
+    let urls: Vec<String> =
+        cities.iter().map(|c| c["shard_api"].as_str().unwrap().to_string()).collect();
+    wait_ready(&urls);
+    let client = Client::new();
+    let validators: Vec<String> = m["validators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["beacon_api"].as_str().unwrap().to_string())
+        .collect();
+    beacon_heights(&client, &validators, 2);
+    let (a, b, c) = (&cities[0], &cities[1], &cities[2]);
+    let (an, bn) = (a["name"].as_str().unwrap(), b["name"].as_str().unwrap());
+    let subject = "44".repeat(32);
+    let send = |amount: u64| json!({"kind": "capital", "subject": subject, "to_city": bn, "payload": {"asset": "EUR", "amount": amount, "operation": "send", "from": "alice", "to": "bob"}});
+    submit(
+        &client,
+        a,
+        "treasury",
+        json!({"kind": "capital", "subject": subject, "payload": {"asset": "EUR", "amount": 1000, "operation": "issue", "to": "alice"}}),
+    );
+    submit(&client, a, "treasury", send(100));
+    submit(&client, a, "treasury", send(200));
+    // Packets 3 and 4 in one block: the same timeout.
+    let r = client
+        .post(format!("{}/v1/records", a["shard_api"].as_str().unwrap()))
+        .bearer_auth(a["service_tokens"]["treasury"].as_str().unwrap())
+        .json(&json!({"records": [send(50), send(10)]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(conservation(&client, &cities, 1000), 360);
+    // The relay reads A's final outbound packets.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let page: Value = client
+            .get(format!(
+                "{}/v1/packets/outbound?destination={bn}",
+                a["shard_api"].as_str().unwrap()
+            ))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if page["packets"].as_array().unwrap().len() == 4 {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "packets did not become final: {page}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let packet = |i: usize| json!({"type": "packet", "proof": page["packets"][i]["proof"]});
+    let timeout_height =
+        page["packets"][2]["proof"]["commitment"]["timeout_height"].as_u64().unwrap();
+    assert_eq!(
+        page["packets"][3]["proof"]["commitment"]["timeout_height"].as_u64(),
+        Some(timeout_height)
+    );
+    let b_height = latest_height(&client, b);
+
+    // Hostile packets: each refused with its own link named, nothing written at B.
+    let mut p = packet(0);
+    flip_hex(&mut p["proof"]["header"]["signature"]);
+    refused(post_packet(&client, b, &p), 422, "invalid-proof", "shard header seal", "mutated seal");
+    let mut p = packet(0);
+    p["proof"]["record"]["body"]["amount"] = json!("1000");
+    refused(post_packet(&client, b, &p), 422, "invalid-proof", "records path", "mutated amount");
+    let mut p = packet(0);
+    p["proof"]["commitment"]["timeout_height"] = json!(timeout_height + 1_000);
+    refused(post_packet(&client, b, &p), 422, "invalid-proof", "commitment path", "longer timeout");
+    let mut p = packet(0);
+    p["proof"]["sequence"] = json!(2);
+    refused(
+        post_packet(&client, b, &p),
+        422,
+        "invalid-proof",
+        "commitment path",
+        "another sequence",
+    );
+    let mut p = packet(0);
+    p["proof"]["finality"]["beacon_header"]["time_ms"] = json!(1);
+    refused(
+        post_packet(&client, b, &p),
+        422,
+        "invalid-proof",
+        "beacon block",
+        "forged beacon block",
+    );
+    let mut p = packet(0);
+    flip_hex(&mut p["proof"]["finality"]["certificate"]["signature"]);
+    refused(
+        post_packet(&client, b, &p),
+        422,
+        "invalid-proof",
+        "beacon block",
+        "mutated certificate",
+    );
+    let mut p = packet(0);
+    p["proof"]["inclusion"] = page["packets"][1]["proof"]["inclusion"].clone();
+    if p["proof"]["inclusion"] != page["packets"][0]["proof"]["inclusion"] {
+        refused(
+            post_packet(&client, b, &p),
+            422,
+            "invalid-proof",
+            "records path",
+            "another leaf's path",
+        );
+    }
+    let mut p = packet(0);
+    p["proof"]["record"] = page["packets"][1]["proof"]["record"].clone();
+    p["proof"]["inclusion"] = page["packets"][1]["proof"]["inclusion"].clone();
+    p["proof"]["header"] = page["packets"][1]["proof"]["header"].clone();
+    p["proof"]["finality"] = page["packets"][1]["proof"]["finality"].clone();
+    refused(
+        post_packet(&client, b, &p),
+        422,
+        "invalid-proof",
+        "commitment",
+        "another record under a commitment",
+    );
+    // Resealed with a key that is not the city's.
+    let mut p = packet(0);
+    let mut header: urbis_core::header::SignedShardHeader =
+        serde_json::from_value(p["proof"]["header"].clone()).unwrap();
+    let federation_id: urbis_core::hash::Hash32 =
+        serde_json::from_value(m["federation_id"].clone()).unwrap();
+    let wrong =
+        urbis_core::sealing::SealingKey::from_seed(&urbis_core::testkit::seed("not a city"));
+    header = header.header.seal(&federation_id, &wrong);
+    p["proof"]["header"] = serde_json::to_value(&header).unwrap();
+    refused(
+        post_packet(&client, b, &p),
+        422,
+        "invalid-proof",
+        "shard header seal",
+        "wrong sealing key",
+    );
+    refused(
+        post_packet(&client, b, &packet_from_another_federation()),
+        422,
+        "invalid-proof",
+        "shard header seal",
+        "another federation",
+    );
+    refused(
+        post_packet(&client, c, &packet(0)),
+        422,
+        "invalid-proof",
+        "addressed to",
+        "another destination",
+    );
+    refused(
+        post_packet(&client, b, &json!({"type": "packet", "proof": {"sequence": 1}})),
+        422,
+        "invalid-record",
+        "missing field",
+        "malformed",
+    );
+    assert_eq!(latest_height(&client, b), b_height, "a refused packet wrote something at B");
+
+    // Reordered: packet 2 first. Duplicates at once: exactly one is received.
+    let p2 = packet(1);
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..5).map(|_| s.spawn(|| post_packet(&Client::new(), b, &p2))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 1, "{answers:?}");
+    for (status, problem) in answers.into_iter().filter(|(s, _)| *s != 200) {
+        refused(
+            (status, problem),
+            409,
+            "packet-duplicate",
+            "already received",
+            "concurrent duplicate",
+        );
+    }
+    let (status, v) = post_packet(&client, b, &packet(0));
+    assert_eq!((status, v["state"].as_str()), (200, Some("received")), "{v}");
+    refused(
+        post_packet(&client, b, &packet(0)),
+        409,
+        "packet-duplicate",
+        "already received",
+        "replay",
+    );
+    let (status, v) = post_packet(&client, b, &packet(3));
+    assert_eq!(status, 200, "{v}");
+    conservation(&client, &cities, 1000);
+
+    // Before the timeout, a timeout proof built from B's latest final header is refused.
+    let id3 =
+        urbis_core::packet::PacketId { source: CityId(0), destination: CityId(1), sequence: 3 };
+    let early = loop {
+        let view = final_fact(&client, b, &urbis_core::state::StateKey::BeaconView);
+        let absent = final_fact(&client, b, &id3.receipt_key());
+        if view["header"] == absent["header"] {
+            let beacon_view: u64 = urbis_core::encoding::decode(
+                &hex::decode(view["value"].as_str().unwrap()).unwrap(),
+            )
+            .unwrap();
+            assert!(beacon_view < timeout_height, "the test waited too long");
+            break json!({"type": "timeout", "packet": id3, "proof": {"receipt_absence": absent["proof"], "beacon_view": beacon_view, "beacon_view_proof": view["proof"], "header": view["header"], "finality": view["finality"]}});
+        }
+    };
+    refused(
+        post_packet(&client, a, &early),
+        422,
+        "invalid-proof",
+        "certified view",
+        "timeout before the timeout",
+    );
+
+    // Acknowledgements travel back; a forged or repeated one is refused.
+    let ack = |sequence: u64| {
+        let s = wait_packet(
+            &client,
+            b,
+            &format!("{an}/{bn}/{sequence}"),
+            "final acknowledgement",
+            |v| v["acknowledgement_proof"].is_object(),
+        );
+        s["acknowledgement_proof"].clone()
+    };
+    let ack1 = ack(1);
+    let id = |sequence: u64| json!({"source": 0, "destination": 1, "sequence": sequence});
+    refused(
+        post_packet(
+            &client,
+            a,
+            &json!({"type": "acknowledgement", "packet": id(3), "proof": ack1}),
+        ),
+        422,
+        "invalid-proof",
+        "acknowledgement path",
+        "another packet's acknowledgement",
+    );
+    let mut forged = ack1.clone();
+    forged["acknowledgement"] = json!({"result": "error", "error": "unknown_asset"});
+    refused(
+        post_packet(
+            &client,
+            a,
+            &json!({"type": "acknowledgement", "packet": id(1), "proof": forged}),
+        ),
+        422,
+        "invalid-proof",
+        "acknowledgement path",
+        "an error acknowledgement where B wrote success",
+    );
+    let (status, v) = post_packet(
+        &client,
+        a,
+        &json!({"type": "acknowledgement", "packet": id(1), "proof": ack1}),
+    );
+    assert_eq!((status, v["state"].as_str()), (200, Some("acknowledged")), "{v}");
+    refused(
+        post_packet(
+            &client,
+            a,
+            &json!({"type": "acknowledgement", "packet": id(1), "proof": ack1}),
+        ),
+        409,
+        "packet-settled",
+        "already settled",
+        "second acknowledgement",
+    );
+    let (status, v) = post_packet(
+        &client,
+        a,
+        &json!({"type": "acknowledgement", "packet": id(2), "proof": ack(2)}),
+    );
+    assert_eq!(status, 200, "{v}");
+    conservation(&client, &cities, 1000);
+
+    // Packet 3 was dropped: once B's certified view passes the timeout, B proves its absence.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let url = format!(
+        "{}/v1/packets/{an}/{bn}/3/timeout-proof?timeout_height={timeout_height}",
+        b["shard_api"].as_str().unwrap()
+    );
+    let timeout3 = loop {
+        let r = client.get(&url).send().unwrap();
+        if r.status().is_success() {
+            break r.json::<Value>().unwrap();
+        }
+        assert_eq!(r.status().as_u16(), 409);
+        assert!(Instant::now() < deadline, "no timeout proof: {}", r.text().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Packet 4 was received but not acknowledged: packet 3's absence proof does not prove its.
+    refused(
+        post_packet(&client, a, &json!({"type": "timeout", "packet": id(4), "proof": timeout3})),
+        422,
+        "invalid-proof",
+        "receipt absence path",
+        "absence proof for a present receipt",
+    );
+    // Delivered past its timeout: refused by B's own view.
+    refused(
+        post_packet(&client, b, &packet(2)),
+        409,
+        "packet-timed-out",
+        "timed out",
+        "delivery past the timeout",
+    );
+    let (status, v) =
+        post_packet(&client, a, &json!({"type": "timeout", "packet": id(3), "proof": timeout3}));
+    assert_eq!((status, v["state"].as_str()), (200, Some("refunded")), "{v}");
+    refused(
+        post_packet(&client, a, &json!({"type": "timeout", "packet": id(3), "proof": timeout3})),
+        409,
+        "packet-settled",
+        "already settled",
+        "second refund",
+    );
+    refused(
+        post_packet(
+            &client,
+            a,
+            &json!({"type": "acknowledgement", "packet": id(3), "proof": ack1}),
+        ),
+        409,
+        "packet-settled",
+        "already settled",
+        "acknowledgement after a refund",
+    );
+    refused(
+        post_packet(&client, b, &packet(2)),
+        409,
+        "packet-timed-out",
+        "timed out",
+        "delivery after a refund",
+    );
+    let (status, v) = post_packet(
+        &client,
+        a,
+        &json!({"type": "acknowledgement", "packet": id(4), "proof": ack(4)}),
+    );
+    assert_eq!(status, 200, "{v}");
+
+    // Every packet ended exactly once, and value is conserved with nothing in flight.
+    for (sequence, state) in
+        [(1, "acknowledged"), (2, "acknowledged"), (3, "refunded"), (4, "acknowledged")]
+    {
+        wait_packet(&client, a, &format!("{an}/{bn}/{sequence}"), state, |v| v["state"] == state);
+    }
+    assert_eq!(
+        amount(&client, a, json!({"type": "balance", "asset": "EUR", "account": "alice"})),
+        690
+    );
+    assert_eq!(
+        amount(&client, b, json!({"type": "voucher", "asset": "EUR", "account": "bob"})),
+        310
+    );
+    assert_eq!(conservation(&client, &cities, 1000), 0);
+    assert!(sigterm(child).success());
+}

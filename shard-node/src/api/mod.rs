@@ -1014,37 +1014,45 @@ pub struct ProofView {
 }
 
 /// Membership or non-membership of a state key at the latest block.
-#[utoipa::path(get, path = "/v1/state/{key}/proof", params(("key" = String, Path, description = "Hex of the canonical encoding of the state key")),
+#[utoipa::path(get, path = "/v1/state/{key}/proof", params(("key" = String, Path, description = "Hex of the canonical encoding of the state key"), StateProofQuery),
     responses((status = 200, body = ProofView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn state_proof(
     State(app): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<StateProofQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<ProofView>> {
     let Path(key) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let bytes = hex::decode(&key).map_err(|_| Problem::bad_request("key must be hex"))?;
     let key: StateKey = decode(&bytes).map_err(|e| Problem::bad_request(e.to_string()))?;
-    let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
-    let header = app
-        .store
-        .header(tip.height)
-        .map_err(internal)?
-        .ok_or_else(|| internal("header missing"))?;
-    let (value, proof) = match tip.state_version {
-        None => (None, urbis_core::state::StateProof { leaf: None, siblings: vec![] }),
-        Some(v) => {
-            let tree =
-                jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*app.store);
-            let (value, p) =
-                tree.get_with_proof(jmt::KeyHash(key.key_hash().0), v).map_err(internal)?;
-            (value, urbis_core::state::StateProof::from_jmt(&p).map_err(internal)?)
+    let fact = match q.level.as_deref() {
+        None | Some("committed") => {
+            let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
+            let (value, proof, header) = packets::prove_at(&app, &key, tip.height)?;
+            StateFactProof { key, value, proof, header, finality: None }
+        }
+        Some("final") => packets::final_state(&app, &key)?
+            .ok_or_else(|| Problem::not_found("no header of this shard is final yet"))?,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "level must be committed or final, not {other}"
+            )));
         }
     };
-    let present = value.is_some();
     Ok(Json(ProofView {
-        level: "committed".into(),
-        present,
-        proof: ProofDocument::State(StateFactProof { key, value, proof, header, finality: None }),
+        level: if fact.finality.is_some() { "final" } else { "committed" }.into(),
+        present: fact.value.is_some(),
+        proof: ProofDocument::State(fact),
     }))
+}
+
+/// Query of a state proof.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StateProofQuery {
+    /// `committed` (default: the latest sealed header) or `final` (the latest header a
+    /// certified beacon block covers; what other cities and regulators accept).
+    pub level: Option<String>,
 }
 
 /// Query of a history proof.
