@@ -237,6 +237,8 @@ fn link_name(e: &urbis_core::proof::ProofError) -> &'static str {
             "crosslink_path"
         }
         E::Beacon(_) => "beacon_certificate",
+        E::NotFinal => "finality",
+        E::Value => "state_value",
     }
 }
 

@@ -163,6 +163,12 @@ pub enum ProofError {
     /// F is not certified under the light client's view.
     #[error("beacon block: {0}")]
     Beacon(#[from] LightClientError),
+    /// The proof stops at level committed where a certified beacon block is needed.
+    #[error("the proof is not final: it reaches no certified beacon block")]
+    NotFinal,
+    /// A state value does not decode as the key's value type.
+    #[error("the proven value does not decode")]
+    Value,
     /// The city's crosslinks are not accepted before its first height.
     #[error("beacon block {beacon_height} precedes city {city}'s first height {first_height}")]
     BeforeCityJoined {
@@ -355,6 +361,51 @@ pub(crate) fn verify_finality(
     }
     client.verify_header(beacon, &f.certificate)?;
     Ok(beacon.height)
+}
+
+/// A talent credential's status at its issuing city, as a final state proof shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CredentialStatus {
+    /// Not revoked as of the proof's height.
+    Valid,
+    /// Revoked by the issuer's block at `height`.
+    Revoked {
+        /// The revoking block's height.
+        height: u64,
+    },
+}
+
+/// A credential status and how fresh its proof is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckedCredential {
+    /// The status.
+    pub status: CredentialStatus,
+    /// The issuer's shard height the proof is about.
+    pub shard_height: u64,
+    /// The certified beacon height that covers it.
+    pub beacon_height: u64,
+}
+
+/// Checks a final proof of `Revocation{credential_id}` in the issuing city's state: present is
+/// "revoked at height H", absent is "not revoked as of this height". The key is built here.
+pub fn verify_credential_status(
+    genesis: &ValidGenesis,
+    client: &LightClient,
+    issuer: CityId,
+    credential_id: crate::hash::Hash32,
+    proof: &StateFactProof,
+) -> Result<CheckedCredential, ProofError> {
+    let key = StateKey::Revocation { credential_id };
+    let v = verify_state_proof(genesis, client, issuer, &key, proof)?;
+    let beacon_height = v.beacon_height.ok_or(ProofError::NotFinal)?;
+    let status = match &v.value {
+        None => CredentialStatus::Valid,
+        Some(bytes) => CredentialStatus::Revoked {
+            height: crate::encoding::decode::<u64>(bytes).map_err(|_| ProofError::Value)?,
+        },
+    };
+    Ok(CheckedCredential { status, shard_height: v.height, beacon_height })
 }
 
 /// The self-contained proof document `urbis verify` reads and the APIs return (JSON).

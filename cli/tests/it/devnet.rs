@@ -203,7 +203,7 @@ fn devnet_runs_three_cities_and_resumes() {
 }
 
 /// Polls a record until its proof is at level final (bounded), and returns the read.
-fn wait_final(client: &Client, shard: &str, id: &str) -> Value {
+pub(crate) fn wait_final(client: &Client, shard: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v: Value =

@@ -733,3 +733,95 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
     assert_eq!(conservation(&client, &cities, 1000), 0);
     assert!(sigterm(child).success());
 }
+
+#[test]
+fn a_credential_revoked_in_one_city_is_reported_revoked_by_another_within_one_beacon_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_run_of_three_ports();
+    let child = crate::devnet::start_with(dir.path(), port, &["--no-bridges"]);
+    let m = manifest(dir.path());
+    let cities = m["cities"].as_array().unwrap().clone();
+    let urls: Vec<String> =
+        cities.iter().map(|c| c["shard_api"].as_str().unwrap().to_string()).collect();
+    wait_ready(&urls);
+    let client = Client::new();
+    let validators: Vec<String> = m["validators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["beacon_api"].as_str().unwrap().to_string())
+        .collect();
+    beacon_heights(&client, &validators, 2);
+    let (a, b) = (&cities[0], &cities[1]);
+    let an = a["name"].as_str().unwrap();
+    let credential = "55".repeat(32);
+    let key = urbis_core::state::StateKey::Revocation {
+        credential_id: urbis_core::hash::Hash32::from_hex(&credential).unwrap(),
+    };
+    submit(
+        &client,
+        a,
+        "hr-bureau",
+        json!({"kind": "talent", "subject": "66".repeat(32), "payload": {"action": "issue", "credential_id": credential, "document": {"licence": "surveyor"}}}),
+    );
+    // B's verifier checks A's final non-revocation proof against B's own light client.
+    let ask = |proof: &Value| {
+        let r = client
+            .post(format!("{}/v1/credentials/status", b["shard_api"].as_str().unwrap()))
+            .json(&json!({"issuer": an, "credential_id": credential, "proof": proof}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let before = final_fact(&client, a, &key);
+    let (status, v) = ask(&before);
+    assert_eq!((status, v["status"].as_str()), (200, Some("valid")), "{v}");
+    // A proof of another key, or a committed-level one, is refused.
+    let mut committed = before.clone();
+    committed["finality"] = Value::Null;
+    refused(ask(&committed), 422, "invalid-proof", "not final", "committed-level proof");
+    let revoke = submit(
+        &client,
+        a,
+        "hr-bureau",
+        json!({"kind": "talent", "subject": "66".repeat(32), "payload": {"action": "revoke", "credential_id": credential, "reason_code": 3}}),
+    );
+    let revoked_at = revoke["height"].as_u64().unwrap();
+    // B is asked again and again from the moment of the revocation.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first_revoked = loop {
+        let (status, v) = ask(&final_fact(&client, a, &key));
+        assert_eq!(status, 200, "{v}");
+        if v["status"] == "revoked" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never reported revoked");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(first_revoked["revoked_at_height"].as_u64(), Some(revoked_at));
+    // The beacon block that covers the revocation record.
+    let record = crate::devnet::wait_final(
+        &client,
+        a["shard_api"].as_str().unwrap(),
+        revoke["id"].as_str().unwrap(),
+    );
+    let covered = record["proof"]["finality"]["beacon_header"]["height"].as_u64().unwrap();
+    let reported = first_revoked["beacon_height"].as_u64().unwrap();
+    assert!(
+        reported <= covered + 1,
+        "covered at beacon height {covered}, first reported revoked through block {reported}"
+    );
+    // The old non-revocation proof cannot hide the revocation for long: it goes stale.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, v) = ask(&before);
+        if status == 422 {
+            refused((status, v), 422, "stale-proof", "fresh", "stale non-revocation proof");
+            break;
+        }
+        assert_eq!(v["status"], "valid");
+        assert!(Instant::now() < deadline, "an old non-revocation proof never went stale");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(sigterm(child).success());
+}

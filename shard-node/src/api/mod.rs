@@ -1,6 +1,7 @@
 //! The shard's HTTP API (axum): submit records, read them back with proofs, blocks, subjects,
 //! state and history proofs, health, and the OpenAPI document.
 
+pub mod credentials;
 pub mod limit;
 pub mod packets;
 pub mod problem;
@@ -106,8 +107,8 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     modifiers(&BearerScheme),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
-    paths(submit, submission_status, packets::post_packet, packets::outbound, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
-    components(schemas(packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
+    paths(submit, submission_status, packets::post_packet, packets::outbound, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, credentials::credential_status, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
+    components(schemas(packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, credentials::CredentialStatusRequest, credentials::CredentialStatusView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
 )]
 struct ApiDoc;
 
@@ -142,6 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(packets::inbound_payload),
         )
         .route("/v1/capital/totals", get(packets::capital_totals))
+        .route("/v1/credentials/status", post(credentials::credential_status))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
