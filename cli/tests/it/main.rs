@@ -142,5 +142,6 @@ fn verify_checks_committed_and_final_proofs_offline_and_names_the_failing_link()
 }
 mod beacon;
 mod devnet;
+mod faults;
 mod packets;
 mod shard;
