@@ -36,6 +36,20 @@ struct BlockView {
     /// The next set, when the header announces a change.
     #[serde(default)]
     next_validators: Option<urbis_core::validators::ValidatorSet>,
+    /// The misbehaviour evidence the block records (only conflicting shard headers are read).
+    #[serde(default)]
+    evidence: Vec<EvidenceView>,
+}
+
+/// An evidence item of a beacon block, as far as a shard reads it.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum EvidenceView {
+    /// Two sealed headers of one city at one height.
+    ShardHeaders(urbis_core::crosslink::ShardEquivocation),
+    /// Anything else (a validator's double vote).
+    #[serde(other)]
+    Other,
 }
 
 /// Why a served block was refused.
@@ -166,6 +180,9 @@ pub struct Follower {
     pub client: Arc<std::sync::RwLock<LightClient>>,
     /// The highest beacon height followed durably (what the sealer writes as `BeaconView`).
     pub beacon_view: Arc<std::sync::atomic::AtomicU64>,
+    /// The sealer, which freezes packets from a city shown to have sealed two headers at one
+    /// height.
+    pub sealer: crate::sealer::Sealer,
 }
 
 /// Runs the follower until `shutdown` fires: one task follows the beacon, one offers headers.
@@ -198,6 +215,9 @@ pub async fn run(follower: Follower, mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
     follow.abort();
     offer.abort();
+    // Wait until both are gone, so their handles (the sealer's among them) are dropped.
+    let _ = follow.await;
+    let _ = offer.await;
 }
 
 /// Follows certified beacon blocks in order, recording each crosslink of this city.
@@ -272,6 +292,14 @@ async fn follow(f: Arc<Follower>, http: reqwest::Client, crosslinked: watch::Sen
                 continue;
             }
         };
+        // Conflicting headers of another city freeze its packets here, sealed before the block
+        // counts as followed (so a crash in between freezes again on the retry). The evidence
+        // verifies on its own; the beacon is not trusted for it.
+        if !freeze_on_evidence(&f, &block).await {
+            api += 1;
+            tokio::time::sleep(BACKOFF).await;
+            continue;
+        }
         let store = f.store.clone();
         let city = f.city;
         let shared = f.client.clone();
@@ -320,6 +348,49 @@ async fn follow(f: Arc<Follower>, http: reqwest::Client, crosslinked: watch::Sen
             }
         }
     }
+}
+
+/// Seals a freeze for each city the block's evidence shows sealing two headers at one height;
+/// false when a freeze could not be sealed (the block is followed again later).
+async fn freeze_on_evidence(f: &Follower, block: &BlockView) -> bool {
+    for item in &block.evidence {
+        let EvidenceView::ShardHeaders(e) = item else { continue };
+        let Ok((city, height)) = urbis_core::crosslink::verify_equivocation(&f.genesis, e) else {
+            tracing::warn!(
+                beacon_height = block.header.height,
+                "beacon block records evidence that does not verify"
+            );
+            continue;
+        };
+        if city == f.city {
+            tracing::error!(height, "this city's sealing key signed two headers at one height");
+            continue;
+        }
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let op = crate::ledger::PacketOp::Freeze { source: city, evidence: Box::new(e.clone()) };
+        let submission = crate::sealer::Submission {
+            records: vec![],
+            ids: vec![],
+            encoded: vec![],
+            payloads: vec![],
+            bytes: 0,
+            erasure: None,
+            packet: Some(op),
+            idempotency: None,
+            render: |_| Vec::new(),
+            reply,
+        };
+        if f.sealer.submit_wait(submission).await.is_err() {
+            return false;
+        }
+        match outcome.await {
+            Ok(crate::sealer::Outcome::PacketSealed { height: at, .. }) => {
+                tracing::warn!(%city, height, sealed_at = at, "packets from a city are frozen: it sealed two headers at one height");
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Offers each newly sealed header to every validator, extending the last crosslinked one.

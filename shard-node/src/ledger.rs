@@ -51,6 +51,18 @@ pub enum PacketOp {
         /// The packet.
         id: PacketId,
     },
+    /// Refuse packets from a city: two validly sealed headers of it at one height (verified).
+    Freeze {
+        /// The city.
+        source: CityId,
+        /// The evidence, kept under `FrozenChannel{source}`.
+        evidence: Box<urbis_core::crosslink::ShardEquivocation>,
+    },
+    /// An operator lifts a freeze.
+    Unfreeze {
+        /// The city.
+        source: CityId,
+    },
 }
 
 /// Why a submission was refused by the ledger rules (nothing of it is written).
@@ -165,6 +177,12 @@ pub enum Rejection {
     PacketSettled {
         /// The packet.
         id: PacketId,
+    },
+    /// Packets from this city are not frozen.
+    #[error("packets from city {city} are not frozen")]
+    NotFrozen {
+        /// The city.
+        city: CityId,
     },
     /// No outbound packet has this channel and sequence.
     #[error("no outbound packet {id}")]
@@ -330,6 +348,22 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                 let outcome = PacketOutcome::TimedOut { height: self.height };
                 let settled = self.settle(id, outcome, &mut overlay)?;
                 self.land(id, settled);
+                None
+            }
+            PacketOp::Freeze { source, evidence } => {
+                let key = StateKey::FrozenChannel { source: *source };
+                // Frozen already: the first evidence stays.
+                if self.read(&overlay, &key)?.is_none() {
+                    Self::put(&mut overlay, key, Some(encode(evidence.as_ref())));
+                }
+                None
+            }
+            PacketOp::Unfreeze { source } => {
+                let key = StateKey::FrozenChannel { source: *source };
+                if self.read(&overlay, &key)?.is_none() {
+                    return Err(Rejection::NotFrozen { city: *source });
+                }
+                Self::put(&mut overlay, key, None);
                 None
             }
         };

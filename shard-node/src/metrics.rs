@@ -123,6 +123,7 @@ impl ShardMetrics {
             Rejection::PacketTimedOut { .. } => "packet_timed_out",
             Rejection::PacketSettled { .. } => "packet_settled",
             Rejection::UnknownPacket { .. } => "unknown_packet",
+            Rejection::NotFrozen { .. } => "not_frozen",
             Rejection::State(_) => "state",
         };
         self.rejected.get_or_create(&ReasonLabel { reason }).inc();

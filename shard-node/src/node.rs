@@ -330,6 +330,7 @@ pub async fn run(
             monotonic,
             client: light_client.clone(),
             beacon_view: beacon_view.clone(),
+            sealer: sealer.clone(),
         },
         follower_stop,
     ));

@@ -220,7 +220,7 @@ pub(crate) fn wait_final(client: &Client, shard: &str, id: &str) -> Value {
 
 /// A second header sealed by a city's own key at a crosslinked height is refused and kept as
 /// evidence that anyone with genesis can check.
-fn conflicting_header_is_evidence(
+pub(crate) fn conflicting_header_is_evidence(
     client: &Client,
     dir: &std::path::Path,
     m: &Value,

@@ -731,6 +731,78 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         310
     );
     assert_eq!(conservation(&client, &cities, 1000), 0);
+
+    // Misbehaviour: A seals a second header at a crosslinked height. The validators record the
+    // evidence in a block; B's follower checks it and freezes packets from A.
+    crate::devnet::conflicting_header_is_evidence(&client, dir.path(), &m, a, &validators[0]);
+    let channel = format!("{}/v1/channels/{an}", b["shard_api"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value = client.get(&channel).send().unwrap().json().unwrap();
+        if v["frozen"] == true {
+            assert_eq!(v["evidence"]["first"]["header"]["city"], 0, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B did not freeze A's packets: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A packet from A is answered with an error acknowledgement, and A refunds it.
+    let deliver_next = |sequence: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let proof = loop {
+            let page: Value = client
+                .get(format!(
+                    "{}/v1/packets/outbound?destination={bn}&after={}",
+                    a["shard_api"].as_str().unwrap(),
+                    sequence - 1
+                ))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if let Some(p) = page["packets"].as_array().unwrap().first() {
+                assert_eq!(p["sequence"].as_u64(), Some(sequence));
+                break p["proof"].clone();
+            }
+            assert!(Instant::now() < deadline, "packet {sequence} did not become final");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        post_packet(&client, b, &json!({"type": "packet", "proof": proof}))
+    };
+    submit(&client, a, "treasury", send(5));
+    let (status, v) = deliver_next(5);
+    assert_eq!((status, v["state"].as_str()), (200, Some("error_acknowledged")), "{v}");
+    assert_eq!(v["acknowledgement"], json!({"result": "error", "error": "frozen_channel"}));
+    let (status, v) = post_packet(
+        &client,
+        a,
+        &json!({"type": "acknowledgement", "packet": id(5), "proof": ack(5)}),
+    );
+    assert_eq!((status, v["state"].as_str()), (200, Some("refunded")), "{v}");
+    assert_eq!(
+        amount(&client, a, json!({"type": "balance", "asset": "EUR", "account": "alice"})),
+        690
+    );
+    assert_eq!(conservation(&client, &cities, 1000), 0);
+    // Only an operator of B lifts the freeze; then packets from A are received again.
+    let operator = dir.path().join("berlin-operator.token");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .args(["tokens", "issue", "--service", "ops", "--operator", "--file"])
+        .arg(dir.path().join(bn).join("tokens.json"))
+        .arg("--out")
+        .arg(&operator)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let unfreeze =
+        |token: &str| client.delete(format!("{channel}/freeze")).bearer_auth(token).send().unwrap();
+    assert_eq!(unfreeze(b["service_tokens"]["treasury"].as_str().unwrap()).status().as_u16(), 403);
+    let r = unfreeze(std::fs::read_to_string(&operator).unwrap().trim());
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().unwrap()["frozen"], false);
+    submit(&client, a, "treasury", send(7));
+    let (status, v) = deliver_next(6);
+    assert_eq!((status, v["state"].as_str()), (200, Some("received")), "{v}");
     assert!(sigterm(child).success());
 }
 

@@ -781,3 +781,109 @@ pub async fn inbound_payload(
         salt: hex::encode(stored.salt),
     }))
 }
+
+/// Whether packets from a city are frozen here, and why.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ChannelView {
+    /// The source city.
+    pub city: String,
+    /// Whether its packets are answered with a `frozen_channel` error acknowledgement.
+    pub frozen: bool,
+    /// The conflicting sealed headers that froze it.
+    #[schema(value_type = Option<Object>)]
+    pub evidence: Option<urbis_core::crosslink::ShardEquivocation>,
+}
+
+fn channel_view(app: &AppState, city: CityId) -> ApiResult<ChannelView> {
+    let evidence = state_value(app, &StateKey::FrozenChannel { source: city })?
+        .map(|v| decode::<urbis_core::crosslink::ShardEquivocation>(&v))
+        .transpose()
+        .map_err(internal)?;
+    Ok(ChannelView { city: city_name(app, city), frozen: evidence.is_some(), evidence })
+}
+
+/// Packets from `city`: frozen or not, with the evidence.
+#[utoipa::path(get, path = "/v1/channels/{city}", params(("city" = String, Path, description = "Source city name")),
+    responses((status = 200, body = ChannelView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn channel(
+    State(app): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ChannelView>> {
+    let Path(city) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let city = city_by_name(&app, &city)?;
+    Ok(Json(channel_view(&app, city)?))
+}
+
+async fn seal_op(app: &Arc<AppState>, op: PacketOp) -> ApiResult<()> {
+    let (reply, wait) = tokio::sync::oneshot::channel();
+    let submission = Submission {
+        records: vec![],
+        ids: vec![],
+        encoded: vec![],
+        payloads: vec![],
+        bytes: 0,
+        erasure: None,
+        packet: Some(op),
+        idempotency: None,
+        render: |_| Vec::new(),
+        reply,
+    };
+    match super::seal(app, submission, wait, "ask the channel's state").await? {
+        Outcome::PacketSealed { .. } => Ok(()),
+        Outcome::Rejected(r @ Rejection::NotFrozen { .. }) => {
+            Err(Problem::not_found(r.to_string()))
+        }
+        Outcome::Rejected(r) => Err(internal(r)),
+        Outcome::Failed(detail) => Err(internal(detail)),
+        Outcome::Sealed(_) | Outcome::Replayed(_) => Err(internal("unexpected sealer outcome")),
+    }
+}
+
+/// An operator lifts the freeze of packets from `city` (the evidence stays in the state
+/// history and in the beacon block that recorded it).
+#[utoipa::path(delete, path = "/v1/channels/{city}/freeze", params(("city" = String, Path, description = "Source city name")),
+    responses((status = 200, body = ChannelView), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn unfreeze(
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ChannelView>> {
+    let grant = super::authenticate(&app, &headers)?;
+    if !grant.operator {
+        return Err(Problem::forbidden("only an operator lifts a freeze"));
+    }
+    let Path(city) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let city = city_by_name(&app, &city)?;
+    seal_op(&app, PacketOp::Unfreeze { source: city }).await?;
+    tracing::warn!(%city, by = %grant.actor(), "freeze of packets from a city lifted");
+    Ok(Json(channel_view(&app, city)?))
+}
+
+/// Anyone may report two validly sealed headers of one city at one height: once they verify,
+/// packets from that city are frozen here.
+#[utoipa::path(post, path = "/v1/evidence/shard-headers", request_body = Object,
+    responses((status = 200, body = ChannelView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn report_equivocation(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<ChannelView>> {
+    app.rate
+        .check("public:evidence", (app.monotonic)())
+        .map_err(|wait| Problem::too_many(format!("retry in {} ms", wait.as_millis().max(1))))?;
+    let (_, evidence): (_, urbis_core::crosslink::ShardEquivocation) =
+        json_body(body, app.limits.body_bytes_max)?;
+    let (city, _) =
+        urbis_core::crosslink::verify_equivocation(&app.genesis, &evidence).map_err(|e| {
+            Problem::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-proof",
+                e.to_string(),
+            )
+        })?;
+    if city == app.city {
+        return Err(Problem::unprocessable("this city does not freeze its own packets"));
+    }
+    seal_op(&app, PacketOp::Freeze { source: city, evidence: Box::new(evidence) }).await?;
+    Ok(Json(channel_view(&app, city)?))
+}
