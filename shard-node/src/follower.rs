@@ -46,7 +46,7 @@ struct BlockView {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum EvidenceView {
     /// Two sealed headers of one city at one height.
-    ShardHeaders(urbis_core::crosslink::ShardEquivocation),
+    ShardHeaders(Box<urbis_core::crosslink::ShardEquivocation>),
     /// Anything else (a validator's double vote).
     #[serde(other)]
     Other,
@@ -367,7 +367,7 @@ async fn freeze_on_evidence(f: &Follower, block: &BlockView) -> bool {
             continue;
         }
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        let op = crate::ledger::PacketOp::Freeze { source: city, evidence: Box::new(e.clone()) };
+        let op = crate::ledger::PacketOp::Freeze { source: city, evidence: e.clone() };
         let submission = crate::sealer::Submission {
             records: vec![],
             ids: vec![],
