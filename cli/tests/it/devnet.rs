@@ -566,9 +566,20 @@ fn devnet_logs_hold_none_of_its_secrets() {
         }
     }
     for entry in std::fs::read_dir(dir.path().join("keys")).unwrap() {
-        let file: Value =
-            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
-        secrets.push(file["secret_hex"].as_str().unwrap().to_string());
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".json") {
+            let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            secrets.push(file["secret_hex"].as_str().unwrap().to_string());
+        } else if name.ends_with("-key.pem") {
+            // A bridge's or its CA's private key: its base64 body, and its DER in hex.
+            let pem = std::fs::read_to_string(&path).unwrap();
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            secrets.push(body.clone());
+            use base64::Engine;
+            let der = base64::engine::general_purpose::STANDARD.decode(&body).unwrap();
+            secrets.push(hex::encode(&der[der.len() - 32..]));
+        }
     }
     assert!(secrets.len() > 10);
     for s in &secrets {
