@@ -26,8 +26,10 @@ use wire::{Request, Response};
 
 /// Largest message read from a QUIC stream.
 pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
-/// Packets relayed at once per destination.
-const IN_FLIGHT: usize = 16;
+/// Most packets in one batch (the shard's outbound page).
+pub const OUTBOUND_BATCH_MAX: usize = 256;
+/// Batches in flight at once per destination.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// A bridge's configuration (`bridge.toml`, every setting overridable as `URBIS_*`).
 #[derive(Clone, Debug, Deserialize)]
@@ -158,15 +160,15 @@ async fn accept(bridge: Arc<Bridge>) {
             while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                 let bridge = bridge.clone();
                 tokio::spawn(async move {
+                    let refused = |status, detail| wire::Answers {
+                        results: vec![Response::Refused { status, detail }],
+                    };
                     let response = match recv.read_to_end(MESSAGE_BYTES_MAX).await {
                         Ok(bytes) => match serde_json::from_slice::<Request>(&bytes) {
                             Ok(request) => serve(&bridge, request).await,
-                            Err(e) => Response::Refused {
-                                status: 400,
-                                detail: format!("malformed request: {e}"),
-                            },
+                            Err(e) => refused(400, format!("malformed request: {e}")),
                         },
-                        Err(e) => Response::Refused { status: 413, detail: e.to_string() },
+                        Err(e) => refused(413, e.to_string()),
                     };
                     if let Ok(bytes) = serde_json::to_vec(&response) {
                         let _ = send.write_all(&bytes).await;
@@ -180,16 +182,18 @@ async fn accept(bridge: Arc<Bridge>) {
 }
 
 /// Problem details the shard answers with (RFC 9457).
-#[derive(Deserialize)]
-struct Problem {
+#[derive(Clone, Debug, Deserialize)]
+pub struct Problem {
+    /// The problem type URI.
     #[serde(rename = "type", default)]
-    kind: String,
+    pub kind: String,
+    /// What went wrong.
     #[serde(default)]
-    detail: String,
+    pub detail: String,
 }
 
-fn problem_slug(p: &Problem) -> &str {
-    p.kind.rsplit('/').next().unwrap_or_default()
+fn problem_slug(p: &Problem) -> String {
+    p.kind.rsplit('/').next().unwrap_or_default().to_string()
 }
 
 fn city_name(genesis: &ValidGenesis, id: urbis_core::record::CityId) -> String {
@@ -206,50 +210,99 @@ fn packet_url(bridge: &Bridge, id: &PacketId) -> String {
     )
 }
 
-/// The destination side: hand the packet to the shard, then wait for its final
-/// acknowledgement (or fetch the timeout proof when the shard says it timed out).
-async fn serve(bridge: &Bridge, request: Request) -> Response {
-    let Request::Deliver { proof, payload } = request;
-    let Some(destination) = proof.record.destination else {
-        return Response::Refused { status: 422, detail: "record has no destination".into() };
+/// The destination side: hand the packets to the shard in one batch, then wait for their
+/// final acknowledgements (or fetch the timeout proof of those the shard says timed out).
+async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
+    let Request::Deliver { packets } = request;
+    let n = packets.len();
+    let pending = |detail: String| wire::Answers {
+        results: (0..n).map(|_| Response::Pending { detail: detail.clone() }).collect(),
     };
-    let id = PacketId { source: proof.record.city, destination, sequence: proof.sequence };
-    let timeout_height = proof.commitment.timeout_height;
-    let body = serde_json::json!({ "type": "packet", "proof": proof, "payload": payload });
-    let url = format!("{}/v1/packets", bridge.config.shard_api.trim_end_matches('/'));
-    let answer = match bridge.http.post(&url).json(&body).send().await {
-        Ok(r) => r,
-        Err(e) => return Response::Pending { detail: format!("shard unreachable: {e}") },
+    if n == 0 || n > OUTBOUND_BATCH_MAX {
+        return wire::Answers {
+            results: vec![Response::Refused { status: 413, detail: format!("{n} packets") }],
+        };
+    }
+    let mut ids = Vec::with_capacity(n);
+    let mut items = Vec::with_capacity(n);
+    for d in packets {
+        let destination = d.proof.record.destination.unwrap_or(d.proof.record.city);
+        ids.push((
+            PacketId { source: d.proof.record.city, destination, sequence: d.proof.sequence },
+            d.proof.commitment.timeout_height,
+        ));
+        items.push(serde_json::json!({ "type": "packet", "proof": d.proof, "payload": d.payload }));
+    }
+    let shard = bridge.config.shard_api.trim_end_matches('/');
+    let answer = match bridge
+        .http
+        .post(format!("{shard}/v1/packets/batch"))
+        .json(&serde_json::json!({ "items": items }))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => r.json::<wire::BatchAnswer>().await,
+        Ok(r) => return pending(format!("shard answered {}", r.status())),
+        Err(e) => return pending(format!("shard unreachable: {e}")),
     };
-    let status = answer.status().as_u16();
-    if !(200..300).contains(&status) {
-        let problem: Problem =
-            answer.json().await.unwrap_or(Problem { kind: String::new(), detail: String::new() });
-        match (status, problem_slug(&problem)) {
-            (409, "packet-duplicate") => {}
-            (409, "packet-timed-out") => return timeout_proof(bridge, &id, timeout_height).await,
-            (400 | 404 | 413 | 422, _) => {
-                tracing::warn!(packet = %id, status, detail = %problem.detail, "shard refused a packet");
-                return Response::Refused { status, detail: problem.detail };
+    let Ok(answer) = answer else { return pending("shard answer does not parse".into()) };
+    if answer.results.len() != n {
+        return pending("shard answered another number of items".into());
+    }
+    let mut results: Vec<Option<Response>> = (0..n).map(|_| None).collect();
+    let mut awaiting = Vec::new();
+    for (i, item) in answer.results.iter().enumerate() {
+        let slug = item.problem.as_ref().map(problem_slug).unwrap_or_default();
+        let detail = item.problem.as_ref().map(|p| p.detail.clone()).unwrap_or_default();
+        match (item.status, slug.as_str()) {
+            (200, _) | (409, "packet-duplicate") => awaiting.push(i),
+            (409, "packet-timed-out") => {
+                results[i] = Some(timeout_proof(bridge, &ids[i].0, ids[i].1).await);
             }
-            _ => return Response::Pending { detail: problem.detail },
+            (400 | 404 | 413 | 422, _) => {
+                tracing::warn!(packet = %ids[i].0, status = item.status, %detail, "shard refused a packet");
+                results[i] = Some(Response::Refused { status: item.status, detail });
+            }
+            _ => results[i] = Some(Response::Pending { detail }),
         }
     }
-    // Received (now or before): wait until the acknowledgement is final.
+    // Received (now or before): wait until their acknowledgements are final.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(bridge.config.ack_wait_ms);
-    let url = packet_url(bridge, &id);
-    loop {
-        if let Ok(r) = bridge.http.get(&url).send().await
+    while !awaiting.is_empty() {
+        let packets: Vec<PacketId> = awaiting.iter().map(|i| ids[*i].0).collect();
+        if let Ok(r) = bridge
+            .http
+            .post(format!("{shard}/v1/packets/acknowledgements"))
+            .json(&serde_json::json!({ "packets": packets }))
+            .send()
+            .await
             && r.status().is_success()
-            && let Ok(status) = r.json::<wire::PacketStatus>().await
-            && let Some(proof) = status.acknowledgement_proof
+            && let Ok(acks) = r.json::<wire::Acknowledgements>().await
+            && acks.acknowledgements.len() == awaiting.len()
         {
-            return Response::Acknowledged { proof };
+            let mut still = Vec::new();
+            for (i, ack) in awaiting.iter().zip(acks.acknowledgements) {
+                match ack {
+                    Some(proof) => results[*i] = Some(Response::Acknowledged { proof }),
+                    None => still.push(*i),
+                }
+            }
+            awaiting = still;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Response::Pending { detail: "the acknowledgement is not final yet".into() };
+        if awaiting.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wire::Answers {
+        results: results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(Response::Pending {
+                    detail: "the acknowledgement is not final yet".into(),
+                })
+            })
+            .collect(),
     }
 }
 
@@ -273,7 +326,8 @@ async fn timeout_proof(bridge: &Bridge, id: &PacketId, timeout_height: u64) -> R
     }
 }
 
-/// The source side towards one destination: final unsettled packets out, answers back in.
+/// The source side towards one destination: final unsettled packets out in batches (a few
+/// batches in flight at once), answers back in, each settled at the own shard.
 async fn outbound(
     bridge: Arc<Bridge>,
     destination: String,
@@ -281,15 +335,43 @@ async fn outbound(
     mut stop: watch::Receiver<bool>,
 ) {
     let poll = Duration::from_millis(bridge.config.poll_interval_ms);
-    let mut scan_after = None;
+    // Sequences handed to a batch in flight, and what the finished batches settled.
+    let state = Arc::new(std::sync::Mutex::new(Flight::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut scan_after: Option<u64> = None;
     loop {
         if *stop.borrow() {
+            tasks.abort_all();
             return;
         }
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
         let cursor = bridge.cursors.lock().await.get(&destination);
-        let after = scan_after.unwrap_or(cursor);
+        // The cursor moves over the settled prefix; a packet left unsettled is sent again.
+        let advanced = {
+            let mut f = state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut c = cursor;
+            while f.settled.remove(&(c + 1)) {
+                c += 1;
+            }
+            f.settled.retain(|s| *s > c);
+            c
+        };
+        if advanced > cursor {
+            bridge.cursors.lock().await.set(&destination, advanced);
+        }
+        if tasks.len() >= BATCHES_IN_FLIGHT {
+            let _ = tokio::time::timeout(poll, tasks.join_next()).await;
+            continue;
+        }
+        let after = scan_after.unwrap_or(advanced).max(advanced);
         let url = format!(
-            "{}/v1/packets/outbound?destination={destination}&after={after}",
+            "{}/v1/packets/outbound?destination={destination}&after={after}&limit={OUTBOUND_BATCH_MAX}",
             bridge.config.shard_api.trim_end_matches('/')
         );
         let page = match bridge.http.get(&url).send().await {
@@ -313,135 +395,144 @@ async fn outbound(
             let _ = tokio::time::timeout(poll * 5, stop.changed()).await;
             continue;
         };
-        if page.packets.is_empty() {
+        let fresh: Vec<wire::OutboundPacketView> = {
+            let f = state.lock().unwrap_or_else(|e| e.into_inner());
+            page.packets.into_iter().filter(|p| !f.in_flight.contains(&p.sequence)).collect()
+        };
+        if fresh.is_empty() {
+            // Nothing new past `after`: the next scan starts from the cursor again, so packets
+            // a finished batch left unsettled are sent again.
             scan_after = None;
-            if page.waiting_for_finality.is_none() && page.sent > cursor {
+            let idle =
+                tasks.is_empty() && state.lock().map(|f| f.in_flight.is_empty()).unwrap_or(false);
+            if idle
+                && page.waiting_for_finality.is_none()
+                && page.sent > advanced
+                && after == advanced
+            {
                 // Everything up to `sent` is settled.
                 bridge.cursors.lock().await.set(&destination, page.sent);
             }
             let _ = tokio::time::timeout(poll, stop.changed()).await;
             continue;
         }
-        let full = page.packets.len() >= 64;
-        let last = page.packets.last().map_or(after, |p| p.sequence);
-        let mut settled = Vec::with_capacity(page.packets.len());
-        let mut packets = page.packets.into_iter();
-        loop {
-            let batch: Vec<_> = packets.by_ref().take(IN_FLIGHT).collect();
-            if batch.is_empty() {
-                break;
-            }
-            let results = futures_join(batch.into_iter().map(|p| {
-                let bridge = bridge.clone();
-                let destination = destination.clone();
-                let address = address.clone();
-                async move {
-                    let sequence = p.sequence;
-                    (sequence, relay(&bridge, &destination, &address, p).await)
+        scan_after = fresh.last().map(|p| p.sequence);
+        {
+            let mut f = state.lock().unwrap_or_else(|e| e.into_inner());
+            f.in_flight.extend(fresh.iter().map(|p| p.sequence));
+        }
+        let bridge = bridge.clone();
+        let destination = destination.clone();
+        let address = address.clone();
+        let state = state.clone();
+        tasks.spawn(async move {
+            let sequences: Vec<u64> = fresh.iter().map(|p| p.sequence).collect();
+            let settled = relay(&bridge, &destination, &address, fresh).await;
+            let mut f = state.lock().unwrap_or_else(|e| e.into_inner());
+            for (sequence, done) in sequences.into_iter().zip(settled) {
+                f.in_flight.remove(&sequence);
+                if done {
+                    f.settled.insert(sequence);
                 }
-            }))
-            .await;
-            settled.extend(results);
-        }
-        // The cursor moves over the settled prefix only: a packet left behind is retried.
-        // Sequences the page skipped were settled already (their commitments are gone).
-        if after == cursor {
-            let mut new_cursor = cursor;
-            for (sequence, done) in &settled {
-                if !*done {
-                    break;
-                }
-                new_cursor = *sequence;
             }
-            if new_cursor > cursor {
-                bridge.cursors.lock().await.set(&destination, new_cursor);
-            }
-        }
-        let all_done = settled.iter().all(|(_, d)| *d);
-        scan_after = full.then_some(last);
-        if !all_done && !full {
-            let _ = tokio::time::timeout(poll * 5, stop.changed()).await;
-        }
+        });
     }
 }
 
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F: std::future::Future + Send + 'static>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        match h.await {
-            Ok(v) => out.push(v),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-    out
+/// What the batches of one destination are doing.
+#[derive(Default)]
+struct Flight {
+    in_flight: std::collections::BTreeSet<u64>,
+    settled: std::collections::BTreeSet<u64>,
 }
 
-/// Relays one packet and settles it at the source; true once the source shard holds its
-/// outcome.
+/// Relays a batch of packets and settles each at the source; for each, whether the source
+/// shard now holds its outcome.
 async fn relay(
     bridge: &Bridge,
     destination: &str,
     address: &str,
-    p: wire::OutboundPacketView,
-) -> bool {
-    let id = PacketId {
-        source: p.proof.record.city,
-        destination: p.proof.record.destination.unwrap_or(p.proof.record.city),
-        sequence: p.sequence,
+    packets: Vec<wire::OutboundPacketView>,
+) -> Vec<bool> {
+    let n = packets.len();
+    let ids: Vec<PacketId> = packets
+        .iter()
+        .map(|p| PacketId {
+            source: p.proof.record.city,
+            destination: p.proof.record.destination.unwrap_or(p.proof.record.city),
+            sequence: p.sequence,
+        })
+        .collect();
+    let request = Request::Deliver {
+        packets: packets
+            .into_iter()
+            .map(|p| wire::Delivery { proof: p.proof, payload: p.payload })
+            .collect(),
     };
-    let request = Request::Deliver { proof: p.proof, payload: p.payload };
-    let response = match call(bridge, destination, address, &request).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(packet = %id, error = %e, "destination bridge unreachable");
-            return false;
-        }
-    };
-    let body = match response {
-        Response::Acknowledged { proof } => {
-            serde_json::json!({ "type": "acknowledgement", "packet": id, "proof": proof })
-        }
-        Response::TimedOut { proof } => {
-            serde_json::json!({ "type": "timeout", "packet": id, "proof": proof })
-        }
-        Response::Pending { detail } => {
-            tracing::debug!(packet = %id, %detail, "packet pending at the destination");
-            return false;
-        }
-        Response::Refused { status, detail } => {
-            tracing::warn!(packet = %id, status, %detail, "destination refused a packet");
-            return false;
-        }
-    };
-    let url = format!("{}/v1/packets", bridge.config.shard_api.trim_end_matches('/'));
-    match bridge.http.post(&url).json(&body).send().await {
-        Ok(r) if r.status().is_success() => {
-            tracing::debug!(packet = %id, "packet settled");
-            true
-        }
-        Ok(r) if r.status().as_u16() == 409 => true,
-        Ok(r) => {
-            let status = r.status();
-            let detail = r.text().await.unwrap_or_default();
-            tracing::warn!(packet = %id, %status, %detail, "own shard refused a settlement");
-            false
+    let answers = match call(bridge, destination, address, &request).await {
+        Ok(a) if a.results.len() == n => a.results,
+        Ok(_) => {
+            tracing::warn!(%destination, "the destination bridge answered another number of packets");
+            return vec![false; n];
         }
         Err(e) => {
-            tracing::debug!(packet = %id, error = %e, "own shard unreachable");
-            false
+            tracing::debug!(%destination, error = %e, "destination bridge unreachable");
+            return vec![false; n];
         }
+    };
+    let mut settled = vec![false; n];
+    let mut items = Vec::new();
+    let mut positions = Vec::new();
+    for (i, (id, answer)) in ids.iter().zip(answers).enumerate() {
+        let item = match answer {
+            Response::Acknowledged { proof } => {
+                serde_json::json!({ "type": "acknowledgement", "packet": id, "proof": proof })
+            }
+            Response::TimedOut { proof } => {
+                serde_json::json!({ "type": "timeout", "packet": id, "proof": proof })
+            }
+            Response::Pending { detail } => {
+                tracing::debug!(packet = %id, %detail, "packet pending at the destination");
+                continue;
+            }
+            Response::Refused { status, detail } => {
+                tracing::warn!(packet = %id, status, %detail, "destination refused a packet");
+                continue;
+            }
+        };
+        items.push(item);
+        positions.push(i);
     }
+    if items.is_empty() {
+        return settled;
+    }
+    let url = format!("{}/v1/packets/batch", bridge.config.shard_api.trim_end_matches('/'));
+    match bridge.http.post(&url).json(&serde_json::json!({ "items": items })).send().await {
+        Ok(r) if r.status().is_success() => match r.json::<wire::BatchAnswer>().await {
+            Ok(answer) if answer.results.len() == positions.len() => {
+                for (i, item) in positions.into_iter().zip(answer.results) {
+                    let slug = item.problem.as_ref().map(problem_slug).unwrap_or_default();
+                    settled[i] = item.status == 200 || slug == "packet-settled";
+                    if !settled[i] {
+                        tracing::warn!(packet = %ids[i], status = item.status, "own shard refused a settlement");
+                    }
+                }
+            }
+            _ => tracing::warn!("own shard's batch answer does not parse"),
+        },
+        Ok(r) => tracing::warn!(status = %r.status(), "own shard refused a settlement batch"),
+        Err(e) => tracing::debug!(error = %e, "own shard unreachable"),
+    }
+    settled
 }
 
 /// One request to a city's bridge over QUIC (connection reused).
-async fn call(bridge: &Bridge, city: &str, address: &str, request: &Request) -> Result<Response> {
+async fn call(
+    bridge: &Bridge,
+    city: &str,
+    address: &str,
+    request: &Request,
+) -> Result<wire::Answers> {
     let connection = connection(bridge, city, address).await?;
     let result = async {
         let (mut send, mut recv) = connection.open_bi().await?;

@@ -8,13 +8,27 @@ use urbis_core::packet::{AcknowledgementProof, PacketProof, TimeoutProof};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
-    /// Hand this packet to your shard and answer with its final acknowledgement.
+    /// Hand these packets to your shard and answer each with its final acknowledgement.
     Deliver {
-        /// The packet with its proof chain.
-        proof: PacketProof,
-        /// The off-chain payload of a credit or talent packet (`{salt, bytes}`, hex).
-        payload: Option<serde_json::Value>,
+        /// The packets, at most 256.
+        packets: Vec<Delivery>,
     },
+}
+
+/// One packet with what travels beside it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The packet with its proof chain.
+    pub proof: PacketProof,
+    /// The off-chain payload of a credit or talent packet (`{salt, bytes}`, hex).
+    pub payload: Option<serde_json::Value>,
+}
+
+/// The answers to a request, one per packet in request order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Answers {
+    /// One per packet.
+    pub results: Vec<Response>,
 }
 
 /// A destination bridge's answer.
@@ -74,4 +88,27 @@ pub struct PacketStatus {
     pub state: String,
     /// At the destination once final.
     pub acknowledgement_proof: Option<AcknowledgementProof>,
+}
+
+/// The shard's answer to `POST /v1/packets/batch`.
+#[derive(Debug, Deserialize)]
+pub struct BatchAnswer {
+    /// One per item.
+    pub results: Vec<BatchItem>,
+}
+
+/// One item's answer.
+#[derive(Debug, Deserialize)]
+pub struct BatchItem {
+    /// Its HTTP status.
+    pub status: u16,
+    /// Its problem, when refused.
+    pub problem: Option<crate::Problem>,
+}
+
+/// The shard's answer to `POST /v1/packets/acknowledgements`.
+#[derive(Debug, Deserialize)]
+pub struct Acknowledgements {
+    /// One per packet asked about.
+    pub acknowledgements: Vec<Option<AcknowledgementProof>>,
 }

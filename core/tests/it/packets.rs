@@ -153,7 +153,8 @@ fn an_honest_packet_its_acknowledgement_and_a_timeout_verify() {
 #[test]
 fn threat_a_mutated_byte_anywhere_in_a_packet_proof_is_refused() {
     let p = pair();
-    let c = p.client();
+    // A client that has not seen the beacon blocks checks every certificate byte too.
+    let c = LightClient::from_genesis(&p.federation.genesis);
     let g = &p.federation.genesis;
     let honest = encode(&p.packet(1));
     let mut refused = 0;
@@ -324,5 +325,27 @@ fn threat_a_forged_acknowledgement_is_refused() {
     assert!(matches!(
         verify_acknowledgement(g, &c, &id(1), &a).unwrap_err(),
         PacketError::Proof(ProofError::CrosslinkPath(_))
+    ));
+}
+
+#[test]
+fn a_beacon_block_the_client_already_certified_is_not_checked_again_but_only_that_block() {
+    let p = pair();
+    let g = &p.federation.genesis;
+    // The client applied beacon block 1: a packet through it needs no second pairing, so the
+    // certificate it carries is not looked at...
+    let mut q = p.packet(1);
+    q.finality.certificate.signature[0] ^= 1;
+    assert!(verify_packet(g, &p.client(), B, &q).is_ok());
+    // ...but a client that has not seen it checks it, and any other header is checked in full.
+    assert!(matches!(
+        verify_packet(g, &LightClient::from_genesis(g), B, &q).unwrap_err(),
+        PacketError::Proof(ProofError::Beacon(LightClientError::Certificate(_)))
+    ));
+    let mut q = p.packet(1);
+    q.finality.beacon_header.time_ms += 1;
+    assert!(matches!(
+        verify_packet(g, &p.client(), B, &q).unwrap_err(),
+        PacketError::Proof(ProofError::Beacon(LightClientError::Certificate(_)))
     ));
 }

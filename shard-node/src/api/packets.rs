@@ -28,7 +28,7 @@ use urbis_core::state::{StateKey, StateProof};
 use utoipa::{IntoParams, ToSchema};
 
 /// Most packets per outbound page.
-const OUTBOUND_PAGE_MAX: usize = 64;
+const OUTBOUND_PAGE_MAX: usize = 256;
 
 /// An off-chain payload travelling beside a credit or talent packet.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -132,9 +132,14 @@ pub async fn post_packet(
         reply,
     };
     let outcome = super::seal(&app, submission, wait, "ask where the packet is").await?;
+    packet_outcome(&op, outcome).map(Json)
+}
+
+/// The answer to a sealed (or refused) packet operation.
+fn packet_outcome(op: &PacketOp, outcome: Outcome) -> ApiResult<PacketResponse> {
     match outcome {
         Outcome::PacketSealed { height, acknowledgement } => {
-            let state = match (&op, acknowledgement) {
+            let state = match (op, acknowledgement) {
                 (PacketOp::Receive(_), Some(Acknowledgement::Success)) => "received",
                 (PacketOp::Receive(_), _) => "error_acknowledged",
                 (PacketOp::Acknowledge { acknowledgement: Acknowledgement::Success, .. }, _) => {
@@ -142,7 +147,7 @@ pub async fn post_packet(
                 }
                 _ => "refunded",
             };
-            Ok(Json(PacketResponse { state: state.into(), height, acknowledgement }))
+            Ok(PacketResponse { state: state.into(), height, acknowledgement })
         }
         Outcome::Rejected(r @ Rejection::UnknownPacket { .. }) => {
             Err(Problem::not_found(r.to_string()))
@@ -162,6 +167,193 @@ pub async fn post_packet(
         Outcome::Failed(detail) => Err(internal(detail)),
         Outcome::Sealed(_) | Outcome::Replayed(_) => Err(internal("unexpected sealer outcome")),
     }
+}
+
+/// Many packets, acknowledgements and timeouts at once (what a bridge sends).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PacketBatchRequest {
+    /// The items, each as `POST /v1/packets` takes it.
+    pub items: Vec<PacketRequest>,
+}
+
+/// One item's answer: the answer `POST /v1/packets` would give.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PacketBatchItem {
+    /// The HTTP status the item alone would get.
+    pub status: u16,
+    /// Its answer, when accepted.
+    pub response: Option<PacketResponse>,
+    /// Its problem, when refused.
+    #[schema(value_type = Option<Object>)]
+    pub problem: Option<serde_json::Value>,
+}
+
+/// Answers in request order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PacketBatchResponse {
+    /// One per item.
+    pub results: Vec<PacketBatchItem>,
+}
+
+/// Hands the shard many packets, acknowledgements or timeouts at once; each is checked and
+/// answered on its own (one refusal does not refuse the others), and they are sealed together.
+#[utoipa::path(post, path = "/v1/packets/batch", request_body = PacketBatchRequest,
+    responses((status = 200, body = PacketBatchResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn post_packets_batch(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<PacketBatchResponse>> {
+    app.rate.check("public:packets", (app.monotonic)()).map_err(|wait| {
+        Problem::too_many(format!(
+            "the public packet rate is exceeded; retry in {} ms",
+            wait.as_millis().max(1)
+        ))
+    })?;
+    let (_, request): (_, PacketBatchRequest) = json_body(body, app.limits.body_bytes_max)?;
+    if request.items.len() > app.limits.batch_records_max {
+        return Err(Problem::too_large(format!(
+            "{} items; at most {} per batch",
+            request.items.len(),
+            app.limits.batch_records_max
+        )));
+    }
+    let checker = app.clone();
+    let checked: Vec<ApiResult<(PacketOp, Option<StoredPayload>)>> =
+        tokio::task::spawn_blocking(move || {
+            request.items.into_iter().map(|r| check(&checker, r)).collect()
+        })
+        .await
+        .map_err(internal)?;
+    enum Pending {
+        Done(Problem),
+        Waiting(PacketOp, tokio::sync::oneshot::Receiver<Outcome>),
+    }
+    let mut pending = Vec::with_capacity(checked.len());
+    for item in checked {
+        let (op, payload) = match item {
+            Ok(x) => x,
+            Err(p) => {
+                pending.push(Pending::Done(p));
+                continue;
+            }
+        };
+        let (reply, wait) = tokio::sync::oneshot::channel();
+        let ids = match &op {
+            PacketOp::Receive(p) => vec![p.record_id],
+            _ => vec![],
+        };
+        let submission = Submission {
+            records: vec![],
+            ids,
+            encoded: vec![],
+            payloads: vec![payload],
+            bytes: 0,
+            erasure: None,
+            packet: Some(op.clone()),
+            idempotency: None,
+            render: |_| Vec::new(),
+            reply,
+        };
+        match app.sealer.submit_wait(submission).await {
+            Ok(()) => pending.push(Pending::Waiting(op, wait)),
+            Err(_) => pending.push(Pending::Done(Problem::unavailable("the sealer has stopped"))),
+        }
+    }
+    let timeout = std::time::Duration::from_millis(app.limits.request_timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut results = Vec::with_capacity(pending.len());
+    for p in pending {
+        let answer = match p {
+            Pending::Done(problem) => Err(problem),
+            Pending::Waiting(op, wait) => match tokio::time::timeout_at(deadline, wait).await {
+                Ok(Ok(outcome)) => packet_outcome(&op, outcome),
+                Ok(Err(_)) => Err(Problem::unavailable("the sealer stopped before answering")),
+                Err(_) => Err(Problem::unavailable("sealing did not finish in time")),
+            },
+        };
+        results.push(match answer {
+            Ok(response) => {
+                PacketBatchItem { status: 200, response: Some(response), problem: None }
+            }
+            Err(problem) => PacketBatchItem {
+                status: problem.status,
+                response: None,
+                problem: Some(serde_json::to_value(&problem).map_err(internal)?),
+            },
+        });
+    }
+    Ok(Json(PacketBatchResponse { results }))
+}
+
+/// Packets whose acknowledgements are asked for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgementsRequest {
+    /// The packets (this city is their destination).
+    #[schema(value_type = Vec<Object>)]
+    pub packets: Vec<PacketId>,
+}
+
+/// Final acknowledgement proofs, in request order (`null`: not received, or not final yet).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AcknowledgementsResponse {
+    /// One per packet.
+    #[schema(value_type = Vec<Object>)]
+    pub acknowledgements: Vec<Option<AcknowledgementProof>>,
+}
+
+/// At the destination: the final acknowledgement proofs of many packets, all against the
+/// latest final header.
+#[utoipa::path(post, path = "/v1/packets/acknowledgements", request_body = AcknowledgementsRequest,
+    responses((status = 200, body = AcknowledgementsResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn acknowledgements(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<AcknowledgementsResponse>> {
+    let (_, request): (_, AcknowledgementsRequest) = json_body(body, app.limits.body_bytes_max)?;
+    if request.packets.len() > app.limits.batch_reads_max {
+        return Err(Problem::too_large(format!(
+            "{} packets; at most {} per request",
+            request.packets.len(),
+            app.limits.batch_reads_max
+        )));
+    }
+    tokio::task::spawn_blocking(move || {
+        let Some((m, finality)) = final_height(&app)? else {
+            return Ok(Json(AcknowledgementsResponse {
+                acknowledgements: vec![None; request.packets.len()],
+            }));
+        };
+        let mut out = Vec::with_capacity(request.packets.len());
+        for id in &request.packets {
+            if id.destination != app.city {
+                out.push(None);
+                continue;
+            }
+            let (value, proof, header) = prove_at(&app, &id.acknowledgement_key(), m)?;
+            out.push(match value {
+                None => None,
+                Some(v) => Some(AcknowledgementProof {
+                    acknowledgement: decode(&v).map_err(internal)?,
+                    proof,
+                    header,
+                    finality: finality.clone(),
+                }),
+            });
+        }
+        Ok(Json(AcknowledgementsResponse { acknowledgements: out }))
+    })
+    .await
+    .map_err(internal)?
 }
 
 /// Verifies a request against the light client and, for a settlement, the shard's own
@@ -301,7 +493,7 @@ pub struct OutboundQuery {
     /// Only sequences above this one.
     #[serde(default)]
     pub after: u64,
-    /// Most packets (at most 64).
+    /// Most packets (at most 256).
     pub limit: Option<usize>,
 }
 

@@ -1,0 +1,262 @@
+//! Cross-city exchange on a running two-city `urbis devnet` (validators, shards and bridges in
+//! one release process on loopback: real QUIC with mutual TLS, real HTTP, real RocksDB).
+//!
+//! Measures, in one run:
+//! 1. **latency**: a packet acknowledged (sealed, level committed) in A until B answers it
+//!    `received`, one packet at a time — p50/p99 (the goal is p50 < 1 s, p99 < 2 s);
+//! 2. **throughput**: a burst of packets from A to B until every one is settled at A (received
+//!    at B and B's acknowledgement accepted back at A) — packets/s for the pair;
+//! 3. the limits beside them: B's own durable ingest rate through its batch API (records/s),
+//!    and the rate at which one core verifies a packet's proof chain, both with a beacon block
+//!    the verifier has not seen (one pairing) and with one it already follows (no pairing).
+//!
+//! `cargo bench --workspace --bench crosscity` (release); `URBIS_BENCH_SECONDS` (default 5)
+//! bounds the ingest phase, `URBIS_CROSSCITY_PACKETS` (default 5000) sizes the burst.
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout, clippy::disallowed_methods)]
+
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_base() -> u16 {
+    for _ in 0..200 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = first.local_addr().unwrap().port();
+        if base > u16::MAX - 310 {
+            continue;
+        }
+        let tcp: Vec<_> = (1..2)
+            .chain(200..204)
+            .map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        let udp: Vec<_> = (100..104)
+            .chain(300..302)
+            .map(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)))
+            .collect();
+        if tcp.iter().all(Result::is_ok) && udp.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+struct Devnet(Child);
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("crosscity: run with `cargo bench` (release) to measure");
+        return;
+    }
+    let seconds: u64 =
+        std::env::var("URBIS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let burst: u64 =
+        std::env::var("URBIS_CROSSCITY_PACKETS").ok().and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base();
+    let child = Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .args(["devnet", "--cities", "2", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("devnet.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _devnet = Devnet(child);
+    let manifest = dir.path().join("devnet.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let m: Value = loop {
+        if let Ok(bytes) = std::fs::read(&manifest)
+            && let Ok(v) = serde_json::from_slice(&bytes)
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "devnet did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let a = m["cities"][0].clone();
+    let b = m["cities"][1].clone();
+    let (an, bn) =
+        (a["name"].as_str().unwrap().to_string(), b["name"].as_str().unwrap().to_string());
+    let url = |c: &Value, path: &str| format!("{}{path}", c["shard_api"].as_str().unwrap());
+    for c in [&a, &b] {
+        while !client.get(url(c, "/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "shards did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let info = |n: u64, to: Option<&str>| {
+        let mut r = json!({"kind": "information", "subject": format!("{:064x}", n), "payload": {"dataset": "bench", "media_type": "application/json", "content": {"n": n, "pad": "x".repeat(200)}}});
+        if let Some(to) = to {
+            r["to_city"] = json!(to);
+        }
+        r
+    };
+    let submit = |c: &Value, records: Vec<Value>| -> Value {
+        let r = client
+            .post(url(c, "/v1/records"))
+            .bearer_auth(c["service_tokens"]["open-data-office"].as_str().unwrap())
+            .json(&json!({ "records": records }))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap());
+        r.json().unwrap()
+    };
+
+    // 1. Latency, one packet at a time.
+    let mut latencies = Vec::new();
+    let first = Instant::now();
+    let mut n = 0u64;
+    while latencies.len() < 60 {
+        n += 1;
+        let v = submit(&a, vec![info(n, Some(&bn))]);
+        let acknowledged = Instant::now();
+        let sequence = v["records"][0]["sequence"].as_u64().unwrap();
+        let status = url(&b, &format!("/v1/packets/{an}/{bn}/{sequence}"));
+        loop {
+            if let Ok(r) = client.get(&status).send()
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(acknowledged.elapsed() < Duration::from_secs(30), "packet {sequence} lost");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The first packets wait for the federation's first blocks: not counted.
+        if first.elapsed() > Duration::from_secs(3) {
+            latencies.push(acknowledged.elapsed());
+        }
+    }
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+
+    // 3b. Proof verification per core: a packet's proof as the bridge reads it (taken from A's
+    // outbound page in the moment between finality and settlement), verified with a fresh light
+    // client (one pairing per packet) and with one that follows its beacon block (none).
+    let genesis =
+        urbis_bridge::load_genesis(std::path::Path::new(m["genesis"].as_str().unwrap())).unwrap();
+    n += 1;
+    let v = submit(&a, vec![info(n, Some(&bn))]);
+    let sequence = v["records"][0]["sequence"].as_u64().unwrap();
+    let page_url =
+        url(&a, &format!("/v1/packets/outbound?destination={bn}&after={}&limit=1", sequence - 1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let proof: urbis_core::packet::PacketProof = loop {
+        let page: Value = client.get(&page_url).send().unwrap().json().unwrap();
+        if let Some(p) = page["packets"].as_array().unwrap().first() {
+            break serde_json::from_value(p["proof"].clone()).unwrap();
+        }
+        assert!(Instant::now() < deadline, "packet {sequence} was never listed final");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let b_id = genesis.city_by_name(&bn).unwrap().id;
+    let fresh = urbis_core::light_client::LightClient::from_genesis(&genesis);
+    let mut following = urbis_core::light_client::LightClient::from_genesis(&genesis);
+    following
+        .apply(&urbis_core::light_client::LightClientUpdate {
+            header: proof.finality.beacon_header.clone(),
+            certificate: proof.finality.certificate.clone(),
+            next_set: None,
+        })
+        .unwrap();
+    let rate = |client: &urbis_core::light_client::LightClient| {
+        let t = Instant::now();
+        let mut k = 0u64;
+        while t.elapsed() < Duration::from_secs(2) {
+            urbis_core::packet::verify_packet(&genesis, client, b_id, &proof).unwrap();
+            k += 1;
+        }
+        k as f64 / t.elapsed().as_secs_f64()
+    };
+    let verify_fresh = rate(&fresh);
+    let verify_following = rate(&following);
+
+    // 2. Throughput: a burst from A to B, until every packet is settled at A.
+    let start_seq = n;
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < burst {
+        let k = (burst - sent).min(500);
+        submit(&a, (0..k).map(|i| info(start_seq + sent + i + 1, Some(&bn))).collect());
+        sent += k;
+    }
+    let submitted = started.elapsed();
+    let total_sent = sequence + burst;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let page: Value = client
+            .get(url(&a, &format!("/v1/packets/outbound?destination={bn}&limit=1")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if page["sent"].as_u64() == Some(total_sent)
+            && page["packets"].as_array().unwrap().is_empty()
+            && page["waiting_for_finality"].is_null()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the burst did not settle: {page}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settled = started.elapsed();
+    let packets_per_s = burst as f64 / settled.as_secs_f64();
+
+    // 3a. B's own durable ingest through its batch API, four clients.
+    let stop_at = Instant::now() + Duration::from_secs(seconds);
+    let records: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let b = b.clone();
+                let submit = &submit;
+                let info = &info;
+                s.spawn(move || {
+                    let mut count = 0u64;
+                    let mut k = 0u64;
+                    while Instant::now() < stop_at {
+                        let batch: Vec<Value> = (0..1000)
+                            .map(|i| info(1_000_000_000 * (t + 1) + k * 1000 + i, None))
+                            .collect();
+                        submit(&b, batch);
+                        count += 1000;
+                        k += 1;
+                    }
+                    count
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let ingest = records as f64 / seconds as f64;
+
+    println!(
+        "RESULT | cross-city latency, acknowledged in A → received in B ({} packets) | p50 {} ms, p99 {} ms | goal p50 < 1000 ms, p99 < 2000 ms |",
+        latencies.len(),
+        p50.as_millis(),
+        p99.as_millis()
+    );
+    println!(
+        "RESULT | packets/s A → B, {burst} packets submitted in {:.2} s, all settled at A after {:.2} s | {:.0} packets/s | B's own durable ingest {:.0} records/s; ratio {:.3} (goal ≥ 0.5) |",
+        submitted.as_secs_f64(),
+        settled.as_secs_f64(),
+        packets_per_s,
+        ingest,
+        packets_per_s / ingest
+    );
+    println!(
+        "RESULT | packet proof verification, one core | {verify_fresh:.0} packets/s with an unseen beacon block (one pairing), {verify_following:.0} packets/s through a followed one | — |"
+    );
+}
