@@ -29,7 +29,7 @@ pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
 /// Most packets in one batch (the shard's outbound page).
 pub const OUTBOUND_BATCH_MAX: usize = 256;
 /// Batches in flight at once per destination.
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 16;
 
 /// A bridge's configuration (`bridge.toml`, every setting overridable as `URBIS_*`).
 #[derive(Clone, Debug, Deserialize)]
@@ -400,8 +400,14 @@ async fn outbound(
             page.packets.into_iter().filter(|p| !f.in_flight.contains(&p.sequence)).collect()
         };
         if fresh.is_empty() {
-            // Nothing new past `after`: the next scan starts from the cursor again, so packets
-            // a finished batch left unsettled are sent again.
+            if !tasks.is_empty() {
+                // Batches are in flight: look past them, and rescan from the cursor only once
+                // they are done (so a packet they left unsettled is sent again).
+                scan_after =
+                    state.lock().ok().and_then(|f| f.in_flight.last().copied()).or(scan_after);
+                let _ = tokio::time::timeout(poll, tasks.join_next()).await;
+                continue;
+            }
             scan_after = None;
             let idle =
                 tasks.is_empty() && state.lock().map(|f| f.in_flight.is_empty()).unwrap_or(false);

@@ -287,6 +287,38 @@ pub struct VerifiedPacket {
     pub beacon_height: u64,
 }
 
+/// Remembers which (sealed header, finality proof) pairs already verified, so that many
+/// packets or acknowledgements proven through one header cost one seal check, one history and
+/// crosslink path and at most one pairing. Keyed by the hash of both encodings: a result is
+/// reused only for byte-identical inputs.
+#[derive(Default)]
+pub struct ChainCache {
+    checked: std::collections::HashMap<[u8; 32], Result<u64, ProofError>>,
+}
+
+impl ChainCache {
+    /// Header N's seal and its link to a certified beacon block; returns the beacon height.
+    pub fn check(
+        &mut self,
+        genesis: &ValidGenesis,
+        client: &LightClient,
+        header: &SignedShardHeader,
+        finality: &FinalityProof,
+    ) -> Result<u64, ProofError> {
+        let mut h = blake3::Hasher::new();
+        h.update(&encode(header));
+        h.update(&encode(finality));
+        let key = *h.finalize().as_bytes();
+        if let Some(r) = self.checked.get(&key) {
+            return r.clone();
+        }
+        let r = verify_seal(genesis, header)
+            .and_then(|()| verify_finality(genesis, client, header, finality));
+        self.checked.insert(key, r.clone());
+        r
+    }
+}
+
 /// Checks a packet addressed to `destination` against the destination's own light client.
 /// Whether the timeout has passed and whether it was received before are the destination's
 /// state checks, not this function's.
@@ -295,6 +327,17 @@ pub fn verify_packet(
     client: &LightClient,
     destination: CityId,
     p: &PacketProof,
+) -> Result<VerifiedPacket, PacketError> {
+    verify_packet_with(genesis, client, destination, p, &mut ChainCache::default())
+}
+
+/// [`verify_packet`], reusing the header checks `cache` already made.
+pub fn verify_packet_with(
+    genesis: &ValidGenesis,
+    client: &LightClient,
+    destination: CityId,
+    p: &PacketProof,
+    cache: &mut ChainCache,
 ) -> Result<VerifiedPacket, PacketError> {
     let header = &p.header.header;
     p.record.validate().map_err(ProofError::Record)?;
@@ -327,8 +370,7 @@ pub fn verify_packet(
             carried: record_id,
         });
     }
-    verify_seal(genesis, &p.header)?;
-    let beacon_height = verify_finality(genesis, client, &p.header, &p.finality)?;
+    let beacon_height = cache.check(genesis, client, &p.header, &p.finality)?;
     Ok(VerifiedPacket {
         id,
         record: p.record.clone(),
@@ -347,6 +389,17 @@ pub fn verify_acknowledgement(
     packet: &PacketId,
     p: &AcknowledgementProof,
 ) -> Result<(Acknowledgement, u64), PacketError> {
+    verify_acknowledgement_with(genesis, client, packet, p, &mut ChainCache::default())
+}
+
+/// [`verify_acknowledgement`], reusing the header checks `cache` already made.
+pub fn verify_acknowledgement_with(
+    genesis: &ValidGenesis,
+    client: &LightClient,
+    packet: &PacketId,
+    p: &AcknowledgementProof,
+    cache: &mut ChainCache,
+) -> Result<(Acknowledgement, u64), PacketError> {
     let header = &p.header.header;
     if header.city != packet.destination {
         return Err(PacketError::WrongCity { expected: packet.destination, actual: header.city });
@@ -358,8 +411,7 @@ pub fn verify_acknowledgement(
             Some(&encode(&p.acknowledgement)),
         )
         .map_err(PacketError::AcknowledgementPath)?;
-    verify_seal(genesis, &p.header)?;
-    let beacon_height = verify_finality(genesis, client, &p.header, &p.finality)?;
+    let beacon_height = cache.check(genesis, client, &p.header, &p.finality)?;
     Ok((p.acknowledgement, beacon_height))
 }
 

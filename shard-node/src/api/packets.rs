@@ -20,7 +20,7 @@ use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, InclusionProof, TreeHasher};
 use urbis_core::packet::{
     Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId, PacketOutcome,
-    PacketProof, TimeoutProof, verify_acknowledgement, verify_packet, verify_timeout,
+    PacketProof, TimeoutProof, verify_timeout,
 };
 use urbis_core::proof::{FinalityProof, StateFactProof};
 use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
@@ -112,8 +112,11 @@ pub async fn post_packet(
     })?;
     let (_, request): (_, PacketRequest) = json_body(body, app.limits.body_bytes_max)?;
     let checker = app.clone();
-    let (op, payload) =
-        tokio::task::spawn_blocking(move || check(&checker, request)).await.map_err(internal)??;
+    let (op, payload) = tokio::task::spawn_blocking(move || {
+        check(&checker, request, &mut urbis_core::packet::ChainCache::default())
+    })
+    .await
+    .map_err(internal)??;
     let (reply, wait) = tokio::sync::oneshot::channel();
     let ids = match &op {
         PacketOp::Receive(p) => vec![p.record_id],
@@ -226,7 +229,8 @@ pub async fn post_packets_batch(
     let checker = app.clone();
     let checked: Vec<ApiResult<(PacketOp, Option<StoredPayload>)>> =
         tokio::task::spawn_blocking(move || {
-            request.items.into_iter().map(|r| check(&checker, r)).collect()
+            let mut cache = urbis_core::packet::ChainCache::default();
+            request.items.into_iter().map(|r| check(&checker, r, &mut cache)).collect()
         })
         .await
         .map_err(internal)?;
@@ -339,7 +343,27 @@ pub async fn acknowledgements(
                 out.push(None);
                 continue;
             }
-            let (value, proof, header) = prove_at(&app, &id.acknowledgement_key(), m)?;
+            // Only a present acknowledgement is worth a proof (a bridge asks again and again
+            // until its packets' blocks are final).
+            let version = app
+                .store
+                .state_version_at(m)
+                .map_err(internal)?
+                .ok_or_else(|| internal("state version missing"))?;
+            let key = id.acknowledgement_key();
+            let present = match version {
+                None => false,
+                Some(v) => app
+                    .store
+                    .state_value(v, jmt::KeyHash(key.key_hash().0))
+                    .map_err(internal)?
+                    .is_some(),
+            };
+            if !present {
+                out.push(None);
+                continue;
+            }
+            let (value, proof, header) = prove_at(&app, &key, m)?;
             out.push(match value {
                 None => None,
                 Some(v) => Some(AcknowledgementProof {
@@ -358,12 +382,22 @@ pub async fn acknowledgements(
 
 /// Verifies a request against the light client and, for a settlement, the shard's own
 /// commitment (the timeout height comes from it, never from the relay).
-fn check(app: &AppState, request: PacketRequest) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
+fn check(
+    app: &AppState,
+    request: PacketRequest,
+    cache: &mut urbis_core::packet::ChainCache,
+) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
     let client = app.client.read().map_err(|_| internal("light client lock poisoned"))?;
     match request {
         PacketRequest::Packet { proof, payload } => {
-            let v =
-                verify_packet(&app.genesis, &client, app.city, &proof).map_err(packet_problem)?;
+            let v = urbis_core::packet::verify_packet_with(
+                &app.genesis,
+                &client,
+                app.city,
+                &proof,
+                cache,
+            )
+            .map_err(packet_problem)?;
             let commitment = match &v.record.body {
                 RecordBody::Credit(c) => Some(c.commitment),
                 RecordBody::Talent(TalentPayload::Issue { commitment, .. }) => Some(*commitment),
@@ -382,9 +416,14 @@ fn check(app: &AppState, request: PacketRequest) -> ApiResult<(PacketOp, Option<
         }
         PacketRequest::Acknowledgement { proof, packet } => {
             own_packet(app, &packet)?;
-            let (acknowledgement, _) =
-                verify_acknowledgement(&app.genesis, &client, &packet, &proof)
-                    .map_err(packet_problem)?;
+            let (acknowledgement, _) = urbis_core::packet::verify_acknowledgement_with(
+                &app.genesis,
+                &client,
+                &packet,
+                &proof,
+                cache,
+            )
+            .map_err(packet_problem)?;
             Ok((PacketOp::Acknowledge { id: packet, acknowledgement }, None))
         }
         PacketRequest::Timeout { proof, packet } => {
