@@ -132,6 +132,12 @@ pub async fn run(
         if city == bridge.config.city {
             continue;
         }
+        tasks.push(tokio::spawn(erasures(
+            bridge.clone(),
+            city.clone(),
+            address.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(outbound(bridge.clone(), city, address, stop_rx.clone())));
     }
     shutdown.await;
@@ -213,7 +219,12 @@ fn packet_url(bridge: &Bridge, id: &PacketId) -> String {
 /// The destination side: hand the packets to the shard in one batch, then wait for their
 /// final acknowledgements (or fetch the timeout proof of those the shard says timed out).
 async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
-    let Request::Deliver { packets } = request;
+    let packets = match request {
+        Request::Deliver { packets } => packets,
+        Request::Erase { source, record_id, proof } => {
+            return wire::Answers { results: vec![erase(bridge, source, record_id, proof).await] };
+        }
+    };
     let n = packets.len();
     let pending = |detail: String| wire::Answers {
         results: (0..n).map(|_| Response::Pending { detail: detail.clone() }).collect(),
@@ -303,6 +314,88 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
                 })
             })
             .collect(),
+    }
+}
+
+/// The destination side of an erasure: the shard checks the proof and erases its copy.
+async fn erase(
+    bridge: &Bridge,
+    source: String,
+    record_id: urbis_core::hash::Hash32,
+    proof: urbis_core::proof::ProofDocument,
+) -> Response {
+    let url = format!("{}/v1/packets/erasures", bridge.config.shard_api.trim_end_matches('/'));
+    let body = serde_json::json!({ "source": source, "record_id": record_id, "proof": proof });
+    match bridge.http.post(&url).json(&body).send().await {
+        Ok(r) if r.status().is_success() => Response::Erased,
+        Ok(r) if r.status().is_client_error() => {
+            let status = r.status().as_u16();
+            Response::Refused { status, detail: r.text().await.unwrap_or_default() }
+        }
+        Ok(r) => Response::Pending { detail: format!("shard answered {}", r.status()) },
+        Err(e) => Response::Pending { detail: e.to_string() },
+    }
+}
+
+/// The source side of erasures: each erasure of a record sent to `destination`, with the final
+/// proof of it, carried to the destination's bridge; the cursor is the height of the last one
+/// carried.
+async fn erasures(
+    bridge: Arc<Bridge>,
+    destination: String,
+    address: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cursor_name = format!("erasures/{destination}");
+    let shard = bridge.config.shard_api.trim_end_matches('/').to_string();
+    let source = bridge.config.city.clone();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), stop.changed()).await;
+        let after = bridge.cursors.lock().await.get(&cursor_name);
+        let url = format!("{shard}/v1/packets/erasures?destination={destination}&after={after}");
+        let Ok(Ok(list)) =
+            async { bridge.http.get(&url).send().await?.json::<wire::OutboundErasures>().await }
+                .await
+                .map(Ok::<_, ()>)
+        else {
+            continue;
+        };
+        for e in list.erasures {
+            let key = urbis_core::state::StateKey::Erasure { record_id: e.record_id };
+            let hex_key = hex::encode(urbis_core::encoding::encode(&key));
+            let proof = match bridge
+                .http
+                .get(format!("{shard}/v1/state/{hex_key}/proof?level=final"))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => r.json::<wire::StateProofView>().await.ok(),
+                _ => None,
+            };
+            // Not final yet (or present only at level committed): next round.
+            let Some(proof) = proof.filter(|p| p.present && p.level == "final") else { break };
+            let request = Request::Erase {
+                source: source.clone(),
+                record_id: e.record_id,
+                proof: proof.proof,
+            };
+            match call(&bridge, &destination, &address, &request).await {
+                Ok(a) if matches!(a.results.first(), Some(Response::Erased)) => {
+                    bridge.cursors.lock().await.set(&cursor_name, e.height);
+                }
+                Ok(a) => {
+                    tracing::warn!(?a.results, "the destination did not erase a copy");
+                    break;
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "destination bridge unreachable");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -505,6 +598,7 @@ async fn relay(
                 tracing::warn!(packet = %id, status, %detail, "destination refused a packet");
                 continue;
             }
+            Response::Erased => continue,
         };
         items.push(item);
         positions.push(i);

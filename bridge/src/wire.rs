@@ -13,6 +13,15 @@ pub enum Request {
         /// The packets, at most 256.
         packets: Vec<Delivery>,
     },
+    /// A record sent to you had its payload erased at its source: erase your copy.
+    Erase {
+        /// The source city's name.
+        source: String,
+        /// The record.
+        record_id: urbis_core::hash::Hash32,
+        /// The source's final proof of `Erasure{record_id}`.
+        proof: urbis_core::proof::ProofDocument,
+    },
 }
 
 /// One packet with what travels beside it.
@@ -50,6 +59,8 @@ pub enum Response {
         /// Why.
         detail: String,
     },
+    /// The destination shard checked the erasure and holds no copy any more.
+    Erased,
     /// The destination shard refused the packet's proof.
     Refused {
         /// The shard's HTTP status.
@@ -111,4 +122,31 @@ pub struct BatchItem {
 pub struct Acknowledgements {
     /// One per packet asked about.
     pub acknowledgements: Vec<Option<AcknowledgementProof>>,
+}
+
+/// The shard's erasures of records sent to one city.
+#[derive(Debug, Deserialize)]
+pub struct OutboundErasures {
+    /// In height order.
+    pub erasures: Vec<OutboundErasure>,
+}
+
+/// One erasure.
+#[derive(Debug, Deserialize)]
+pub struct OutboundErasure {
+    /// The height that recorded it.
+    pub height: u64,
+    /// The record.
+    pub record_id: urbis_core::hash::Hash32,
+}
+
+/// The shard's `GET /v1/state/{key}/proof` answer.
+#[derive(Debug, Deserialize)]
+pub struct StateProofView {
+    /// `committed` or `final`.
+    pub level: String,
+    /// Whether the key is present.
+    pub present: bool,
+    /// The proof.
+    pub proof: urbis_core::proof::ProofDocument,
 }

@@ -42,7 +42,14 @@ const CF_INBOUND: &str = "inbound";
 /// Capital totals (`GET /v1/capital/totals`): `[0]` → the height they are as of, `[1] ‖
 /// borsh(TotalKey)` → `u128`.
 const CF_TOTALS: &str = "capital_totals";
-const ALL_CFS: [&str; 15] = [
+/// Received packets by record id → `(source u32 BE, sequence u64 BE)`.
+const CF_INBOUND_BY_RECORD: &str = "inbound_by_record";
+/// Erasures of records this city sent to another: `destination u32 BE ‖ height u64 BE ‖
+/// record id` → nothing. What a bridge carries to erase the copies.
+const CF_OUTBOUND_ERASURES: &str = "outbound_erasures";
+const ALL_CFS: [&str; 17] = [
+    CF_INBOUND_BY_RECORD,
+    CF_OUTBOUND_ERASURES,
     CF_TOTALS,
     CF_STATE_VERSIONS,
     CF_INBOUND,
@@ -355,6 +362,22 @@ impl Store {
         );
         for ((source, sequence), inbound) in &block.inbound {
             batch.put_cf(self.cf(CF_INBOUND), inbound_key(*source, *sequence), encode(inbound));
+            batch.put_cf(
+                self.cf(CF_INBOUND_BY_RECORD),
+                inbound.record.id().as_bytes(),
+                inbound_key(*source, *sequence),
+            );
+        }
+        for id in block.erased {
+            if let Some(stored) = self.record(id)?
+                && let Some(destination) = stored.record.destination
+            {
+                let mut k = Vec::with_capacity(44);
+                k.extend_from_slice(&destination.0.to_be_bytes());
+                k.extend_from_slice(&height.to_be_bytes());
+                k.extend_from_slice(id.as_bytes());
+                batch.put_cf(self.cf(CF_OUTBOUND_ERASURES), k, []);
+            }
         }
         for (key, delta) in block.capital {
             let mut k = vec![1u8];
@@ -399,7 +422,7 @@ impl Store {
         let mut opts = rocksdb::CompactOptions::default();
         opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         opts.set_exclusive_manual_compaction(true);
-        for name in [CF_PAYLOADS, CF_IDEMPOTENCY] {
+        for name in [CF_PAYLOADS, CF_IDEMPOTENCY, CF_INBOUND] {
             self.db.compact_range_cf_opt(self.cf(name), None::<&[u8]>, None::<&[u8]>, &opts);
         }
         let mut batch = WriteBatch::default();
@@ -506,6 +529,69 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Erasures of records sent to `destination`, sealed above height `after` (at most
+    /// `limit`): `(height, record id)` in height order.
+    pub fn outbound_erasures(
+        &self,
+        destination: u32,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Hash32)>, StoreError> {
+        let mut start = destination.to_be_bytes().to_vec();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_OUTBOUND_ERASURES),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            if k.len() != 44 || k[..4] != destination.to_be_bytes() {
+                break;
+            }
+            let corrupt = || StoreError::Corrupt { what: "outbound erasure" };
+            let height = u64::from_be_bytes(k[4..12].try_into().map_err(|_| corrupt())?);
+            let id: [u8; 32] = k[12..].try_into().map_err(|_| corrupt())?;
+            out.push((height, Hash32(id)));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where a received record sits: `(source, sequence)`.
+    pub fn inbound_by_record(&self, id: &Hash32) -> Result<Option<(u32, u64)>, StoreError> {
+        let Some(v) = self.get(CF_INBOUND_BY_RECORD, id.as_bytes())? else { return Ok(None) };
+        let corrupt = || StoreError::Corrupt { what: "inbound index" };
+        if v.len() != 12 {
+            return Err(corrupt());
+        }
+        Ok(Some((
+            u32::from_be_bytes(v[..4].try_into().map_err(|_| corrupt())?),
+            u64::from_be_bytes(v[4..].try_into().map_err(|_| corrupt())?),
+        )))
+    }
+
+    /// Removes the off-chain payload of a received packet (its source erased it) and purges
+    /// its bytes from the files; true when there was one.
+    pub fn erase_inbound(&self, source: u32, sequence: u64) -> Result<bool, StoreError> {
+        let key = inbound_key(source, sequence);
+        let Some(mut inbound) = self.get_decoded::<InboundRecord>(CF_INBOUND, &key, "inbound")?
+        else {
+            return Ok(false);
+        };
+        if inbound.payload.take().is_none() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_INBOUND), key, encode(&inbound));
+        batch.put_cf(self.cf(CF_META), PURGE_KEY, []);
+        self.write(batch)?;
+        self.purge_erased()?;
+        Ok(true)
     }
 
     /// A received packet's record and payload.

@@ -166,7 +166,7 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
             &client,
             a,
             "credit-bureau",
-            json!({"kind": "credit", "subject": subject, "to_city": bn, "payload": {"report": {"score": 710}}}),
+            json!({"kind": "credit", "subject": subject, "to_city": bn, "payload": {"report": {"score": 710, "note": "CROSS-CITY-CREDIT-MARKER-5d1e"}}}),
         ),
     ];
     let sequences: Vec<u64> = sent.iter().map(|r| r["sequence"].as_u64().unwrap()).collect();
@@ -233,6 +233,50 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
         300
     );
     // The credit report travelled beside its packet and opens its commitment at B.
+    // The credit report is erased at its source: the erasure travels and erases B's copy
+    // (which B's files hold until then).
+    assert!(
+        !crate::shard::files_containing(&dir.path().join(bn), b"CROSS-CITY-CREDIT-MARKER-5d1e")
+            .is_empty(),
+        "B's files should hold the report's copy before the erasure"
+    );
+    let r = client
+        .delete(format!(
+            "{}/v1/records/{}/payload",
+            a["shard_api"].as_str().unwrap(),
+            sent[3]["id"].as_str().unwrap()
+        ))
+        .bearer_auth(a["service_tokens"]["credit-bureau"].as_str().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let url = format!("{}/v1/packets/{an}/{bn}/4/payload", b["shard_api"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client
+            .get(&url)
+            .bearer_auth(b["service_tokens"]["credit-bureau"].as_str().unwrap())
+            .send()
+            .unwrap();
+        match r.status().as_u16() {
+            410 => break,
+            200 => assert!(Instant::now() < deadline, "B kept the erased credit report"),
+            other => panic!("{other}: {}", r.text().unwrap()),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No byte of it is left in B's files (the RocksDB files and log of B's shard).
+    let hits =
+        crate::shard::files_containing(&dir.path().join(bn), b"CROSS-CITY-CREDIT-MARKER-5d1e");
+    assert!(hits.is_empty(), "B's files still hold the erased report: {hits:?}");
+    // The credential's copy is untouched.
+    let url = format!("{}/v1/packets/{an}/{bn}/2/payload", b["shard_api"].as_str().unwrap());
+    let r = client
+        .get(&url)
+        .bearer_auth(b["service_tokens"]["hr-bureau"].as_str().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // Return trip: bob sends 100 of his vouchers home to carol in A.
     let back = submit(
         &client,

@@ -461,7 +461,7 @@ fn bad_input_gets_its_problem_status_and_writes_nothing() {
 }
 
 /// Every file under `dir` (RocksDB tables, write-ahead logs, the node's log) that holds `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+pub(crate) fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

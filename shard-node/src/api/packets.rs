@@ -977,7 +977,7 @@ pub struct InboundPayloadView {
 /// service of this city that may submit records of that kind.
 #[utoipa::path(get, path = "/v1/packets/{source}/{destination}/{sequence}/payload",
     params(("source" = String, Path, description = "Source city name"), ("destination" = String, Path, description = "Destination city name (this city)"), ("sequence" = u64, Path, description = "Sequence")),
-    responses((status = 200, body = InboundPayloadView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = InboundPayloadView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 410, description = "Erased at its source", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn inbound_payload(
     State(app): State<Arc<AppState>>,
@@ -1004,7 +1004,15 @@ pub async fn inbound_payload(
         ));
     }
     let Some(stored) = inbound.payload else {
-        return Err(Problem::not_found("no payload travelled with this packet"));
+        let committed = matches!(
+            inbound.record.body,
+            RecordBody::Credit(_) | RecordBody::Talent(TalentPayload::Issue { .. })
+        );
+        return Err(if committed {
+            Problem::gone("the payload was erased, or did not travel with the packet")
+        } else {
+            Problem::not_found("no payload travels with this kind of record")
+        });
     };
     Ok(Json(InboundPayloadView {
         record: inbound.record.id().to_hex(),
@@ -1117,4 +1125,138 @@ pub async fn report_equivocation(
     }
     seal_op(&app, PacketOp::Freeze { source: city, evidence: Box::new(evidence) }).await?;
     Ok(Json(channel_view(&app, city)?))
+}
+
+/// Query of the outbound erasures.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ErasuresQuery {
+    /// Destination city name.
+    pub destination: String,
+    /// Only erasures sealed above this height.
+    #[serde(default)]
+    pub after: u64,
+}
+
+/// One erasure of a record sent to the destination.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OutboundErasure {
+    /// The height of the block that recorded the erasure.
+    pub height: u64,
+    /// The erased record's id.
+    #[schema(value_type = String)]
+    pub record_id: Hash32,
+}
+
+/// Erasures of records sent to a city, in height order (at most 256).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OutboundErasures {
+    /// The erasures.
+    pub erasures: Vec<OutboundErasure>,
+}
+
+/// At the source: erasures of credit and talent records sent to a city, which a relay carries
+/// there (with the final proof of `Erasure{record_id}`) so the copy is erased too.
+#[utoipa::path(get, path = "/v1/packets/erasures", params(ErasuresQuery),
+    responses((status = 200, body = OutboundErasures), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn outbound_erasures(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<ErasuresQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<OutboundErasures>> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let destination = city_by_name(&app, &q.destination)?;
+    let list =
+        app.store.outbound_erasures(destination.0, q.after, OUTBOUND_PAGE_MAX).map_err(internal)?;
+    Ok(Json(OutboundErasures {
+        erasures: list
+            .into_iter()
+            .map(|(height, record_id)| OutboundErasure { height, record_id })
+            .collect(),
+    }))
+}
+
+/// An erasure at a record's source, proven.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureNotice {
+    /// The source city's name.
+    pub source: String,
+    /// The erased record's id.
+    #[schema(value_type = String)]
+    pub record_id: Hash32,
+    /// The source's final proof of `Erasure{record_id}`.
+    #[schema(value_type = Object)]
+    pub proof: urbis_core::proof::ProofDocument,
+}
+
+/// What the destination did.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ErasureNoticeAnswer {
+    /// The record.
+    #[schema(value_type = String)]
+    pub record_id: Hash32,
+    /// True when a copy of its payload was held here and is now erased (and purged from the
+    /// node's files); false when none was held (never travelled, or already erased).
+    pub erased: bool,
+}
+
+/// At the destination: the source erased a record's payload (proven by a final proof of its
+/// `Erasure` state, checked against this shard's light client); the copy that travelled beside
+/// the packet is erased here too. Public: the proof is the authorization.
+#[utoipa::path(post, path = "/v1/packets/erasures", request_body = ErasureNotice,
+    responses((status = 200, body = ErasureNoticeAnswer), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn erasure_notice(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<ErasureNoticeAnswer>> {
+    app.rate
+        .check("public:packets", (app.monotonic)())
+        .map_err(|wait| Problem::too_many(format!("retry in {} ms", wait.as_millis().max(1))))?;
+    let (_, notice): (_, ErasureNotice) = json_body(body, app.limits.body_bytes_max)?;
+    let source = city_by_name(&app, &notice.source)?;
+    let urbis_core::proof::ProofDocument::State(proof) = notice.proof else {
+        return Err(Problem::unprocessable("an erasure is proven by a state proof"));
+    };
+    let record_id = notice.record_id;
+    tokio::task::spawn_blocking(move || {
+        let key = StateKey::Erasure { record_id };
+        {
+            let client = app.client.read().map_err(|_| internal("light client lock poisoned"))?;
+            let v =
+                urbis_core::proof::verify_state_proof(&app.genesis, &client, source, &key, &proof)
+                    .map_err(|e| {
+                        Problem::new(
+                            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid-proof",
+                            e.to_string(),
+                        )
+                    })?;
+            if v.beacon_height.is_none() {
+                return Err(Problem::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-proof",
+                    "the erasure proof is not final",
+                ));
+            }
+            if v.value.is_none() {
+                return Err(Problem::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-proof",
+                    "the proof shows the record's payload was not erased",
+                ));
+            }
+        }
+        let erased = match app.store.inbound_by_record(&record_id).map_err(internal)? {
+            Some((s, sequence)) if s == source.0 => {
+                app.store.erase_inbound(s, sequence).map_err(internal)?
+            }
+            _ => false,
+        };
+        if erased {
+            tracing::info!(%source, "a received payload was erased at its source's request");
+        }
+        Ok(Json(ErasureNoticeAnswer { record_id, erased }))
+    })
+    .await
+    .map_err(internal)?
 }
