@@ -322,7 +322,7 @@ async fn erase(
     bridge: &Bridge,
     source: String,
     record_id: urbis_core::hash::Hash32,
-    proof: urbis_core::proof::ProofDocument,
+    proof: Box<urbis_core::proof::ProofDocument>,
 ) -> Response {
     let url = format!("{}/v1/packets/erasures", bridge.config.shard_api.trim_end_matches('/'));
     let body = serde_json::json!({ "source": source, "record_id": record_id, "proof": proof });
@@ -380,7 +380,7 @@ async fn erasures(
             let request = Request::Erase {
                 source: source.clone(),
                 record_id: e.record_id,
-                proof: proof.proof,
+                proof: Box::new(proof.proof),
             };
             match call(&bridge, &destination, &address, &request).await {
                 Ok(a) if matches!(a.results.first(), Some(Response::Erased)) => {

@@ -20,7 +20,7 @@ pub enum Request {
         /// The record.
         record_id: urbis_core::hash::Hash32,
         /// The source's final proof of `Erasure{record_id}`.
-        proof: urbis_core::proof::ProofDocument,
+        proof: Box<urbis_core::proof::ProofDocument>,
     },
 }
 
