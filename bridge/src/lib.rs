@@ -9,6 +9,7 @@
 //! unsettled, and a repeated delivery is refused as a duplicate and answered with the
 //! acknowledgement it already has.
 
+pub mod metrics;
 pub mod tls;
 pub mod wire;
 
@@ -52,6 +53,9 @@ pub struct BridgeConfig {
     pub key_file: PathBuf,
     /// Where the bridge keeps its cursors.
     pub data_dir: PathBuf,
+    /// HTTP address of `/metrics`, `/livez` and `/readyz` (none: not served).
+    #[serde(default)]
+    pub api_listen: Option<SocketAddr>,
     /// Pause between polls of the shard's outbound packets when nothing is waiting.
     #[serde(default = "defaults::poll_interval_ms")]
     pub poll_interval_ms: u64,
@@ -86,6 +90,7 @@ struct Bridge {
     http: reqwest::Client,
     connections: Mutex<BTreeMap<String, quinn::Connection>>,
     cursors: Mutex<Cursors>,
+    metrics: metrics::BridgeMetrics,
 }
 
 /// Runs the bridge until `shutdown` completes.
@@ -119,6 +124,7 @@ pub async fn run(
         http,
         connections: Mutex::new(BTreeMap::new()),
         cursors: Mutex::new(cursors),
+        metrics: metrics::BridgeMetrics::default(),
     });
     tracing::info!(
         city = %bridge.config.city,
@@ -128,6 +134,11 @@ pub async fn run(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(accept(bridge.clone()))];
+    if let Some(addr) = bridge.config.api_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        tasks.push(tokio::spawn(serve_api(bridge.clone(), listener)));
+    }
     for (city, address) in bridge.config.peers.clone() {
         if city == bridge.config.city {
             continue;
@@ -149,6 +160,45 @@ pub async fn run(
     bridge.endpoint.wait_idle().await;
     tracing::info!("bridge stopped");
     Ok(())
+}
+
+/// `/metrics`, `/livez`, `/readyz` (ready once the own shard answers).
+async fn serve_api(bridge: Arc<Bridge>, listener: tokio::net::TcpListener) {
+    use axum::routing::get;
+    let metrics = bridge.clone();
+    let ready = bridge.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move |headers: axum::http::HeaderMap| {
+                let m = metrics.clone();
+                async move { m.metrics.response(&headers) }
+            }),
+        )
+        .route("/livez", get(|| async { "live" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let b = ready.clone();
+                async move {
+                    let url = format!("{}/livez", b.config.shard_api.trim_end_matches('/'));
+                    match b.http.get(url).send().await {
+                        Ok(r) if r.status().is_success() => (axum::http::StatusCode::OK, "ready"),
+                        _ => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "the own shard does not answer",
+                        ),
+                    }
+                }
+            }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            bridge.metrics.http.clone(),
+            urbis_ops::time_request,
+        ));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "bridge API stopped");
+    }
 }
 
 /// Accepts bridge connections; each request is one bidirectional stream.
@@ -385,6 +435,11 @@ async fn erasures(
             match call(&bridge, &destination, &address, &request).await {
                 Ok(a) if matches!(a.results.first(), Some(Response::Erased)) => {
                     bridge.cursors.lock().await.set(&cursor_name, e.height);
+                    bridge
+                        .metrics
+                        .erasures
+                        .get_or_create(&metrics::ChannelLabel { destination: destination.clone() })
+                        .inc();
                 }
                 Ok(a) => {
                     tracing::warn!(?a.results, "the destination did not erase a copy");
@@ -519,6 +574,12 @@ async fn outbound(
         {
             let mut f = state.lock().unwrap_or_else(|e| e.into_inner());
             f.in_flight.extend(fresh.iter().map(|p| p.sequence));
+            let now = tokio::time::Instant::now();
+            for p in &fresh {
+                f.first_seen.entry(p.sequence).or_insert(now);
+            }
+            let label = metrics::ChannelLabel { destination: destination.clone() };
+            bridge.metrics.in_flight.get_or_create(&label).set(f.in_flight.len() as i64);
         }
         let bridge = bridge.clone();
         let destination = destination.clone();
@@ -532,8 +593,13 @@ async fn outbound(
                 f.in_flight.remove(&sequence);
                 if done {
                     f.settled.insert(sequence);
+                    f.first_seen.remove(&sequence);
                 }
             }
+            let label = metrics::ChannelLabel { destination: destination.clone() };
+            bridge.metrics.in_flight.get_or_create(&label).set(f.in_flight.len() as i64);
+            let oldest = f.first_seen.values().min().map_or(0.0, |t| t.elapsed().as_secs_f64());
+            bridge.metrics.oldest_unsettled.get_or_create(&label).set(oldest);
         });
     }
 }
@@ -543,6 +609,8 @@ async fn outbound(
 struct Flight {
     in_flight: std::collections::BTreeSet<u64>,
     settled: std::collections::BTreeSet<u64>,
+    /// When this bridge first saw each unsettled packet (for the stuck-packet age).
+    first_seen: BTreeMap<u64, tokio::time::Instant>,
 }
 
 /// Relays a batch of packets and settles each at the source; for each, whether the source
@@ -568,14 +636,23 @@ async fn relay(
             .map(|p| wire::Delivery { proof: p.proof, payload: p.payload })
             .collect(),
     };
+    let count = |result: &'static str, k: usize| {
+        bridge
+            .metrics
+            .packets
+            .get_or_create(&metrics::ResultLabel { destination: destination.to_string(), result })
+            .inc_by(k as u64);
+    };
     let answers = match call(bridge, destination, address, &request).await {
         Ok(a) if a.results.len() == n => a.results,
         Ok(_) => {
             tracing::warn!(%destination, "the destination bridge answered another number of packets");
+            count("unreachable", n);
             return vec![false; n];
         }
         Err(e) => {
             tracing::debug!(%destination, error = %e, "destination bridge unreachable");
+            count("unreachable", n);
             return vec![false; n];
         }
     };
@@ -592,10 +669,12 @@ async fn relay(
             }
             Response::Pending { detail } => {
                 tracing::debug!(packet = %id, %detail, "packet pending at the destination");
+                count("pending", 1);
                 continue;
             }
             Response::Refused { status, detail } => {
                 tracing::warn!(packet = %id, status, %detail, "destination refused a packet");
+                count("refused", 1);
                 continue;
             }
             Response::Erased => continue,
@@ -623,6 +702,7 @@ async fn relay(
         Ok(r) => tracing::warn!(status = %r.status(), "own shard refused a settlement batch"),
         Err(e) => tracing::debug!(error = %e, "own shard unreachable"),
     }
+    count("settled", settled.iter().filter(|s| **s).count());
     settled
 }
 

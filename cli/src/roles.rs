@@ -127,9 +127,11 @@ struct DevnetCity {
     name: String,
     shard_api: String,
     service_tokens: std::collections::BTreeMap<String, String>,
+    /// The city's bridge's `/metrics` and health (absent with `--no-bridges`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bridge_api: Option<String>,
 }
 
-/// Runs a whole federation on this machine under `data_dir`; resumes it when it exists.
 /// Devnet settings beyond its size and ports.
 pub struct DevnetOptions {
     /// Timeout of packets, in beacon blocks.
@@ -138,6 +140,7 @@ pub struct DevnetOptions {
     pub bridges: bool,
 }
 
+/// Runs a whole federation on this machine under `data_dir`; resumes it when it exists.
 pub fn devnet(
     data_dir: &Path,
     cities: usize,
@@ -205,10 +208,13 @@ pub fn devnet(
             beacon_contact_timeout_ms: 30_000,
             packet_timeout_blocks: options.packet_timeout_blocks,
         });
+        let bridge_port =
+            base_port.checked_add(u16::try_from(300 + i)?).context("port out of range")?;
         listing.push(DevnetCity {
             name: name.clone(),
             shard_api: format!("http://{listen}"),
             service_tokens,
+            bridge_api: options.bridges.then(|| format!("http://127.0.0.1:{bridge_port}")),
         });
     }
     // Validators: QUIC on base_port + 100 + k, API on base_port + 200 + k.
@@ -278,6 +284,8 @@ pub fn devnet(
             certificate_file: keys.join(format!("{name}-bridge.pem")),
             key_file: keys.join(format!("{name}-bridge-key.pem")),
             data_dir: data_dir.join(name).join("bridge"),
+            // The bridge's /metrics and health on TCP, the same port number as its QUIC (UDP).
+            api_listen: Some(bridge_addr(i)?.parse()?),
             poll_interval_ms: 100,
             ack_wait_ms: 20_000,
         });

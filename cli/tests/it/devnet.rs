@@ -54,8 +54,8 @@ pub(crate) fn sigterm(mut child: Child) -> std::process::ExitStatus {
 }
 
 /// A base port whose shard ports (base..base+3), validator QUIC ports (base+100..+106, UDP),
-/// validator API ports (base+200..+206) and bridge QUIC ports (base+300..+303, UDP) are free
-/// (checked by binding them all).
+/// validator API ports (base+200..+206) and bridge ports (base+300..+303, UDP for QUIC and TCP
+/// for their API) are free (checked by binding them all).
 pub(crate) fn free_run_of_three_ports() -> u16 {
     for _ in 0..100 {
         let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -65,6 +65,7 @@ pub(crate) fn free_run_of_three_ports() -> u16 {
         }
         let tcp: Vec<_> = (1..3)
             .chain(200..206)
+            .chain(300..303)
             .map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)))
             .collect();
         let udp: Vec<_> = (100..106)

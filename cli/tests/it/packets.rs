@@ -306,6 +306,32 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
     // Conservation: issued 1000 = balances at the issuer (700 + 100) + escrows (200), and the
     // escrow for B (200) = vouchers outstanding at B (200), nothing in flight.
     assert_eq!(conservation(&client, &cities, 1000), 0);
+    // Each bridge counts what it relayed; nothing is stuck.
+    let metrics = client
+        .get(format!("{}/metrics", a["bridge_api"].as_str().unwrap()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let settled = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "urbis_bridge_packets_total{{destination=\"{bn}\",result=\"settled\"}} "
+            ))
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(settled >= 4.0, "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "urbis_bridge_oldest_unsettled_packet_age_seconds{{destination=\"{bn}\"}} 0"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("urbis_build_info{"), "{metrics}");
+    let r = client.get(format!("{}/readyz", b["bridge_api"].as_str().unwrap())).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     assert!(sigterm(child).success());
 }
 
