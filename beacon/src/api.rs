@@ -414,6 +414,8 @@ pub fn router(state: ApiState) -> Router {
             urbis_ops::time_request,
         ))
         .route("/livez", get(|| async { "ok" }))
+        // The API is served only once the store is open and the chain replayed.
+        .route("/startupz", get(|| async { "started" }))
         .route("/readyz", get(|| async { "ready" }))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .with_state(state)

@@ -176,6 +176,8 @@ async fn serve_api(bridge: Arc<Bridge>, listener: tokio::net::TcpListener) {
             }),
         )
         .route("/livez", get(|| async { "live" }))
+        // Served only once genesis, keys and the QUIC endpoint are set up.
+        .route("/startupz", get(|| async { "started" }))
         .route(
             "/readyz",
             get(move || {

@@ -20,14 +20,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_base() -> u16 {
-    for _ in 0..200 {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = first.local_addr().unwrap().port();
-        if base > u16::MAX - 310 {
-            continue;
-        }
-        let tcp: Vec<_> = (1..2)
+    // Below the ephemeral range, where no client connection's TIME-WAIT socket sits.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut seed = nanos ^ u64::from(std::process::id());
+    for _ in 0..500 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let base = 12_000 + ((seed >> 33) % 20_000) as u16;
+        let tcp: Vec<_> = (0..2)
             .chain(200..204)
+            .chain(300..302)
             .map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)))
             .collect();
         let udp: Vec<_> = (100..104)

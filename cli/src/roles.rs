@@ -207,6 +207,7 @@ pub fn devnet(
             beacon_apis: beacon_apis.clone(),
             beacon_contact_timeout_ms: 30_000,
             packet_timeout_blocks: options.packet_timeout_blocks,
+            shutdown_grace_ms: 20_000,
         });
         let bridge_port =
             base_port.checked_add(u16::try_from(300 + i)?).context("port out of range")?;

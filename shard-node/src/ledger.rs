@@ -63,6 +63,14 @@ pub enum PacketOp {
         /// The city.
         source: CityId,
     },
+    /// Erase the off-chain copy of a received packet's payload (its source's erasure was
+    /// verified); no state changes, the store purges the bytes with the block.
+    EraseCopy {
+        /// The source city.
+        source: CityId,
+        /// The packet's sequence.
+        sequence: u64,
+    },
 }
 
 /// Why a submission was refused by the ledger rules (nothing of it is written).
@@ -358,6 +366,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                 }
                 None
             }
+            PacketOp::EraseCopy { .. } => None,
             PacketOp::Unfreeze { source } => {
                 let key = StateKey::FrozenChannel { source: *source };
                 if self.read(&overlay, &key)?.is_none() {

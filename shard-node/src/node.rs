@@ -65,6 +65,10 @@ pub struct ShardConfig {
     /// shard's light client for this long (the node is cut off from the beacon).
     #[serde(default = "defaults::beacon_contact_timeout_ms")]
     pub beacon_contact_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight requests may take to finish before they are cut off
+    /// (what was queued is sealed either way; only acknowledged records count).
+    #[serde(default = "defaults::shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
     /// Beacon blocks an outbound packet may take to be received before its timeout can be
     /// proven and it is refunded.
     #[serde(default = "defaults::packet_timeout_blocks")]
@@ -90,6 +94,7 @@ const SETTINGS: &[&str] = &[
     "beacon_apis",
     "beacon_contact_timeout_ms",
     "packet_timeout_blocks",
+    "shutdown_grace_ms",
 ];
 
 mod defaults {
@@ -116,6 +121,9 @@ mod defaults {
     }
     pub fn rate_limit_burst() -> u32 {
         2_000
+    }
+    pub fn shutdown_grace_ms() -> u64 {
+        20_000
     }
     pub fn packet_timeout_blocks() -> u64 {
         crate::ledger::DEFAULT_PACKET_TIMEOUT_BLOCKS
@@ -364,13 +372,23 @@ pub async fn run(
     tracing::info!(city = %config.city, listen = %listener.local_addr()?, height = next_height, "shard serving");
     let drain = state.clone();
     let app = api::router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            drain.ready.store(false, Ordering::Relaxed);
-            tracing::info!("shutting down: draining requests");
-        })
-        .await?;
+    let (draining_tx, mut draining) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        drain.ready.store(false, Ordering::Relaxed);
+        tracing::info!("shutting down: draining requests");
+        let _ = draining_tx.send(true);
+    });
+    let grace = std::time::Duration::from_millis(config.shutdown_grace_ms);
+    tokio::select! {
+        served = server => served?,
+        _ = async {
+            let _ = draining.wait_for(|d| *d).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_ms = config.shutdown_grace_ms, "grace period over; requests still in flight are cut off");
+        }
+    }
     let _ = stop_follower.send(true);
     let _ = follower.await;
     // The router is gone; dropping the last state closes the queue, and the sealer seals what

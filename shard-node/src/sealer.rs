@@ -463,6 +463,15 @@ fn seal_block(
     watch.lap(&STATS.rules_ns);
     let erased: Vec<Hash32> =
         accepted.iter().filter_map(|(s, _)| s.erasure.as_ref().map(|e| e.0)).collect();
+    let erase_inbound: Vec<(u32, u64)> = accepted
+        .iter()
+        .filter_map(|(s, _)| match &s.packet {
+            Some(crate::ledger::PacketOp::EraseCopy { source, sequence }) => {
+                Some((source.0, *sequence))
+            }
+            _ => None,
+        })
+        .collect();
     let result = (|| -> Result<(Frontier, Tip), String> {
         let (state_root, nodes, new_version) = if writes.is_empty() {
             let root = match version {
@@ -547,13 +556,14 @@ fn seal_block(
                 history: &completed,
                 inbound,
                 capital: &capital,
+                erase_inbound: &erase_inbound,
             })
             .map_err(|e| e.to_string())?;
         watch.lap(&STATS.write_ns);
         STATS.blocks.fetch_add(1, Ordering::Relaxed);
         STATS.records.fetch_add(records.len() as u64, Ordering::Relaxed);
         parts.metrics.fsyncs.inc();
-        if !erased.is_empty() {
+        if !erased.is_empty() || !erase_inbound.is_empty() {
             // Answered only once the erased bytes are gone from the files, not just deleted.
             parts.store.purge_erased().map_err(|e| e.to_string())?;
             parts.metrics.fsyncs.inc();

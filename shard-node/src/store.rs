@@ -170,6 +170,8 @@ pub struct BlockWrite<'a> {
     pub inbound: Vec<((u32, u64), InboundRecord)>,
     /// The block's change to the capital totals.
     pub capital: &'a [(crate::ledger::TotalKey, i128)],
+    /// Received packets `(source, sequence)` whose payload copy is erased with this block.
+    pub erase_inbound: &'a [(u32, u64)],
 }
 
 /// A received packet's record and the off-chain payload that travelled beside it.
@@ -349,7 +351,16 @@ impl Store {
             }
             batch.delete_cf(self.cf(CF_PAYLOADS), id.as_bytes());
         }
-        if !block.erased.is_empty() {
+        for (source, sequence) in block.erase_inbound {
+            let key = inbound_key(*source, *sequence);
+            if let Some(mut inbound) =
+                self.get_decoded::<InboundRecord>(CF_INBOUND, &key, "inbound")?
+            {
+                inbound.payload = None;
+                batch.put_cf(self.cf(CF_INBOUND), key, encode(&inbound));
+            }
+        }
+        if !block.erased.is_empty() || !block.erase_inbound.is_empty() {
             batch.put_cf(self.cf(CF_META), PURGE_KEY, []);
         }
         for (level, index, root) in block.history {
@@ -573,25 +584,6 @@ impl Store {
             u32::from_be_bytes(v[..4].try_into().map_err(|_| corrupt())?),
             u64::from_be_bytes(v[4..].try_into().map_err(|_| corrupt())?),
         )))
-    }
-
-    /// Removes the off-chain payload of a received packet (its source erased it) and purges
-    /// its bytes from the files; true when there was one.
-    pub fn erase_inbound(&self, source: u32, sequence: u64) -> Result<bool, StoreError> {
-        let key = inbound_key(source, sequence);
-        let Some(mut inbound) = self.get_decoded::<InboundRecord>(CF_INBOUND, &key, "inbound")?
-        else {
-            return Ok(false);
-        };
-        if inbound.payload.take().is_none() {
-            return Ok(false);
-        }
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_INBOUND), key, encode(&inbound));
-        batch.put_cf(self.cf(CF_META), PURGE_KEY, []);
-        self.write(batch)?;
-        self.purge_erased()?;
-        Ok(true)
     }
 
     /// A received packet's record and payload.

@@ -108,6 +108,7 @@ async fn start_shard() -> Shard {
         beacon_apis: vec![],
         beacon_contact_timeout_ms: 30_000,
         packet_timeout_blocks: urbis_shard::ledger::DEFAULT_PACKET_TIMEOUT_BLOCKS,
+        shutdown_grace_ms: 20_000,
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(urbis_shard::node::run(config, async move {

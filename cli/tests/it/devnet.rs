@@ -8,20 +8,34 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) fn start(dir: &std::path::Path, port: u16) -> Child {
+pub(crate) fn start(dir: &std::path::Path, port: u16) -> Devnet {
     start_with(dir, port, &[])
 }
 
+/// A running devnet process, killed if the test ends without stopping it (a failed assertion
+/// must not leave a federation running).
+pub(crate) struct Devnet(Option<Child>);
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// `urbis devnet` with three cities and `extra` arguments.
-pub(crate) fn start_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_urbis"))
+pub(crate) fn start_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Devnet {
+    let child = Command::new(env!("CARGO_BIN_EXE_urbis"))
         .args(["devnet", "--cities", "3", "--base-port", &port.to_string(), "--data-dir"])
         .arg(dir)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Devnet(Some(child))
 }
 
 pub(crate) fn wait_ready(urls: &[String]) {
@@ -48,7 +62,8 @@ pub(crate) fn manifest(dir: &std::path::Path) -> Value {
     }
 }
 
-pub(crate) fn sigterm(mut child: Child) -> std::process::ExitStatus {
+pub(crate) fn sigterm(mut devnet: Devnet) -> std::process::ExitStatus {
+    let mut child = devnet.0.take().unwrap();
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     child.wait().unwrap()
 }
@@ -57,13 +72,18 @@ pub(crate) fn sigterm(mut child: Child) -> std::process::ExitStatus {
 /// validator API ports (base+200..+206) and bridge ports (base+300..+303, UDP for QUIC and TCP
 /// for their API) are free (checked by binding them all).
 pub(crate) fn free_run_of_three_ports() -> u16 {
-    for _ in 0..100 {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = first.local_addr().unwrap().port();
-        if base > u16::MAX - 310 {
-            continue;
-        }
-        let tcp: Vec<_> = (1..3)
+    // Below the kernel's ephemeral range (32768 and up), where client connections and their
+    // TIME-WAIT sockets never sit, so a run of free ports is easy to find and stays free.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut seed = nanos ^ (u64::from(std::process::id()) << 20) ^ (call << 40);
+    for attempt in 0..500u64 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + attempt);
+        let base = 12_000 + ((seed >> 33) % 20_000) as u16;
+        let tcp: Vec<_> = (0..3)
             .chain(200..206)
             .chain(300..303)
             .map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)))
@@ -517,6 +537,7 @@ fn devnet_logs_hold_none_of_its_secrets() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let child = Devnet(Some(child));
     let m = manifest(dir.path());
     let cities = m["cities"].as_array().unwrap().clone();
     let urls: Vec<String> =

@@ -107,7 +107,7 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     modifiers(&BearerScheme),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
-    paths(submit, submission_status, packets::post_packet, packets::post_packets_batch, packets::acknowledgements, packets::outbound, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, credentials::credential_status, packets::channel, packets::unfreeze, packets::outbound_erasures, packets::erasure_notice, packets::report_equivocation, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, readyz),
+    paths(submit, submission_status, packets::post_packet, packets::post_packets_batch, packets::acknowledgements, packets::outbound, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, credentials::credential_status, packets::channel, packets::unfreeze, packets::outbound_erasures, packets::erasure_notice, packets::report_equivocation, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, startupz, readyz),
     components(schemas(packets::PacketBatchRequest, packets::PacketBatchItem, packets::PacketBatchResponse, packets::AcknowledgementsRequest, packets::AcknowledgementsResponse, packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, packets::ChannelView, packets::OutboundErasures, packets::OutboundErasure, packets::ErasureNotice, packets::ErasureNoticeAnswer, credentials::CredentialStatusRequest, credentials::CredentialStatusView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
 )]
 struct ApiDoc;
@@ -154,6 +154,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/channels/{city}/freeze", axum::routing::delete(packets::unfreeze))
         .route("/v1/evidence/shard-headers", post(packets::report_equivocation))
         .route("/livez", get(livez))
+        .route("/startupz", get(startupz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))
@@ -1136,6 +1137,13 @@ fn subtree_problem(e: urbis_core::merkle::SubtreeError<crate::store::StoreError>
 #[utoipa::path(get, path = "/livez", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 async fn livez() -> &'static str {
     "ok"
+}
+
+/// Startup: answered only once the store is open, the tip and history are loaded and the
+/// sealer runs (the listener is bound after that), so a 200 means started.
+#[utoipa::path(get, path = "/startupz", responses((status = 200, description = "started", body = String, content_type = "text/plain")))]
+async fn startupz() -> &'static str {
+    "started"
 }
 
 /// Readiness: accepting submissions.

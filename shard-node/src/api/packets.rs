@@ -1218,7 +1218,9 @@ pub async fn erasure_notice(
         return Err(Problem::unprocessable("an erasure is proven by a state proof"));
     };
     let record_id = notice.record_id;
-    tokio::task::spawn_blocking(move || {
+    let checker = app.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        let app = checker;
         let key = StateKey::Erasure { record_id };
         {
             let client = app.client.read().map_err(|_| internal("light client lock poisoned"))?;
@@ -1246,17 +1248,23 @@ pub async fn erasure_notice(
                 ));
             }
         }
-        let erased = match app.store.inbound_by_record(&record_id).map_err(internal)? {
+        // The copy held here, if any: (sequence) of a received packet that still has a payload.
+        match app.store.inbound_by_record(&record_id).map_err(internal)? {
             Some((s, sequence)) if s == source.0 => {
-                app.store.erase_inbound(s, sequence).map_err(internal)?
+                let inbound = app.store.inbound(s, sequence).map_err(internal)?;
+                Ok(inbound.and_then(|i| i.payload).map(|_| sequence))
             }
-            _ => false,
-        };
-        if erased {
-            tracing::info!(%source, "a received payload was erased at its source's request");
+            _ => Ok(None),
         }
-        Ok(Json(ErasureNoticeAnswer { record_id, erased }))
     })
     .await
-    .map_err(internal)?
+    .map_err(internal)??;
+    let Some(sequence) = held else {
+        return Ok(Json(ErasureNoticeAnswer { record_id, erased: false }));
+    };
+    // Erased with a sealed block, which purges the bytes from the node's files before it is
+    // answered (as a local erasure is).
+    seal_op(&app, PacketOp::EraseCopy { source, sequence }).await?;
+    tracing::info!(%source, "a received payload was erased at its source's request");
+    Ok(Json(ErasureNoticeAnswer { record_id, erased: true }))
 }
