@@ -44,8 +44,20 @@ pub struct ShardMetrics {
     /// Seconds from sealing the last crosslinked header to the beacon block that covered it.
     pub finality_lag_seconds:
         prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Packet operations sealed, by what happened (`received`, `error_acknowledged`,
+    /// `acknowledged`, `refunded`, `frozen`, `unfrozen`, `copy_erased`).
+    pub packets: Family<ReasonLabel, Counter>,
+    /// Proofs from other cities or relays that failed, by the link that failed.
+    pub proof_failures: Family<LinkLabel, Counter>,
     /// HTTP request durations.
     pub http: urbis_ops::HttpDurations,
+}
+
+/// The link of a proof chain that failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabel {
+    /// A fixed word (`records_path`, `shard_header`, `beacon_certificate`, ...).
+    pub link: &'static str,
 }
 
 impl Default for ShardMetrics {
@@ -60,6 +72,8 @@ impl Default for ShardMetrics {
             beacon_height: Gauge::default(),
             crosslinked_height: Gauge::default(),
             finality_lag_seconds: Default::default(),
+            packets: Family::default(),
+            proof_failures: Family::default(),
             http,
             registry,
         };
@@ -73,6 +87,16 @@ impl Default for ShardMetrics {
             m.seal_seconds.clone(),
         );
         r.register("fsyncs", "Synced RocksDB writes", m.fsyncs.clone());
+        r.register(
+            "shard_packets",
+            "Packet operations sealed, by what happened",
+            m.packets.clone(),
+        );
+        r.register(
+            "proof_verification_failures",
+            "Proofs from other cities or relays that failed, by the failing link",
+            m.proof_failures.clone(),
+        );
         r.register("shard_block_height", "Height of the last sealed block", m.height.clone());
         r.register(
             "shard_beacon_height",
@@ -91,6 +115,37 @@ impl Default for ShardMetrics {
             m.finality_lag_seconds.clone(),
         );
         m
+    }
+}
+
+/// The link a packet, acknowledgement, timeout or state proof failed at.
+pub fn failed_link(e: &urbis_core::packet::PacketError) -> &'static str {
+    use urbis_core::packet::PacketError as P;
+    use urbis_core::proof::ProofError as E;
+    match e {
+        P::Proof(E::Record(_) | E::CityMismatch { .. }) => "record",
+        P::Proof(E::RecordsCount { .. } | E::RecordsPath(_)) => "records_path",
+        P::Proof(E::UnknownCity(_) | E::HeaderSeal(_) | E::HeaderVersion(_)) => "shard_header",
+        P::Proof(E::StatePath(_) | E::StateKeyMismatch | E::WrongCity { .. } | E::Value) => {
+            "state_path"
+        }
+        P::Proof(
+            E::HistoryHeader
+            | E::HistoryParameters { .. }
+            | E::HistoryPath(_)
+            | E::CrosslinkedSeal(_),
+        ) => "history_path",
+        P::Proof(E::CrosslinksCount { .. } | E::CrosslinkPath(_) | E::BeforeCityJoined { .. }) => {
+            "crosslink_path"
+        }
+        P::Proof(E::Beacon(_)) => "beacon_certificate",
+        P::Proof(E::NotFinal) => "finality",
+        P::WrongDestination { .. } | P::SelfPacket(_) | P::WrongCity { .. } => "channel",
+        P::CommitmentPath(_) | P::CommitmentMismatch { .. } => "commitment_path",
+        P::AcknowledgementPath(_) => "acknowledgement_path",
+        P::ReceiptPath(_) => "receipt_absence_path",
+        P::BeaconViewPath(_) => "beacon_view_path",
+        P::NotTimedOut { .. } => "timeout",
     }
 }
 

@@ -595,6 +595,28 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         "malformed",
     );
     assert_eq!(latest_height(&client, b), b_height, "a refused packet wrote something at B");
+    // B counts each refusal by the link that failed.
+    let metrics = client
+        .get(format!("{}/metrics", b["shard_api"].as_str().unwrap()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let failures = |link: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "urbis_proof_verification_failures_total{{link=\"{link}\"}} "
+                ))
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(failures("shard_header") >= 3.0, "{metrics}");
+    assert!(failures("records_path") >= 1.0, "{metrics}");
+    assert!(failures("commitment_path") >= 2.0, "{metrics}");
+    assert!(failures("beacon_certificate") >= 1.0, "{metrics}");
 
     // Reordered: packet 2 first. Duplicates at once: exactly one is received.
     let p2 = packet(1);

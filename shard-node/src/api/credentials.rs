@@ -84,6 +84,8 @@ pub async fn credential_status(
             &proof,
         )
         .map_err(|e| {
+            let link = crate::metrics::failed_link(&urbis_core::packet::PacketError::Proof(e.clone()));
+            checker.metrics.proof_failures.get_or_create(&crate::metrics::LinkLabel { link }).inc();
             Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid-proof", e.to_string())
         })?;
         if checked.status == CredentialStatus::Valid

@@ -89,6 +89,15 @@ fn packet_problem(e: PacketError) -> Problem {
     Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid-proof", e.to_string())
 }
 
+/// Counts a failed proof by its link, then answers its problem.
+fn failed(app: &AppState, e: PacketError) -> Problem {
+    app.metrics
+        .proof_failures
+        .get_or_create(&crate::metrics::LinkLabel { link: crate::metrics::failed_link(&e) })
+        .inc();
+    packet_problem(e)
+}
+
 /// Hands the shard a packet, an acknowledgement or a timeout. Public: each is checked against
 /// this shard's own light client and state; nothing a relay says is trusted. Rate-limited.
 #[utoipa::path(post, path = "/v1/packets", request_body = PacketRequest,
@@ -135,7 +144,19 @@ pub async fn post_packet(
         reply,
     };
     let outcome = super::seal(&app, submission, wait, "ask where the packet is").await?;
-    packet_outcome(&op, outcome).map(Json)
+    let answer = packet_outcome(&op, outcome)?;
+    count_packet(&app, &answer);
+    Ok(Json(answer))
+}
+
+fn count_packet(app: &AppState, answer: &PacketResponse) {
+    let reason = match answer.state.as_str() {
+        "received" => "received",
+        "error_acknowledged" => "error_acknowledged",
+        "acknowledged" => "acknowledged",
+        _ => "refunded",
+    };
+    app.metrics.packets.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
 }
 
 /// The answer to a sealed (or refused) packet operation.
@@ -276,7 +297,7 @@ pub async fn post_packets_batch(
         let answer = match p {
             Pending::Done(problem) => Err(problem),
             Pending::Waiting(op, wait) => match tokio::time::timeout_at(deadline, wait).await {
-                Ok(Ok(outcome)) => packet_outcome(&op, outcome),
+                Ok(Ok(outcome)) => packet_outcome(&op, outcome).inspect(|a| count_packet(&app, a)),
                 Ok(Err(_)) => Err(Problem::unavailable("the sealer stopped before answering")),
                 Err(_) => Err(Problem::unavailable("sealing did not finish in time")),
             },
@@ -397,7 +418,7 @@ fn check(
                 &proof,
                 cache,
             )
-            .map_err(packet_problem)?;
+            .map_err(|e| failed(app, e))?;
             let commitment = match &v.record.body {
                 RecordBody::Credit(c) => Some(c.commitment),
                 RecordBody::Talent(TalentPayload::Issue { commitment, .. }) => Some(*commitment),
@@ -423,13 +444,13 @@ fn check(
                 &proof,
                 cache,
             )
-            .map_err(packet_problem)?;
+            .map_err(|e| failed(app, e))?;
             Ok((PacketOp::Acknowledge { id: packet, acknowledgement }, None))
         }
         PacketRequest::Timeout { proof, packet } => {
             let commitment = own_packet(app, &packet)?;
             verify_timeout(&app.genesis, &client, &packet, commitment.timeout_height, &proof)
-                .map_err(packet_problem)?;
+                .map_err(|e| failed(app, e))?;
             Ok((PacketOp::Timeout { id: packet }, None))
         }
     }
