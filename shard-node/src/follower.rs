@@ -368,18 +368,7 @@ async fn freeze_on_evidence(f: &Follower, block: &BlockView) -> bool {
         }
         let (reply, outcome) = tokio::sync::oneshot::channel();
         let op = crate::ledger::PacketOp::Freeze { source: city, evidence: e.clone() };
-        let submission = crate::sealer::Submission {
-            records: vec![],
-            ids: vec![],
-            encoded: vec![],
-            payloads: vec![],
-            bytes: 0,
-            erasure: None,
-            packet: Some(op),
-            idempotency: None,
-            render: |_| Vec::new(),
-            reply,
-        };
+        let submission = crate::sealer::Submission::packet(op, None, reply);
         if f.sealer.submit_wait(submission).await.is_err() {
             return false;
         }

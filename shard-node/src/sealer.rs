@@ -54,6 +54,46 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// A packet operation (no records); a received packet's off-chain payload goes with it.
+    pub fn packet(
+        op: crate::ledger::PacketOp,
+        payload: Option<StoredPayload>,
+        reply: oneshot::Sender<Outcome>,
+    ) -> Self {
+        let ids = match &op {
+            crate::ledger::PacketOp::Receive(p) => vec![p.record_id],
+            _ => vec![],
+        };
+        Submission {
+            records: vec![],
+            ids,
+            encoded: vec![],
+            payloads: if payload.is_some() { vec![payload] } else { vec![] },
+            bytes: 0,
+            erasure: None,
+            packet: Some(op),
+            idempotency: None,
+            render: |_| Vec::new(),
+            reply,
+        }
+    }
+
+    /// An empty block's worth: it only records the current beacon view.
+    pub fn tick(reply: oneshot::Sender<Outcome>) -> Self {
+        Submission {
+            records: vec![],
+            ids: vec![],
+            encoded: vec![],
+            payloads: vec![],
+            bytes: 0,
+            erasure: None,
+            packet: None,
+            idempotency: None,
+            render: |_| Vec::new(),
+            reply,
+        }
+    }
+
     /// What it counts for against the block's record limit.
     fn weight(&self) -> usize {
         self.records.len()

@@ -99,6 +99,33 @@ pub(crate) fn free_run_of_three_ports() -> u16 {
     panic!("no run of three free ports");
 }
 
+/// The validators' API base URLs from `devnet.json`.
+pub(crate) fn validator_apis(m: &Value) -> Vec<String> {
+    m["validators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["beacon_api"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A three-city devnet with `extra` arguments, started, every shard ready and the beacon past
+/// height 2: its directory, the process and `devnet.json`.
+pub(crate) fn running_devnet(extra: &[&str]) -> (tempfile::TempDir, Devnet, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = start_with(dir.path(), free_run_of_three_ports(), extra);
+    let m = manifest(dir.path());
+    let urls: Vec<String> = m["cities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["shard_api"].as_str().unwrap().to_string())
+        .collect();
+    wait_ready(&urls);
+    beacon_heights(&Client::new(), &validator_apis(&m), 2);
+    (dir, devnet, m)
+}
+
 /// Waits until every validator serves a latest block at or above `at_least`.
 pub(crate) fn beacon_heights(client: &Client, apis: &[String], at_least: u64) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -127,22 +127,7 @@ pub async fn post_packet(
     .await
     .map_err(internal)??;
     let (reply, wait) = tokio::sync::oneshot::channel();
-    let ids = match &op {
-        PacketOp::Receive(p) => vec![p.record_id],
-        _ => vec![],
-    };
-    let submission = Submission {
-        records: vec![],
-        ids,
-        encoded: vec![],
-        payloads: vec![payload],
-        bytes: 0,
-        erasure: None,
-        packet: Some(op.clone()),
-        idempotency: None,
-        render: |_| Vec::new(),
-        reply,
-    };
+    let submission = Submission::packet(op.clone(), payload, reply);
     let outcome = super::seal(&app, submission, wait, "ask where the packet is").await?;
     let answer = packet_outcome(&op, outcome)?;
     count_packet(&app, &answer);
@@ -269,22 +254,7 @@ pub async fn post_packets_batch(
             }
         };
         let (reply, wait) = tokio::sync::oneshot::channel();
-        let ids = match &op {
-            PacketOp::Receive(p) => vec![p.record_id],
-            _ => vec![],
-        };
-        let submission = Submission {
-            records: vec![],
-            ids,
-            encoded: vec![],
-            payloads: vec![payload],
-            bytes: 0,
-            erasure: None,
-            packet: Some(op.clone()),
-            idempotency: None,
-            render: |_| Vec::new(),
-            reply,
-        };
+        let submission = Submission::packet(op.clone(), payload, reply);
         match app.sealer.submit_wait(submission).await {
             Ok(()) => pending.push(Pending::Waiting(op, wait)),
             Err(_) => pending.push(Pending::Done(Problem::unavailable("the sealer has stopped"))),
@@ -819,18 +789,7 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
 /// Queues an empty block (it records the current beacon view); its outcome is not awaited.
 fn tick(app: &AppState) {
     let (reply, _) = tokio::sync::oneshot::channel();
-    let _ = app.sealer.submit(Submission {
-        records: vec![],
-        ids: vec![],
-        encoded: vec![],
-        payloads: vec![],
-        bytes: 0,
-        erasure: None,
-        packet: None,
-        idempotency: None,
-        render: |_| Vec::new(),
-        reply,
-    });
+    let _ = app.sealer.submit(Submission::tick(reply));
 }
 
 /// Query of a timeout proof.
@@ -1076,18 +1035,7 @@ pub async fn channel(
 
 async fn seal_op(app: &Arc<AppState>, op: PacketOp) -> ApiResult<()> {
     let (reply, wait) = tokio::sync::oneshot::channel();
-    let submission = Submission {
-        records: vec![],
-        ids: vec![],
-        encoded: vec![],
-        payloads: vec![],
-        bytes: 0,
-        erasure: None,
-        packet: Some(op),
-        idempotency: None,
-        render: |_| Vec::new(),
-        reply,
-    };
+    let submission = Submission::packet(op, None, reply);
     match super::seal(app, submission, wait, "ask the channel's state").await? {
         Outcome::PacketSealed { .. } => Ok(()),
         Outcome::Rejected(r @ Rejection::NotFrozen { .. }) => {
