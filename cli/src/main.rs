@@ -102,7 +102,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The long-running roles log to stdout, where a container's log collector reads; one-shot
+    // commands keep stdout for their answer and log to stderr.
+    let role = matches!(
+        cli.command,
+        Command::Shard { .. }
+            | Command::Beacon { .. }
+            | Command::Bridge { .. }
+            | Command::Devnet { .. }
+    );
+    init_logging(role);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -263,13 +272,19 @@ fn subject(key_file: &Path, scheme: &str, identifier: Option<String>) -> Result<
     Ok(())
 }
 
-/// JSON lines to stderr (RFC 3339 UTC time, level, target, message); `RUST_LOG` filters.
-fn init_logging() {
+/// JSON lines (RFC 3339 UTC time, level, target, message, the current span and its parents)
+/// to stdout for a role, to stderr for a one-shot command; `RUST_LOG` filters.
+fn init_logging(to_stdout: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_env_filter(filter);
+    let _ = if to_stdout {
+        builder.with_writer(std::io::stdout).try_init()
+    } else {
+        builder.with_writer(std::io::stderr).try_init()
+    };
 }

@@ -74,7 +74,7 @@ try:
         "--validators-per-city", "2", "--asset", "EUR:athens", "--out-dir", fed)
     devnet_log = os.path.join(work, "devnet.log")
     devnet = subprocess.Popen([urbis, "devnet", "--cities", "2", "--base-port", str(base), "--data-dir", fed],
-                              stdout=subprocess.DEVNULL, stderr=open(devnet_log, "w"))
+                              stdout=open(devnet_log, "w"), stderr=subprocess.STDOUT)
     procs.append(("devnet", devnet, devnet_log))
     manifest = wait("devnet.json", lambda: json.load(open(os.path.join(fed, "devnet.json"))))
     athens = manifest["cities"][0]
@@ -155,7 +155,7 @@ try:
         env.update({e["name"]: local_path(e["value"]) for e in container.get("env", [])})
         args = [local_path(a) for a in container.get("args", [])]
         log = os.path.join(work, workload["metadata"]["name"] + ".log")
-        p = subprocess.Popen([urbis, *args], env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        p = subprocess.Popen([urbis, *args], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
         procs.append((name, p, log))
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):

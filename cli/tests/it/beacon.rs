@@ -6,7 +6,7 @@
 use reqwest::blocking::Client;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Validator {
@@ -24,7 +24,7 @@ impl Validator {
                 .arg("beacon")
                 .arg("--config")
                 .arg(&self.config)
-                .stdout(Stdio::null())
+                .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
                 .unwrap(),

@@ -7,7 +7,7 @@ use crate::packets::conservation;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Proc {
@@ -34,7 +34,7 @@ impl Proc {
         self.child = Some(
             Command::new(env!("CARGO_BIN_EXE_urbis"))
                 .args(&self.args)
-                .stdout(Stdio::null())
+                .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
                 .unwrap(),

@@ -5,7 +5,7 @@
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::light_client::LightClient;
@@ -96,7 +96,7 @@ impl Node {
             .arg("shard")
             .arg("--config")
             .arg(&self.config)
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
