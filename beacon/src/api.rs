@@ -31,6 +31,9 @@ pub struct ApiState {
     pub sets: Arc<std::sync::RwLock<crate::sets::Sets>>,
     /// The validator's metrics.
     pub metrics: Arc<crate::metrics::BeaconMetrics>,
+    /// The wall clock, milliseconds since the Unix epoch (readiness compares block times with
+    /// it).
+    pub clock: fn() -> u64,
 }
 
 /// The longest a block request may wait for its height to be decided.
@@ -393,6 +396,39 @@ async fn offer_set_change(
     }
 }
 
+/// Beacon blocks a validator's latest decided block may be behind the clock before it is not
+/// ready (catching up, or the beacon stalled): it would serve stale blocks.
+pub const READY_LAG_BLOCKS: u64 = 10;
+
+/// Readiness: the latest decided block is at most [`READY_LAG_BLOCKS`] intervals old.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let latest = match state.store.latest_height() {
+        Ok(Some(h)) => state.store.block(h),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let interval = state.genesis.genesis().parameters.beacon_block_interval_ms;
+    let limit = interval.saturating_mul(READY_LAG_BLOCKS);
+    match latest {
+        Ok(Some(b)) => {
+            let age = (state.clock)().saturating_sub(b.block.header.time_ms);
+            if age <= limit {
+                (StatusCode::OK, "ready").into_response()
+            } else {
+                problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not-ready",
+                    &format!(
+                        "the latest decided block is {age} ms old (catching up, or the beacon is stalled)"
+                    ),
+                )
+            }
+        }
+        Ok(None) => problem(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "no block decided yet"),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "not-ready", &e.to_string()),
+    }
+}
+
 /// The router over `state`.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -416,7 +452,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/livez", get(|| async { "ok" }))
         // The API is served only once the store is open and the chain replayed.
         .route("/startupz", get(|| async { "started" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(readyz))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .with_state(state)
 }

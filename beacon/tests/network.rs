@@ -120,6 +120,7 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
                 pool: config.pool.clone(),
                 sets: config.sets.clone(),
                 metrics: config.metrics.clone(),
+                clock: common::clock,
             });
         }
         let (stop, stopped) = oneshot::channel::<()>();

@@ -554,6 +554,7 @@ async fn run_validator(
         pool: config.pool.clone(),
         sets: config.sets.clone(),
         metrics: config.metrics.clone(),
+        clock: config.clock,
     };
     let api = tokio::spawn(urbis_beacon::api::serve(listener, state, async {
         let _ = api_stopped.await;

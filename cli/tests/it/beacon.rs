@@ -43,6 +43,11 @@ impl Validator {
         r.status().is_success().then(|| r.json().unwrap())
     }
 
+    /// The status of `/readyz`.
+    fn ready(&self) -> u16 {
+        Client::new().get(format!("{}/readyz", self.api)).send().map_or(0, |r| r.status().as_u16())
+    }
+
     fn height(&self) -> u64 {
         self.block("/v1/beacon/blocks/latest")
             .and_then(|b| b["header"]["height"].as_u64())
@@ -128,6 +133,7 @@ fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
     let dir = tempfile::tempdir().unwrap();
     let mut vs = setup(dir.path());
     let h = wait_for("all four finalize", &vs, |h| h.iter().all(|h| *h >= 6));
+    assert!(vs.iter().all(|v| v.ready() == 200), "validators that finalize are ready");
     // One validator killed: three of four equal weights are more than 2/3.
     vs[3].kill9();
     let base = h[..3].iter().copied().max().unwrap();
@@ -139,11 +145,22 @@ fn validators_finalize_with_one_killed_stop_with_two_and_resume_agreeing() {
     std::thread::sleep(Duration::from_secs(3));
     let later: Vec<u64> = vs[..2].iter().map(Validator::height).collect();
     assert_eq!(stalled, later, "two of four validators must not finalize anything");
+    // A stalled beacon serves stale blocks: its validators stop being ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !vs[..2].iter().all(|v| v.ready() == 503) {
+        assert!(std::time::Instant::now() < deadline, "stalled validators still say ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Both back: finalization resumes and the restarted ones catch up.
     vs[2].start();
     vs[3].start();
     let top = *later.iter().max().unwrap();
     let h = wait_for("all resume", &vs, |h| h.iter().all(|h| *h >= top + 3));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !vs.iter().all(|v| v.ready() == 200) {
+        assert!(std::time::Instant::now() < deadline, "resumed validators are not ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Every validator serves the same block at every height, certified for genesis's set.
     let genesis = urbis_shard::node::load_genesis(&dir.path().join("genesis.json")).unwrap();
     let common = *h.iter().min().unwrap();
