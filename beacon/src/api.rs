@@ -418,14 +418,14 @@ async fn readyz(State(state): State<ApiState>) -> Response {
                 problem(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not-ready",
-                    &format!(
+                    format!(
                         "the latest decided block is {age} ms old (catching up, or the beacon is stalled)"
                     ),
                 )
             }
         }
         Ok(None) => problem(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "no block decided yet"),
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "not-ready", &e.to_string()),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "not-ready", e.to_string()),
     }
 }
 
