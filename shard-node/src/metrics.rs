@@ -49,8 +49,20 @@ pub struct ShardMetrics {
     pub packets: Family<ReasonLabel, Counter>,
     /// Proofs from other cities or relays that failed, by the link that failed.
     pub proof_failures: Family<LinkLabel, Counter>,
+    /// Packets sent to each city so far.
+    pub packets_sent: Family<DestinationLabel, Gauge>,
+    /// Age of the oldest packet sent to each city and not settled (0 when none): the stuck
+    /// packet signal.
+    pub oldest_unsettled: Family<DestinationLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// HTTP request durations.
     pub http: urbis_ops::HttpDurations,
+}
+
+/// A destination city.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    /// Its name in genesis.
+    pub destination: String,
 }
 
 /// The link of a proof chain that failed.
@@ -74,6 +86,8 @@ impl Default for ShardMetrics {
             finality_lag_seconds: Default::default(),
             packets: Family::default(),
             proof_failures: Family::default(),
+            packets_sent: Family::default(),
+            oldest_unsettled: Family::default(),
             http,
             registry,
         };
@@ -91,6 +105,13 @@ impl Default for ShardMetrics {
             "shard_packets",
             "Packet operations sealed, by what happened",
             m.packets.clone(),
+        );
+        r.register("shard_packets_sent", "Packets sent to each city", m.packets_sent.clone());
+        r.register_with_unit(
+            "shard_oldest_unsettled_packet_age",
+            "Age of the oldest packet sent to each city and not settled",
+            prometheus_client::registry::Unit::Seconds,
+            m.oldest_unsettled.clone(),
         );
         r.register(
             "proof_verification_failures",

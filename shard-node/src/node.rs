@@ -365,6 +365,7 @@ pub async fn run(
         beacon,
         client: light_client,
         beacon_view,
+        unsettled_from: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

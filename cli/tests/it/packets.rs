@@ -323,6 +323,22 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
         "{metrics}"
     );
     assert!(metrics.contains("urbis_build_info{"), "{metrics}");
+    let shard_metrics = client
+        .get(format!("{}/metrics", a["shard_api"].as_str().unwrap()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        shard_metrics.contains(&format!(
+            "urbis_shard_oldest_unsettled_packet_age_seconds{{destination=\"{bn}\"}} 0.0"
+        )),
+        "{shard_metrics}"
+    );
+    assert!(
+        shard_metrics.contains(&format!("urbis_shard_packets_sent{{destination=\"{bn}\"}} 4")),
+        "{shard_metrics}"
+    );
     let r = client.get(format!("{}/readyz", b["bridge_api"].as_str().unwrap())).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(sigterm(child).success());
@@ -724,6 +740,22 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         assert!(Instant::now() < deadline, "no timeout proof: {}", r.text().unwrap());
         std::thread::sleep(Duration::from_millis(200));
     };
+    // A's stuck-packet signal: packet 3 has waited unsettled since it was sent.
+    let metrics = client
+        .get(format!("{}/metrics", a["shard_api"].as_str().unwrap()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{destination=\"{bn}\"}} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(gauge("urbis_shard_oldest_unsettled_packet_age_seconds") > 1.0, "{metrics}");
+    assert_eq!(gauge("urbis_shard_packets_sent"), 4.0);
     // Packet 4 was received but not acknowledged: packet 3's absence proof does not prove its.
     refused(
         post_packet(&client, a, &json!({"type": "timeout", "packet": id(4), "proof": timeout3})),

@@ -79,6 +79,9 @@ pub struct AppState {
     pub client: Arc<std::sync::RwLock<urbis_core::light_client::LightClient>>,
     /// The highest beacon height followed durably.
     pub beacon_view: Arc<std::sync::atomic::AtomicU64>,
+    /// Per destination city: the lowest sequence that may still be unsettled (where the
+    /// metrics' scan for the oldest unsettled packet starts).
+    pub unsettled_from: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
 }
 
 /// The last answer of a validator to the shard's light client.
@@ -178,6 +181,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// `GET /metrics`: OpenMetrics text for scrapers that accept it (Prometheus does), the
 /// Prometheus text format for the others.
 async fn metrics(State(app): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    let refresh = app.clone();
+    // The per-channel packet gauges are read from the state at scrape time.
+    if let Err(e) = tokio::task::spawn_blocking(move || packets::refresh_gauges(&refresh)).await {
+        tracing::warn!(error = %e, "packet gauges not refreshed");
+    }
     app.metrics.response(&headers)
 }
 

@@ -1237,3 +1237,45 @@ pub async fn erasure_notice(
     tracing::info!(%source, "a received payload was erased at its source's request");
     Ok(Json(ErasureNoticeAnswer { record_id, erased: true }))
 }
+
+/// Most sequences one scrape looks at per channel.
+const GAUGE_SCAN_MAX: u64 = 10_000;
+
+/// Sets the per-destination packet gauges: packets sent, and the age of the oldest one not
+/// settled (its record's time to now). The scan starts where the last one stopped.
+pub fn refresh_gauges(app: &AppState) {
+    let now = (app.clock)();
+    for city in &app.genesis.genesis().cities {
+        if city.id == app.city {
+            continue;
+        }
+        let label = crate::metrics::DestinationLabel { destination: city.name.clone() };
+        let seq_key = StateKey::NextSequence { source: app.city, destination: city.id };
+        let next = match state_value(app, &seq_key) {
+            Ok(Some(v)) => decode::<u64>(&v).unwrap_or(1),
+            Ok(None) => 1,
+            Err(_) => continue,
+        };
+        app.metrics.packets_sent.get_or_create(&label).set(next.saturating_sub(1) as i64);
+        let Ok(mut from) = app.unsettled_from.lock() else { return };
+        let start = *from.get(&city.id.0).unwrap_or(&1);
+        let mut sequence = start;
+        let mut oldest = None;
+        while sequence < next && sequence < start + GAUGE_SCAN_MAX {
+            let id = PacketId { source: app.city, destination: city.id, sequence };
+            match state_value(app, &id.commitment_key()) {
+                Ok(Some(v)) => {
+                    oldest = decode::<OutboundPacket>(&v).ok();
+                    break;
+                }
+                Ok(None) => sequence += 1,
+                Err(_) => break,
+            }
+        }
+        from.insert(city.id.0, sequence);
+        let age = oldest
+            .and_then(|c| app.store.record(&c.record_id).ok().flatten())
+            .map_or(0.0, |r| now.saturating_sub(r.record.time_ms) as f64 / 1e3);
+        app.metrics.oldest_unsettled.get_or_create(&label).set(age);
+    }
+}
