@@ -83,11 +83,7 @@ pub async fn credential_status(
             request.credential_id,
             &proof,
         )
-        .map_err(|e| {
-            let link = crate::metrics::failed_link(&urbis_core::packet::PacketError::Proof(e.clone()));
-            checker.metrics.proof_failures.get_or_create(&crate::metrics::LinkLabel { link }).inc();
-            Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid-proof", e.to_string())
-        })?;
+.map_err(|e| super::packets::failed(&checker, e.into()))?;
         if checked.status == CredentialStatus::Valid
             && checked.beacon_height.saturating_add(NON_REVOCATION_MAX_AGE_BLOCKS) < view
         {

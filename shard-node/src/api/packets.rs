@@ -85,17 +85,23 @@ pub struct PacketResponse {
     pub acknowledgement: Option<Acknowledgement>,
 }
 
-fn packet_problem(e: PacketError) -> Problem {
-    Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid-proof", e.to_string())
-}
-
 /// Counts a failed proof by its link, then answers its problem.
-fn failed(app: &AppState, e: PacketError) -> Problem {
+pub(super) fn failed(app: &AppState, e: PacketError) -> Problem {
     app.metrics
         .proof_failures
         .get_or_create(&crate::metrics::LinkLabel { link: crate::metrics::failed_link(&e) })
         .inc();
-    packet_problem(e)
+    Problem::invalid_proof(e.to_string())
+}
+
+/// The public endpoints' shared rate limit (the proof is the authorization, not a token).
+fn public_rate(app: &AppState, bucket: &str) -> ApiResult<()> {
+    app.rate.check(bucket, (app.monotonic)()).map_err(|wait| {
+        Problem::too_many(format!(
+            "the public rate is exceeded; retry in {} ms",
+            wait.as_millis().max(1)
+        ))
+    })
 }
 
 /// Hands the shard a packet, an acknowledgement or a timeout. Public: each is checked against
@@ -113,12 +119,7 @@ pub async fn post_packet(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PacketResponse>> {
-    app.rate.check("public:packets", (app.monotonic)()).map_err(|wait| {
-        Problem::too_many(format!(
-            "the public packet rate is exceeded; retry in {} ms",
-            wait.as_millis().max(1)
-        ))
-    })?;
+    public_rate(&app, "public:packets")?;
     let (_, request): (_, PacketRequest) = json_body(body, app.limits.body_bytes_max)?;
     let checker = app.clone();
     let (op, payload) = tokio::task::spawn_blocking(move || {
@@ -218,12 +219,7 @@ pub async fn post_packets_batch(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PacketBatchResponse>> {
-    app.rate.check("public:packets", (app.monotonic)()).map_err(|wait| {
-        Problem::too_many(format!(
-            "the public packet rate is exceeded; retry in {} ms",
-            wait.as_millis().max(1)
-        ))
-    })?;
+    public_rate(&app, "public:packets")?;
     let (_, request): (_, PacketBatchRequest) = json_body(body, app.limits.body_bytes_max)?;
     if request.items.len() > app.limits.batch_records_max {
         return Err(Problem::too_large(format!(
@@ -1076,19 +1072,11 @@ pub async fn report_equivocation(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<ChannelView>> {
-    app.rate
-        .check("public:evidence", (app.monotonic)())
-        .map_err(|wait| Problem::too_many(format!("retry in {} ms", wait.as_millis().max(1))))?;
+    public_rate(&app, "public:evidence")?;
     let (_, evidence): (_, urbis_core::crosslink::ShardEquivocation) =
         json_body(body, app.limits.body_bytes_max)?;
-    let (city, _) =
-        urbis_core::crosslink::verify_equivocation(&app.genesis, &evidence).map_err(|e| {
-            Problem::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-proof",
-                e.to_string(),
-            )
-        })?;
+    let (city, _) = urbis_core::crosslink::verify_equivocation(&app.genesis, &evidence)
+        .map_err(|e| Problem::invalid_proof(e.to_string()))?;
     if city == app.city {
         return Err(Problem::unprocessable("this city does not freeze its own packets"));
     }
@@ -1178,9 +1166,7 @@ pub async fn erasure_notice(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<ErasureNoticeAnswer>> {
-    app.rate
-        .check("public:packets", (app.monotonic)())
-        .map_err(|wait| Problem::too_many(format!("retry in {} ms", wait.as_millis().max(1))))?;
+    public_rate(&app, "public:packets")?;
     let (_, notice): (_, ErasureNotice) = json_body(body, app.limits.body_bytes_max)?;
     let source = city_by_name(&app, &notice.source)?;
     let urbis_core::proof::ProofDocument::State(proof) = notice.proof else {
@@ -1195,24 +1181,12 @@ pub async fn erasure_notice(
             let client = app.client.read().map_err(|_| internal("light client lock poisoned"))?;
             let v =
                 urbis_core::proof::verify_state_proof(&app.genesis, &client, source, &key, &proof)
-                    .map_err(|e| {
-                        Problem::new(
-                            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                            "invalid-proof",
-                            e.to_string(),
-                        )
-                    })?;
+                    .map_err(|e| Problem::invalid_proof(e.to_string()))?;
             if v.beacon_height.is_none() {
-                return Err(Problem::new(
-                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-proof",
-                    "the erasure proof is not final",
-                ));
+                return Err(Problem::invalid_proof("the erasure proof is not final"));
             }
             if v.value.is_none() {
-                return Err(Problem::new(
-                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-proof",
+                return Err(Problem::invalid_proof(
                     "the proof shows the record's payload was not erased",
                 ));
             }

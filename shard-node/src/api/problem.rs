@@ -29,6 +29,10 @@ impl Problem {
             detail: detail.into(),
         }
     }
+    /// 422: a proof from another city or a relay does not verify; `detail` names the link.
+    pub fn invalid_proof(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-proof", detail)
+    }
     /// 400: the body is not JSON or not well formed.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "malformed-request", detail)
