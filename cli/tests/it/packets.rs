@@ -300,21 +300,12 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
     // escrow for B (200) = vouchers outstanding at B (200), nothing in flight.
     assert_eq!(conservation(&client, &cities, 1000), 0);
     // Each bridge counts what it relayed; nothing is stuck.
-    let metrics = client
-        .get(format!("{}/metrics", a["bridge_api"].as_str().unwrap()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let settled = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!(
-                "urbis_bridge_packets_total{{destination=\"{bn}\",result=\"settled\"}} "
-            ))
-        })
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{metrics}"));
+    let metrics = scrape(&client, a["bridge_api"].as_str().unwrap());
+    let settled = sample(
+        &metrics,
+        &format!("urbis_bridge_packets_total{{destination=\"{bn}\",result=\"settled\"}}"),
+    )
+    .unwrap_or_else(|| panic!("{metrics}"));
     assert!(settled >= 4.0, "{metrics}");
     assert!(
         metrics.contains(&format!(
@@ -323,12 +314,7 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
         "{metrics}"
     );
     assert!(metrics.contains("urbis_build_info{"), "{metrics}");
-    let shard_metrics = client
-        .get(format!("{}/metrics", a["shard_api"].as_str().unwrap()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let shard_metrics = scrape(&client, a["shard_api"].as_str().unwrap());
     assert!(
         shard_metrics.contains(&format!(
             "urbis_shard_oldest_unsettled_packet_age_seconds{{destination=\"{bn}\"}} 0.0"
@@ -342,6 +328,17 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
     let r = client.get(format!("{}/readyz", b["bridge_api"].as_str().unwrap())).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(sigterm(child).success());
+}
+
+/// The `/metrics` text of the role at `base`.
+fn scrape(client: &Client, base: &str) -> String {
+    client.get(format!("{base}/metrics")).send().unwrap().text().unwrap()
+}
+
+/// The value of one series (name and labels, as written) in a metrics text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
 }
 
 /// POSTs `body` to a shard's `/v1/packets`; returns the status and the JSON answer.
@@ -588,21 +585,9 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
     );
     assert_eq!(latest_height(&client, b), b_height, "a refused packet wrote something at B");
     // B counts each refusal by the link that failed.
-    let metrics = client
-        .get(format!("{}/metrics", b["shard_api"].as_str().unwrap()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = scrape(&client, b["shard_api"].as_str().unwrap());
     let failures = |link: &str| {
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "urbis_proof_verification_failures_total{{link=\"{link}\"}} "
-                ))
-            })
-            .and_then(|v| v.trim().parse::<f64>().ok())
+        sample(&metrics, &format!("urbis_proof_verification_failures_total{{link=\"{link}\"}}"))
             .unwrap_or(0.0)
     };
     assert!(failures("shard_header") >= 3.0, "{metrics}");
@@ -741,17 +726,9 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         std::thread::sleep(Duration::from_millis(200));
     };
     // A's stuck-packet signal: packet 3 has waited unsettled since it was sent.
-    let metrics = client
-        .get(format!("{}/metrics", a["shard_api"].as_str().unwrap()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = scrape(&client, a["shard_api"].as_str().unwrap());
     let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}{{destination=\"{bn}\"}} ")))
-            .and_then(|v| v.trim().parse::<f64>().ok())
+        sample(&metrics, &format!("{name}{{destination=\"{bn}\"}}"))
             .unwrap_or_else(|| panic!("no {name} in {metrics}"))
     };
     assert!(gauge("urbis_shard_oldest_unsettled_packet_age_seconds") > 1.0, "{metrics}");
