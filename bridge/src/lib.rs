@@ -278,9 +278,6 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
         }
     };
     let n = packets.len();
-    let pending = |detail: String| wire::Answers {
-        results: (0..n).map(|_| Response::Pending { detail: detail.clone() }).collect(),
-    };
     if n == 0 || n > OUTBOUND_BATCH_MAX {
         return wire::Answers {
             results: vec![Response::Refused { status: 413, detail: format!("{n} packets") }],
@@ -288,14 +285,49 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
     }
     let mut ids = Vec::with_capacity(n);
     let mut items = Vec::with_capacity(n);
+    let mut spans = Vec::with_capacity(n);
     for d in packets {
         let destination = d.proof.record.destination.unwrap_or(d.proof.record.city);
+        let span = tracing::info_span!(
+            "deliver packet",
+            urbis.role = "bridge",
+            urbis.city = %bridge.config.city,
+            packet.source = %city_name(&bridge.genesis, d.proof.record.city),
+            packet.sequence = d.proof.sequence,
+            packet.result = tracing::field::Empty,
+        );
+        if let Some(t) = &d.trace_context {
+            urbis_ops::telemetry::set_remote_parent(&span, t);
+        }
         ids.push((
             PacketId { source: d.proof.record.city, destination, sequence: d.proof.sequence },
             d.proof.commitment.timeout_height,
         ));
-        items.push(serde_json::json!({ "type": "packet", "proof": d.proof, "payload": d.payload }));
+        items.push(serde_json::json!({
+            "type": "packet",
+            "proof": d.proof,
+            "payload": d.payload,
+            "trace_context": urbis_ops::telemetry::traceparent(&span),
+        }));
+        spans.push(span);
     }
+    let answers = deliver(bridge, n, ids, items).await;
+    for (span, answer) in spans.iter().zip(&answers.results) {
+        span.record("packet.result", answer.name());
+    }
+    answers
+}
+
+/// Hands a batch of packets to the shard and waits for their final acknowledgements.
+async fn deliver(
+    bridge: &Bridge,
+    n: usize,
+    ids: Vec<(PacketId, u64)>,
+    items: Vec<serde_json::Value>,
+) -> wire::Answers {
+    let pending = |detail: String| wire::Answers {
+        results: (0..n).map(|_| Response::Pending { detail: detail.clone() }).collect(),
+    };
     let shard = bridge.config.shard_api.trim_end_matches('/');
     let answer = match bridge
         .http
@@ -623,7 +655,6 @@ async fn relay(
     address: &str,
     packets: Vec<wire::OutboundPacketView>,
 ) -> Vec<bool> {
-    let n = packets.len();
     let ids: Vec<PacketId> = packets
         .iter()
         .map(|p| PacketId {
@@ -632,12 +663,51 @@ async fn relay(
             sequence: p.sequence,
         })
         .collect();
+    let spans: Vec<tracing::Span> = packets
+        .iter()
+        .map(|p| {
+            let span = tracing::info_span!(
+                "send packet",
+                urbis.role = "bridge",
+                urbis.city = %bridge.config.city,
+                packet.destination = %destination,
+                packet.sequence = p.sequence,
+                packet.result = tracing::field::Empty,
+            );
+            if let Some(t) = &p.trace_context {
+                urbis_ops::telemetry::set_remote_parent(&span, t);
+            }
+            span
+        })
+        .collect();
     let request = Request::Deliver {
         packets: packets
             .into_iter()
-            .map(|p| wire::Delivery { proof: p.proof, payload: p.payload })
+            .zip(&spans)
+            .map(|(p, span)| wire::Delivery {
+                proof: p.proof,
+                payload: p.payload,
+                trace_context: urbis_ops::telemetry::traceparent(span),
+            })
             .collect(),
     };
+    let settled = settle(bridge, destination, address, &ids, &request).await;
+    for (span, (done, result)) in spans.iter().zip(&settled) {
+        span.record("packet.result", if *done { "settled" } else { result });
+    }
+    settled.into_iter().map(|(done, _)| done).collect()
+}
+
+/// Sends a batch to the destination's bridge and hands the answers to the own shard; for each
+/// packet, whether the source shard now holds its outcome, and what became of it.
+async fn settle(
+    bridge: &Bridge,
+    destination: &str,
+    address: &str,
+    ids: &[PacketId],
+    request: &Request,
+) -> Vec<(bool, &'static str)> {
+    let n = ids.len();
     let count = |result: &'static str, k: usize| {
         bridge
             .metrics
@@ -645,30 +715,35 @@ async fn relay(
             .get_or_create(&metrics::ResultLabel { destination: destination.to_string(), result })
             .inc_by(k as u64);
     };
-    let answers = match call(bridge, destination, address, &request).await {
+    let answers = match call(bridge, destination, address, request).await {
         Ok(a) if a.results.len() == n => a.results,
         Ok(_) => {
             tracing::warn!(%destination, "the destination bridge answered another number of packets");
             count("unreachable", n);
-            return vec![false; n];
+            return vec![(false, "unreachable"); n];
         }
         Err(e) => {
             tracing::debug!(%destination, error = %e, "destination bridge unreachable");
             count("unreachable", n);
-            return vec![false; n];
+            return vec![(false, "unreachable"); n];
         }
     };
-    let mut settled = vec![false; n];
+    let traces: Vec<Option<String>> = match request {
+        Request::Deliver { packets } => packets.iter().map(|p| p.trace_context.clone()).collect(),
+        Request::Erase { .. } => vec![None; n],
+    };
+    let mut settled = vec![(false, "pending"); n];
     let mut items = Vec::new();
     let mut positions = Vec::new();
     for (i, (id, answer)) in ids.iter().zip(answers).enumerate() {
+        let trace = &traces[i];
         let item = match answer {
-            Response::Acknowledged { proof } => {
-                serde_json::json!({ "type": "acknowledgement", "packet": id, "proof": proof })
-            }
-            Response::TimedOut { proof } => {
-                serde_json::json!({ "type": "timeout", "packet": id, "proof": proof })
-            }
+            Response::Acknowledged { proof } => serde_json::json!({
+                "type": "acknowledgement", "packet": id, "proof": proof, "trace_context": trace,
+            }),
+            Response::TimedOut { proof } => serde_json::json!({
+                "type": "timeout", "packet": id, "proof": proof, "trace_context": trace,
+            }),
             Response::Pending { detail } => {
                 tracing::debug!(packet = %id, %detail, "packet pending at the destination");
                 count("pending", 1);
@@ -677,6 +752,7 @@ async fn relay(
             Response::Refused { status, detail } => {
                 tracing::warn!(packet = %id, status, %detail, "destination refused a packet");
                 count("refused", 1);
+                settled[i].1 = "refused";
                 continue;
             }
             Response::Erased => continue,
@@ -693,8 +769,9 @@ async fn relay(
             Ok(answer) if answer.results.len() == positions.len() => {
                 for (i, item) in positions.into_iter().zip(answer.results) {
                     let slug = item.problem.as_ref().map(problem_slug).unwrap_or_default();
-                    settled[i] = item.status == 200 || slug == "packet-settled";
-                    if !settled[i] {
+                    settled[i].0 = item.status == 200 || slug == "packet-settled";
+                    if !settled[i].0 {
+                        settled[i].1 = "settlement_refused";
                         tracing::warn!(packet = %ids[i], status = item.status, "own shard refused a settlement");
                     }
                 }
@@ -704,7 +781,7 @@ async fn relay(
         Ok(r) => tracing::warn!(status = %r.status(), "own shard refused a settlement batch"),
         Err(e) => tracing::debug!(error = %e, "own shard unreachable"),
     }
-    count("settled", settled.iter().filter(|s| **s).count());
+    count("settled", settled.iter().filter(|s| s.0).count());
     settled
 }
 

@@ -31,6 +31,10 @@ pub struct Delivery {
     pub proof: PacketProof,
     /// The off-chain payload of a credit or talent packet (`{salt, bytes}`, hex).
     pub payload: Option<serde_json::Value>,
+    /// The W3C `traceparent` of the source bridge's span for this packet. Not authenticated
+    /// and never checked: it only links spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<String>,
 }
 
 /// The answers to a request, one per packet in request order.
@@ -70,6 +74,19 @@ pub enum Response {
     },
 }
 
+impl Response {
+    /// The answer's name, for spans and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Acknowledged { .. } => "acknowledged",
+            Response::TimedOut { .. } => "timed_out",
+            Response::Pending { .. } => "pending",
+            Response::Erased => "erased",
+            Response::Refused { .. } => "refused",
+        }
+    }
+}
+
 /// One outbound packet as the shard serves it.
 #[derive(Debug, Deserialize)]
 pub struct OutboundPacketView {
@@ -79,6 +96,9 @@ pub struct OutboundPacketView {
     pub proof: PacketProof,
     /// The off-chain payload, if any.
     pub payload: Option<serde_json::Value>,
+    /// The trace context of the submission that made the packet, if the shard kept it.
+    #[serde(default)]
+    pub trace_context: Option<String>,
 }
 
 /// A page of the shard's unsettled outbound packets.

@@ -104,14 +104,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The long-running roles log to stdout, where a container's log collector reads; one-shot
     // commands keep stdout for their answer and log to stderr.
-    let role = matches!(
-        cli.command,
-        Command::Shard { .. }
-            | Command::Beacon { .. }
-            | Command::Bridge { .. }
-            | Command::Devnet { .. }
-    );
-    init_logging(role);
+    let role = match cli.command {
+        Command::Shard { .. } => Some("shard"),
+        Command::Beacon { .. } => Some("beacon"),
+        Command::Bridge { .. } => Some("bridge"),
+        Command::Devnet { .. } => Some("devnet"),
+        _ => None,
+    };
+    // Flushes the spans not yet exported when main returns.
+    let _telemetry = urbis_ops::telemetry::init(role.unwrap_or("cli"), role.is_some());
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -270,21 +271,4 @@ fn subject(key_file: &Path, scheme: &str, identifier: Option<String>) -> Result<
     let id = subject_id(&SubjectKey::from_bytes(key), &scheme, &identifier)?;
     println!("{}", id.0);
     Ok(())
-}
-
-/// JSON lines (RFC 3339 UTC time, level, target, message, the current span and its parents)
-/// to stdout for a role, to stderr for a one-shot command; `RUST_LOG` filters.
-fn init_logging(to_stdout: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_span_list(true)
-        .with_env_filter(filter);
-    let _ = if to_stdout {
-        builder.with_writer(std::io::stdout).try_init()
-    } else {
-        builder.with_writer(std::io::stderr).try_init()
-    };
 }

@@ -152,7 +152,19 @@ try:
                     with open(full, "w") as f:
                         f.write(text)
         env = {"PATH": os.environ.get("PATH", "")}
-        env.update({e["name"]: local_path(e["value"]) for e in container.get("env", [])})
+        # As the kubelet does: the downward API's pod name, and $(VAR) naming an earlier variable.
+        pod_name = workload["metadata"]["name"] + ("-0" if workload["kind"] == "StatefulSet" else "")
+        for e in container.get("env", []):
+            if "value" in e:
+                value = e["value"]
+            elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+                value = pod_name
+            else:
+                raise AssertionError(f"{name}: env {e['name']} has a source this check does not run")
+            value = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+            env[e["name"]] = local_path(value)
+        assert env.get("OTEL_SERVICE_NAME", "").startswith("urbis-"), env
+        assert f"k8s.pod.name={pod_name}" in env.get("OTEL_RESOURCE_ATTRIBUTES", ""), env
         args = [local_path(a) for a in container.get("args", [])]
         log = os.path.join(work, workload["metadata"]["name"] + ".log")
         p = subprocess.Popen([urbis, *args], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)

@@ -6,6 +6,7 @@
 //! Labels here are route templates, methods and status codes, never a raw path.
 
 pub mod exposition;
+pub mod telemetry;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -82,7 +83,9 @@ pub fn metrics_response(registry: &Registry, request_headers: &HeaderMap) -> Res
 }
 
 /// Middleware (`axum::middleware::from_fn_with_state(durations, time_request)`, as a
-/// `route_layer` so the route is known): times every routed request.
+/// `route_layer` so the route is known): times every routed request, and runs it in a server
+/// span named `{method} {route}` (OpenTelemetry HTTP semantic conventions) whose parent is the
+/// caller's span when the request carries W3C trace context.
 pub async fn time_request(
     axum::extract::State(durations): axum::extract::State<HttpDurations>,
     request: axum::extract::Request,
@@ -93,9 +96,19 @@ pub async fn time_request(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = request.method().to_string();
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    telemetry::set_parent_from_headers(&span, request.headers());
     // A duration only, never protocol time.
     let started = tokio::time::Instant::now();
-    let response = next.run(request).await;
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     durations
         .get_or_create(&HttpLabels {
             http_route: route,

@@ -366,6 +366,7 @@ pub async fn run(
         client: light_client,
         beacon_view,
         unsettled_from: Default::default(),
+        packet_traces: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -27,11 +27,28 @@ impl Drop for Devnet {
 
 /// `urbis devnet` with three cities and `extra` arguments.
 pub(crate) fn start_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Devnet {
+    start_logged(dir, port, extra, &[], None)
+}
+
+/// `urbis devnet` with three cities, `extra` arguments and environment `env`, its logs
+/// (stdout) written to `log` when given.
+pub(crate) fn start_logged(
+    dir: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> Devnet {
+    let stdout = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+        None => Stdio::null(),
+    };
     let child = Command::new(env!("CARGO_BIN_EXE_urbis"))
         .args(["devnet", "--cities", "3", "--base-port", &port.to_string(), "--data-dir"])
         .arg(dir)
         .args(extra)
-        .stdout(Stdio::null())
+        .envs(env.iter().copied())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

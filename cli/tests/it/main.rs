@@ -145,3 +145,4 @@ mod devnet;
 mod faults;
 mod packets;
 mod shard;
+mod traces;

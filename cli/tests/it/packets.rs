@@ -7,7 +7,7 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-fn submit(client: &Client, city: &Value, service: &str, record: Value) -> Value {
+pub(crate) fn submit(client: &Client, city: &Value, service: &str, record: Value) -> Value {
     let r = client
         .post(format!("{}/v1/records", city["shard_api"].as_str().unwrap()))
         .bearer_auth(city["service_tokens"][service].as_str().unwrap())
@@ -21,7 +21,7 @@ fn submit(client: &Client, city: &Value, service: &str, record: Value) -> Value 
 }
 
 /// Polls `GET /v1/packets/...` at `city` until `done` holds (bounded).
-fn wait_packet(
+pub(crate) fn wait_packet(
     client: &Client,
     city: &Value,
     path: &str,

@@ -33,3 +33,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "urbis.image" -}}
 {{ printf "%s:%s" .Values.image.repository .Values.image.tag }}
 {{- end -}}
+
+{{/* The environment every role's container gets: its log level, and the OpenTelemetry
+resource (service, city, namespace, pod) and exporter endpoint. */}}
+{{- define "urbis.env" -}}
+- name: RUST_LOG
+  value: {{ .root.Values.logLevel | quote }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_SERVICE_NAME
+  value: urbis-{{ .role }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "urbis.city=%s,k8s.namespace.name=%s,k8s.pod.name=$(POD_NAME)" .root.Values.city .root.Release.Namespace | quote }}
+{{- with .root.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}

@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod limit;
 pub mod packets;
 pub mod problem;
+pub mod traces;
 pub mod types;
 
 use crate::sealer::{Outcome, Sealer, Submission};
@@ -82,6 +83,8 @@ pub struct AppState {
     /// Per destination city: the lowest sequence that may still be unsettled (where the
     /// metrics' scan for the oldest unsettled packet starts).
     pub unsettled_from: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
+    /// The trace context of recent outbound packets.
+    pub packet_traces: traces::PacketTraces,
 }
 
 /// The last answer of a validator to the shard's light client.
@@ -331,6 +334,15 @@ async fn submit(
         records.push(record);
         payloads.push(payload);
     }
+    // Packets carry the submission's trace on to the bridges.
+    let destinations: Vec<Option<u32>> =
+        records.iter().map(|r| r.destination.map(|d| d.0)).collect();
+    let trace = destinations
+        .iter()
+        .any(Option::is_some)
+        .then(|| urbis_ops::telemetry::traceparent(&tracing::Span::current()))
+        .flatten()
+        .map(|t| (destinations, t));
     let (reply, wait) = tokio::sync::oneshot::channel();
     let submission = Submission {
         records,
@@ -352,6 +364,7 @@ async fn submit(
     };
     if query.wait.unwrap_or(true) {
         let outcome = seal(&app, submission, wait, unknown).await?;
+        remember_traces(&app, &outcome, trace);
         return answer(outcome, request_hash);
     }
     // Answer now; the outcome goes to the submission's status URL.
@@ -364,7 +377,10 @@ async fn submit(
     tokio::spawn(async move {
         let timeout = std::time::Duration::from_millis(task_app.limits.request_timeout_ms);
         let result = match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(outcome)) => answer(outcome, request_hash),
+            Ok(Ok(outcome)) => {
+                remember_traces(&task_app, &outcome, trace);
+                answer(outcome, request_hash)
+            }
             _ => Err(Problem::unavailable(format!("the outcome is unknown; {unknown}"))),
         };
         let response = result.unwrap_or_else(IntoResponse::into_response);
@@ -452,6 +468,19 @@ async fn submission_status(
 }
 
 /// The HTTP answer to a sealer outcome.
+/// Keeps the trace context of the packets a sealed submission made (`trace`: each record's
+/// destination, and the submission's `traceparent`).
+fn remember_traces(app: &AppState, outcome: &Outcome, trace: Option<(Vec<Option<u32>>, String)>) {
+    let (Outcome::Sealed(receipts), Some((destinations, traceparent))) = (outcome, trace) else {
+        return;
+    };
+    for (receipt, destination) in receipts.iter().zip(destinations) {
+        if let (Some(sequence), Some(destination)) = (receipt.sequence, destination) {
+            app.packet_traces.insert(destination, sequence, traceparent.clone());
+        }
+    }
+}
+
 fn answer(outcome: Outcome, request_hash: Hash32) -> ApiResult<Response> {
     match outcome {
         Outcome::Sealed(receipts) => {

@@ -51,6 +51,10 @@ pub enum PacketRequest {
         proof: Box<PacketProof>,
         /// The off-chain payload of a credit or talent packet.
         payload: Option<CarriedPayload>,
+        /// The W3C `traceparent` of the relay's span, continuing the packet's trace. Not
+        /// authenticated and never checked: it only links spans.
+        #[serde(default)]
+        trace_context: Option<String>,
     },
     /// The destination's acknowledgement of a packet this city sent.
     Acknowledgement {
@@ -60,6 +64,10 @@ pub enum PacketRequest {
         /// The packet.
         #[schema(value_type = Object)]
         packet: PacketId,
+        /// The W3C `traceparent` of the relay's span, continuing the packet's trace. Not
+        /// authenticated and never checked: it only links spans.
+        #[serde(default)]
+        trace_context: Option<String>,
     },
     /// Proof that a packet this city sent timed out unreceived.
     Timeout {
@@ -69,7 +77,55 @@ pub enum PacketRequest {
         /// The packet.
         #[schema(value_type = Object)]
         packet: PacketId,
+        /// The W3C `traceparent` of the relay's span, continuing the packet's trace. Not
+        /// authenticated and never checked: it only links spans.
+        #[serde(default)]
+        trace_context: Option<String>,
     },
+}
+
+impl PacketRequest {
+    /// A span for handling this item: `receive packet` for a packet, `settle packet` for an
+    /// acknowledgement or a timeout, continuing the trace the relay passed on (or a child of
+    /// the request's span).
+    fn span(&self, app: &AppState) -> tracing::Span {
+        let city = city_name(app, app.city);
+        let (span, trace) = match self {
+            PacketRequest::Packet { proof, trace_context, .. } => (
+                tracing::info_span!(
+                    "receive packet",
+                    urbis.role = "shard",
+                    urbis.city = %city,
+                    packet.source = %city_name(app, proof.record.city),
+                    packet.sequence = proof.sequence,
+                    packet.status = tracing::field::Empty,
+                ),
+                trace_context,
+            ),
+            PacketRequest::Acknowledgement { packet, trace_context, .. }
+            | PacketRequest::Timeout { packet, trace_context, .. } => (
+                tracing::info_span!(
+                    "settle packet",
+                    urbis.role = "shard",
+                    urbis.city = %city,
+                    packet.destination = %city_name(app, packet.destination),
+                    packet.sequence = packet.sequence,
+                    packet.status = tracing::field::Empty,
+                ),
+                trace_context,
+            ),
+        };
+        if let Some(t) = trace {
+            urbis_ops::telemetry::set_remote_parent(&span, t);
+        }
+        span
+    }
+}
+
+/// Records what became of an item on its span.
+fn close_span(span: &tracing::Span, status: u16) {
+    span.record("packet.status", status);
+    tracing::debug!(parent: span, status, "packet item handled");
 }
 
 /// What the shard did with a packet, an acknowledgement or a timeout.
@@ -121,6 +177,16 @@ pub async fn post_packet(
 ) -> ApiResult<Json<PacketResponse>> {
     public_rate(&app, "public:packets")?;
     let (_, request): (_, PacketRequest) = json_body(body, app.limits.body_bytes_max)?;
+    let span = request.span(&app);
+    let answer = tracing::Instrument::instrument(handle_packet(app, request), span.clone()).await;
+    close_span(&span, answer.as_ref().map_or_else(|p| p.status, |_| 200));
+    answer
+}
+
+async fn handle_packet(
+    app: Arc<AppState>,
+    request: PacketRequest,
+) -> ApiResult<Json<PacketResponse>> {
     let checker = app.clone();
     let (op, payload) = tokio::task::spawn_blocking(move || {
         check(&checker, request, &mut urbis_core::packet::ChainCache::default())
@@ -228,6 +294,7 @@ pub async fn post_packets_batch(
             app.limits.batch_records_max
         )));
     }
+    let spans: Vec<tracing::Span> = request.items.iter().map(|i| i.span(&app)).collect();
     let checker = app.clone();
     let checked: Vec<ApiResult<(PacketOp, Option<StoredPayload>)>> =
         tokio::task::spawn_blocking(move || {
@@ -268,6 +335,7 @@ pub async fn post_packets_batch(
                 Err(_) => Err(Problem::unavailable("sealing did not finish in time")),
             },
         };
+        close_span(&spans[results.len()], answer.as_ref().map_or_else(|p| p.status, |_| 200));
         results.push(match answer {
             Ok(response) => {
                 PacketBatchItem { status: 200, response: Some(response), problem: None }
@@ -376,7 +444,7 @@ fn check(
 ) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
     let client = app.client.read().map_err(|_| internal("light client lock poisoned"))?;
     match request {
-        PacketRequest::Packet { proof, payload } => {
+        PacketRequest::Packet { proof, payload, .. } => {
             let v = urbis_core::packet::verify_packet_with(
                 &app.genesis,
                 &client,
@@ -401,7 +469,7 @@ fn check(
             };
             Ok((PacketOp::Receive(Box::new(v)), stored))
         }
-        PacketRequest::Acknowledgement { proof, packet } => {
+        PacketRequest::Acknowledgement { proof, packet, .. } => {
             own_packet(app, &packet)?;
             let (acknowledgement, _) = urbis_core::packet::verify_acknowledgement_with(
                 &app.genesis,
@@ -413,7 +481,7 @@ fn check(
             .map_err(|e| failed(app, e))?;
             Ok((PacketOp::Acknowledge { id: packet, acknowledgement }, None))
         }
-        PacketRequest::Timeout { proof, packet } => {
+        PacketRequest::Timeout { proof, packet, .. } => {
             let commitment = own_packet(app, &packet)?;
             verify_timeout(&app.genesis, &client, &packet, commitment.timeout_height, &proof)
                 .map_err(|e| failed(app, e))?;
@@ -533,6 +601,10 @@ pub struct OutboundPacketView {
     pub proof: PacketProof,
     /// The off-chain payload of a credit or talent packet, unless erased.
     pub payload: Option<CarriedPayload>,
+    /// The W3C `traceparent` of the submission that made the packet, while the shard still
+    /// remembers it: a relay continues that trace. Not part of the proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<String>,
 }
 
 /// A page of unsettled outbound packets, in sequence order.
@@ -637,6 +709,7 @@ fn packet_proof(
             finality,
         },
         payload,
+        trace_context: app.packet_traces.get(destination.0, sequence),
     }))
 }
 

@@ -1,0 +1,243 @@
+//! Logs and traces of a process: JSON lines (RFC 3339 UTC time, level, target, message, the
+//! current span and its parents, and the OpenTelemetry trace and span ids), spans exported over
+//! OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
+//! set, and W3C trace context (`traceparent`) carried in and out of a span.
+//!
+//! The standard variables are honoured: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+//! (the service name defaults to `urbis-<role>`), `OTEL_EXPORTER_OTLP_HEADERS`,
+//! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, and `OTEL_SDK_DISABLED`
+//! / `OTEL_TRACES_EXPORTER=none` to turn export off. The export protocol is `http/protobuf`.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::{Event, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The W3C trace-context header and field name.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Keeps the trace pipeline alive; dropping it flushes the spans not yet exported.
+#[must_use = "dropping the guard stops trace export"]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        // Export what is queued; a collector that is gone costs at most the export timeout.
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Installs the process's subscriber: `RUST_LOG` filters (default `info`), JSON lines to
+/// stdout (`to_stdout`, the long-running roles) or stderr (one-shot commands), and spans to
+/// OpenTelemetry, exported when the environment names an OTLP endpoint.
+pub fn init(role: &'static str, to_stdout: bool) -> Telemetry {
+    let exporter = otlp_exporter();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource(role));
+    let export_error = match exporter {
+        Ok(Some(exporter)) => {
+            builder = builder.with_batch_exporter(exporter);
+            None
+        }
+        Ok(None) => None,
+        Err(e) => Some(e),
+    };
+    let provider = builder.build();
+    let tracer = provider.tracer("urbis");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let format = WithTraceIds(
+        tracing_subscriber::fmt::format().json().with_current_span(true).with_span_list(true),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new());
+    // `RUST_LOG` chooses what is logged, not what is traced: spans at info and above always
+    // reach OpenTelemetry, so a quieter log does not cut traces apart.
+    let registry = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+    );
+    let _ = if to_stdout {
+        registry
+            .with(fmt.event_format(format).with_writer(std::io::stdout).with_filter(filter))
+            .try_init()
+    } else {
+        registry
+            .with(fmt.event_format(format).with_writer(std::io::stderr).with_filter(filter))
+            .try_init()
+    };
+    if let Some(e) = export_error {
+        tracing::error!(error = %e, "trace export is configured but cannot start; spans are not exported");
+    }
+    Telemetry { provider }
+}
+
+/// The resource: the standard variables, with `service.name` defaulting to `urbis-<role>`.
+fn resource(role: &'static str) -> opentelemetry_sdk::Resource {
+    let detected = opentelemetry_sdk::Resource::builder().build();
+    let named = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+    if named {
+        detected
+    } else {
+        opentelemetry_sdk::Resource::builder().with_service_name(format!("urbis-{role}")).build()
+    }
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// The OTLP/HTTP span exporter the environment asks for, if any.
+fn otlp_exporter() -> Result<Option<opentelemetry_otlp::SpanExporter>, String> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+        || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none");
+    if disabled
+        || !(env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    {
+        return Ok(None);
+    }
+    for name in ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] {
+        if let Ok(p) = std::env::var(name)
+            && p.trim() != "http/protobuf"
+        {
+            return Err(format!("{name}={p}: only http/protobuf is supported"));
+        }
+    }
+    let client = BlockingClient::new().map_err(|e| e.to_string())?;
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_http_client(client)
+        .build()
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// The exporter's HTTP client. The batch span processor exports from its own thread outside
+/// any async runtime, so the client is reqwest's blocking one (the workspace's reqwest, no
+/// second HTTP stack).
+#[derive(Debug)]
+struct BlockingClient(reqwest::blocking::Client);
+
+impl BlockingClient {
+    fn new() -> reqwest::Result<Self> {
+        let timeout = std::env::var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(10_000);
+        reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_millis(timeout))
+            .build()
+            .map(Self)
+    }
+}
+
+/// A collector's answer is a few bytes; anything much larger is not read.
+const COLLECTOR_ANSWER_MAX: usize = 64 * 1024;
+
+#[async_trait::async_trait]
+impl HttpClient for BlockingClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let (parts, body) = request.into_parts();
+        let answer = self
+            .0
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body.to_vec())
+            .send()?;
+        let status = answer.status();
+        let headers = answer.headers().clone();
+        let body = answer.bytes()?;
+        let body = if body.len() > COLLECTOR_ANSWER_MAX { Bytes::new() } else { body };
+        let mut response = Response::builder().status(status).body(body)?;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+}
+
+/// The JSON line of an event with the trace and span ids of the span it happened in added.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // Read before the inner formatter borrows the span's extensions.
+        let ids = ctx.event_scope().and_then(|mut scope| scope.next()).and_then(|span| {
+            tracing::dispatcher::get_default(|d| {
+                tracing_opentelemetry::get_otel_context(&span.id(), d)
+            })
+        });
+        let ids = ids
+            .map(|cx| cx.span().span_context().clone())
+            .filter(|sc| sc.is_valid())
+            .map(|sc| (sc.trace_id(), sc.span_id()));
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match (ids, line.strip_suffix("}\n")) {
+            (Some((trace, span)), Some(open)) => {
+                writeln!(writer, "{open},\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"}}")
+            }
+            _ => writer.write_str(&line),
+        }
+    }
+}
+
+/// The `traceparent` of a span (its trace and its own id), or `None` when it has no valid
+/// trace context.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove(TRACEPARENT)
+}
+
+/// Makes the remote span named by `traceparent` the parent of `span`. A malformed value
+/// (untrusted input) is ignored: the span keeps its own trace.
+pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    if traceparent.len() > 128 {
+        return;
+    }
+    let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Makes the span named by a request's W3C trace-context headers the parent of `span`.
+pub fn set_parent_from_headers(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    let cx = TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
