@@ -1,7 +1,8 @@
 //! A federation of separate processes — four `urbis beacon`, two `urbis shard`, two
 //! `urbis bridge` — carries a stream of transfers while processes are killed with `kill -9`
-//! at random moments and restarted: every transfer ends exactly once (acknowledged, or
-//! refunded), value is conserved, and no process needed repair.
+//! or SIGTERM (after which it must exit 0 within the grace period) at random moments and
+//! restarted: every transfer ends exactly once (acknowledged, or refunded), value is conserved,
+//! and no process needed repair.
 
 use crate::packets::conservation;
 use reqwest::blocking::Client;
@@ -46,6 +47,25 @@ impl Proc {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// SIGTERM, then waits: it must exit 0 within `grace`.
+    fn terminate(&mut self, grace: Duration) {
+        let Some(mut c) = self.child.take() else { return };
+        let killed = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + grace;
+        let status = loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("{} did not exit within {grace:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{} exited with {status} after SIGTERM", self.name);
     }
 
     /// Whether it is still running (a process that exited on its own is a failure).
@@ -219,18 +239,24 @@ fn transfers_end_exactly_once_through_kill_9_of_any_process() {
                 })
                 .collect::<Vec<u64>>()
         });
-        // Meanwhile: kill -9 a random process, wait a random moment, restart it.
+        // Meanwhile: stop a random process — kill -9, or SIGTERM after which it must exit 0
+        // within the grace period — wait a random moment, restart it.
         let started = Instant::now();
         let mut killed = Vec::new();
         while !stream.is_finished() || started.elapsed() < Duration::from_secs(6) {
             let i = rng.next(procs.len() as u64) as usize;
             std::thread::sleep(Duration::from_millis(200 + rng.next(800)));
-            procs[i].kill9();
-            killed.push(procs[i].name.clone());
+            if rng.next(3) == 0 {
+                procs[i].terminate(GRACE);
+                killed.push(format!("{} (SIGTERM, exit 0)", procs[i].name));
+            } else {
+                procs[i].kill9();
+                killed.push(format!("{} (kill -9)", procs[i].name));
+            }
             std::thread::sleep(Duration::from_millis(100 + rng.next(1_500)));
             procs[i].start();
         }
-        eprintln!("killed with -9 and restarted: {killed:?}");
+        eprintln!("stopped and restarted: {killed:?}");
         stream.join().unwrap()
     });
     // Exactly once: the sequences are 1..=N, each submission answered once.
@@ -280,8 +306,16 @@ fn transfers_end_exactly_once_through_kill_9_of_any_process() {
     let cities: Vec<Value> =
         manifest.iter().map(|c| json!({"name": c["name"], "shard_api": c["shard_api"]})).collect();
     assert_eq!(conservation(&client, &cities, 10_000), 0);
-    // No process needed repair: every one is still running after its restarts.
+    // No process needed repair: every one is still running after its restarts, and each
+    // exits 0 on SIGTERM within the grace period.
     for p in &mut procs {
         assert!(p.alive(), "{} exited on its own", p.name);
     }
+    for p in &mut procs {
+        p.terminate(GRACE);
+    }
 }
+
+/// How long a process may take to exit after SIGTERM (the shard's default
+/// `shutdown_grace_ms` is 20 s).
+const GRACE: Duration = Duration::from_secs(25);
