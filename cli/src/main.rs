@@ -97,6 +97,11 @@ enum Command {
         /// `POST /v1/packets` themselves).
         #[arg(long)]
         no_bridges: bool,
+        /// Validators of genesis that run elsewhere (comma-separated names): the devnet does
+        /// not start them, and its validators and shards expect them at the ports the devnet
+        /// would have given them.
+        #[arg(long, value_delimiter = ',')]
+        external_validators: Vec<String>,
     },
 }
 
@@ -136,8 +141,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Shard { config } => roles::shard(config.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Beacon { config } => roles::beacon(&config).map(|()| ExitCode::SUCCESS),
         Command::Bridge { config } => roles::bridge(&config).map(|()| ExitCode::SUCCESS),
-        Command::Devnet { data_dir, cities, base_port, packet_timeout_blocks, no_bridges } => {
-            let options = roles::DevnetOptions { packet_timeout_blocks, bridges: !no_bridges };
+        Command::Devnet {
+            data_dir,
+            cities,
+            base_port,
+            packet_timeout_blocks,
+            no_bridges,
+            external_validators,
+        } => {
+            let options = roles::DevnetOptions {
+                packet_timeout_blocks,
+                bridges: !no_bridges,
+                external_validators,
+            };
             roles::devnet(&data_dir, cities, base_port, options).map(|()| ExitCode::SUCCESS)
         }
     }

@@ -138,6 +138,8 @@ pub struct DevnetOptions {
     pub packet_timeout_blocks: u64,
     /// Whether each city runs a bridge.
     pub bridges: bool,
+    /// Validators the devnet does not start (they run elsewhere, at their devnet ports).
+    pub external_validators: Vec<String>,
 }
 
 /// Runs a whole federation on this machine under `data_dir`; resumes it when it exists.
@@ -228,9 +230,20 @@ pub fn devnet(
     for k in 0..set.len() {
         quic.push(std::net::SocketAddr::from(([127, 0, 0, 1], port(100 + k)?)));
     }
+    if let Some(unknown) =
+        options.external_validators.iter().find(|n| !set.iter().any(|v| &v.name == *n))
+    {
+        bail!("--external-validators: {unknown} is not a validator in genesis");
+    }
     let mut validators = Vec::new();
     let mut validator_listing = Vec::new();
     for (k, v) in set.iter().enumerate() {
+        let api: std::net::SocketAddr = ([127, 0, 0, 1], port(200 + k)?).into();
+        validator_listing
+            .push(serde_json::json!({"name": v.name, "beacon_api": format!("http://{api}")}));
+        if options.external_validators.contains(&v.name) {
+            continue;
+        }
         let keys = data_dir.join("keys");
         let (bls_key, tls) = validator_keys(
             &valid,
@@ -242,7 +255,6 @@ pub fn devnet(
             .filter(|j| *j != k)
             .map(|j| (quic[j], set[j].tls_fingerprint.0))
             .collect();
-        let api: std::net::SocketAddr = ([127, 0, 0, 1], port(200 + k)?).into();
         validators.push((
             v.name.clone(),
             urbis_beacon::node::ValidatorConfig {
@@ -262,8 +274,6 @@ pub fn devnet(
             data_dir.join("validators").join(&v.name),
             api,
         ));
-        validator_listing
-            .push(serde_json::json!({"name": v.name, "beacon_api": format!("http://{api}")}));
     }
     // Bridges: QUIC on base_port + 300 + i.
     let mut bridges = Vec::new();

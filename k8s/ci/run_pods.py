@@ -1,9 +1,10 @@
 """Runs the chart's rendered pod specs as local processes and checks that they form a working
 city of a running federation.
 
-A two-city `urbis devnet` runs the federation (its genesis has a third city, whose validator
-the devnet runs too). The chart is rendered for that third city with its validator role off
-(the devnet already runs it). Each rendered container is started as a process:
+A two-city `urbis devnet` runs the federation (its genesis has a third city; the devnet runs
+that city's second validator but not its first, `--external-validators`). The chart is
+rendered for that third city with its validator as that first validator. Each rendered
+container is started as a process:
 - its `args` and `env` as rendered;
 - every volume it mounts (the chart's ConfigMap, the genesis ConfigMap, its Secret, its data
   volume) becomes a local directory holding exactly the files the cluster would mount;
@@ -12,7 +13,9 @@ the devnet runs too). The chart is rendered for that third city with its validat
 The test then:
 - checks each container's startup, liveness and readiness probes as rendered;
 - submits a record addressed to another city through the chart's shard;
-- waits until it is final and received and acknowledged across the chart's bridge.
+- waits until it is final and received and acknowledged across the chart's bridge;
+- checks that the chart's validator decides the beacon's blocks with the others and signs
+  their certificates.
 
 Usage: run_pods.py URBIS_BINARY CHART_DIR"""
 import json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
@@ -73,7 +76,13 @@ try:
     run("genesis", "create", "--name", "pods", "--cities", "athens,berlin,copenhagen",
         "--validators-per-city", "2", "--asset", "EUR:athens", "--out-dir", fed)
     devnet_log = os.path.join(work, "devnet.log")
-    devnet = subprocess.Popen([urbis, "devnet", "--cities", "2", "--base-port", str(base), "--data-dir", fed],
+    # The chart runs copenhagen's first validator; the devnet all the others (five of six
+    # weigh more than two thirds, so the beacon runs before the chart's validator joins).
+    genesis = json.load(open(os.path.join(fed, "genesis.json")))
+    names = [v["name"] for v in genesis["validators"]["validators"]]
+    own = names.index("copenhagen-validator-0")
+    devnet = subprocess.Popen([urbis, "devnet", "--cities", "2", "--base-port", str(base), "--data-dir", fed,
+                               "--external-validators", names[own]],
                               stdout=open(devnet_log, "w"), stderr=subprocess.STDOUT)
     procs.append(("devnet", devnet, devnet_log))
     manifest = wait("devnet.json", lambda: json.load(open(os.path.join(fed, "devnet.json"))))
@@ -83,7 +92,9 @@ try:
     shard_port, quic_port, api_port = base + 10, base + 302, base + 11
     values = {
         "city": "copenhagen",
-        "validator": {"enabled": False},
+        "validator": {"name": names[own], "quicPort": base + 100 + own, "apiPort": base + 200 + own,
+                      "peers": [{"address": f"127.0.0.1:{base + 100 + k}", "validator": n}
+                                for k, n in enumerate(names) if k != own]},
         "shard": {"port": shard_port, "beaconApis": beacon_apis},
         "bridge": {"quicPort": quic_port, "apiPort": api_port,
                    "peers": {"athens": f"127.0.0.1:{base + 300}", "berlin": f"127.0.0.1:{base + 301}"}},
@@ -102,6 +113,8 @@ try:
     keys = os.path.join(fed, "keys")
     secrets = {
         "urbis-shard": {"sealing.json": os.path.join(keys, "copenhagen-sealing.json"), "tokens.json": tokens},
+        "urbis-validator": {"validator.json": os.path.join(keys, f"{names[own]}.json"),
+                            "tls.json": os.path.join(keys, f"{names[own]}-tls.json")},
         "urbis-bridge": {"tls.crt": os.path.join(keys, "copenhagen-bridge.pem"),
                          "tls.key": os.path.join(keys, "copenhagen-bridge-key.pem")},
     }
@@ -177,9 +190,10 @@ try:
         print(f"{name}: started from its rendered pod spec; startup, liveness and readiness probes pass")
 
     workloads = [d for d in docs if d["kind"] in ("StatefulSet", "Deployment")]
-    assert sorted(w["metadata"]["name"] for w in workloads) == ["copenhagen-urbis-bridge", "copenhagen-urbis-shard"], workloads
-    # The shard first (the bridge's readiness asks its shard).
-    for w in sorted(workloads, key=lambda w: w["kind"] != "StatefulSet"):
+    assert sorted(w["metadata"]["name"] for w in workloads) == [
+        "copenhagen-urbis-bridge", "copenhagen-urbis-shard", "copenhagen-urbis-validator"], workloads
+    # The validator and the shard first (the bridge's readiness asks its shard).
+    for w in sorted(workloads, key=lambda w: (w["kind"] != "StatefulSet", w["metadata"]["name"])):
         start(w)
 
     # The city works in the federation: a record from the chart's shard to athens is final,
@@ -195,7 +209,21 @@ try:
     seq = receipt["sequence"]
     wait("received in athens", lambda: json.load(get(f'{athens["shard_api"]}/v1/packets/copenhagen/athens/{seq}'))["state"] == "received")
     wait("acknowledged in copenhagen", lambda: json.load(get(f"{shard}/v1/packets/copenhagen/athens/{seq}"))["state"] == "acknowledged")
-    print("pods: the chart's shard and bridge, run from their rendered pod specs, form a working city of the federation")
+    # The chart's validator decides blocks with the others, and its signature is in their
+    # certificates (bit `own` of the signer bitmap, least significant bit first).
+    validator = f"http://127.0.0.1:{base + 200 + own}"
+    other = manifest["validators"][0]["beacon_api"]
+    joined = wait("the chart's validator at the others' height", lambda: (
+        lambda mine, theirs: mine if mine >= theirs - 2 else None)(
+            json.load(get(f"{validator}/v1/beacon/blocks/latest"))["header"]["height"],
+            json.load(get(f"{other}/v1/beacon/blocks/latest"))["header"]["height"]))
+
+    def signed_by_chart_validator():
+        latest = json.load(get(f"{other}/v1/beacon/blocks/latest"))
+        signers = bytes.fromhex(latest["certificate"]["signers"])
+        return latest["header"]["height"] > joined and signers[own // 8] >> (own % 8) & 1
+    wait("a certificate signed by the chart's validator", signed_by_chart_validator)
+    print("pods: the chart's validator, shard and bridge, run from their rendered pod specs, form a working city of the federation")
 finally:
     for name, p, log in reversed(procs):
         if p.poll() is None:
