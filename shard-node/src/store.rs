@@ -47,7 +47,12 @@ const CF_INBOUND_BY_RECORD: &str = "inbound_by_record";
 /// Erasures of records this city sent to another: `destination u32 BE ‖ height u64 BE ‖
 /// record id` → nothing. What a bridge carries to erase the copies.
 const CF_OUTBOUND_ERASURES: &str = "outbound_erasures";
-const ALL_CFS: [&str; 17] = [
+/// Records whose source proved their payload erased while no copy was held here: record id →
+/// source `u32 BE`. A copy that arrives later (a delivery that was in flight, or a relay that
+/// held it back) is not kept.
+const CF_ERASED_INBOUND: &str = "erased_inbound";
+const ALL_CFS: [&str; 18] = [
+    CF_ERASED_INBOUND,
     CF_INBOUND_BY_RECORD,
     CF_OUTBOUND_ERASURES,
     CF_TOTALS,
@@ -584,6 +589,21 @@ impl Store {
             u32::from_be_bytes(v[..4].try_into().map_err(|_| corrupt())?),
             u64::from_be_bytes(v[4..].try_into().map_err(|_| corrupt())?),
         )))
+    }
+
+    /// Remembers (synced) that `source` proved the payload of record `id` erased, so a copy
+    /// arriving afterwards is not kept.
+    pub fn mark_erased_inbound(&self, id: &Hash32, source: u32) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_ERASED_INBOUND), id.as_bytes(), source.to_be_bytes());
+        self.write(batch)
+    }
+
+    /// Whether `source` proved the payload of record `id` erased.
+    pub fn erased_inbound(&self, id: &Hash32, source: u32) -> Result<bool, StoreError> {
+        Ok(self
+            .get(CF_ERASED_INBOUND, id.as_bytes())?
+            .is_some_and(|v| v.as_slice() == source.to_be_bytes()))
     }
 
     /// A received packet's record and payload.

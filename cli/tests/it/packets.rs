@@ -952,3 +952,85 @@ fn a_credential_revoked_in_one_city_is_reported_revoked_by_another_within_one_be
     }
     assert!(sigterm(child).success());
 }
+
+#[test]
+fn an_erasure_that_overtakes_its_packet_leaves_no_copy_at_the_destination() {
+    // No bridges: this test is the relay, and it holds a credit packet back until after its
+    // payload was erased at the source and the erasure reached the destination.
+    let (dir, _child, m) = running_devnet(&["--no-bridges"]);
+    let cities = m["cities"].as_array().unwrap().clone();
+    let client = Client::new();
+    let (a, b) = (&cities[0], &cities[1]);
+    let (an, bn) = (a["name"].as_str().unwrap(), b["name"].as_str().unwrap());
+    let marker = "OVERTAKEN-CREDIT-MARKER-7c2a";
+    let sent = submit(
+        &client,
+        a,
+        "credit-bureau",
+        json!({"kind": "credit", "subject": "55".repeat(32), "to_city": bn, "payload": {"report": {"note": marker}}}),
+    );
+    let (id, sequence) = (sent["id"].as_str().unwrap(), sent["sequence"].as_u64().unwrap());
+    // The packet as a relay reads it once final, payload beside it.
+    let url = format!("{}/v1/packets/outbound?destination={bn}", a["shard_api"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let page: Value = client.get(&url).send().unwrap().json().unwrap();
+        if let Some(p) = page["packets"].as_array().and_then(|p| p.first()) {
+            break p.clone();
+        }
+        assert!(Instant::now() < deadline, "the packet never became final: {page}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(held["sequence"].as_u64(), Some(sequence));
+    assert!(held["payload"].is_object(), "{held}");
+    // Erased at the source, and the final proof of that handed to the destination first: it
+    // holds no copy yet.
+    let r = client
+        .delete(format!("{}/v1/records/{id}/payload", a["shard_api"].as_str().unwrap()))
+        .bearer_auth(a["service_tokens"]["credit-bureau"].as_str().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let record_id = urbis_core::hash::Hash32::from_hex(id).unwrap();
+    let key = urbis_core::state::StateKey::Erasure { record_id };
+    let url = format!(
+        "{}/v1/state/{}/proof?level=final",
+        a["shard_api"].as_str().unwrap(),
+        hex::encode(urbis_core::encoding::encode(&key))
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let proof = loop {
+        let v: Value = client.get(&url).send().unwrap().json().unwrap();
+        if v["level"] == "final" && v["present"] == true {
+            break v["proof"].clone();
+        }
+        assert!(Instant::now() < deadline, "the erasure never became final: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let r = client
+        .post(format!("{}/v1/packets/erasures", b["shard_api"].as_str().unwrap()))
+        .json(&json!({"source": an, "record_id": id, "proof": proof}))
+        .send()
+        .unwrap();
+    let (status, answer) = (r.status().as_u16(), r.json::<Value>().unwrap());
+    assert_eq!((status, &answer["erased"]), (200, &json!(false)), "no copy is held yet: {answer}");
+    // Then the held-back packet with its payload: received, but the payload is not kept.
+    let (status, answer) = post_packet(
+        &client,
+        b,
+        &json!({"type": "packet", "proof": held["proof"], "payload": held["payload"]}),
+    );
+    assert_eq!((status, answer["state"].as_str()), (200, Some("received")), "{answer}");
+    let r = client
+        .get(format!(
+            "{}/v1/packets/{an}/{bn}/{sequence}/payload",
+            b["shard_api"].as_str().unwrap()
+        ))
+        .bearer_auth(b["service_tokens"]["credit-bureau"].as_str().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 410, "B kept a payload erased at its source");
+    // B's files never held it.
+    let hits = crate::shard::files_containing(&dir.path().join(bn), marker.as_bytes());
+    assert!(hits.is_empty(), "B's files hold the erased report: {hits:?}");
+}

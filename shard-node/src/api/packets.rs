@@ -122,6 +122,16 @@ impl PacketRequest {
     }
 }
 
+/// The packets among `ops` that were received: (source, sequence, record id).
+fn received(ops: &[PacketOp]) -> Vec<(CityId, u64, Hash32)> {
+    ops.iter()
+        .filter_map(|op| match op {
+            PacketOp::Receive(v) => Some((v.id.source, v.id.sequence, v.record_id)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Records what became of an item on its span.
 fn close_span(span: &tracing::Span, status: u16) {
     span.record("packet.status", status);
@@ -198,6 +208,7 @@ async fn handle_packet(
     let outcome = super::seal(&app, submission, wait, "ask where the packet is").await?;
     let answer = packet_outcome(&op, outcome)?;
     count_packet(&app, &answer);
+    erase_late_copies(&app, &received(std::slice::from_ref(&op))).await;
     Ok(Json(answer))
 }
 
@@ -326,11 +337,15 @@ pub async fn post_packets_batch(
     let timeout = std::time::Duration::from_millis(app.limits.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut results = Vec::with_capacity(pending.len());
+    let mut sealed = Vec::new();
     for p in pending {
         let answer = match p {
             Pending::Done(problem) => Err(problem),
             Pending::Waiting(op, wait) => match tokio::time::timeout_at(deadline, wait).await {
-                Ok(Ok(outcome)) => packet_outcome(&op, outcome).inspect(|a| count_packet(&app, a)),
+                Ok(Ok(outcome)) => packet_outcome(&op, outcome).inspect(|a| {
+                    count_packet(&app, a);
+                    sealed.push(op.clone());
+                }),
                 Ok(Err(_)) => Err(Problem::unavailable("the sealer stopped before answering")),
                 Err(_) => Err(Problem::unavailable("sealing did not finish in time")),
             },
@@ -347,6 +362,7 @@ pub async fn post_packets_batch(
             },
         });
     }
+    erase_late_copies(&app, &received(&sealed)).await;
     Ok(Json(PacketBatchResponse { results }))
 }
 
@@ -458,8 +474,15 @@ fn check(
                 RecordBody::Talent(TalentPayload::Issue { commitment, .. }) => Some(*commitment),
                 _ => None,
             };
+            // A payload its source already proved erased is not kept (it was in flight, or a
+            // relay held it back).
+            let erased = app.store.erased_inbound(&v.record_id, v.id.source.0).map_err(internal)?;
             let stored = match (commitment, payload) {
-                (Some(c), Some(p)) => Some(open(&c, &p)?),
+                (Some(c), Some(p)) if !erased => Some(open(&c, &p)?),
+                (Some(c), Some(p)) => {
+                    open(&c, &p)?;
+                    None
+                }
                 (None, Some(_)) => {
                     return Err(Problem::unprocessable(
                         "only credit and talent packets carry an off-chain payload",
@@ -1102,6 +1125,26 @@ pub async fn channel(
     Ok(Json(channel_view(&app, city)?))
 }
 
+/// Erases the copy of each just received packet whose source proved its payload erased while
+/// the packet was being received (the erasure notice found no copy yet).
+async fn erase_late_copies(app: &Arc<AppState>, received: &[(CityId, u64, Hash32)]) {
+    for (source, sequence, record_id) in received {
+        let late = app.store.erased_inbound(record_id, source.0).unwrap_or(false)
+            && app
+                .store
+                .inbound(source.0, *sequence)
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.payload.is_some());
+        if late {
+            let erased = seal_op(app, PacketOp::EraseCopy { source: *source, sequence: *sequence });
+            if let Err(p) = erased.await {
+                tracing::warn!(detail = %p.detail, "a payload erased at its source could not be erased here yet");
+            }
+        }
+    }
+}
+
 async fn seal_op(app: &Arc<AppState>, op: PacketOp) -> ApiResult<()> {
     let (reply, wait) = tokio::sync::oneshot::channel();
     let submission = Submission::packet(op, None, reply);
@@ -1264,6 +1307,9 @@ pub async fn erasure_notice(
                 ));
             }
         }
+        // Remembered first, then the copy looked for: a receipt sealed in between checks the
+        // mark after sealing (`erase_late_copies`), so one of the two always sees the other.
+        app.store.mark_erased_inbound(&record_id, source.0).map_err(internal)?;
         // The copy held here, if any: (sequence) of a received packet that still has a payload.
         match app.store.inbound_by_record(&record_id).map_err(internal)? {
             Some((s, sequence)) if s == source.0 => {
