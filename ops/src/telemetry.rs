@@ -155,9 +155,6 @@ impl BlockingClient {
     }
 }
 
-/// A collector's answer is a few bytes; anything much larger is not read.
-const COLLECTOR_ANSWER_MAX: usize = 64 * 1024;
-
 #[async_trait::async_trait]
 impl HttpClient for BlockingClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
@@ -171,7 +168,6 @@ impl HttpClient for BlockingClient {
         let status = answer.status();
         let headers = answer.headers().clone();
         let body = answer.bytes()?;
-        let body = if body.len() > COLLECTOR_ANSWER_MAX { Bytes::new() } else { body };
         let mut response = Response::builder().status(status).body(body)?;
         *response.headers_mut() = headers;
         Ok(response)

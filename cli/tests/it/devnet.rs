@@ -129,8 +129,19 @@ pub(crate) fn validator_apis(m: &Value) -> Vec<String> {
 /// A three-city devnet with `extra` arguments, started, every shard ready and the beacon past
 /// height 2: its directory, the process and `devnet.json`.
 pub(crate) fn running_devnet(extra: &[&str]) -> (tempfile::TempDir, Devnet, Value) {
+    running_devnet_logged(extra, &[], false)
+}
+
+/// As `running_devnet`, with environment `env`, and its logs in `devnet.log` of its directory
+/// when `log`.
+pub(crate) fn running_devnet_logged(
+    extra: &[&str],
+    env: &[(&str, &str)],
+    log: bool,
+) -> (tempfile::TempDir, Devnet, Value) {
     let dir = tempfile::tempdir().unwrap();
-    let devnet = start_with(dir.path(), free_run_of_three_ports(), extra);
+    let log = log.then(|| dir.path().join("devnet.log"));
+    let devnet = start_logged(dir.path(), free_run_of_three_ports(), extra, env, log.as_deref());
     let m = manifest(dir.path());
     let urls: Vec<String> = m["cities"]
         .as_array()

@@ -383,13 +383,23 @@ fn latest_height(client: &Client, city: &Value) -> Option<u64> {
 }
 
 fn final_fact(client: &Client, city: &Value, key: &urbis_core::state::StateKey) -> Value {
+    final_fact_where(client, city, key, |_| true)
+}
+
+/// The first final state proof of `key` at `city` whose answer satisfies `done` (bounded).
+fn final_fact_where(
+    client: &Client,
+    city: &Value,
+    key: &urbis_core::state::StateKey,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let hex_key = hex::encode(urbis_core::encoding::encode(key));
     let url =
         format!("{}/v1/state/{hex_key}/proof?level=final", city["shard_api"].as_str().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v: Value = client.get(&url).send().unwrap().json().unwrap();
-        if v["level"] == "final" {
+        if v["level"] == "final" && done(&v) {
             return v["proof"].clone();
         }
         assert!(Instant::now() < deadline, "nothing final: {v}");
@@ -993,20 +1003,7 @@ fn an_erasure_that_overtakes_its_packet_leaves_no_copy_at_the_destination() {
     assert_eq!(r.status().as_u16(), 200);
     let record_id = urbis_core::hash::Hash32::from_hex(id).unwrap();
     let key = urbis_core::state::StateKey::Erasure { record_id };
-    let url = format!(
-        "{}/v1/state/{}/proof?level=final",
-        a["shard_api"].as_str().unwrap(),
-        hex::encode(urbis_core::encoding::encode(&key))
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let proof = loop {
-        let v: Value = client.get(&url).send().unwrap().json().unwrap();
-        if v["level"] == "final" && v["present"] == true {
-            break v["proof"].clone();
-        }
-        assert!(Instant::now() < deadline, "the erasure never became final: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let proof = final_fact_where(&client, a, &key, |v| v["present"] == true);
     let r = client
         .post(format!("{}/v1/packets/erasures", b["shard_api"].as_str().unwrap()))
         .json(&json!({"source": an, "record_id": id, "proof": proof}))

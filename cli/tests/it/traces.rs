@@ -3,9 +3,7 @@
 //! bridge, B's bridge and B's shard, and back to A's shard with the acknowledgement; the
 //! devnet's JSON logs name the same trace.
 
-use crate::devnet::{
-    beacon_heights, free_run_of_three_ports, manifest, start_logged, validator_apis, wait_ready,
-};
+use crate::devnet::running_devnet_logged;
 use crate::packets::wait_packet;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
@@ -145,27 +143,17 @@ fn find(spans: &[Seen], trace: &str, name: &str, attributes: &[(&str, &str)]) ->
 #[test]
 fn one_cross_city_packet_is_one_trace_from_the_submitting_service_to_the_acknowledgement() {
     let collector = receiver();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("devnet.log");
-    let data = dir.path().join("devnet");
-    let _devnet = start_logged(
-        &data,
-        free_run_of_three_ports(),
+    let (dir, _devnet, m) = running_devnet_logged(
         &[],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("RUST_LOG", "info,urbis_shard=debug"),
         ],
-        Some(&log),
+        true,
     );
-    let m = manifest(&data);
     let cities = m["cities"].as_array().unwrap().clone();
-    let urls: Vec<String> =
-        cities.iter().map(|c| c["shard_api"].as_str().unwrap().to_string()).collect();
-    wait_ready(&urls);
     let client = Client::new();
-    beacon_heights(&client, &validator_apis(&m), 2);
     let (a, b) = (&cities[0], &cities[1]);
     let (an, bn) = (a["name"].as_str().unwrap(), b["name"].as_str().unwrap());
 
@@ -245,7 +233,7 @@ fn one_cross_city_packet_is_one_trace_from_the_submitting_service_to_the_acknowl
     assert!(chain_services(&[&submit, &send, &deliver, &receive, &settle]) == ["urbis-devnet"]);
 
     // The JSON log lines of B's shard inside the packet's span carry its trace and span ids.
-    let logs = std::fs::read_to_string(&log).unwrap();
+    let logs = std::fs::read_to_string(dir.path().join("devnet.log")).unwrap();
     let line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -122,11 +122,19 @@ impl PacketRequest {
     }
 }
 
-/// The packets among `ops` that were received: (source, sequence, record id).
+/// The packets among `ops` that were received and may carry an off-chain payload (credit and
+/// talent records): (source, sequence, record id).
 fn received(ops: &[PacketOp]) -> Vec<(CityId, u64, Hash32)> {
     ops.iter()
         .filter_map(|op| match op {
-            PacketOp::Receive(v) => Some((v.id.source, v.id.sequence, v.record_id)),
+            PacketOp::Receive(v)
+                if matches!(
+                    v.record.body,
+                    RecordBody::Credit(_) | RecordBody::Talent(TalentPayload::Issue { .. })
+                ) =>
+            {
+                Some((v.id.source, v.id.sequence, v.record_id))
+            }
             _ => None,
         })
         .collect()
@@ -474,14 +482,14 @@ fn check(
                 RecordBody::Talent(TalentPayload::Issue { commitment, .. }) => Some(*commitment),
                 _ => None,
             };
-            // A payload its source already proved erased is not kept (it was in flight, or a
-            // relay held it back).
-            let erased = app.store.erased_inbound(&v.record_id, v.id.source.0).map_err(internal)?;
             let stored = match (commitment, payload) {
-                (Some(c), Some(p)) if !erased => Some(open(&c, &p)?),
                 (Some(c), Some(p)) => {
-                    open(&c, &p)?;
-                    None
+                    let opened = open(&c, &p)?;
+                    // A payload its source already proved erased is not kept (it was in
+                    // flight, or a relay held it back).
+                    let erased =
+                        app.store.erased_inbound(&v.record_id, v.id.source.0).map_err(internal)?;
+                    (!erased).then_some(opened)
                 }
                 (None, Some(_)) => {
                     return Err(Problem::unprocessable(
