@@ -280,24 +280,22 @@ fn transfers_end_exactly_once_through_kill_9_of_any_process() {
                 break s.to_string();
             }
             if Instant::now() > deadline {
-                for p in &procs {
-                    eprintln!(
-                        "== {}\n{}",
-                        p.name,
-                        std::fs::read_to_string(&p.log)
-                            .unwrap_or_default()
-                            .lines()
-                            .rev()
-                            .take(20)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    );
-                }
+                dump_logs(&procs);
                 panic!("packet {seq} did not end: {v}");
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        let at_berlin = client.get(url(&manifest[1], seq)).send().unwrap();
+        // Berlin's shard may have been restarted a moment ago: wait until it answers.
+        let at_berlin = loop {
+            match client.get(url(&manifest[1], seq)).send() {
+                Ok(r) => break r,
+                Err(e) if Instant::now() > deadline => {
+                    dump_logs(&procs);
+                    panic!("berlin's shard does not answer: {e}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
         match state.as_str() {
             "acknowledged" => assert_eq!(at_berlin.status().as_u16(), 200),
             _ => assert_eq!(at_berlin.status().as_u16(), 404, "a refunded packet was received"),
@@ -308,11 +306,23 @@ fn transfers_end_exactly_once_through_kill_9_of_any_process() {
     assert_eq!(conservation(&client, &cities, 10_000), 0);
     // No process needed repair: every one is still running after its restarts, and each
     // exits 0 on SIGTERM within the grace period.
-    for p in &mut procs {
-        assert!(p.alive(), "{} exited on its own", p.name);
+    let dead: Vec<String> =
+        procs.iter_mut().filter_map(|p| (!p.alive()).then(|| p.name.clone())).collect();
+    if !dead.is_empty() {
+        dump_logs(&procs);
+        panic!("{dead:?} exited on their own");
     }
     for p in &mut procs {
         p.terminate(GRACE);
+    }
+}
+
+/// The last lines of every process's log, for a failure's message.
+fn dump_logs(procs: &[Proc]) {
+    for p in procs {
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!("== {}\n{}", p.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
     }
 }
 
