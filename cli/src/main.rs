@@ -13,6 +13,12 @@ use urbis_core::proof::{ProofDocument, verify_record_proof, verify_state_proof};
 use urbis_core::state::StateKey;
 use urbis_core::subject::{IdentifierScheme, SubjectKey, subject_id};
 
+/// mimalloc rather than glibc's allocator: the request, ledger and proof paths allocate many
+/// small, short-lived buffers, and glibc's malloc/free showed as about 9 % of a node's CPU under
+/// ingest load (benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Urbis: verifiable public records across a federation of cities.
 #[derive(Parser)]
 #[command(name = "urbis", version, about)]

@@ -1,15 +1,25 @@
-//! The sealing loop: group commit. A block is cut as soon as the previous one is durable and
+//! The sealing loop: group commit. A block is cut as soon as the previous one is sealed and
 //! submissions are waiting, bounded by count and bytes, so latency stays low when idle and
 //! batches grow under load. A submission is answered only once its block is durable.
+//!
+//! Two threads, one block apart: the sealer applies the ledger rules, builds the state tree and
+//! signs block N+1 while the writer writes block N in one synced `WriteBatch`. Block N+1 reads
+//! the state through a view that puts block N's not-yet-durable effects (state values and
+//! nodes, records, idempotency keys) over the store, and is handed to the writer only once
+//! block N is durable, so at most one block is ever in flight and blocks reach the disk in
+//! order. Nothing of block N is visible to any reader before its synced write returns.
 
 use crate::ledger::{self, BlockBuilder, Rejection, StateView};
 use crate::store::{BlockWrite, IdempotencyEntry, Store, StoreError, StoredPayload, Tip};
-use jmt::{JellyfishMerkleTree, KeyHash};
+use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader};
+use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::Hash32;
+use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher};
 use urbis_core::record::{CityId, Record};
 use urbis_core::sealing::SealingKey;
@@ -264,20 +274,46 @@ pub struct SealerParts {
     pub packet_timeout_blocks: u64,
 }
 
+/// A block handed to the writer and not yet durable: what sealing the next block must see of
+/// it before the store has it.
+struct Pending {
+    /// Its state-tree version and batch (nodes and values), when it changed state.
+    nodes: Option<(Version, Arc<NodeBatch>)>,
+    /// Its records, and their positions by id.
+    records: Arc<Vec<Record>>,
+    by_id: HashMap<Hash32, usize>,
+    /// The idempotency keys it stores.
+    idempotency: HashSet<(String, String)>,
+}
+
+impl Pending {
+    /// The value the pending block wrote under `key_hash` at a version `max_version` covers:
+    /// `Some(None)` for a deletion, `None` when it did not write the key.
+    fn value(&self, max_version: Version, key_hash: KeyHash) -> Option<Option<OwnedValue>> {
+        let (version, batch) = self.nodes.as_ref()?;
+        if *version > max_version {
+            return None;
+        }
+        batch.values().get(&(*version, key_hash)).cloned()
+    }
+}
+
+/// The store as the block being sealed sees it: the pending block's effects over it.
 struct View<'a> {
     store: &'a Store,
+    pending: Option<&'a Pending>,
     version: Option<u64>,
     newest_record_ms: Option<u64>,
 }
 
 impl StateView for View<'_> {
     fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
-        match self.version {
-            None => Ok(None),
-            Some(v) => {
-                self.store.state_value(v, KeyHash(key.key_hash().0)).map_err(|e| e.to_string())
-            }
+        let Some(v) = self.version else { return Ok(None) };
+        let key_hash = KeyHash(key.key_hash().0);
+        if let Some(value) = self.pending.and_then(|p| p.value(v, key_hash)) {
+            return Ok(value);
         }
+        self.store.state_value(v, key_hash).map_err(|e| e.to_string())
     }
     fn has_record(&self, id: &Hash32, time_ms: Option<u64>) -> Result<bool, String> {
         if let (Some(t), Some(newest)) = (time_ms, self.newest_record_ms)
@@ -285,15 +321,49 @@ impl StateView for View<'_> {
         {
             return Ok(false);
         }
+        if self.pending.is_some_and(|p| p.by_id.contains_key(id)) {
+            return Ok(true);
+        }
         self.store.has_record(id).map_err(|e| e.to_string())
     }
     fn record(&self, id: &Hash32) -> Result<Option<Record>, String> {
+        if let Some(p) = self.pending
+            && let Some(i) = p.by_id.get(id)
+        {
+            return Ok(p.records.get(*i).cloned());
+        }
         Ok(self.store.record(id).map_err(|e| e.to_string())?.map(|s| s.record))
     }
 }
 
-/// Starts the sealing thread. It stops after the last `Sealer` handle is dropped and the queue
-/// is drained, so pending submissions are sealed on shutdown.
+impl TreeReader for View<'_> {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some((_, batch)) = self.pending.and_then(|p| p.nodes.as_ref())
+            && let Some(node) = batch.nodes().get(node_key)
+        {
+            return Ok(Some(node.clone()));
+        }
+        self.store.get_node_option(node_key)
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        if let Some(value) = self.pending.and_then(|p| p.value(max_version, key_hash)) {
+            return Ok(value);
+        }
+        self.store.get_value_option(max_version, key_hash)
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        self.store.get_rightmost_leaf()
+    }
+}
+
+/// Starts the sealing thread (and its writer). It stops after the last `Sealer` handle is
+/// dropped and the queue is drained, so pending submissions are sealed on shutdown.
 pub fn start(
     parts: SealerParts,
     queue: usize,
@@ -306,12 +376,36 @@ pub fn start(
     let (tip_tx, tip_rx) = watch::channel(tip);
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
+    let writer_flag = healthy.clone();
     let handle = std::thread::Builder::new()
         .name("sealer".into())
         .spawn(move || {
             // Marks the sealer unhealthy however the thread ends early, panics included.
             let guard = HealthGuard(flag);
+            // The writer: one block at a time, in order, each durable before its answers.
+            let (write_tx, write_rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<bool>();
+            let (store, metrics) = (parts.store.clone(), parts.metrics.clone());
+            let writer = std::thread::Builder::new().name("block-writer".into()).spawn(move || {
+                for block in write_rx {
+                    let ok = commit(&store, &metrics, block, &tip_tx).is_ok();
+                    if !ok {
+                        // Unready at once, not only when the next block finds out.
+                        writer_flag.store(false, Ordering::Relaxed);
+                    }
+                    let _ = done_tx.send(ok);
+                    if !ok {
+                        return;
+                    }
+                }
+            });
+            let Ok(writer) = writer else {
+                tracing::error!("could not start the block writer thread");
+                return;
+            };
+            let mut writing = Writing { tx: write_tx, done: done_rx, pending: None };
             let mut state = SealState { tip, history };
+            let mut fatal = false;
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
                 let mut records = batch[0].weight();
@@ -343,22 +437,36 @@ pub fn start(
                         kept.push(s);
                     }
                 }
-                let mut fatal = seal_block(&parts, &mut state, kept, &tip_tx).is_err();
+                fatal = seal_block(&parts, &mut state, kept, &mut writing).is_err();
                 for s in carry {
-                    fatal = fatal || seal_block(&parts, &mut state, vec![s], &tip_tx).is_err();
-                }
-                if fatal {
-                    // After a failed synced write the log may still hold the batch: only a
-                    // restart, which rebuilds the tip from disk, can tell. Stop sealing.
-                    tracing::error!("sealer stopped after a storage failure; restart the node");
-                    rx.close();
-                    while let Ok(s) = rx.try_recv() {
+                    if fatal {
                         let _ = s.reply.send(Outcome::Failed(
                             "the sealer stopped after a storage failure".into(),
                         ));
+                        continue;
                     }
-                    return;
+                    fatal = seal_block(&parts, &mut state, vec![s], &mut writing).is_err();
                 }
+                if fatal {
+                    break;
+                }
+            }
+            // The last block must be durable (and answered) before the store may close.
+            fatal = !writing.finish() || fatal;
+            // Closing the channel ends the writer.
+            drop(writing);
+            let _ = writer.join();
+            if fatal {
+                // After a failed synced write the log may still hold the batch: only a
+                // restart, which rebuilds the tip from disk, can tell. Stop sealing.
+                tracing::error!("sealer stopped after a storage failure; restart the node");
+                rx.close();
+                while let Ok(s) = rx.try_recv() {
+                    let _ = s
+                        .reply
+                        .send(Outcome::Failed("the sealer stopped after a storage failure".into()));
+                }
+                return;
             }
             drop(guard);
             tracing::info!("sealer stopped: queue closed and drained");
@@ -380,32 +488,148 @@ struct SealState {
     history: Frontier,
 }
 
+/// The sealer's side of the writer: the block in flight, if any.
+struct Writing {
+    tx: std::sync::mpsc::SyncSender<Prepared>,
+    done: std::sync::mpsc::Receiver<bool>,
+    pending: Option<Pending>,
+}
+
+impl Writing {
+    /// Forgets the block in flight if its write already finished; false if it failed.
+    fn poll(&mut self) -> bool {
+        if self.pending.is_none() {
+            return true;
+        }
+        match self.done.try_recv() {
+            Ok(ok) => {
+                self.pending = None;
+                ok
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => true,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => false,
+        }
+    }
+
+    /// Waits until the block in flight is durable; false if its write failed.
+    fn finish(&mut self) -> bool {
+        if self.pending.take().is_none() {
+            return true;
+        }
+        self.done.recv().unwrap_or(false)
+    }
+}
+
 /// Where each record of a submission landed: index in the block and packet sequence.
 type Placed = Vec<(u64, Option<u64>)>;
 
-/// Seals one block; `Err` means a storage or key failure after which sealing must stop.
+/// A sealed block on its way to the disk, with everything its answers need.
+struct Prepared {
+    height: u64,
+    signed: SignedShardHeader,
+    records: Arc<Vec<Record>>,
+    ids: Vec<Hash32>,
+    nodes: Option<(Version, Arc<NodeBatch>)>,
+    tip: Tip,
+    payloads: Vec<(Hash32, StoredPayload)>,
+    idempotency: Vec<(String, String, IdempotencyEntry)>,
+    erased: Vec<Hash32>,
+    completed: Vec<(u32, u64, Hash32)>,
+    inbound: Vec<((u32, u64), crate::store::InboundRecord)>,
+    capital: Vec<(ledger::TotalKey, i128)>,
+    erase_inbound: Vec<(u32, u64)>,
+    accepted: Vec<(Submission, Placed)>,
+    acks: Vec<Option<urbis_core::packet::Acknowledgement>>,
+    started: Stopwatch,
+}
+
+impl Prepared {
+    /// What the next block must see of this one until it is durable.
+    fn pending(&self) -> Pending {
+        Pending {
+            nodes: self.nodes.clone(),
+            records: self.records.clone(),
+            by_id: self.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
+            idempotency: self.idempotency.iter().map(|(s, k, _)| (s.clone(), k.clone())).collect(),
+        }
+    }
+
+    /// Answers every submission of the block with a failure.
+    fn fail(self, detail: &str) {
+        for (s, _) in self.accepted {
+            let _ = s.reply.send(Outcome::Failed(detail.into()));
+        }
+    }
+}
+
+/// Seals one block and hands it to the writer; `Err` means a storage or key failure after
+/// which sealing must stop.
 fn seal_block(
     parts: &SealerParts,
     state: &mut SealState,
     batch: Vec<Submission>,
-    tip_tx: &watch::Sender<Option<Tip>>,
+    writing: &mut Writing,
 ) -> Result<(), ()> {
+    if !writing.poll() {
+        fail_all(batch, "the sealer stopped after a storage failure");
+        return Err(());
+    }
+    // A retry of a request in the block in flight is answered from the store once that
+    // block is durable, not sealed a second time.
+    let retries_in_flight = writing.pending.as_ref().is_some_and(|p| {
+        batch.iter().any(|s| {
+            s.idempotency
+                .as_ref()
+                .is_some_and(|(svc, key, _)| p.idempotency.contains(&(svc.clone(), key.clone())))
+        })
+    });
+    if retries_in_flight && !writing.finish() {
+        fail_all(batch, "the sealer stopped after a storage failure");
+        return Err(());
+    }
+    let Some(prepared) = prepare(parts, state, batch, writing.pending.as_ref())? else {
+        return Ok(());
+    };
+    if !writing.finish() {
+        prepared.fail("the sealer stopped after a storage failure");
+        return Err(());
+    }
+    writing.pending = Some(prepared.pending());
+    if let Err(e) = writing.tx.send(prepared) {
+        e.0.fail("the sealer stopped after a storage failure");
+        writing.pending = None;
+        return Err(());
+    }
+    Ok(())
+}
+
+fn fail_all(batch: Vec<Submission>, detail: &str) {
+    for s in batch {
+        let _ = s.reply.send(Outcome::Failed(detail.into()));
+    }
+}
+
+/// Applies the ledger rules to a batch and seals the block: rules, state tree, header and
+/// signature. Refused submissions are answered here; `Ok(None)` when none was accepted.
+fn prepare(
+    parts: &SealerParts,
+    state: &mut SealState,
+    batch: Vec<Submission>,
+    pending: Option<&Pending>,
+) -> Result<Option<Prepared>, ()> {
     let height = state.tip.map_or(0, |t| t.height + 1);
     if parts.genesis.sealing_key(parts.city, height) != Some(&parts.key.public_key()) {
         tracing::error!(
             height,
             "genesis names another sealing key from this height; load the rotated key"
         );
-        for s in batch {
-            let _ = s.reply.send(Outcome::Failed(
-                "the sealing key in force at this height is not loaded".into(),
-            ));
-        }
+        fail_all(batch, "the sealing key in force at this height is not loaded");
         return Err(());
     }
     let version = state.tip.and_then(|t| t.state_version);
     let view = View {
         store: &parts.store,
+        pending,
         version,
         newest_record_ms: Some(state.tip.map_or(0, |t| t.newest_record_ms)),
     };
@@ -414,9 +638,7 @@ fn seal_block(
     // Every block records the certified beacon view it was sealed under (timeouts need it).
     if let Err(e) = builder.view() {
         tracing::error!(height, error = %e, "reading the beacon view; nothing sealed");
-        for s in batch {
-            let _ = s.reply.send(Outcome::Failed(e.to_string()));
-        }
+        fail_all(batch, &e.to_string());
         return Err(());
     }
     let mut watch = Stopwatch::start();
@@ -486,16 +708,14 @@ fn seal_block(
         }
     }
     if accepted.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let time_ms = builder.time_ms();
     let capital = match builder.capital_deltas() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(height, error = %e, "reading capital totals; nothing sealed");
-            for (s, _) in accepted {
-                let _ = s.reply.send(Outcome::Failed(e.to_string()));
-            }
+            fail_all(accepted.into_iter().map(|(s, _)| s).collect(), &e.to_string());
             return Err(());
         }
     };
@@ -512,142 +732,183 @@ fn seal_block(
             _ => None,
         })
         .collect();
-    let result = (|| -> Result<(Frontier, Tip), String> {
-        let (state_root, nodes, new_version) = if writes.is_empty() {
+    let tree = (|| -> Result<(Hash32, Option<(Version, NodeBatch)>, Option<u64>), String> {
+        if writes.is_empty() {
             let root = match version {
                 None => PLACEHOLDER_HASH,
-                Some(v) => JellyfishMerkleTree::<_, StateHasher>::new(&*parts.store)
+                Some(v) => JellyfishMerkleTree::<_, StateHasher>::new(&view)
                     .get_root_hash(v)
                     .map(|r| Hash32(r.0))
                     .map_err(|e| e.to_string())?,
             };
-            (root, None, version)
+            Ok((root, None, version))
         } else {
             let next = version.map_or(0, |v| v + 1);
-            let tree = JellyfishMerkleTree::<_, StateHasher>::new(&*parts.store);
+            let tree = JellyfishMerkleTree::<_, StateHasher>::new(&view);
             let set = writes.iter().map(|(k, v)| (KeyHash(k.key_hash().0), v.clone()));
             let (root, batch) = tree.put_value_set(set, next).map_err(|e| e.to_string())?;
-            (Hash32(root.0), Some(batch.node_batch), Some(next))
-        };
-        watch.lap(&STATS.state_ns);
-        let previous = state.tip.map_or(Hash32::ZERO, |t| t.header_hash);
-        let header =
-            ledger::header(parts.city, height, time_ms, previous, &ids, state_root, &state.history);
-        let signed = header.seal(&parts.genesis.federation_id(), &parts.key);
-        let mut history = state.history.clone();
-        let completed = history.push_completed(
-            &Blake3Tree::history(),
-            Blake3Tree::history().leaf(signed.header.hash().as_bytes()),
-        );
-        let newest = records.iter().map(|r| r.time_ms).max().unwrap_or(0);
-        let tip = Tip {
-            height,
-            header_hash: signed.header.hash(),
-            state_version: new_version,
-            newest_record_ms: newest.max(state.tip.map_or(0, |t| t.newest_record_ms)),
-        };
-        let encoded: Vec<&[u8]> =
-            accepted.iter().flat_map(|(s, _)| s.encoded.iter().map(Vec::as_slice)).collect();
-        watch.lap(&STATS.header_ns);
-        let mut payloads = Vec::new();
-        let mut inbound = Vec::new();
-        let mut idempotency = Vec::new();
-        for (s, indexes) in &accepted {
-            if let Some(crate::ledger::PacketOp::Receive(p)) = &s.packet {
-                let payload = s.payloads.first().cloned().flatten();
-                inbound.push((
-                    (p.id.source.0, p.id.sequence),
-                    crate::store::InboundRecord { record: p.record.clone(), payload },
-                ));
-                continue;
-            }
-            for (i, p) in s.payloads.iter().enumerate() {
-                if let Some(p) = p {
-                    let mut p = p.clone();
-                    p.idempotency =
-                        s.idempotency.as_ref().map(|(svc, key, _)| (svc.clone(), key.clone()));
-                    payloads.push((s.ids[i], p));
-                }
-            }
-            if let Some((service, key, request_hash)) = &s.idempotency {
-                let receipts = receipts(&s.ids, indexes, height);
-                idempotency.push((
-                    service.clone(),
-                    key.clone(),
-                    IdempotencyEntry {
-                        request_hash: Some(*request_hash),
-                        response: (s.render)(&receipts),
-                    },
-                ));
+            Ok((Hash32(root.0), Some((next, batch.node_batch)), Some(next)))
+        }
+    })();
+    let (state_root, nodes, new_version) = match tree {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(height, error = %e, "building the state tree; nothing sealed");
+            fail_all(accepted.into_iter().map(|(s, _)| s).collect(), &e);
+            return Err(());
+        }
+    };
+    watch.lap(&STATS.state_ns);
+    let previous = state.tip.map_or(Hash32::ZERO, |t| t.header_hash);
+    let header =
+        ledger::header(parts.city, height, time_ms, previous, &ids, state_root, &state.history);
+    let signed = header.seal(&parts.genesis.federation_id(), &parts.key);
+    let mut history = state.history.clone();
+    let completed = history.push_completed(
+        &Blake3Tree::history(),
+        Blake3Tree::history().leaf(signed.header.hash().as_bytes()),
+    );
+    let newest = records.iter().map(|r| r.time_ms).max().unwrap_or(0);
+    let tip = Tip {
+        height,
+        header_hash: signed.header.hash(),
+        state_version: new_version,
+        newest_record_ms: newest.max(state.tip.map_or(0, |t| t.newest_record_ms)),
+    };
+    let mut payloads = Vec::new();
+    let mut inbound = Vec::new();
+    let mut idempotency = Vec::new();
+    for (s, indexes) in &accepted {
+        if let Some(crate::ledger::PacketOp::Receive(p)) = &s.packet {
+            let payload = s.payloads.first().cloned().flatten();
+            inbound.push((
+                (p.id.source.0, p.id.sequence),
+                crate::store::InboundRecord { record: p.record.clone(), payload },
+            ));
+            continue;
+        }
+        for (i, p) in s.payloads.iter().enumerate() {
+            if let Some(p) = p {
+                let mut p = p.clone();
+                p.idempotency =
+                    s.idempotency.as_ref().map(|(svc, key, _)| (svc.clone(), key.clone()));
+                payloads.push((s.ids[i], p));
             }
         }
-        parts
-            .store
+        if let Some((service, key, request_hash)) = &s.idempotency {
+            let receipts = receipts(&s.ids, indexes, height);
+            idempotency.push((
+                service.clone(),
+                key.clone(),
+                IdempotencyEntry {
+                    request_hash: Some(*request_hash),
+                    response: (s.render)(&receipts),
+                },
+            ));
+        }
+    }
+    watch.lap(&STATS.header_ns);
+    // The next block builds on this one from now on.
+    state.history = history;
+    state.tip = Some(tip);
+    Ok(Some(Prepared {
+        height,
+        signed,
+        records: Arc::new(records),
+        ids,
+        nodes: nodes.map(|(v, b)| (v, Arc::new(b))),
+        tip,
+        payloads,
+        idempotency,
+        erased,
+        completed,
+        inbound,
+        capital,
+        erase_inbound,
+        accepted,
+        acks,
+        started,
+    }))
+}
+
+/// Writes a sealed block in one synced `WriteBatch`, then publishes the tip and answers its
+/// submissions; `Err` means the write failed (nothing of the block is acknowledged).
+fn commit(
+    store: &Store,
+    metrics: &crate::metrics::ShardMetrics,
+    block: Prepared,
+    tip_tx: &watch::Sender<Option<Tip>>,
+) -> Result<(), ()> {
+    let mut watch = Stopwatch::start();
+    let height = block.height;
+    let written = (|| -> Result<(), String> {
+        let encoded: Vec<&[u8]> =
+            block.accepted.iter().flat_map(|(s, _)| s.encoded.iter().map(Vec::as_slice)).collect();
+        store
             .write_block(BlockWrite {
-                header: &signed,
-                records: &records,
-                ids: &ids,
+                header: &block.signed,
+                records: &block.records,
+                ids: &block.ids,
                 encoded: &encoded,
-                payloads,
-                state_nodes: nodes.as_ref(),
-                tip,
-                idempotency,
-                erased: &erased,
-                history: &completed,
-                inbound,
-                capital: &capital,
-                erase_inbound: &erase_inbound,
+                payloads: block.payloads.clone(),
+                state_nodes: block.nodes.as_ref().map(|(_, b)| &**b),
+                tip: block.tip,
+                idempotency: block.idempotency.clone(),
+                erased: &block.erased,
+                history: &block.completed,
+                inbound: block.inbound.clone(),
+                capital: &block.capital,
+                erase_inbound: &block.erase_inbound,
             })
             .map_err(|e| e.to_string())?;
         watch.lap(&STATS.write_ns);
         STATS.blocks.fetch_add(1, Ordering::Relaxed);
-        STATS.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-        parts.metrics.fsyncs.inc();
-        if !erased.is_empty() || !erase_inbound.is_empty() {
+        STATS.records.fetch_add(block.records.len() as u64, Ordering::Relaxed);
+        metrics.fsyncs.inc();
+        if !block.erased.is_empty() || !block.erase_inbound.is_empty() {
             // Answered only once the erased bytes are gone from the files, not just deleted.
-            parts.store.purge_erased().map_err(|e| e.to_string())?;
-            parts.metrics.fsyncs.inc();
+            store.purge_erased().map_err(|e| e.to_string())?;
+            metrics.fsyncs.inc();
         }
-        Ok((history, tip))
+        Ok(())
     })();
-    match result {
-        Ok((history, tip)) => {
-            state.history = history;
-            state.tip = Some(tip);
-            let _ = tip_tx.send(Some(tip));
-            tracing::debug!(height, records = records.len(), "sealed");
-            let m = &parts.metrics;
-            m.height.set(height as i64);
-            m.seal_seconds.observe(started.elapsed().as_secs_f64());
-            for r in &records {
-                let kind = match r.kind() {
-                    urbis_core::record::RecordKind::Information => "information",
-                    urbis_core::record::RecordKind::Capital => "capital",
-                    urbis_core::record::RecordKind::Talent => "talent",
-                    urbis_core::record::RecordKind::Credit => "credit",
-                };
-                m.ingested.get_or_create(&crate::metrics::KindLabel { kind: kind.into() }).inc();
-            }
-            let mut acks = acks.into_iter();
-            for (s, indexes) in accepted {
-                if s.packet.is_some() {
-                    let acknowledgement = acks.next().flatten();
-                    let _ = s.reply.send(Outcome::PacketSealed { height, acknowledgement });
-                    continue;
-                }
-                let r = receipts(&s.ids, &indexes, height);
-                let _ = s.reply.send(Outcome::Sealed(r));
-            }
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(height, error = %e, "sealing failed; nothing acknowledged");
-            for (s, _) in accepted {
-                let _ = s.reply.send(Outcome::Failed(e.clone()));
-            }
-            Err(())
+    if let Err(e) = written {
+        tracing::error!(height, error = %e, "sealing failed; nothing acknowledged");
+        block.fail(&e);
+        return Err(());
+    }
+    let _ = tip_tx.send(Some(block.tip));
+    tracing::debug!(height, records = block.records.len(), "sealed");
+    metrics.height.set(height as i64);
+    metrics.seal_seconds.observe(block.started.elapsed().as_secs_f64());
+    let mut by_kind = [0u64; 4];
+    for r in block.records.iter() {
+        by_kind[match r.kind() {
+            urbis_core::record::RecordKind::Information => 0,
+            urbis_core::record::RecordKind::Capital => 1,
+            urbis_core::record::RecordKind::Talent => 2,
+            urbis_core::record::RecordKind::Credit => 3,
+        }] += 1;
+    }
+    for (n, kind) in by_kind.into_iter().zip(["information", "capital", "talent", "credit"]) {
+        if n > 0 {
+            metrics
+                .ingested
+                .get_or_create(&crate::metrics::KindLabel { kind: kind.into() })
+                .inc_by(n);
         }
     }
+    let mut acks = block.acks.into_iter();
+    for (s, indexes) in block.accepted {
+        if s.packet.is_some() {
+            let acknowledgement = acks.next().flatten();
+            let _ = s.reply.send(Outcome::PacketSealed { height, acknowledgement });
+            continue;
+        }
+        let r = receipts(&s.ids, &indexes, height);
+        let _ = s.reply.send(Outcome::Sealed(r));
+    }
+    Ok(())
 }
 
 fn receipts(ids: &[Hash32], indexes: &[(u64, Option<u64>)], height: u64) -> Vec<Receipt> {

@@ -11,6 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use urbis_benches::report;
 
+/// The allocator `urbis` runs with, so the in-process node measures what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RECORD_BYTES: usize = 300;
 const BATCH: usize = 1_000;
 
@@ -125,6 +129,12 @@ async fn start_shard() -> Shard {
     Shard { url, token, _dir: dir, stop, task }
 }
 
+/// Connections the open loop keeps to the node, as a fixed-connection load generator (wrk2)
+/// does: a request that finds them all busy waits for one, and that wait counts in its latency.
+/// (Opening a connection per excess request instead measured the kernel's search for a free
+/// ephemeral port among TIME_WAIT sockets, not the node.)
+const CONNECTIONS: usize = 64;
+
 /// Open loop: requests start on a fixed schedule whatever the latency; returns
 /// (records acknowledged per second, latency histogram in µs, requests acknowledged per second
 /// of the whole run including the drain of the last ones, requests acknowledged, requests sent).
@@ -135,7 +145,8 @@ async fn open_loop(
     seconds: f64,
     offset: u64,
 ) -> (f64, Histogram<u64>, f64, u64, u64) {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
+    let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     let histogram = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3).unwrap()));
     let interval = Duration::from_secs_f64(1.0 / requests_per_second);
     let start = Instant::now();
@@ -146,9 +157,15 @@ async fn open_loop(
         let scheduled = start + interval * n as u32;
         tokio::time::sleep_until(scheduled.into()).await;
         let body = body(&subject, offset + n * 1_000_000, records_per_request);
-        let (client, url, token, histogram) =
-            (client.clone(), shard.url.clone(), shard.token.clone(), histogram.clone());
+        let (client, url, token, histogram, connections) = (
+            client.clone(),
+            shard.url.clone(),
+            shard.token.clone(),
+            histogram.clone(),
+            connections.clone(),
+        );
         tasks.push(tokio::spawn(async move {
+            let _connection = connections.acquire().await.unwrap();
             let r = client
                 .post(format!("{url}/v1/records"))
                 .bearer_auth(token)
@@ -233,7 +250,8 @@ fn main() {
         // measured raw rate and see what is acknowledged.
         // Capacity: batches back to back from four clients (what the node sustains).
         let before = urbis_shard::sealer::STATS.snapshot();
-        let capacity = closed_loop(&shard, 4, seconds, 1 << 50).await;
+        let clients: u64 = std::env::var("URBIS_BENCH_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+        let capacity = closed_loop(&shard, clients, seconds, 1 << 50).await;
         let after = urbis_shard::sealer::STATS.snapshot();
         let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
         breakdown(&d, raw);

@@ -138,3 +138,129 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
     let reopened = Store::open(dir.path()).unwrap();
     assert_eq!(reopened.tip().unwrap(), tip_before);
 }
+
+/// Queues a submission without waiting for its answer.
+fn queue(
+    s: &sealer::Sealer,
+    records: Vec<Record>,
+    idempotency: Option<&str>,
+) -> tokio::sync::oneshot::Receiver<Outcome> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let n = records.len();
+    let submission = Submission {
+        ids: records.iter().map(Record::id).collect(),
+        encoded: records.iter().map(urbis_core::encoding::encode).collect(),
+        records,
+        payloads: vec![None; n],
+        bytes: 100,
+        erasure: None,
+        packet: None,
+        idempotency: idempotency
+            .map(|k| ("treasury".to_string(), k.to_string(), urbis_core::hash::Hash32([7; 32]))),
+        render: |r: &[Receipt]| serde_json::to_vec(r).unwrap(),
+        reply,
+    };
+    if s.submit(submission).is_err() {
+        panic!("the queue is large enough for the test");
+    }
+    rx
+}
+
+/// One submission per block, all queued at once: each block is sealed while the one before it
+/// is still being written, and must see that block's balances, records and idempotency keys.
+#[tokio::test]
+async fn a_block_sealed_while_the_previous_one_is_written_sees_its_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new("shard-it", 2, 4);
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let key =
+        urbis_core::sealing::SealingKey::from_seed(&urbis_core::testkit::seed("shard-it/city0"));
+    let (s, thread) = sealer::start(
+        SealerParts {
+            store: store.clone(),
+            genesis: Arc::new(fed.genesis.clone()),
+            city: CityId(0),
+            key,
+            limits: BlockLimits { records_max: 1, bytes_max: 1 << 20 },
+            clock: || 1_790_000_000_000,
+            metrics: Arc::new(urbis_shard::metrics::ShardMetrics::default()),
+            beacon_view: Default::default(),
+            packet_timeout_blocks: 10,
+        },
+        256,
+    )
+    .unwrap();
+    const HOPS: u64 = 40;
+    let mut answers = vec![queue(
+        &s,
+        vec![capital(0, 100, CapitalOperation::Issue { to: "a0".into() })],
+        Some("issue"),
+    )];
+    // The same request again, in the next block: answered from the first, not sealed twice.
+    answers.push(queue(
+        &s,
+        vec![capital(0, 100, CapitalOperation::Issue { to: "a0".into() })],
+        Some("issue"),
+    ));
+    // Each transfer spends what the block before it credited.
+    for n in 1..=HOPS {
+        answers.push(queue(
+            &s,
+            vec![capital(
+                n,
+                100,
+                CapitalOperation::Transfer { from: format!("a{}", n - 1), to: format!("a{n}") },
+            )],
+            None,
+        ));
+    }
+    // A record, and the same record in the next block: a duplicate.
+    let r = information_record(CityId(0), 1_000);
+    answers.push(queue(&s, vec![r.clone()], None));
+    answers.push(queue(&s, vec![r], None));
+    let mut outcomes = Vec::new();
+    for a in answers {
+        outcomes.push(a.await.unwrap());
+    }
+    let Outcome::Sealed(first) = &outcomes[0] else { panic!("issue: {:?}", outcomes[0]) };
+    match &outcomes[1] {
+        Outcome::Replayed(entry) => {
+            assert_eq!(entry.response, serde_json::to_vec(first).unwrap());
+        }
+        other => panic!("retry of the issue: {other:?}"),
+    }
+    let mut heights = vec![first[0].height];
+    for (n, o) in outcomes[2..2 + HOPS as usize].iter().enumerate() {
+        match o {
+            Outcome::Sealed(r) => heights.push(r[0].height),
+            other => panic!("transfer {}: {other:?}", n + 1),
+        }
+    }
+    assert!(matches!(outcomes[2 + HOPS as usize], Outcome::Sealed(_)));
+    assert!(matches!(outcomes[3 + HOPS as usize], Outcome::Rejected(Rejection::Duplicate { .. })));
+    assert_eq!(heights, (0..=HOPS).collect::<Vec<_>>(), "one block per submission, in order");
+    drop(s);
+    thread.join().unwrap();
+    // On disk: an unbroken chain whose state roots are the tree's, and the value at the end.
+    let tip = store.tip().unwrap().unwrap();
+    assert_eq!(tip.height, HOPS + 1);
+    let tree = jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*store);
+    let mut previous = urbis_core::hash::Hash32::ZERO;
+    for h in 0..=tip.height {
+        let header = store.header(h).unwrap().unwrap().header;
+        assert_eq!(header.previous, previous, "height {h}");
+        previous = header.hash();
+        let version = store.state_version_at(h).unwrap().unwrap().unwrap();
+        assert_eq!(tree.get_root_hash(version).unwrap().0, header.state_root.0, "height {h}");
+    }
+    let balance = |account: String| {
+        let key = StateKey::Balance { asset: "EUR".into(), account };
+        tree.get(jmt::KeyHash(key.key_hash().0), tip.state_version.unwrap())
+            .unwrap()
+            .map(|b| urbis_core::encoding::decode::<u128>(&b).unwrap())
+    };
+    assert_eq!(balance(format!("a{HOPS}")), Some(100));
+    for n in 0..HOPS {
+        assert_eq!(balance(format!("a{n}")).unwrap_or(0), 0, "a{n}");
+    }
+}
