@@ -520,6 +520,10 @@ impl Writing {
     }
 }
 
+/// A block's state root, its tree batch (at its version) if it changed state, and the state
+/// version after it.
+type StateUpdate = (Hash32, Option<(Version, NodeBatch)>, Option<u64>);
+
 /// Where each record of a submission landed: index in the block and packet sequence.
 type Placed = Vec<(u64, Option<u64>)>;
 
@@ -732,7 +736,7 @@ fn prepare(
             _ => None,
         })
         .collect();
-    let tree = (|| -> Result<(Hash32, Option<(Version, NodeBatch)>, Option<u64>), String> {
+    let tree = (|| -> Result<StateUpdate, String> {
         if writes.is_empty() {
             let root = match version {
                 None => PLACEHOLDER_HASH,
