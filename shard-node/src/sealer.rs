@@ -284,6 +284,8 @@ struct Pending {
     by_id: HashMap<Hash32, usize>,
     /// The idempotency keys it stores.
     idempotency: HashSet<(String, String)>,
+    /// Whether it erases a payload.
+    erases: bool,
 }
 
 impl Pending {
@@ -387,6 +389,7 @@ pub fn start(
             let (done_tx, done_rx) = std::sync::mpsc::channel::<bool>();
             let (store, metrics) = (parts.store.clone(), parts.metrics.clone());
             let writer = std::thread::Builder::new().name("block-writer".into()).spawn(move || {
+                let _unready_on_panic = PanicGuard(writer_flag.clone());
                 for block in write_rx {
                     let ok = commit(&store, &metrics, block, &tip_tx).is_ok();
                     if !ok {
@@ -455,7 +458,10 @@ pub fn start(
             fatal = !writing.finish() || fatal;
             // Closing the channel ends the writer.
             drop(writing);
-            let _ = writer.join();
+            if writer.join().is_err() {
+                tracing::error!("the block writer thread panicked");
+                fatal = true;
+            }
             if fatal {
                 // After a failed synced write the log may still hold the batch: only a
                 // restart, which rebuilds the tip from disk, can tell. Stop sealing.
@@ -480,6 +486,17 @@ struct HealthGuard(Arc<AtomicBool>);
 impl Drop for HealthGuard {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Marks the node unhealthy when the thread holding it panics.
+struct PanicGuard(Arc<AtomicBool>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -555,6 +572,7 @@ impl Prepared {
             records: self.records.clone(),
             by_id: self.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             idempotency: self.idempotency.iter().map(|(s, k, _)| (s.clone(), k.clone())).collect(),
+            erases: !self.erased.is_empty() || !self.erase_inbound.is_empty(),
         }
     }
 
@@ -580,21 +598,35 @@ fn seal_block(
     }
     // A retry of a request in the block in flight is answered from the store once that
     // block is durable, not sealed a second time.
+    // So is any idempotent request while the block in flight erases a payload (the erasure
+    // rewrites the idempotency entry of the request that brought it).
     let retries_in_flight = writing.pending.as_ref().is_some_and(|p| {
         batch.iter().any(|s| {
-            s.idempotency
-                .as_ref()
-                .is_some_and(|(svc, key, _)| p.idempotency.contains(&(svc.clone(), key.clone())))
+            s.idempotency.as_ref().is_some_and(|(svc, key, _)| {
+                p.erases || p.idempotency.contains(&(svc.clone(), key.clone()))
+            })
         })
     });
     if retries_in_flight && !writing.finish() {
         fail_all(batch, "the sealer stopped after a storage failure");
         return Err(());
     }
-    let Some(prepared) = prepare(parts, state, batch, writing.pending.as_ref())? else {
-        return Ok(());
+    let mut answers = Vec::new();
+    let prepared = prepare(parts, state, batch, writing.pending.as_ref(), &mut answers);
+    // Refusals and replays may rest on the block in flight (a duplicate of one of its records,
+    // a packet it received): they are answered only once that block is durable.
+    let durable = writing.finish();
+    for (reply, outcome) in answers {
+        let _ = reply.send(if durable {
+            outcome
+        } else {
+            Outcome::Failed("the sealer stopped after a storage failure".into())
+        });
+    }
+    let Some(prepared) = prepared? else {
+        return if durable { Ok(()) } else { Err(()) };
     };
-    if !writing.finish() {
+    if !durable {
         prepared.fail("the sealer stopped after a storage failure");
         return Err(());
     }
@@ -620,6 +652,7 @@ fn prepare(
     state: &mut SealState,
     batch: Vec<Submission>,
     pending: Option<&Pending>,
+    answers: &mut Vec<(oneshot::Sender<Outcome>, Outcome)>,
 ) -> Result<Option<Prepared>, ()> {
     let height = state.tip.map_or(0, |t| t.height + 1);
     if parts.genesis.sealing_key(parts.city, height) != Some(&parts.key.public_key()) {
@@ -662,19 +695,22 @@ fn prepare(
                             "idempotency key reused with a different request".into(),
                         ))
                     };
-                    let _ = s.reply.send(outcome);
+                    answers.push((s.reply, outcome));
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let _ = s.reply.send(Outcome::Failed(e.to_string()));
+                    answers.push((s.reply, Outcome::Failed(e.to_string())));
                     continue;
                 }
             }
             if seen_keys.iter().any(|(a, b)| a == service && b == key) {
                 // Same key twice in one block: the second waits for the first's answer.
-                let _ = s.reply.send(Outcome::Failed(
-                    "a request with this idempotency key is in progress; retry".into(),
+                answers.push((
+                    s.reply,
+                    Outcome::Failed(
+                        "a request with this idempotency key is in progress; retry".into(),
+                    ),
                 ));
                 continue;
             }
@@ -688,7 +724,7 @@ fn prepare(
                 }
                 Err(rejection) => {
                     parts.metrics.reject(&rejection);
-                    let _ = s.reply.send(Outcome::Rejected(rejection));
+                    answers.push((s.reply, Outcome::Rejected(rejection)));
                 }
             }
             continue;
@@ -698,7 +734,7 @@ fn prepare(
                 Ok(()) => accepted.push((s, vec![])),
                 Err(rejection) => {
                     parts.metrics.reject(&rejection);
-                    let _ = s.reply.send(Outcome::Rejected(rejection));
+                    answers.push((s.reply, Outcome::Rejected(rejection)));
                 }
             }
             continue;
@@ -707,7 +743,7 @@ fn prepare(
             Ok(indexes) => accepted.push((s, indexes)),
             Err(rejection) => {
                 parts.metrics.reject(&rejection);
-                let _ = s.reply.send(Outcome::Rejected(rejection));
+                answers.push((s.reply, Outcome::Rejected(rejection)));
             }
         }
     }
