@@ -89,27 +89,48 @@ pub fn tokens(command: TokensCommand) -> Result<()> {
 /// Runs one shard from a config file and the environment until SIGTERM or Ctrl-C.
 pub fn shard(config: Option<&Path>) -> Result<()> {
     let config = ShardConfig::load(config)?;
-    runtime()?.block_on(node::run(config, shutdown_signal()))
+    run_role(|stop| async move { Ok(node::run(config, stop).await?) })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Completes on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled, so a SIGTERM during a role's startup is a graceful stop rather
+/// than the default action (death by the signal). Call it inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(interrupt) => {}
+            _ = wait(term) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
+}
+
+/// Runs a role on a new runtime, with its shutdown signal installed before anything else.
+fn run_role<F, Fut>(role: F) -> Result<()>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let rt = runtime()?;
+    let stop = {
+        let _entered = rt.enter();
+        Box::pin(shutdown_signal())
+    };
+    rt.block_on(role(stop))
 }
 
 /// The services each devnet city gets a token for, with the kinds they may submit.
@@ -330,7 +351,7 @@ pub fn devnet(
         "00".repeat(32)
     );
     eprintln!("Scripts: {} (mode 0600). Ctrl-C stops everything.", manifest_path.display());
-    runtime()?.block_on(async move {
+    run_role(|stop| async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for config in configs {
@@ -372,7 +393,7 @@ pub fn devnet(
             });
         let mut result = Ok(());
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = stop => {}
             Some(first) = tasks.join_next() => {
                 result = first.map_err(anyhow::Error::from).and_then(|r| r);
                 if result.is_ok() {
@@ -480,7 +501,7 @@ pub fn bridge(path: &Path) -> Result<()> {
         .build()?
         .try_deserialize()
         .context("bridge configuration")?;
-    runtime()?.block_on(urbis_bridge::run(config, shutdown_signal()))
+    run_role(|stop| async move { Ok(urbis_bridge::run(config, stop).await?) })
 }
 
 impl BeaconSettings {
@@ -617,10 +638,5 @@ pub fn beacon(path: &Path) -> Result<()> {
         timeouts,
         clock: node::wall_clock_ms,
     };
-    runtime()?.block_on(run_validator(
-        config,
-        settings.data_dir,
-        settings.api_listen,
-        shutdown_signal(),
-    ))
+    run_role(|stop| run_validator(config, settings.data_dir, settings.api_listen, stop))
 }
