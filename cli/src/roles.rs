@@ -89,7 +89,7 @@ pub fn tokens(command: TokensCommand) -> Result<()> {
 /// Runs one shard from a config file and the environment until SIGTERM or Ctrl-C.
 pub fn shard(config: Option<&Path>) -> Result<()> {
     let config = ShardConfig::load(config)?;
-    run_role(|stop| async move { Ok(node::run(config, stop).await?) })
+    run_role(|stop| node::run(config, stop))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -501,7 +501,7 @@ pub fn bridge(path: &Path) -> Result<()> {
         .build()?
         .try_deserialize()
         .context("bridge configuration")?;
-    run_role(|stop| async move { Ok(urbis_bridge::run(config, stop).await?) })
+    run_role(|stop| urbis_bridge::run(config, stop))
 }
 
 impl BeaconSettings {
