@@ -876,11 +876,15 @@ fn prepare(
 fn commit(
     store: &Store,
     metrics: &crate::metrics::ShardMetrics,
-    block: Prepared,
+    mut block: Prepared,
     tip_tx: &watch::Sender<Option<Tip>>,
 ) -> Result<(), ()> {
     let mut watch = Stopwatch::start();
     let height = block.height;
+    // The store takes these by value; nothing after the write needs them.
+    let payloads = std::mem::take(&mut block.payloads);
+    let idempotency = std::mem::take(&mut block.idempotency);
+    let inbound = std::mem::take(&mut block.inbound);
     let written = (|| -> Result<(), String> {
         let encoded: Vec<&[u8]> =
             block.accepted.iter().flat_map(|(s, _)| s.encoded.iter().map(Vec::as_slice)).collect();
@@ -890,13 +894,13 @@ fn commit(
                 records: &block.records,
                 ids: &block.ids,
                 encoded: &encoded,
-                payloads: block.payloads.clone(),
+                payloads,
                 state_nodes: block.nodes.as_ref().map(|(_, b)| &**b),
                 tip: block.tip,
-                idempotency: block.idempotency.clone(),
+                idempotency,
                 erased: &block.erased,
                 history: &block.completed,
-                inbound: block.inbound.clone(),
+                inbound,
                 capital: &block.capital,
                 erase_inbound: &block.erase_inbound,
             })

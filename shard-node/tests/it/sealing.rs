@@ -18,24 +18,7 @@ fn capital(n: u64, amount: u128, operation: CapitalOperation) -> Record {
 }
 
 async fn submit(s: &sealer::Sealer, records: Vec<Record>) -> Outcome {
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    let n = records.len();
-    s.submit_wait(Submission {
-        ids: records.iter().map(Record::id).collect(),
-        encoded: records.iter().map(urbis_core::encoding::encode).collect(),
-        records,
-        payloads: vec![None; n],
-        bytes: 100,
-        erasure: None,
-        packet: None,
-        idempotency: None,
-        render: |_: &[Receipt]| vec![],
-        reply,
-    })
-    .await
-    .map_err(|_| ())
-    .unwrap();
-    rx.await.unwrap()
+    queue(s, records, None).await.unwrap()
 }
 
 #[tokio::test]
