@@ -148,6 +148,12 @@ pub struct IdempotencyEntry {
 /// A subject-index entry: position (height, index) and record id.
 pub type SubjectEntry = ((u64, u64), Hash32);
 
+/// A block's `WriteBatch` without the parts that read the store (see [`Store::block_batch`]).
+pub struct BlockBatch {
+    batch: WriteBatch,
+    height: u64,
+}
+
 /// Everything one sealed block writes.
 pub struct BlockWrite<'a> {
     /// The sealed header.
@@ -159,22 +165,20 @@ pub struct BlockWrite<'a> {
     /// Their canonical encodings (as computed for their ids).
     pub encoded: &'a [&'a [u8]],
     /// Off-chain payloads by record index.
-    pub payloads: Vec<(Hash32, StoredPayload)>,
+    pub payloads: &'a [(Hash32, StoredPayload)],
     /// State-tree node batch (empty when the block changes no state).
     pub state_nodes: Option<&'a NodeBatch>,
     /// The new tip.
     pub tip: Tip,
     /// Idempotency entries `(service, key) → entry`.
-    pub idempotency: Vec<(String, String, IdempotencyEntry)>,
+    pub idempotency: &'a [(String, String, IdempotencyEntry)],
     /// Records whose off-chain payload this block erases.
     pub erased: &'a [Hash32],
     /// Perfect subtrees of the history tree completed by this block's header hash:
     /// `(level, index, root)`.
     pub history: &'a [(u32, u64, Hash32)],
     /// Packets received in this block, by `(source, sequence)`.
-    pub inbound: Vec<((u32, u64), InboundRecord)>,
-    /// The block's change to the capital totals.
-    pub capital: &'a [(crate::ledger::TotalKey, i128)],
+    pub inbound: &'a [((u32, u64), InboundRecord)],
     /// Received packets `(source, sequence)` whose payload copy is erased with this block.
     pub erase_inbound: &'a [(u32, u64)],
 }
@@ -305,16 +309,30 @@ impl Store {
         self.get_decoded(CF_META, TIP_KEY, "tip")
     }
 
-    /// Writes one sealed block atomically and durably (sync).
-    pub fn write_block(&self, block: BlockWrite<'_>) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
+    /// The part of a block's `WriteBatch` that depends on the block alone: everything but
+    /// what [`Store::write_block`] reads from the store (erasures and capital totals). The
+    /// sealer builds it while the block before is still being written.
+    pub fn block_batch(&self, block: &BlockWrite<'_>) -> BlockBatch {
+        // Reserved up front: growing a batch of megabytes by doubling copies it again and again.
+        // Per record: its encoding, its position, the record and subject-index entries' keys,
+        // the subject entry's value and the batch's per-entry framing.
+        let records_bytes: usize =
+            block.encoded.iter().map(|e| e.len() + 16 + 32 + 48 + 32 + 16).sum();
+        let mut batch = WriteBatch::with_capacity_bytes(records_bytes + 64 * 1024);
         let height = block.header.header.height;
         batch.put_cf(self.cf(CF_HEADERS), height_key(height), encode(block.header));
         batch.put_cf(self.cf(CF_BLOCKS), height_key(height), encode(&block.ids.to_vec()));
+        // Each column family's entries in key order: RocksDB inserts a batch's entries into a
+        // memtable (a skip list) one after the other and starts each search from where the
+        // previous one ended, so sorted keys cost a few levels of the list each instead of a
+        // search from the top.
+        let mut order: Vec<usize> = (0..block.records.len().min(block.ids.len())).collect();
+        order.sort_unstable_by(|&a, &b| block.ids[a].0.cmp(&block.ids[b].0));
         let mut value = Vec::new();
-        for (index, ((record, id), encoded)) in
-            block.records.iter().zip(block.ids).zip(block.encoded).enumerate()
-        {
+        for &index in &order {
+            let (Some(id), Some(encoded)) = (block.ids.get(index), block.encoded.get(index)) else {
+                continue;
+            };
             // borsh(StoredRecord { record, height, index }) = borsh(record) ‖ height ‖ index,
             // built from the encoding the request already made.
             value.clear();
@@ -322,13 +340,19 @@ impl Store {
             value.extend_from_slice(&height.to_le_bytes());
             value.extend_from_slice(&(index as u64).to_le_bytes());
             batch.put_cf(self.cf(CF_RECORDS), id.as_bytes(), &value);
+        }
+        // A subject's records in block order.
+        order.sort_unstable_by(|&a, &b| {
+            block.records[a].subject.0.0.cmp(&block.records[b].subject.0.0).then(a.cmp(&b))
+        });
+        for &index in &order {
             batch.put_cf(
                 self.cf(CF_SUBJECTS),
-                subject_key(&record.subject, height, index as u64),
-                id.as_bytes(),
+                subject_key(&block.records[index].subject, height, index as u64),
+                block.ids[index].as_bytes(),
             );
         }
-        for (id, payload) in &block.payloads {
+        for (id, payload) in block.payloads {
             batch.put_cf(self.cf(CF_PAYLOADS), id.as_bytes(), encode(payload));
         }
         if let Some(nodes) = block.state_nodes {
@@ -339,10 +363,46 @@ impl Store {
                 batch.put_cf(self.cf(CF_JMT_VALUES), value_key(key_hash, *version), encode(value));
             }
         }
-        for (service, key, entry) in &block.idempotency {
+        for (service, key, entry) in block.idempotency {
             batch.put_cf(self.cf(CF_IDEMPOTENCY), idempotency_key(service, key), encode(entry));
         }
-        for id in block.erased {
+        if !block.erased.is_empty() || !block.erase_inbound.is_empty() {
+            batch.put_cf(self.cf(CF_META), PURGE_KEY, []);
+        }
+        for (level, index, root) in block.history {
+            batch.put_cf(self.cf(CF_HISTORY), history_key(*level, *index), root.as_bytes());
+        }
+        batch.put_cf(
+            self.cf(CF_STATE_VERSIONS),
+            height_key(height),
+            encode(&block.tip.state_version),
+        );
+        for ((source, sequence), inbound) in block.inbound {
+            batch.put_cf(self.cf(CF_INBOUND), inbound_key(*source, *sequence), encode(inbound));
+            batch.put_cf(
+                self.cf(CF_INBOUND_BY_RECORD),
+                inbound.record.id().as_bytes(),
+                inbound_key(*source, *sequence),
+            );
+        }
+        batch.put_cf(self.cf(CF_TOTALS), [0u8], height.to_be_bytes());
+        batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
+        BlockBatch { batch, height }
+    }
+
+    /// Writes one sealed block atomically and durably (sync): its [`Store::block_batch`] and
+    /// what depends on the store as it is now, after every earlier block — the erasures (the
+    /// idempotency entries and received packets that held an erased payload) and the capital
+    /// totals. One `WriteBatch`, one synced write.
+    pub fn write_block(
+        &self,
+        block: BlockBatch,
+        erased: &[Hash32],
+        erase_inbound: &[(u32, u64)],
+        capital: &[(crate::ledger::TotalKey, i128)],
+    ) -> Result<(), StoreError> {
+        let BlockBatch { mut batch, height } = block;
+        for id in erased {
             if let Some(payload) = self.payload(id)?
                 && let Some((service, key)) = &payload.idempotency
                 && let Some(mut entry) = self.idempotency(service, key)?
@@ -356,7 +416,7 @@ impl Store {
             }
             batch.delete_cf(self.cf(CF_PAYLOADS), id.as_bytes());
         }
-        for (source, sequence) in block.erase_inbound {
+        for (source, sequence) in erase_inbound {
             let key = inbound_key(*source, *sequence);
             if let Some(mut inbound) =
                 self.get_decoded::<InboundRecord>(CF_INBOUND, &key, "inbound")?
@@ -365,26 +425,7 @@ impl Store {
                 batch.put_cf(self.cf(CF_INBOUND), key, encode(&inbound));
             }
         }
-        if !block.erased.is_empty() || !block.erase_inbound.is_empty() {
-            batch.put_cf(self.cf(CF_META), PURGE_KEY, []);
-        }
-        for (level, index, root) in block.history {
-            batch.put_cf(self.cf(CF_HISTORY), history_key(*level, *index), root.as_bytes());
-        }
-        batch.put_cf(
-            self.cf(CF_STATE_VERSIONS),
-            height_key(height),
-            encode(&block.tip.state_version),
-        );
-        for ((source, sequence), inbound) in &block.inbound {
-            batch.put_cf(self.cf(CF_INBOUND), inbound_key(*source, *sequence), encode(inbound));
-            batch.put_cf(
-                self.cf(CF_INBOUND_BY_RECORD),
-                inbound.record.id().as_bytes(),
-                inbound_key(*source, *sequence),
-            );
-        }
-        for id in block.erased {
+        for id in erased {
             if let Some(stored) = self.record(id)?
                 && let Some(destination) = stored.record.destination
             {
@@ -395,7 +436,7 @@ impl Store {
                 batch.put_cf(self.cf(CF_OUTBOUND_ERASURES), k, []);
             }
         }
-        for (key, delta) in block.capital {
+        for (key, delta) in capital {
             let mut k = vec![1u8];
             k.extend_from_slice(&encode(key));
             let old: u128 = self.get_decoded(CF_TOTALS, &k, "capital total")?.unwrap_or(0);
@@ -410,8 +451,6 @@ impl Store {
                 batch.put_cf(self.cf(CF_TOTALS), &k, encode(&new));
             }
         }
-        batch.put_cf(self.cf(CF_TOTALS), [0u8], height.to_be_bytes());
-        batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
         self.write(batch)
     }
 

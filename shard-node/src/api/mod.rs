@@ -483,9 +483,11 @@ fn remember_traces(app: &AppState, outcome: &Outcome, trace: Option<(Vec<Option<
 
 fn answer(outcome: Outcome, request_hash: Hash32) -> ApiResult<Response> {
     match outcome {
-        Outcome::Sealed(receipts) => {
-            Ok(Json(SubmitResponse::from_receipts(&receipts)).into_response())
-        }
+        Outcome::Sealed(receipts) => Ok((
+            [(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"))],
+            SubmitResponse::render(&receipts),
+        )
+            .into_response()),
         Outcome::Replayed(entry) => replay(entry, request_hash),
         Outcome::Rejected(r) if r.is_forbidden() => Err(Problem::forbidden(r.to_string())),
         Outcome::Rejected(r) if r.is_conflict() => Err(Problem::conflict(r.to_string())),

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// The records, sealed together or refused together.
+    #[serde(deserialize_with = "streaming::records")]
     pub records: Vec<RecordInput>,
 }
 
@@ -179,9 +180,31 @@ impl SubmitResponse {
                 .collect(),
         }
     }
-    /// The JSON body stored for idempotent retries.
+    /// The JSON body: the answer, and what is stored for idempotent retries. Written directly
+    /// (the same bytes `serde_json` writes for [`SubmitResponse`], a test compares them): a
+    /// 1 000-record answer would otherwise allocate a `String` per id.
     pub fn render(receipts: &[Receipt]) -> Vec<u8> {
-        serde_json::to_vec(&Self::from_receipts(receipts)).unwrap_or_default()
+        use std::io::Write;
+        let mut out = Vec::with_capacity(16 + receipts.len() * 110);
+        out.extend_from_slice(b"{\"records\":[");
+        let mut hex = [0u8; 64];
+        for (i, r) in receipts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Infallible: 64 bytes for 32.
+            let _ = hex::encode_to_slice(r.id.0, &mut hex);
+            out.extend_from_slice(b"{\"id\":\"");
+            out.extend_from_slice(&hex);
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "\",\"height\":{},\"index\":{}", r.height, r.index);
+            if let Some(sequence) = r.sequence {
+                let _ = write!(out, ",\"sequence\":{sequence}");
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        out
     }
 }
 
@@ -342,4 +365,293 @@ impl RecordInput {
 /// Parses 64 hex digits.
 pub fn parse_hash(s: &str) -> Result<Hash32, hex::FromHexError> {
     Hash32::from_hex(s)
+}
+
+/// A `RecordInput` read in one pass: the derived internally tagged form buffers each record into
+/// an intermediate tree before it knows the `kind`; this reads `kind` (normally the first
+/// member) and parses `payload` straight into its type. A payload that comes before `kind` is
+/// buffered as a JSON value and converted once the kind is known. Same accepted inputs and
+/// the same errors as the derived form (the tests below compare the two).
+pub(crate) mod streaming {
+    use super::{CapitalInput, CreditInput, InformationInput, RecordInput, TalentInput};
+    use serde::Deserialize;
+    use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    /// `records`: an array of record inputs.
+    pub(crate) fn records<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RecordInput>, D::Error> {
+        struct Records;
+        impl<'de> Visitor<'de> for Records {
+            type Value = Vec<RecordInput>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // The hint comes from the input: bound what it may reserve.
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(Streamed(r)) = seq.next_element()? {
+                    out.push(r);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Records)
+    }
+
+    /// One record input, parsed by [`RecordVisitor`].
+    pub(crate) struct Streamed(pub(crate) RecordInput);
+
+    impl<'de> Deserialize<'de> for Streamed {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(RecordVisitor).map(Streamed)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier, rename_all = "snake_case")]
+    enum Field {
+        Kind,
+        Subject,
+        Payload,
+        ToCity,
+    }
+
+    #[derive(Clone, Copy, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Kind {
+        Information,
+        Capital,
+        Talent,
+        Credit,
+    }
+
+    enum Payload {
+        Information(InformationInput),
+        Capital(CapitalInput),
+        Talent(TalentInput),
+        Credit(CreditInput),
+    }
+
+    fn from_value<T: DeserializeOwned, E: de::Error>(v: serde_json::Value) -> Result<T, E> {
+        T::deserialize(v).map_err(E::custom)
+    }
+
+    impl Payload {
+        fn from_value<E: de::Error>(kind: Kind, v: serde_json::Value) -> Result<Self, E> {
+            Ok(match kind {
+                Kind::Information => Payload::Information(from_value(v)?),
+                Kind::Capital => Payload::Capital(from_value(v)?),
+                Kind::Talent => Payload::Talent(from_value(v)?),
+                Kind::Credit => Payload::Credit(from_value(v)?),
+            })
+        }
+    }
+
+    struct RecordVisitor;
+
+    impl<'de> Visitor<'de> for RecordVisitor {
+        type Value = RecordInput;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                "a record: an object with `kind`, `subject`, `payload` and optional `to_city`",
+            )
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RecordInput, A::Error> {
+            let mut kind: Option<Kind> = None;
+            let mut subject: Option<String> = None;
+            let mut to_city: Option<Option<String>> = None;
+            let mut payload: Option<Payload> = None;
+            let mut early: Option<serde_json::Value> = None;
+            while let Some(field) = map.next_key::<Field>()? {
+                match field {
+                    Field::Kind => {
+                        if kind.is_some() {
+                            return Err(de::Error::duplicate_field("kind"));
+                        }
+                        let k: Kind = map.next_value()?;
+                        kind = Some(k);
+                        if let Some(v) = early.take() {
+                            payload = Some(Payload::from_value(k, v)?);
+                        }
+                    }
+                    Field::Subject => {
+                        if subject.is_some() {
+                            return Err(de::Error::duplicate_field("subject"));
+                        }
+                        subject = Some(map.next_value()?);
+                    }
+                    Field::ToCity => {
+                        if to_city.is_some() {
+                            return Err(de::Error::duplicate_field("to_city"));
+                        }
+                        to_city = Some(map.next_value()?);
+                    }
+                    Field::Payload => {
+                        if payload.is_some() || early.is_some() {
+                            return Err(de::Error::duplicate_field("payload"));
+                        }
+                        match kind {
+                            Some(Kind::Information) => {
+                                payload = Some(Payload::Information(map.next_value()?));
+                            }
+                            Some(Kind::Capital) => {
+                                payload = Some(Payload::Capital(map.next_value()?));
+                            }
+                            Some(Kind::Talent) => {
+                                payload = Some(Payload::Talent(map.next_value()?))
+                            }
+                            Some(Kind::Credit) => {
+                                payload = Some(Payload::Credit(map.next_value()?))
+                            }
+                            None => early = Some(map.next_value()?),
+                        }
+                    }
+                }
+            }
+            if kind.is_none() {
+                return Err(de::Error::missing_field("kind"));
+            }
+            let subject = subject.ok_or_else(|| de::Error::missing_field("subject"))?;
+            let to_city = to_city.flatten();
+            Ok(match payload.ok_or_else(|| de::Error::missing_field("payload"))? {
+                Payload::Information(payload) => {
+                    RecordInput::Information { subject, payload, to_city }
+                }
+                Payload::Capital(payload) => RecordInput::Capital { subject, payload, to_city },
+                Payload::Talent(payload) => RecordInput::Talent { subject, payload, to_city },
+                Payload::Credit(payload) => RecordInput::Credit { subject, payload, to_city },
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rendered_answers_are_what_serde_writes() {
+            use crate::sealer::Receipt;
+            use urbis_core::hash::Hash32;
+            for receipts in [
+                vec![],
+                vec![Receipt { id: Hash32([7; 32]), height: 0, index: 0, sequence: None }],
+                vec![
+                    Receipt { id: Hash32([0xab; 32]), height: u64::MAX, index: 3, sequence: None },
+                    Receipt { id: Hash32([1; 32]), height: 12, index: 999, sequence: Some(42) },
+                ],
+            ] {
+                let rendered = super::super::SubmitResponse::render(&receipts);
+                let serde =
+                    serde_json::to_vec(&super::super::SubmitResponse::from_receipts(&receipts))
+                        .unwrap();
+                assert_eq!(String::from_utf8(rendered).unwrap(), String::from_utf8(serde).unwrap());
+            }
+        }
+
+        /// The streamed parse accepts what the derived internally tagged parse accepts, gives
+        /// the same value, and refuses what it refuses.
+        #[test]
+        fn streamed_and_derived_parses_agree() {
+            let s = "ab".repeat(32);
+            let cases = [
+                format!(
+                    r#"{{"kind":"information","subject":"{s}","payload":{{"dataset":"d","media_type":"text/plain","content":{{"b":1,"a":[true,null,"x"]}}}}}}"#
+                ),
+                format!(
+                    r#"{{"payload":{{"dataset":"d","media_type":"m","content":"c"}},"subject":"{s}","kind":"information","to_city":"berlin"}}"#
+                ),
+                format!(
+                    r#"{{"kind":"capital","subject":"{s}","payload":{{"asset":"EUR","amount":5,"operation":"send","from":"a","to":"b"}},"to_city":null}}"#
+                ),
+                format!(
+                    r#"{{"subject":"{s}","payload":{{"asset":"EUR","amount":5,"operation":"issue","to":"b"}},"kind":"capital"}}"#
+                ),
+                format!(
+                    r#"{{"kind":"talent","subject":"{s}","payload":{{"action":"issue","credential_id":"{s}","document":{{"n":1}}}}}}"#
+                ),
+                format!(
+                    r#"{{"kind":"talent","subject":"{s}","payload":{{"action":"revoke","credential_id":"{s}","reason_code":3}}}}"#
+                ),
+                format!(
+                    r#"{{"kind":"credit","subject":"{s}","payload":{{"report":{{"score":700}}}}}}"#
+                ),
+                format!(r#"{{"payload":{{"report":[1,2]}},"kind":"credit","subject":"{s}"}}"#),
+                // Refused: unknown kind, missing and duplicate members, unknown members at both
+                // levels, a payload of another kind's shape, wrong types.
+                format!(r#"{{"kind":"gossip","subject":"{s}","payload":{{}}}}"#),
+                format!(r#"{{"subject":"{s}","payload":{{"report":1}}}}"#),
+                r#"{"kind":"credit","payload":{"report":1}}"#.to_string(),
+                format!(r#"{{"kind":"credit","subject":"{s}"}}"#),
+                format!(
+                    r#"{{"kind":"credit","kind":"credit","subject":"{s}","payload":{{"report":1}}}}"#
+                ),
+                format!(
+                    r#"{{"kind":"credit","subject":"{s}","subject":"{s}","payload":{{"report":1}}}}"#
+                ),
+                format!(
+                    r#"{{"kind":"credit","subject":"{s}","payload":{{"report":1}},"payload":{{"report":1}}}}"#
+                ),
+                format!(
+                    r#"{{"kind":"credit","subject":"{s}","payload":{{"report":1}},"extra":1}}"#
+                ),
+                format!(
+                    r#"{{"kind":"credit","subject":"{s}","payload":{{"report":1,"extra":1}}}}"#
+                ),
+                format!(
+                    r#"{{"payload":{{"report":1,"extra":1}},"kind":"credit","subject":"{s}"}}"#
+                ),
+                format!(r#"{{"kind":"capital","subject":"{s}","payload":{{"report":1}}}}"#),
+                format!(
+                    r#"{{"kind":"capital","subject":"{s}","payload":{{"asset":"EUR","amount":-5,"operation":"issue","to":"b"}}}}"#
+                ),
+                format!(
+                    r#"{{"payload":{{"asset":"EUR","amount":"5","operation":"issue","to":"b"}},"kind":"capital","subject":"{s}"}}"#
+                ),
+                r#"{"kind":"information","subject":7,"payload":{"dataset":"d","media_type":"m","content":1}}"#
+                    .to_string(),
+                format!(
+                    r#"{{"kind":"information","subject":"{s}","to_city":5,"payload":{{"dataset":"d","media_type":"m","content":1}}}}"#
+                ),
+                r#"{"kind":1}"#.to_string(),
+                r#"[]"#.to_string(),
+                r#""information""#.to_string(),
+            ];
+            let mut accepted = 0;
+            for case in &cases {
+                let derived = serde_json::from_str::<RecordInput>(case);
+                let streamed = serde_json::from_str::<Streamed>(case).map(|s| s.0);
+                match (&derived, &streamed) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{case}");
+                        accepted += 1;
+                    }
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("{case}: derived {derived:?}, streamed {streamed:?}"),
+                }
+            }
+            assert_eq!(accepted, 8);
+        }
+
+        #[test]
+        fn a_request_reads_its_records_through_the_streamed_parse() {
+            let s = "cd".repeat(32);
+            let body = format!(
+                r#"{{"records":[{{"kind":"credit","subject":"{s}","payload":{{"report":1}}}},{{"kind":"information","subject":"{s}","payload":{{"dataset":"d","media_type":"m","content":null}}}}]}}"#
+            );
+            let request: super::super::SubmitRequest = serde_json::from_str(&body).unwrap();
+            assert_eq!(request.records.len(), 2);
+            assert!(matches!(request.records[0], RecordInput::Credit { .. }));
+            assert!(matches!(request.records[1], RecordInput::Information { .. }));
+            let bad = format!(
+                r#"{{"records":[{{"kind":"credit","subject":"{s}","payload":{{"report":1}},"x":1}}]}}"#
+            );
+            let err = serde_json::from_str::<super::super::SubmitRequest>(&bad).unwrap_err();
+            assert!(err.to_string().contains("unknown field `x`"), "{err}");
+            assert!(
+                serde_json::from_str::<super::super::SubmitRequest>(r#"{"records":{}}"#).is_err()
+            );
+        }
+    }
 }
