@@ -16,6 +16,8 @@ use urbis_benches::report;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RECORD_BYTES: usize = 300;
+/// The single-record phase's offered rate: above the 10 000 req/s goal.
+const SINGLE_OFFERED: f64 = 11_000.0;
 const BATCH: usize = 1_000;
 
 /// Raw RocksDB: synced WriteBatches of 1 000 values of 300 bytes.
@@ -259,6 +261,7 @@ fn main() {
     // Deleted before the node runs, for the same reason the batch phases' node is deleted
     // before the single-record phase.
     drop(raw_dir);
+    settle();
     println!("raw RocksDB: {raw:.0} records/s ({RECORD_BYTES} B, {BATCH}-record synced batches)");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -311,24 +314,36 @@ fn main() {
         // Its files go now: the kernel would otherwise write the gigabytes of them still in the
         // page cache back to disk during the next phase, under its synced writes.
         drop(shard._dir);
+        settle();
         // The single-record API on a fresh node, so it does not inherit the batch phases'
         // compaction debt.
         let shard = start_shard().await;
-        let (_, h, rps, ok, sent) = open_loop(&shard, 1, 10_000.0, seconds, 1 << 52).await;
+        // Offered above the goal, so that the rate acknowledged over the run and its drain
+        // can show the goal met (an open loop at exactly 10 000 req/s ends a little below it
+        // once its drain is counted).
+        let (_, h, rps, ok, sent) =
+            open_loop(&shard, 1, SINGLE_OFFERED, seconds, 1 << 52).await;
         report(
-            "single-record API at 10 000 req/s offered",
+            &format!("single-record API at {SINGLE_OFFERED:.0} req/s offered"),
             &format!(
-                "{ok} of {sent} acknowledged ({rps:.0} req/s over the run and its drain); p50 {:.1} / p99 {:.1} ms",
+                "{ok} of {sent} acknowledged, {rps:.0} req/s over the run and its drain; p50 {:.1} / p99 {:.1} ms",
                 h.value_at_quantile(0.5) as f64 / 1e3,
                 h.value_at_quantile(0.99) as f64 / 1e3
             ),
-            "10 000 req/s offered",
+            "goal 10 000 req/s",
             rps / 10_000.0,
             "≥ 10 000 req/s, p99 < 50 ms",
         );
         let _ = shard.stop.send(());
         shard.task.await.unwrap().unwrap();
     });
+}
+
+/// Lets the file system finish with the previous phase: `sync` commits the journal
+/// transaction that holds the deletion of its files, which the next phase's first fsync would
+/// otherwise wait for.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
 }
 
 /// Where a sealed record's time goes, from the sealer's phase statistics over the run, beside
