@@ -481,6 +481,54 @@ pub fn subtree_root<H: TreeHasher, E>(
     Ok(hasher.node(&left, &right))
 }
 
+/// The roots of every perfect aligned subtree of a tree, level by level (level 0: the leaf
+/// hashes): built once in O(n), it answers any leaf's inclusion proof in O(log² n) without
+/// hashing (what a page of many proofs into one block needs).
+#[derive(Clone, Debug)]
+pub struct PerfectSubtrees {
+    levels: Vec<Vec<Hash32>>,
+}
+
+impl PerfectSubtrees {
+    /// From all leaf hashes of the tree.
+    pub fn from_leaf_hashes<H: TreeHasher>(hasher: &H, leaf_hashes: &[Hash32]) -> Self {
+        let mut levels = vec![leaf_hashes.to_vec()];
+        while let Some(last) = levels.last()
+            && last.len() >= 2
+        {
+            let next = last.chunks_exact(2).map(|p| hasher.node(&p[0], &p[1])).collect();
+            levels.push(next);
+        }
+        PerfectSubtrees { levels }
+    }
+
+    /// Leaves of the tree.
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// The inclusion proof of leaf `index`; the same as [`InclusionProof::build`] from the
+    /// leaf hashes.
+    pub fn inclusion<H: TreeHasher>(
+        &self,
+        hasher: &H,
+        index: u64,
+    ) -> Result<InclusionProof, MerkleError> {
+        let mut perfect = |level: u32, i: u64| {
+            self.levels
+                .get(level as usize)
+                .and_then(|l| l.get(usize::try_from(i).ok()?))
+                .copied()
+                .ok_or(MerkleError::IndexOutOfRange { index: i, size: self.size() })
+        };
+        InclusionProof::build_from_subtrees(hasher, &mut perfect, self.size(), index).map_err(|e| {
+            match e {
+                SubtreeError::Merkle(e) | SubtreeError::Source(e) => e,
+            }
+        })
+    }
+}
+
 impl InclusionProof {
     /// Builds the proof for leaf `index` of the tree of `size` leaves from the roots of its
     /// perfect aligned subtrees (see [`subtree_root`]): O(log² n) reads, no leaves needed.
@@ -603,6 +651,30 @@ fn subproof<H: TreeHasher>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn perfect_subtrees_give_the_proofs_the_leaves_give() {
+        let tree = Blake3Tree::records();
+        for size in 1u64..=70 {
+            let leaves: Vec<Hash32> = (0..size).map(|i| tree.leaf(&i.to_le_bytes())).collect();
+            let subtrees = PerfectSubtrees::from_leaf_hashes(&tree, &leaves);
+            assert_eq!(subtrees.size(), size);
+            for index in 0..size {
+                let expected = InclusionProof::build(&tree, &leaves, index).unwrap();
+                let got = subtrees.inclusion(&tree, index).unwrap();
+                assert_eq!(got, expected, "size {size} index {index}");
+                assert!(
+                    got.verify(
+                        &tree,
+                        &leaves[index as usize],
+                        &root_from_leaf_hashes(&tree, &leaves)
+                    )
+                    .is_ok()
+                );
+            }
+            assert!(subtrees.inclusion(&tree, size).is_err());
+        }
+    }
 
     fn leaves(n: usize) -> Vec<Hash32> {
         let h = Blake3Tree::records();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use urbis_core::encoding::{decode, encode};
 use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
-use urbis_core::merkle::{Blake3Tree, InclusionProof, TreeHasher};
+use urbis_core::merkle::{Blake3Tree, PerfectSubtrees, TreeHasher};
 use urbis_core::packet::{
     Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId, PacketOutcome,
     PacketProof, TimeoutProof, verify_timeout,
@@ -416,6 +416,14 @@ pub async fn acknowledgements(
                 acknowledgements: vec![None; request.packets.len()],
             }));
         };
+        // One header and one state version for every packet asked about.
+        let header =
+            app.store.header(m).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
+        let version = app
+            .store
+            .state_version_at(m)
+            .map_err(internal)?
+            .ok_or_else(|| internal("state version missing"))?;
         let mut out = Vec::with_capacity(request.packets.len());
         for id in &request.packets {
             if id.destination != app.city {
@@ -424,11 +432,6 @@ pub async fn acknowledgements(
             }
             // Only a present acknowledgement is worth a proof (a bridge asks again and again
             // until its packets' blocks are final).
-            let version = app
-                .store
-                .state_version_at(m)
-                .map_err(internal)?
-                .ok_or_else(|| internal("state version missing"))?;
             let key = id.acknowledgement_key();
             let present = match version {
                 None => false,
@@ -442,13 +445,13 @@ pub async fn acknowledgements(
                 out.push(None);
                 continue;
             }
-            let (value, proof, header) = prove_at(&app, &key, m)?;
+            let (value, proof) = prove_in(&app, &key, version)?;
             out.push(match value {
                 None => None,
                 Some(v) => Some(AcknowledgementProof {
                     acknowledgement: decode(&v).map_err(internal)?,
                     proof,
-                    header,
+                    header: header.clone(),
                     finality: finality.clone(),
                 }),
             });
@@ -568,7 +571,17 @@ pub fn prove_at(
         .state_version_at(height)
         .map_err(internal)?
         .ok_or_else(|| internal("state version missing"))?;
-    let (value, proof) = match version {
+    let (value, proof) = prove_in(app, key, version)?;
+    Ok((value, proof, header))
+}
+
+/// A state proof of `key` in the state tree at `version` (`None`: the empty tree).
+fn prove_in(
+    app: &AppState,
+    key: &StateKey,
+    version: Option<jmt::Version>,
+) -> ApiResult<(Option<Vec<u8>>, StateProof)> {
+    Ok(match version {
         None => (None, StateProof { leaf: None, siblings: vec![] }),
         Some(v) => {
             let tree =
@@ -577,8 +590,7 @@ pub fn prove_at(
                 tree.get_with_proof(jmt::KeyHash(key.key_hash().0), v).map_err(internal)?;
             (value, StateProof::from_jmt(&p).map_err(internal)?)
         }
-    };
-    Ok((value, proof, header))
+    })
 }
 
 /// The highest header a certified beacon block crosslinked, with its finality: the latest
@@ -678,12 +690,13 @@ fn outbound_page(
         Some(v) => decode::<u64>(&v).map_err(internal)?,
     };
     let mut page = OutboundPage { packets: vec![], sent: next - 1, waiting_for_finality: None };
+    let mut blocks = PageBlocks::default();
     let mut sequence = after.saturating_add(1);
     while sequence < next && page.packets.len() < limit {
         let id = PacketId { source: app.city, destination, sequence };
         if let Some(v) = state_value(app, &id.commitment_key())? {
             let commitment: OutboundPacket = decode(&v).map_err(internal)?;
-            match packet_proof(app, sequence, &commitment)? {
+            match packet_proof(app, &mut blocks, sequence, &commitment)? {
                 Some(view) => page.packets.push(view),
                 None => {
                     page.waiting_for_finality = Some(sequence);
@@ -696,9 +709,43 @@ fn outbound_page(
     Ok(page)
 }
 
+/// What a page's packets in one block share, computed once per block: its finality proof and
+/// its records tree (a page holds hundreds of packets from a few blocks; each packet building
+/// its block's whole records tree again cost time in the square of the block's size).
+#[derive(Default)]
+struct PageBlocks {
+    by_height: std::collections::HashMap<u64, (FinalityProof, PerfectSubtrees)>,
+}
+
+impl PageBlocks {
+    /// The block's shared parts, `None` while it is not final.
+    fn get(
+        &mut self,
+        app: &AppState,
+        height: u64,
+    ) -> ApiResult<Option<&(FinalityProof, PerfectSubtrees)>> {
+        use std::collections::hash_map::Entry;
+        Ok(Some(match self.by_height.entry(height) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let Some(finality) = finality(app, height)? else { return Ok(None) };
+                let ids = app
+                    .store
+                    .block_records(height)
+                    .map_err(internal)?
+                    .ok_or_else(|| internal("block missing"))?;
+                let tree = Blake3Tree::records();
+                let leaves: Vec<Hash32> = ids.iter().map(|i| tree.leaf(i.as_bytes())).collect();
+                e.insert((finality, PerfectSubtrees::from_leaf_hashes(&tree, &leaves)))
+            }
+        }))
+    }
+}
+
 /// The packet's proof chain through its own block, once that block is final.
 fn packet_proof(
     app: &AppState,
+    blocks: &mut PageBlocks,
     sequence: u64,
     commitment: &OutboundPacket,
 ) -> ApiResult<Option<OutboundPacketView>> {
@@ -707,7 +754,12 @@ fn packet_proof(
         .record(&commitment.record_id)
         .map_err(internal)?
         .ok_or_else(|| internal("committed record missing"))?;
-    let Some(finality) = finality(app, stored.height)? else { return Ok(None) };
+    let Some((finality, records_tree)) = blocks.get(app, stored.height)? else {
+        return Ok(None);
+    };
+    let finality = finality.clone();
+    let inclusion =
+        records_tree.inclusion(&Blake3Tree::records(), stored.index).map_err(internal)?;
     let destination =
         stored.record.destination.ok_or_else(|| internal("packet without destination"))?;
     let id = PacketId { source: app.city, destination, sequence };
@@ -715,14 +767,6 @@ fn packet_proof(
     if value.as_deref() != Some(encode(commitment).as_slice()) {
         return Err(internal("commitment differs at its own block"));
     }
-    let ids = app
-        .store
-        .block_records(stored.height)
-        .map_err(internal)?
-        .ok_or_else(|| internal("block missing"))?;
-    let tree = Blake3Tree::records();
-    let leaves: Vec<Hash32> = ids.iter().map(|i| tree.leaf(i.as_bytes())).collect();
-    let inclusion = InclusionProof::build(&tree, &leaves, stored.index).map_err(internal)?;
     let payload = app
         .store
         .payload(&commitment.record_id)
