@@ -318,6 +318,9 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
     answers
 }
 
+/// The longest wait the bridge asks of its shard's acknowledgements long poll.
+const ACK_LONG_POLL_MS: u128 = 1_000;
+
 /// Hands a batch of packets to the shard and waits for their final acknowledgements.
 async fn deliver(
     bridge: &Bridge,
@@ -365,9 +368,16 @@ async fn deliver(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(bridge.config.ack_wait_ms);
     while !awaiting.is_empty() {
         let packets: Vec<PacketId> = awaiting.iter().map(|i| ids[*i].0).collect();
+        // A long poll: the shard answers when its next header is crosslinked (what makes
+        // acknowledgements final) or after the wait, instead of being asked every 50 ms.
+        let wait_ms = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_millis()
+            .min(ACK_LONG_POLL_MS);
+        let asked = tokio::time::Instant::now();
         if let Ok(r) = bridge
             .http
-            .post(format!("{shard}/v1/packets/acknowledgements"))
+            .post(format!("{shard}/v1/packets/acknowledgements?wait_ms={wait_ms}"))
             .json(&serde_json::json!({ "packets": packets }))
             .send()
             .await
@@ -387,7 +397,11 @@ async fn deliver(
         if awaiting.is_empty() || tokio::time::Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A shard that answered at once (nothing final yet and no long poll, or an error) is
+        // asked again after a pause, not in a tight loop.
+        if asked.elapsed() < Duration::from_millis(50) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     wire::Answers {
         results: results

@@ -186,7 +186,13 @@ pub struct Follower {
 }
 
 /// Runs the follower until `shutdown` fires: one task follows the beacon, one offers headers.
-pub async fn run(follower: Follower, mut shutdown: watch::Receiver<bool>) {
+/// `crosslinked` announces each new crosslinked height of this city (the API's long polls
+/// wait on it).
+pub async fn run(
+    follower: Follower,
+    crosslinked_tx: watch::Sender<Option<u64>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if follower.apis.is_empty() {
         return;
     }
@@ -209,7 +215,8 @@ pub async fn run(follower: Follower, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     };
-    let (crosslinked_tx, crosslinked_rx) = watch::channel(crosslinked);
+    crosslinked_tx.send_replace(crosslinked);
+    let crosslinked_rx = crosslinked_tx.subscribe();
     let follow = tokio::spawn(follow(follower.clone(), http.clone(), crosslinked_tx));
     let offer = tokio::spawn(offer(follower, http, crosslinked_rx));
     let _ = shutdown.wait_for(|stop| *stop).await;

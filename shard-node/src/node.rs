@@ -326,6 +326,7 @@ pub async fn run(
         last_ms: contact.clone(),
         timeout_ms: config.beacon_contact_timeout_ms,
     });
+    let (crosslinked_tx, crosslinked) = tokio::sync::watch::channel(None);
     let follower = tokio::spawn(crate::follower::run(
         crate::follower::Follower {
             apis: config.beacon_apis.iter().map(|a| a.trim_end_matches('/').to_string()).collect(),
@@ -340,6 +341,7 @@ pub async fn run(
             beacon_view: beacon_view.clone(),
             sealer: sealer.clone(),
         },
+        crosslinked_tx,
         follower_stop,
     ));
     let tokens = Tokens::open(&config.tokens_file).context("opening the token file")?;
@@ -367,6 +369,7 @@ pub async fn run(
         beacon_view,
         unsettled_from: Default::default(),
         packet_traces: Default::default(),
+        crosslinked,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

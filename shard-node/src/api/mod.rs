@@ -85,6 +85,9 @@ pub struct AppState {
     pub unsettled_from: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
     /// The trace context of recent outbound packets.
     pub packet_traces: traces::PacketTraces,
+    /// This city's latest crosslinked height, as the follower records it: what makes new
+    /// acknowledgements final (long polls wait on it).
+    pub crosslinked: tokio::sync::watch::Receiver<Option<u64>>,
 }
 
 /// The last answer of a validator to the shard's light client.

@@ -391,17 +391,34 @@ pub struct AcknowledgementsResponse {
     pub acknowledgements: Vec<Option<AcknowledgementProof>>,
 }
 
+/// Query of the acknowledgements request.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AcknowledgementsQuery {
+    /// Long poll: when none of the packets has a final acknowledgement yet, wait up to this
+    /// many milliseconds (at most 1 000) for this city's next crosslinked header before
+    /// answering. Acknowledgements become final only then, so a relay asking again sooner
+    /// gets the same answer.
+    pub wait_ms: Option<u64>,
+}
+
+/// The longest long poll of the acknowledgements request.
+const ACK_WAIT_MS_MAX: u64 = 1_000;
+
 /// At the destination: the final acknowledgement proofs of many packets, all against the
 /// latest final header.
 #[utoipa::path(post, path = "/v1/packets/acknowledgements", request_body = AcknowledgementsRequest,
+    params(AcknowledgementsQuery),
     responses((status = 200, body = AcknowledgementsResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn acknowledgements(
     State(app): State<Arc<AppState>>,
+    query: Result<Query<AcknowledgementsQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<AcknowledgementsResponse>> {
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let (_, request): (_, AcknowledgementsRequest) = json_body(body, app.limits.body_bytes_max)?;
     if request.packets.len() > app.limits.batch_reads_max {
         return Err(Problem::too_large(format!(
@@ -410,56 +427,77 @@ pub async fn acknowledgements(
             app.limits.batch_reads_max
         )));
     }
-    tokio::task::spawn_blocking(move || {
-        let Some((m, finality)) = final_height(&app)? else {
-            return Ok(Json(AcknowledgementsResponse {
-                acknowledgements: vec![None; request.packets.len()],
-            }));
-        };
-        // One header and one state version for every packet asked about.
-        let header =
-            app.store.header(m).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
-        let version = app
-            .store
-            .state_version_at(m)
-            .map_err(internal)?
-            .ok_or_else(|| internal("state version missing"))?;
-        let mut out = Vec::with_capacity(request.packets.len());
-        for id in &request.packets {
-            if id.destination != app.city {
-                out.push(None);
-                continue;
-            }
-            // Only a present acknowledgement is worth a proof (a bridge asks again and again
-            // until its packets' blocks are final).
-            let key = id.acknowledgement_key();
-            let present = match version {
-                None => false,
-                Some(v) => app
-                    .store
-                    .state_value(v, jmt::KeyHash(key.key_hash().0))
-                    .map_err(internal)?
-                    .is_some(),
-            };
-            if !present {
-                out.push(None);
-                continue;
-            }
-            let (value, proof) = prove_in(&app, &key, version)?;
-            out.push(match value {
-                None => None,
-                Some(v) => Some(AcknowledgementProof {
-                    acknowledgement: decode(&v).map_err(internal)?,
-                    proof,
-                    header: header.clone(),
-                    finality: finality.clone(),
-                }),
-            });
+    let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(ACK_WAIT_MS_MAX));
+    // Marked seen before the first look, so a crosslink between the look and the wait is not
+    // missed.
+    let mut crosslinked = app.crosslinked.clone();
+    crosslinked.mark_unchanged();
+    let request = Arc::new(request);
+    let look = || {
+        let (app, request) = (app.clone(), request.clone());
+        tokio::task::spawn_blocking(move || acknowledgement_proofs(&app, &request.packets))
+    };
+    let first = look().await.map_err(internal)??;
+    if wait.is_zero() || request.packets.is_empty() || first.iter().any(Option::is_some) {
+        return Ok(Json(AcknowledgementsResponse { acknowledgements: first }));
+    }
+    match tokio::time::timeout(wait, crosslinked.changed()).await {
+        Ok(Ok(())) => {
+            let again = look().await.map_err(internal)??;
+            Ok(Json(AcknowledgementsResponse { acknowledgements: again }))
         }
-        Ok(Json(AcknowledgementsResponse { acknowledgements: out }))
-    })
-    .await
-    .map_err(internal)?
+        // Nothing new became final within the wait (or the follower stopped).
+        _ => Ok(Json(AcknowledgementsResponse { acknowledgements: first })),
+    }
+}
+
+/// The final acknowledgement proofs of `packets` against the latest final header.
+fn acknowledgement_proofs(
+    app: &AppState,
+    packets: &[PacketId],
+) -> ApiResult<Vec<Option<AcknowledgementProof>>> {
+    let Some((m, finality)) = final_height(app)? else { return Ok(vec![None; packets.len()]) };
+    // One header and one state version for every packet asked about.
+    let header =
+        app.store.header(m).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
+    let version = app
+        .store
+        .state_version_at(m)
+        .map_err(internal)?
+        .ok_or_else(|| internal("state version missing"))?;
+    let mut out = Vec::with_capacity(packets.len());
+    for id in packets {
+        if id.destination != app.city {
+            out.push(None);
+            continue;
+        }
+        // Only a present acknowledgement is worth a proof (a bridge asks again and again
+        // until its packets' blocks are final).
+        let key = id.acknowledgement_key();
+        let present = match version {
+            None => false,
+            Some(v) => app
+                .store
+                .state_value(v, jmt::KeyHash(key.key_hash().0))
+                .map_err(internal)?
+                .is_some(),
+        };
+        if !present {
+            out.push(None);
+            continue;
+        }
+        let (value, proof) = prove_in(app, &key, version)?;
+        out.push(match value {
+            None => None,
+            Some(v) => Some(AcknowledgementProof {
+                acknowledgement: decode(&v).map_err(internal)?,
+                proof,
+                header: header.clone(),
+                finality: finality.clone(),
+            }),
+        });
+    }
+    Ok(out)
 }
 
 /// Verifies a request against the light client and, for a settlement, the shard's own
