@@ -80,8 +80,8 @@ pub struct AppState {
     pub client: Arc<std::sync::RwLock<urbis_core::light_client::LightClient>>,
     /// The highest beacon height followed durably.
     pub beacon_view: Arc<std::sync::atomic::AtomicU64>,
-    /// Per destination city: the lowest sequence that may still be unsettled (where the
-    /// metrics' scan for the oldest unsettled packet starts).
+    /// Per destination city: the lowest sequence that may still be unsettled (every one below
+    /// it is settled, for good): where outbound pages and the metrics' scan start.
     pub unsettled_from: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
     /// The trace context of recent outbound packets.
     pub packet_traces: traces::PacketTraces,

@@ -729,10 +729,23 @@ fn outbound_page(
     };
     let mut page = OutboundPage { packets: vec![], sent: next - 1, waiting_for_finality: None };
     let mut blocks = PageBlocks::default();
-    let mut sequence = after.saturating_add(1);
+    // Every sequence below the first one that may be unsettled is settled, and a settled
+    // packet never becomes unsettled again: the walk starts there, not at a relay's cursor
+    // that one slow packet holds back (each sequence is a state read).
+    let first_unsettled = app
+        .unsettled_from
+        .lock()
+        .map_err(|_| internal("lock poisoned"))?
+        .get(&destination.0)
+        .copied()
+        .unwrap_or(1);
+    let mut sequence = after.saturating_add(1).max(first_unsettled);
+    // While the walk has met only settled packets from `first_unsettled` on, it moves it.
+    let mut prefix = (sequence == first_unsettled).then_some(first_unsettled);
     while sequence < next && page.packets.len() < limit {
         let id = PacketId { source: app.city, destination, sequence };
         if let Some(v) = state_value(app, &id.commitment_key())? {
+            prefix = None;
             let commitment: OutboundPacket = decode(&v).map_err(internal)?;
             match packet_proof(app, &mut blocks, sequence, &commitment)? {
                 Some(view) => page.packets.push(view),
@@ -741,8 +754,16 @@ fn outbound_page(
                     break;
                 }
             }
+        } else if let Some(p) = &mut prefix {
+            *p = sequence + 1;
         }
         sequence += 1;
+    }
+    if let Some(p) = prefix
+        && let Ok(mut from) = app.unsettled_from.lock()
+    {
+        let hint = from.entry(destination.0).or_insert(1);
+        *hint = (*hint).max(p);
     }
     Ok(page)
 }
@@ -1455,7 +1476,9 @@ pub fn refresh_gauges(app: &AppState) {
                 Err(_) => break,
             }
         }
-        from.insert(city.id.0, sequence);
+        // The page walks move it too: never back.
+        let hint = from.entry(city.id.0).or_insert(1);
+        *hint = (*hint).max(sequence);
         let age = oldest
             .and_then(|c| app.store.record(&c.record_id).ok().flatten())
             .map_or(0.0, |r| now.saturating_sub(r.record.time_ms) as f64 / 1e3);
