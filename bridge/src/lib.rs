@@ -286,7 +286,7 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
     let mut ids = Vec::with_capacity(n);
     let mut items = Vec::with_capacity(n);
     let mut spans = Vec::with_capacity(n);
-    for d in packets {
+    for d in &packets {
         let destination = d.proof.record.destination.unwrap_or(d.proof.record.city);
         let span = tracing::info_span!(
             "deliver packet",
@@ -303,12 +303,11 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
             PacketId { source: d.proof.record.city, destination, sequence: d.proof.sequence },
             d.proof.commitment.timeout_height,
         ));
-        items.push(serde_json::json!({
-            "type": "packet",
-            "proof": d.proof,
-            "payload": d.payload,
-            "trace_context": urbis_ops::telemetry::traceparent(&span),
-        }));
+        items.push(wire::BatchItemOut::Packet {
+            proof: &d.proof,
+            payload: &d.payload,
+            trace_context: urbis_ops::telemetry::traceparent(&span),
+        });
         spans.push(span);
     }
     let answers = deliver(bridge, n, ids, items).await;
@@ -326,7 +325,7 @@ async fn deliver(
     bridge: &Bridge,
     n: usize,
     ids: Vec<(PacketId, u64)>,
-    items: Vec<serde_json::Value>,
+    items: Vec<wire::BatchItemOut<'_>>,
 ) -> wire::Answers {
     let pending = |detail: String| wire::Answers {
         results: (0..n).map(|_| Response::Pending { detail: detail.clone() }).collect(),
@@ -335,7 +334,7 @@ async fn deliver(
     let answer = match bridge
         .http
         .post(format!("{shard}/v1/packets/batch"))
-        .json(&serde_json::json!({ "items": items }))
+        .json(&wire::BatchRequestOut { items })
         .send()
         .await
     {
@@ -749,15 +748,15 @@ async fn settle(
     let mut settled = vec![(false, "pending"); n];
     let mut items = Vec::new();
     let mut positions = Vec::new();
-    for (i, (id, answer)) in ids.iter().zip(answers).enumerate() {
+    for (i, (id, answer)) in ids.iter().zip(&answers).enumerate() {
         let trace = &traces[i];
         let item = match answer {
-            Response::Acknowledged { proof } => serde_json::json!({
-                "type": "acknowledgement", "packet": id, "proof": proof, "trace_context": trace,
-            }),
-            Response::TimedOut { proof } => serde_json::json!({
-                "type": "timeout", "packet": id, "proof": proof, "trace_context": trace,
-            }),
+            Response::Acknowledged { proof } => {
+                wire::BatchItemOut::Acknowledgement { packet: id, proof, trace_context: trace }
+            }
+            Response::TimedOut { proof } => {
+                wire::BatchItemOut::Timeout { packet: id, proof, trace_context: trace }
+            }
             Response::Pending { detail } => {
                 tracing::debug!(packet = %id, %detail, "packet pending at the destination");
                 count("pending", 1);
@@ -778,7 +777,7 @@ async fn settle(
         return settled;
     }
     let url = format!("{}/v1/packets/batch", bridge.config.shard_api.trim_end_matches('/'));
-    match bridge.http.post(&url).json(&serde_json::json!({ "items": items })).send().await {
+    match bridge.http.post(&url).json(&wire::BatchRequestOut { items }).send().await {
         Ok(r) if r.status().is_success() => match r.json::<wire::BatchAnswer>().await {
             Ok(answer) if answer.results.len() == positions.len() => {
                 for (i, item) in positions.into_iter().zip(answer.results) {

@@ -2,7 +2,7 @@
 //! bidirectional stream), and the parts of the shard API a bridge reads.
 
 use serde::{Deserialize, Serialize};
-use urbis_core::packet::{AcknowledgementProof, PacketProof, TimeoutProof};
+use urbis_core::packet::{AcknowledgementProof, PacketId, PacketProof, TimeoutProof};
 
 /// A source bridge's request to a destination bridge.
 #[derive(Debug, Serialize, Deserialize)]
@@ -169,4 +169,45 @@ pub struct StateProofView {
     pub present: bool,
     /// The proof.
     pub proof: urbis_core::proof::ProofDocument,
+}
+
+/// One item of the shard's `POST /v1/packets/batch`, borrowing what it carries: written
+/// straight from the parsed proofs, without building a JSON value tree of each first.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BatchItemOut<'a> {
+    /// A packet addressed to the shard's city.
+    Packet {
+        /// The packet and its proof chain.
+        proof: &'a PacketProof,
+        /// Its off-chain payload.
+        payload: &'a Option<serde_json::Value>,
+        /// The relay's `traceparent`.
+        trace_context: Option<String>,
+    },
+    /// The destination's acknowledgement of a packet the shard's city sent.
+    Acknowledgement {
+        /// The packet.
+        packet: &'a PacketId,
+        /// The acknowledgement and its proof chain.
+        proof: &'a AcknowledgementProof,
+        /// The relay's `traceparent`.
+        trace_context: &'a Option<String>,
+    },
+    /// The proof that a packet the shard's city sent timed out unreceived.
+    Timeout {
+        /// The packet.
+        packet: &'a PacketId,
+        /// The receipt's absence and its proof chain.
+        proof: &'a TimeoutProof,
+        /// The relay's `traceparent`.
+        trace_context: &'a Option<String>,
+    },
+}
+
+/// The shard's `POST /v1/packets/batch` body.
+#[derive(Debug, Serialize)]
+pub struct BatchRequestOut<'a> {
+    /// The items, answered in order.
+    pub items: Vec<BatchItemOut<'a>>,
 }
