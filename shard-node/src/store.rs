@@ -51,7 +51,13 @@ const CF_OUTBOUND_ERASURES: &str = "outbound_erasures";
 /// source `u32 BE`. A copy that arrives later (a delivery that was in flight, or a relay that
 /// held it back) is not kept.
 const CF_ERASED_INBOUND: &str = "erased_inbound";
-const ALL_CFS: [&str; 18] = [
+/// Each state key's newest value, written in the same batch as the versioned value: key hash
+/// → `version u64 BE ‖ borsh(Option<value>)`. A read at or above that version (almost every
+/// read: the tip's state) is one point lookup instead of a backward seek through
+/// `jmt_values`; an older read, or a key last written before this index existed, seeks.
+const CF_JMT_LATEST: &str = "jmt_latest";
+const ALL_CFS: [&str; 19] = [
+    CF_JMT_LATEST,
     CF_ERASED_INBOUND,
     CF_INBOUND_BY_RECORD,
     CF_OUTBOUND_ERASURES,
@@ -238,6 +244,13 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf = Options::default();
+            if *name == CF_JMT_NODES || *name == CF_JMT_LATEST {
+                // Point lookups only: Bloom filters skip the tables without the key.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                table.set_cache_index_and_filter_blocks(true);
+                cf.set_block_based_table_factory(&table);
+            }
             if *name == CF_RECORDS {
                 // Every submitted record is looked up (duplicate check) and almost always
                 // missing: whole-key Bloom filters answer that without reading table blocks.
@@ -356,12 +369,7 @@ impl Store {
             batch.put_cf(self.cf(CF_PAYLOADS), id.as_bytes(), encode(payload));
         }
         if let Some(nodes) = block.state_nodes {
-            for (key, node) in nodes.nodes() {
-                batch.put_cf(self.cf(CF_JMT_NODES), encode(key), encode(node));
-            }
-            for ((version, key_hash), value) in nodes.values() {
-                batch.put_cf(self.cf(CF_JMT_VALUES), value_key(key_hash, *version), encode(value));
-            }
+            self.put_state(&mut batch, nodes);
         }
         for (service, key, entry) in block.idempotency {
             batch.put_cf(self.cf(CF_IDEMPOTENCY), idempotency_key(service, key), encode(entry));
@@ -388,6 +396,23 @@ impl Store {
         batch.put_cf(self.cf(CF_TOTALS), [0u8], height.to_be_bytes());
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
         BlockBatch { batch, height }
+    }
+
+    /// A state-tree batch's nodes and values, and each value's key in the newest-value index.
+    fn put_state(&self, batch: &mut WriteBatch, nodes: &NodeBatch) {
+        for (key, node) in nodes.nodes() {
+            batch.put_cf(self.cf(CF_JMT_NODES), encode(key), encode(node));
+        }
+        // In (version, key) order: where a batch holds two versions of a key, the newer one is
+        // put last and is what the index keeps.
+        for ((version, key_hash), value) in nodes.values() {
+            let encoded = encode(value);
+            let mut latest = Vec::with_capacity(8 + encoded.len());
+            latest.extend_from_slice(&version.to_be_bytes());
+            latest.extend_from_slice(&encoded);
+            batch.put_cf(self.cf(CF_JMT_VALUES), value_key(key_hash, *version), encoded);
+            batch.put_cf(self.cf(CF_JMT_LATEST), key_hash.0, latest);
+        }
     }
 
     /// Writes one sealed block atomically and durably (sync): its [`Store::block_batch`] and
@@ -726,6 +751,18 @@ impl Store {
         version: Version,
         key_hash: KeyHash,
     ) -> Result<Option<OwnedValue>, StoreError> {
+        if let Some(latest) = self.db.get_pinned_cf(self.cf(CF_JMT_LATEST), key_hash.0)? {
+            let (at, value) = latest
+                .split_at_checked(8)
+                .ok_or(StoreError::Corrupt { what: "latest state value" })?;
+            let at = u64::from_be_bytes(
+                at.try_into().map_err(|_| StoreError::Corrupt { what: "latest state value" })?,
+            );
+            if at <= version {
+                // The key's newest version is at or below `version`: it is the answer.
+                return decode(value).map_err(|_| StoreError::Corrupt { what: "state value" });
+            }
+        }
         let seek = value_key(&key_hash, version);
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_JMT_VALUES));
         iter.seek_for_prev(seek);
@@ -791,5 +828,50 @@ impl TreeReader for Store {
 
     fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
         anyhow::bail!("state-tree restore is not supported by the shard store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// State reads answer the same whether they take the newest-value index or seek: at every
+    /// version, for keys written before and after the index existed, and for deleted keys.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn state_reads_see_each_version_through_the_index_or_the_seek() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (k1, k2, old) = (KeyHash([1; 32]), KeyHash([2; 32]), KeyHash([3; 32]));
+        // A key written as a store from before the index would have it: the value only.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(CF_JMT_VALUES), value_key(&old, 0), encode(&Some(b"o".to_vec())));
+        store.write(batch).unwrap();
+        let sets: [Vec<(KeyHash, Option<Vec<u8>>)>; 3] = [
+            vec![(k1, Some(b"a".to_vec()))],
+            vec![(k1, Some(b"b".to_vec())), (k2, Some(b"c".to_vec()))],
+            vec![(k1, None)],
+        ];
+        for (version, set) in sets.into_iter().enumerate() {
+            let tree = jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&store);
+            let (_, update) = tree.put_value_set(set, version as u64).unwrap();
+            let mut batch = WriteBatch::default();
+            store.put_state(&mut batch, &update.node_batch);
+            store.write(batch).unwrap();
+        }
+        let read = |k: KeyHash, v: u64| store.state_value(v, k).unwrap();
+        assert_eq!(read(k1, 0), Some(b"a".to_vec()));
+        assert_eq!(read(k1, 1), Some(b"b".to_vec()));
+        assert_eq!(read(k1, 2), None);
+        assert_eq!(read(k1, 9), None);
+        assert_eq!(read(k2, 0), None);
+        assert_eq!(read(k2, 1), Some(b"c".to_vec()));
+        assert_eq!(read(k2, 9), Some(b"c".to_vec()));
+        assert_eq!(read(old, 0), Some(b"o".to_vec()));
+        assert_eq!(read(old, 9), Some(b"o".to_vec()));
+        assert_eq!(read(KeyHash([4; 32]), 9), None);
+        // The index holds each key's newest version.
+        let latest = store.db.get_cf(store.cf(CF_JMT_LATEST), k1.0).unwrap().unwrap();
+        assert_eq!(latest[..8], 2u64.to_be_bytes());
     }
 }
