@@ -587,7 +587,7 @@ impl Prepared {
     }
 
     /// Builds the block's `WriteBatch` (all but what the writer reads from the store).
-    fn build_batch(&mut self, store: &Store) {
+    fn build_batch(&mut self, store: &Store) -> crate::store::BlockBatch {
         let mut watch = Stopwatch::start();
         let encoded: Vec<&[u8]> =
             self.accepted.iter().flat_map(|(s, _)| s.encoded.iter().map(Vec::as_slice)).collect();
@@ -608,8 +608,8 @@ impl Prepared {
         // What the batch holds a copy of is not needed again.
         self.payloads = Vec::new();
         self.inbound = Vec::new();
-        self.batch = Some(batch);
         watch.lap(&STATS.batch_ns);
+        batch
     }
 
     /// Answers every submission of the block with a failure.
@@ -650,7 +650,7 @@ fn seal_block(
     let mut answers = Vec::new();
     let mut prepared = prepare(parts, state, batch, writing.pending.as_ref(), &mut answers);
     if let Ok(Some(p)) = &mut prepared {
-        p.build_batch(&parts.store);
+        p.batch = Some(p.build_batch(&parts.store));
     }
     // Refusals and replays may rest on the block in flight (a duplicate of one of its records,
     // a packet it received): they are answered only once that block is durable.
@@ -922,10 +922,10 @@ fn commit(
     let mut watch = Stopwatch::start();
     let height = block.height;
     let written = (|| -> Result<(), String> {
-        if block.batch.is_none() {
-            block.build_batch(store);
-        }
-        let batch = block.batch.take().ok_or("no batch")?;
+        let batch = match block.batch.take() {
+            Some(batch) => batch,
+            None => block.build_batch(store),
+        };
         store
             .write_block(batch, &block.erased, &block.erase_inbound, &block.capital)
             .map_err(|e| e.to_string())?;

@@ -458,13 +458,7 @@ fn acknowledgement_proofs(
 ) -> ApiResult<Vec<Option<AcknowledgementProof>>> {
     let Some((m, finality)) = final_height(app)? else { return Ok(vec![None; packets.len()]) };
     // One header and one state version for every packet asked about.
-    let header =
-        app.store.header(m).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
-    let version = app
-        .store
-        .state_version_at(m)
-        .map_err(internal)?
-        .ok_or_else(|| internal("state version missing"))?;
+    let (header, version) = sealed_at(app, m)?;
     let mut out = Vec::with_capacity(packets.len());
     for id in packets {
         if id.destination != app.city {
@@ -602,6 +596,13 @@ pub fn prove_at(
     key: &StateKey,
     height: u64,
 ) -> ApiResult<(Option<Vec<u8>>, StateProof, SignedShardHeader)> {
+    let (header, version) = sealed_at(app, height)?;
+    let (value, proof) = prove_in(app, key, version)?;
+    Ok((value, proof, header))
+}
+
+/// The sealed header at `height` and the state tree's version after its block.
+fn sealed_at(app: &AppState, height: u64) -> ApiResult<(SignedShardHeader, Option<jmt::Version>)> {
     let header =
         app.store.header(height).map_err(internal)?.ok_or_else(|| internal("header missing"))?;
     let version = app
@@ -609,8 +610,7 @@ pub fn prove_at(
         .state_version_at(height)
         .map_err(internal)?
         .ok_or_else(|| internal("state version missing"))?;
-    let (value, proof) = prove_in(app, key, version)?;
-    Ok((value, proof, header))
+    Ok((header, version))
 }
 
 /// A state proof of `key` in the state tree at `version` (`None`: the empty tree).
