@@ -11,8 +11,9 @@
 
 use crate::ledger::{self, BlockBuilder, Rejection, StateView};
 use crate::store::{BlockWrite, IdempotencyEntry, Store, StoreError, StoredPayload, Tip};
-use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader};
+use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -307,10 +308,98 @@ impl Pending {
     }
 }
 
-/// The store as the block being sealed sees it: the pending block's effects over it.
+/// The part of the state tree the sealer keeps in memory: the nodes it wrote or read and each
+/// key's newest value it wrote, so that the next blocks' rules and tree updates rarely reach
+/// RocksDB (every update reads the path from the root down, and a packet's commitment is read
+/// back when it settles, a few blocks after it was written).
+///
+/// Never wrong: a node never changes under its key (version and path), and the sealer is the
+/// only writer of state, so the newest value it wrote is the value at the tip. Nodes the tree
+/// marks stale leave at once (only the tip's tree is read here). Two generations bound the
+/// memory: when the newer one is full it becomes the older one, and an entry found in the
+/// older one moves back into the newer one, so the paths every block walks stay.
+pub(crate) struct HotState {
+    nodes: [HashMap<NodeKey, Node>; 2],
+    values: [HashMap<KeyHash, Option<OwnedValue>>; 2],
+    limits: (usize, usize),
+}
+
+impl HotState {
+    /// Entries per generation: about 30 MB of nodes (internal nodes are the larger) and a few
+    /// MB of values at most.
+    const NODES: usize = 32_768;
+    const VALUES: usize = 65_536;
+
+    pub(crate) fn new() -> Self {
+        Self::with_limits(Self::NODES, Self::VALUES)
+    }
+
+    fn with_limits(nodes: usize, values: usize) -> Self {
+        HotState {
+            nodes: [HashMap::new(), HashMap::new()],
+            values: [HashMap::new(), HashMap::new()],
+            limits: (nodes, values),
+        }
+    }
+
+    fn node(&mut self, key: &NodeKey) -> Option<Node> {
+        if let Some(n) = self.nodes[0].get(key) {
+            return Some(n.clone());
+        }
+        let n = self.nodes[1].remove(key)?;
+        self.put_node(key.clone(), n.clone());
+        Some(n)
+    }
+
+    fn put_node(&mut self, key: NodeKey, node: Node) {
+        if self.nodes[0].len() >= self.limits.0 {
+            self.nodes[1] = std::mem::take(&mut self.nodes[0]);
+        }
+        self.nodes[1].remove(&key);
+        self.nodes[0].insert(key, node);
+    }
+
+    fn value(&mut self, key: &KeyHash) -> Option<Option<OwnedValue>> {
+        if let Some(v) = self.values[0].get(key) {
+            return Some(v.clone());
+        }
+        let v = self.values[1].remove(key)?;
+        self.put_value(*key, v.clone());
+        Some(v)
+    }
+
+    fn put_value(&mut self, key: KeyHash, value: Option<OwnedValue>) {
+        if self.values[0].len() >= self.limits.1 {
+            self.values[1] = std::mem::take(&mut self.values[0]);
+        }
+        // An older value must not outlive this one in the older generation.
+        self.values[1].remove(&key);
+        self.values[0].insert(key, value);
+    }
+
+    /// What a sealed block changed: its new nodes, the nodes it made stale, its values.
+    fn apply(&mut self, update: &TreeUpdateBatch) {
+        for stale in &update.stale_node_index_batch {
+            for generation in &mut self.nodes {
+                generation.remove(&stale.node_key);
+            }
+        }
+        for (key, node) in update.node_batch.nodes() {
+            self.put_node(key.clone(), node.clone());
+        }
+        for ((_, key), value) in update.node_batch.values() {
+            // A key is written once per version: this is its newest value.
+            self.put_value(*key, value.clone());
+        }
+    }
+}
+
+/// The store as the block being sealed sees it: the pending block's effects and the sealer's
+/// hot state over it.
 struct View<'a> {
     store: &'a Store,
     pending: Option<&'a Pending>,
+    hot: &'a RefCell<HotState>,
     version: Option<u64>,
     newest_record_ms: Option<u64>,
 }
@@ -319,6 +408,10 @@ impl StateView for View<'_> {
     fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
         let Some(v) = self.version else { return Ok(None) };
         let key_hash = KeyHash(key.key_hash().0);
+        // The hot state holds the newest values; the pending block's are among them.
+        if let Some(value) = self.hot.borrow_mut().value(&key_hash) {
+            return Ok(value);
+        }
         if let Some(value) = self.pending.and_then(|p| p.value(v, key_hash)) {
             return Ok(value);
         }
@@ -347,12 +440,20 @@ impl StateView for View<'_> {
 
 impl TreeReader for View<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(node) = self.hot.borrow_mut().node(node_key) {
+            return Ok(Some(node));
+        }
         if let Some((_, batch)) = self.pending.and_then(|p| p.nodes.as_ref())
             && let Some(node) = batch.nodes().get(node_key)
         {
             return Ok(Some(node.clone()));
         }
-        self.store.get_node_option(node_key)
+        let node = self.store.get_node_option(node_key)?;
+        if let Some(n @ Node::Internal(_)) = &node {
+            // Internal nodes are on every path; leaves mostly are read once.
+            self.hot.borrow_mut().put_node(node_key.clone(), n.clone());
+        }
+        Ok(node)
     }
 
     fn get_value_option(
@@ -414,7 +515,7 @@ pub fn start(
                 return;
             };
             let mut writing = Writing { tx: write_tx, done: done_rx, pending: None };
-            let mut state = SealState { tip, history };
+            let mut state = SealState { tip, history, hot: RefCell::new(HotState::new()) };
             let mut fatal = false;
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
@@ -510,6 +611,7 @@ impl Drop for PanicGuard {
 struct SealState {
     tip: Option<Tip>,
     history: Frontier,
+    hot: RefCell<HotState>,
 }
 
 /// The sealer's side of the writer: the block in flight, if any.
@@ -706,6 +808,7 @@ fn prepare(
     let view = View {
         store: &parts.store,
         pending,
+        hot: &state.hot,
         version,
         newest_record_ms: Some(state.tip.map_or(0, |t| t.newest_record_ms)),
     };
@@ -826,6 +929,8 @@ fn prepare(
             let tree = JellyfishMerkleTree::<_, StateHasher>::new(&view);
             let set = writes.iter().map(|(k, v)| (KeyHash(k.key_hash().0), v.clone()));
             let (root, batch) = tree.put_value_set(set, next).map_err(|e| e.to_string())?;
+            // Nothing after this point fails: the block becomes the tip (or sealing stops).
+            state.hot.borrow_mut().apply(&batch);
             Ok((Hash32(root.0), Some((next, batch.node_batch)), Some(next)))
         }
     })();
@@ -984,4 +1089,118 @@ fn receipts(ids: &[Hash32], indexes: &[(u64, Option<u64>)], height: u64) -> Vec<
         .zip(indexes)
         .map(|(id, (i, sequence))| Receipt { id: *id, height, index: *i, sequence: *sequence })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A tree store in memory, read through a hot state the way the sealer's view reads the
+    /// store through one.
+    #[derive(Default)]
+    struct Memory {
+        nodes: HashMap<NodeKey, Node>,
+        values: BTreeMap<(KeyHash, Version), Option<OwnedValue>>,
+    }
+
+    impl TreeReader for Memory {
+        fn get_node_option(&self, key: &NodeKey) -> anyhow::Result<Option<Node>> {
+            Ok(self.nodes.get(key).cloned())
+        }
+        fn get_value_option(
+            &self,
+            max: Version,
+            key: KeyHash,
+        ) -> anyhow::Result<Option<OwnedValue>> {
+            Ok(self.values.range((key, 0)..=(key, max)).next_back().and_then(|(_, v)| v.clone()))
+        }
+        fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+            anyhow::bail!("not used")
+        }
+    }
+
+    struct Through<'a> {
+        memory: &'a Memory,
+        hot: &'a RefCell<HotState>,
+    }
+
+    impl TreeReader for Through<'_> {
+        fn get_node_option(&self, key: &NodeKey) -> anyhow::Result<Option<Node>> {
+            if let Some(n) = self.hot.borrow_mut().node(key) {
+                return Ok(Some(n));
+            }
+            let n = self.memory.get_node_option(key)?;
+            if let Some(n @ Node::Internal(_)) = &n {
+                self.hot.borrow_mut().put_node(key.clone(), n.clone());
+            }
+            Ok(n)
+        }
+        fn get_value_option(
+            &self,
+            max: Version,
+            key: KeyHash,
+        ) -> anyhow::Result<Option<OwnedValue>> {
+            self.memory.get_value_option(max, key)
+        }
+        fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+            anyhow::bail!("not used")
+        }
+    }
+
+    /// Updates computed through a hot state far smaller than the tree (so both generations
+    /// turn over many times, and stale nodes leave) give the roots and values computed from
+    /// the store alone, version after version, through inserts, updates and deletions.
+    #[test]
+    fn updates_through_the_hot_state_match_the_store_alone() {
+        let hot = RefCell::new(HotState::with_limits(40, 16));
+        let mut memory = Memory::default();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let key = |n: u64| KeyHash(*blake3::hash(&n.to_le_bytes()).as_bytes());
+        for version in 0..300u64 {
+            let mut set = BTreeMap::new();
+            for _ in 0..1 + next() % 12 {
+                let k = key(next() % 400);
+                let v = (next() % 5 != 0).then(|| next().to_le_bytes().to_vec());
+                set.insert(k, v);
+            }
+            let through = Through { memory: &memory, hot: &hot };
+            let (root, batch) = JellyfishMerkleTree::<_, StateHasher>::new(&through)
+                .put_value_set(set.clone(), version)
+                .unwrap();
+            let (plain_root, plain) = JellyfishMerkleTree::<_, StateHasher>::new(&memory)
+                .put_value_set(set.clone(), version)
+                .unwrap();
+            assert_eq!(root, plain_root, "version {version}");
+            assert_eq!(batch.node_batch, plain.node_batch, "version {version}");
+            hot.borrow_mut().apply(&batch);
+            for (k, v) in &set {
+                assert_eq!(hot.borrow_mut().value(k), Some(v.clone()), "version {version}");
+            }
+            for (k, n) in batch.node_batch.nodes() {
+                memory.nodes.insert(k.clone(), n.clone());
+            }
+            for ((v, k), value) in batch.node_batch.values() {
+                memory.values.insert((*k, *v), value.clone());
+            }
+            let h = hot.borrow();
+            assert!(
+                h.nodes.iter().all(|g| g.len() <= 40) && h.values.iter().all(|g| g.len() <= 16)
+            );
+            // Only nodes of the newest tree stay.
+            for stale in &batch.stale_node_index_batch {
+                assert!(h.nodes.iter().all(|g| !g.contains_key(&stale.node_key)));
+            }
+            // Every value the hot state holds is the newest one.
+            for (k, v) in h.values.iter().flat_map(|g| g.iter()) {
+                assert_eq!(v, &memory.get_value_option(version, *k).unwrap());
+            }
+        }
+    }
 }

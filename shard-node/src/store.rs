@@ -251,6 +251,12 @@ impl Store {
                 table.set_cache_index_and_filter_blocks(true);
                 cf.set_block_based_table_factory(&table);
             }
+            if *name == CF_JMT_LATEST {
+                // Most keys a block reads are new (a new subject, a first receipt): the
+                // memtable's Bloom filter answers that without searching its skip list.
+                cf.set_memtable_whole_key_filtering(true);
+                cf.set_memtable_prefix_bloom_ratio(0.1);
+            }
             if *name == CF_RECORDS {
                 // Every submitted record is looked up (duplicate check) and almost always
                 // missing: whole-key Bloom filters answer that without reading table blocks.
