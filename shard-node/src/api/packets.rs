@@ -740,12 +740,11 @@ fn outbound_page(
         .copied()
         .unwrap_or(1);
     let mut sequence = after.saturating_add(1).max(first_unsettled);
-    // While the walk has met only settled packets from `first_unsettled` on, it moves it.
-    let mut prefix = (sequence == first_unsettled).then_some(first_unsettled);
+    let mut prefix = SettledPrefix::new(sequence, first_unsettled);
     while sequence < next && page.packets.len() < limit {
         let id = PacketId { source: app.city, destination, sequence };
         if let Some(v) = state_value(app, &id.commitment_key())? {
-            prefix = None;
+            prefix.unsettled();
             let commitment: OutboundPacket = decode(&v).map_err(internal)?;
             match packet_proof(app, &mut blocks, sequence, &commitment)? {
                 Some(view) => page.packets.push(view),
@@ -754,18 +753,48 @@ fn outbound_page(
                     break;
                 }
             }
-        } else if let Some(p) = &mut prefix {
-            *p = sequence + 1;
+        } else {
+            prefix.settled(sequence);
         }
         sequence += 1;
     }
-    if let Some(p) = prefix
+    if let Some(p) = prefix.mark()
         && let Ok(mut from) = app.unsettled_from.lock()
     {
         let hint = from.entry(destination.0).or_insert(1);
         *hint = (*hint).max(p);
     }
     Ok(page)
+}
+
+/// Where a walk over a channel's sequences leaves the first-unsettled mark: a walk that starts
+/// at the mark moves it past each settled packet until it meets the first unsettled one, where
+/// the mark stays; a walk that starts elsewhere says nothing about it.
+struct SettledPrefix {
+    mark: Option<u64>,
+    moving: bool,
+}
+
+impl SettledPrefix {
+    fn new(start: u64, mark: u64) -> Self {
+        SettledPrefix { mark: (start == mark).then_some(mark), moving: start == mark }
+    }
+
+    fn settled(&mut self, sequence: u64) {
+        if self.moving
+            && let Some(m) = &mut self.mark
+        {
+            *m = sequence + 1;
+        }
+    }
+
+    fn unsettled(&mut self) {
+        self.moving = false;
+    }
+
+    fn mark(&self) -> Option<u64> {
+        self.mark
+    }
 }
 
 /// What a page's packets in one block share, computed once per block: its finality proof and
@@ -1483,5 +1512,28 @@ pub fn refresh_gauges(app: &AppState) {
             .and_then(|c| app.store.record(&c.record_id).ok().flatten())
             .map_or(0.0, |r| now.saturating_sub(r.record.time_ms) as f64 / 1e3);
         app.metrics.oldest_unsettled.get_or_create(&label).set(age);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SettledPrefix;
+
+    /// Sequences 1–4 settled, 5 unsettled, 6 settled: a walk from the mark leaves it at 5 (the
+    /// first packet still unsettled), however far it goes on; a walk from elsewhere leaves it.
+    #[test]
+    fn the_mark_stops_at_the_first_unsettled_packet() {
+        let settled = |s: u64| s != 5;
+        let walk = |start: u64, mark: u64, end: u64| {
+            let mut p = SettledPrefix::new(start, mark);
+            for s in start..end {
+                if settled(s) { p.settled(s) } else { p.unsettled() }
+            }
+            p.mark()
+        };
+        assert_eq!(walk(1, 1, 8), Some(5));
+        assert_eq!(walk(1, 1, 4), Some(4));
+        assert_eq!(walk(5, 5, 8), Some(5));
+        assert_eq!(walk(6, 1, 8), None);
     }
 }
