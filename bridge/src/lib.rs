@@ -30,7 +30,7 @@ pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
 /// Most packets in one batch (the shard's outbound page).
 pub const OUTBOUND_BATCH_MAX: usize = 256;
 /// Batches in flight at once per destination.
-const BATCHES_IN_FLIGHT: usize = 16;
+const BATCHES_IN_FLIGHT: usize = 64;
 
 /// A bridge's configuration (`bridge.toml`, every setting overridable as `URBIS_*`).
 #[derive(Clone, Debug, Deserialize)]
@@ -534,6 +534,8 @@ async fn outbound(
     let state = Arc::new(std::sync::Mutex::new(Flight::default()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut scan_after: Option<u64> = None;
+    // Whether the last pages came back full: then the next ones are asked for side by side.
+    let mut backlog = false;
     loop {
         if *stop.borrow() {
             tasks.abort_all();
@@ -565,27 +567,9 @@ async fn outbound(
             continue;
         }
         let after = scan_after.unwrap_or(advanced).max(advanced);
-        let url = format!(
-            "{}/v1/packets/outbound?destination={destination}&after={after}&limit={OUTBOUND_BATCH_MAX}",
-            bridge.config.shard_api.trim_end_matches('/')
-        );
-        let page = match bridge.http.get(&url).send().await {
-            Ok(r) if r.status().is_success() => match r.json::<wire::OutboundPage>().await {
-                Ok(page) => Some(page),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the shard's outbound page does not parse");
-                    None
-                }
-            },
-            Ok(r) => {
-                tracing::debug!(status = %r.status(), "the shard refused the outbound page");
-                None
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "own shard unreachable");
-                None
-            }
-        };
+        let page =
+            outbound_pages(&bridge, &destination, after, if backlog { PAGES_AHEAD } else { 1 })
+                .await;
         let Some(page) = page else {
             let _ = tokio::time::timeout(poll * 5, stop.changed()).await;
             continue;
@@ -595,6 +579,7 @@ async fn outbound(
             page.packets.into_iter().filter(|p| !f.in_flight.contains(&p.sequence)).collect()
         };
         if fresh.is_empty() {
+            backlog = false;
             if !tasks.is_empty() {
                 // Batches are in flight: look past them, and rescan from the cursor only once
                 // they are done (so a packet they left unsettled is sent again).
@@ -618,6 +603,7 @@ async fn outbound(
             continue;
         }
         scan_after = fresh.last().map(|p| p.sequence);
+        backlog = fresh.len() >= OUTBOUND_BATCH_MAX;
         {
             let mut f = state.lock().unwrap_or_else(|e| e.into_inner());
             f.in_flight.extend(fresh.iter().map(|p| p.sequence));
@@ -628,27 +614,102 @@ async fn outbound(
             let label = metrics::ChannelLabel { destination: destination.clone() };
             bridge.metrics.in_flight.get_or_create(&label).set(f.in_flight.len() as i64);
         }
-        let bridge = bridge.clone();
-        let destination = destination.clone();
-        let address = address.clone();
-        let state = state.clone();
-        tasks.spawn(async move {
-            let sequences: Vec<u64> = fresh.iter().map(|p| p.sequence).collect();
-            let settled = relay(&bridge, &destination, &address, fresh).await;
-            let mut f = state.lock().unwrap_or_else(|e| e.into_inner());
-            for (sequence, done) in sequences.into_iter().zip(settled) {
-                f.in_flight.remove(&sequence);
-                if done {
-                    f.settled.insert(sequence);
-                    f.first_seen.remove(&sequence);
+        let mut fresh = fresh.into_iter().peekable();
+        while fresh.peek().is_some() {
+            let batch: Vec<wire::OutboundPacketView> =
+                fresh.by_ref().take(OUTBOUND_BATCH_MAX).collect();
+            let bridge = bridge.clone();
+            let destination = destination.clone();
+            let address = address.clone();
+            let state = state.clone();
+            tasks.spawn(async move {
+                let sequences: Vec<u64> = batch.iter().map(|p| p.sequence).collect();
+                let settled = relay(&bridge, &destination, &address, batch).await;
+                let mut f = state.lock().unwrap_or_else(|e| e.into_inner());
+                for (sequence, done) in sequences.into_iter().zip(settled) {
+                    f.in_flight.remove(&sequence);
+                    if done {
+                        f.settled.insert(sequence);
+                        f.first_seen.remove(&sequence);
+                    }
                 }
-            }
-            let label = metrics::ChannelLabel { destination: destination.clone() };
-            bridge.metrics.in_flight.get_or_create(&label).set(f.in_flight.len() as i64);
-            let oldest = f.first_seen.values().min().map_or(0.0, |t| t.elapsed().as_secs_f64());
-            bridge.metrics.oldest_unsettled.get_or_create(&label).set(oldest);
+                let label = metrics::ChannelLabel { destination: destination.clone() };
+                bridge.metrics.in_flight.get_or_create(&label).set(f.in_flight.len() as i64);
+                let oldest = f.first_seen.values().min().map_or(0.0, |t| t.elapsed().as_secs_f64());
+                bridge.metrics.oldest_unsettled.get_or_create(&label).set(oldest);
+            });
+        }
+    }
+}
+
+/// Pages asked for at once while a backlog lasts, each starting `OUTBOUND_BATCH_MAX`
+/// sequences after the one before: the shard builds them side by side instead of the bridge
+/// waiting for one page before asking for the next.
+const PAGES_AHEAD: u64 = 4;
+
+/// The shard's final unsettled packets after `after`, from `pages` pages asked for at once
+/// and merged in sequence order (pages that overlap, where settled packets left gaps, give
+/// each packet once); `None` when the first page could not be read.
+async fn outbound_pages(
+    bridge: &Arc<Bridge>,
+    destination: &str,
+    after: u64,
+    pages: u64,
+) -> Option<wire::OutboundPage> {
+    let mut set = tokio::task::JoinSet::new();
+    for k in 0..pages {
+        let url = format!(
+            "{}/v1/packets/outbound?destination={destination}&after={}&limit={OUTBOUND_BATCH_MAX}",
+            bridge.config.shard_api.trim_end_matches('/'),
+            after.saturating_add(k * OUTBOUND_BATCH_MAX as u64),
+        );
+        let http = bridge.http.clone();
+        set.spawn(async move {
+            let page = match http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => match r.json::<wire::OutboundPage>().await {
+                    Ok(page) => Some(page),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the shard's outbound page does not parse");
+                        None
+                    }
+                },
+                Ok(r) => {
+                    tracing::debug!(status = %r.status(), "the shard refused the outbound page");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "own shard unreachable");
+                    None
+                }
+            };
+            (k, page)
         });
     }
+    let mut got: Vec<(u64, wire::OutboundPage)> = Vec::new();
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok((k, Some(page))) => got.push((k, page)),
+            Ok((0, None)) => return None,
+            Ok(_) => {}
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return None,
+        }
+    }
+    got.sort_by_key(|(k, _)| *k);
+    let mut pages = got.into_iter().map(|(_, p)| p);
+    let mut merged = pages.next()?;
+    for page in pages {
+        merged.sent = merged.sent.max(page.sent);
+        merged.waiting_for_finality = match (merged.waiting_for_finality, page.waiting_for_finality)
+        {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        merged.packets.extend(page.packets);
+    }
+    merged.packets.sort_by_key(|p| p.sequence);
+    merged.packets.dedup_by_key(|p| p.sequence);
+    Some(merged)
 }
 
 /// What the batches of one destination are doing.

@@ -188,14 +188,27 @@ fn main() {
     let verify_following = rate(&following);
 
     // 2. Throughput: a burst from A to B, until every packet is settled at A.
+    // Four clients submit the burst in requests of 500, as the ingest phase below does: one
+    // client waiting for each block to be durable would bound the rate by its round trip.
     let start_seq = n;
     let started = Instant::now();
-    let mut sent = 0;
-    while sent < burst {
-        let k = (burst - sent).min(500);
-        submit(&a, (0..k).map(|i| info(start_seq + sent + i + 1, Some(&bn))).collect());
-        sent += k;
-    }
+    let requests: Vec<(u64, u64)> =
+        (0..burst).step_by(500).map(|first| (first, (burst - first).min(500))).collect();
+    let next_request = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let i = next_request.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&(first, k)) = requests.get(i) else { break };
+                    submit(
+                        &a,
+                        (0..k).map(|j| info(start_seq + first + j + 1, Some(&bn))).collect(),
+                    );
+                }
+            });
+        }
+    });
     let submitted = started.elapsed();
     let total_sent = sequence + burst;
     let deadline = Instant::now() + Duration::from_secs(600);
