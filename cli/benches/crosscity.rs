@@ -53,6 +53,23 @@ impl Drop for Devnet {
     }
 }
 
+/// CPU time (user + system) the process has used so far, from `/proc` (Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    Some(ticks / hz)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -77,6 +94,7 @@ fn main() {
         .stderr(std::fs::File::create(dir.path().join("devnet.log")).unwrap())
         .spawn()
         .unwrap();
+    let devnet_pid = child.id();
     let _devnet = Devnet(child);
     let manifest = dir.path().join("devnet.json");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -191,6 +209,7 @@ fn main() {
     // Four clients submit the burst in requests of 500, as the ingest phase below does: one
     // client waiting for each block to be durable would bound the rate by its round trip.
     let start_seq = n;
+    let cpu_before_burst = cpu_seconds(devnet_pid);
     let started = Instant::now();
     let requests: Vec<(u64, u64)> =
         (0..burst).step_by(500).map(|first| (first, (burst - first).min(500))).collect();
@@ -229,9 +248,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let settled = started.elapsed();
+    let cpu_burst = cpu_seconds(devnet_pid).zip(cpu_before_burst).map(|(a, b)| a - b);
     let packets_per_s = burst as f64 / settled.as_secs_f64();
 
     // 3a. B's own durable ingest through its batch API, four clients.
+    let cpu_before_ingest = cpu_seconds(devnet_pid);
     let stop_at = Instant::now() + Duration::from_secs(seconds);
     let records: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)
@@ -257,6 +278,7 @@ fn main() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     let ingest = records as f64 / seconds as f64;
+    let cpu_ingest = cpu_seconds(devnet_pid).zip(cpu_before_ingest).map(|(a, b)| a - b);
 
     println!(
         "RESULT | cross-city latency, acknowledged in A → received in B ({} packets) | p50 {} ms, p99 {} ms | goal p50 < 1000 ms, p99 < 2000 ms |",
@@ -272,6 +294,19 @@ fn main() {
         ingest,
         packets_per_s / ingest
     );
+    // What a packet costs the devnet beside what a record of B's ingest costs it: where the
+    // cores are the limit, the ratio cannot exceed their quotient (times the cores each phase
+    // could use).
+    if let (Some(p), Some(r)) = (cpu_burst, cpu_ingest) {
+        let per_packet = p / burst as f64 * 1e6;
+        let per_record = r / records as f64 * 1e6;
+        println!(
+            "RESULT | devnet CPU (user + system, all its threads) | {per_packet:.0} µs per packet in the burst ({:.2} cores busy), {per_record:.0} µs per record of B's ingest ({:.2} cores busy) | record/packet cost ratio {:.3} |",
+            p / settled.as_secs_f64(),
+            r / seconds as f64,
+            per_record / per_packet
+        );
+    }
     println!(
         "RESULT | packet proof verification, one core | {verify_fresh:.0} packets/s with an unseen beacon block (one pairing), {verify_following:.0} packets/s through a followed one | — |"
     );

@@ -319,8 +319,8 @@ impl Pending {
 /// memory: when the newer one is full it becomes the older one, and an entry found in the
 /// older one moves back into the newer one, so the paths every block walks stay.
 pub(crate) struct HotState {
-    nodes: [HashMap<NodeKey, Node>; 2],
-    values: [HashMap<KeyHash, Option<OwnedValue>>; 2],
+    nodes: [ahash::AHashMap<NodeKey, Node>; 2],
+    values: [ahash::AHashMap<KeyHash, Option<OwnedValue>>; 2],
     limits: (usize, usize),
 }
 
@@ -335,11 +335,7 @@ impl HotState {
     }
 
     fn with_limits(nodes: usize, values: usize) -> Self {
-        HotState {
-            nodes: [HashMap::new(), HashMap::new()],
-            values: [HashMap::new(), HashMap::new()],
-            limits: (nodes, values),
-        }
+        HotState { nodes: Default::default(), values: Default::default(), limits: (nodes, values) }
     }
 
     fn node(&mut self, key: &NodeKey) -> Option<Node> {
