@@ -325,9 +325,10 @@ pub(crate) struct HotState {
 }
 
 impl HotState {
-    /// Entries per generation: about 30 MB of nodes (internal nodes are the larger) and a few
-    /// MB of values at most.
-    const NODES: usize = 32_768;
+    /// Entries per generation. An internal node takes about 1.1 KB (its 16 child slots), so
+    /// both generations of nodes hold under 40 MB, and of values about 15 MB; the top three
+    /// levels of the tree (4 369 internal nodes), which every block walks, fit many times.
+    const NODES: usize = 16_384;
     const VALUES: usize = 65_536;
 
     pub(crate) fn new() -> Self {
