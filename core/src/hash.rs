@@ -54,7 +54,10 @@ impl From<[u8; 32]> for Hash32 {
 
 impl Serialize for Hash32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        // Hex on the stack: proofs hold hundreds of hashes, each was an allocation.
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut hex).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(std::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
     }
 }
 

@@ -6,6 +6,7 @@
 //! Labels here are route templates, methods and status codes, never a raw path.
 
 pub mod exposition;
+pub mod tagged;
 pub mod telemetry;
 
 use axum::http::{HeaderMap, HeaderValue, header};

@@ -41,7 +41,7 @@ pub struct CarriedPayload {
 }
 
 /// What a relay hands the shard.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PacketRequest {
     /// A packet addressed to this city.
@@ -82,6 +82,67 @@ pub enum PacketRequest {
         #[serde(default)]
         trace_context: Option<String>,
     },
+}
+
+// Read tag first (`urbis_ops::tagged`): a batch of proofs is not buffered into a value tree
+// before it is read. The JSON accepted is what the derived form (and the schema) describe.
+impl urbis_ops::tagged::TagFirst for PacketRequest {
+    const EXPECTING: &'static str = "a packet, acknowledgement or timeout";
+
+    fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Packet {
+            proof: Box<PacketProof>,
+            payload: Option<CarriedPayload>,
+            #[serde(default)]
+            trace_context: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Settle<P> {
+            proof: Box<P>,
+            packet: PacketId,
+            #[serde(default)]
+            trace_context: Option<String>,
+        }
+        Ok(match tag {
+            "packet" => {
+                let p = Packet::deserialize(rest)?;
+                PacketRequest::Packet {
+                    proof: p.proof,
+                    payload: p.payload,
+                    trace_context: p.trace_context,
+                }
+            }
+            "acknowledgement" => {
+                let a = Settle::<AcknowledgementProof>::deserialize(rest)?;
+                PacketRequest::Acknowledgement {
+                    proof: a.proof,
+                    packet: a.packet,
+                    trace_context: a.trace_context,
+                }
+            }
+            "timeout" => {
+                let t = Settle::<TimeoutProof>::deserialize(rest)?;
+                PacketRequest::Timeout {
+                    proof: t.proof,
+                    packet: t.packet,
+                    trace_context: t.trace_context,
+                }
+            }
+            other => {
+                return Err(serde::de::Error::unknown_variant(
+                    other,
+                    &["packet", "acknowledgement", "timeout"],
+                ));
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for PacketRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        urbis_ops::tagged::deserialize(d)
+    }
 }
 
 impl PacketRequest {
