@@ -2,13 +2,19 @@
 //! before it accepts a packet and a source makes before it settles one.
 //!
 //! A record submitted with a destination becomes an outbound packet in its source shard's
-//! state (`PacketCommitment{source, destination, sequence}` → [`OutboundPacket`]). The
-//! destination accepts it only with a [`PacketProof`] that reaches a beacon block certified
-//! under the destination's own light client, writes a receipt and an [`Acknowledgement`]
-//! under its own `state_root`, and the source settles the packet with an
-//! [`AcknowledgementProof`] or, once the destination's certified view passed the timeout, a
-//! [`TimeoutProof`] of the receipt's absence. Every key is built here from
-//! `(source, destination, sequence)`; nothing a relay says is taken on trust.
+//! state (`PacketCommitment{source, destination, sequence}` →
+//! [`CommitmentState::Unsettled`]). The destination accepts it only with a [`PacketProof`]
+//! that reaches a beacon block certified under the destination's own light client, writes a
+//! [`Receipt`] holding its [`Acknowledgement`] under its own `state_root`, and the source
+//! settles the packet with an [`AcknowledgementProof`] or, once the destination's certified
+//! view passed the timeout, a [`TimeoutProof`] of the receipt's absence, overwriting the
+//! commitment with [`CommitmentState::Settled`]. Every key and every expected value is built
+//! here from `(source, destination, sequence)` and the caller's own commitment; nothing a
+//! relay says is taken on trust.
+//!
+//! One key per packet on each side: the source's commitment becomes its outcome in place, and
+//! the destination's receipt carries the acknowledgement, so a packet costs the state tree
+//! three leaf writes in all (send, receive, settle).
 
 use crate::encoding::encode;
 use crate::genesis::ValidGenesis;
@@ -49,7 +55,7 @@ pub struct PacketId {
 }
 
 impl PacketId {
-    /// The source's commitment key.
+    /// The source's key: its commitment while unsettled, then its outcome.
     pub fn commitment_key(&self) -> StateKey {
         StateKey::PacketCommitment {
             source: self.source,
@@ -57,25 +63,9 @@ impl PacketId {
             sequence: self.sequence,
         }
     }
-    /// The destination's receipt key.
+    /// The destination's receipt key (the receipt holds the acknowledgement).
     pub fn receipt_key(&self) -> StateKey {
         StateKey::PacketReceipt {
-            source: self.source,
-            destination: self.destination,
-            sequence: self.sequence,
-        }
-    }
-    /// The destination's acknowledgement key.
-    pub fn acknowledgement_key(&self) -> StateKey {
-        StateKey::PacketAcknowledgement {
-            source: self.source,
-            destination: self.destination,
-            sequence: self.sequence,
-        }
-    }
-    /// The source's settlement key.
-    pub fn outcome_key(&self) -> StateKey {
-        StateKey::PacketOutcome {
             source: self.source,
             destination: self.destination,
             sequence: self.sequence,
@@ -89,7 +79,7 @@ impl std::fmt::Display for PacketId {
     }
 }
 
-/// The value under `PacketCommitment`: which record travels, and until when.
+/// A packet's commitment while it is unsettled: which record travels, and until when.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
@@ -129,7 +119,7 @@ impl AckError {
     }
 }
 
-/// The value under `PacketAcknowledgement` at the destination.
+/// The destination's answer to a packet, kept in its [`Receipt`].
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
@@ -141,7 +131,7 @@ pub enum Acknowledgement {
     Error(AckError),
 }
 
-/// The value under `PacketOutcome` at the source: how the packet ended.
+/// How a packet ended at its source ([`CommitmentState::Settled`]).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
@@ -164,6 +154,32 @@ pub enum PacketOutcome {
         /// Source height that settled it.
         height: u64,
     },
+}
+
+/// The value under `PacketCommitment{source, destination, sequence}` at the source: the
+/// commitment while the packet is unsettled, overwritten in place by its outcome when it is
+/// settled (once: a settled packet is never settled again).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(tag = "state", content = "value", rename_all = "snake_case")]
+pub enum CommitmentState {
+    /// Sent and not settled yet.
+    Unsettled(OutboundPacket),
+    /// Settled: acknowledged, or refunded after an error or a timeout.
+    Settled(PacketOutcome),
+}
+
+/// The value under `PacketReceipt{source, destination, sequence}` at the destination: which
+/// record was received, and the answer the destination gave in the same block.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Receipt {
+    /// The received record's id.
+    pub record_id: Hash32,
+    /// The acknowledgement written with the receipt.
+    pub acknowledgement: Acknowledgement,
 }
 
 /// A packet as it travels: the record, the commitment, both proven against one sealed source
@@ -191,7 +207,7 @@ pub struct PacketProof {
 pub struct AcknowledgementProof {
     /// The acknowledgement.
     pub acknowledgement: Acknowledgement,
-    /// Membership under header D's `state_root`.
+    /// Membership of the receipt holding it under header D's `state_root`.
     pub proof: StateProof,
     /// Destination header D, sealed.
     pub header: SignedShardHeader,
@@ -251,7 +267,7 @@ pub enum PacketError {
         /// Id of the carried record.
         carried: Hash32,
     },
-    /// The acknowledgement is not in the destination's state as claimed.
+    /// The receipt holding the acknowledgement is not in the destination's state as claimed.
     #[error("acknowledgement path: {0}")]
     AcknowledgementPath(StateProofError),
     /// The receipt's absence is not proven (for example, the receipt is present).
@@ -356,7 +372,11 @@ pub fn verify_packet_with(
     }
     let id = PacketId { source, destination, sequence: p.sequence };
     p.commitment_proof
-        .verify(&header.state_root, &id.commitment_key(), Some(&encode(&p.commitment)))
+        .verify(
+            &header.state_root,
+            &id.commitment_key(),
+            Some(&encode(&CommitmentState::Unsettled(p.commitment))),
+        )
         .map_err(PacketError::CommitmentPath)?;
     let record_id = verify_record_inclusion(
         &p.record,
@@ -381,15 +401,18 @@ pub fn verify_packet_with(
     })
 }
 
-/// Checks the destination's acknowledgement of `packet`; returns it with the certified beacon
+/// Checks the destination's acknowledgement of `packet`, which carried the record
+/// `record_id` (from the source's own commitment, never from the proof): the destination's
+/// receipt of that record holding that acknowledgement. Returns it with the certified beacon
 /// height that covers it.
 pub fn verify_acknowledgement(
     genesis: &ValidGenesis,
     client: &LightClient,
     packet: &PacketId,
+    record_id: &Hash32,
     p: &AcknowledgementProof,
 ) -> Result<(Acknowledgement, u64), PacketError> {
-    verify_acknowledgement_with(genesis, client, packet, p, &mut ChainCache::default())
+    verify_acknowledgement_with(genesis, client, packet, record_id, p, &mut ChainCache::default())
 }
 
 /// [`verify_acknowledgement`], reusing the header checks `cache` already made.
@@ -397,6 +420,7 @@ pub fn verify_acknowledgement_with(
     genesis: &ValidGenesis,
     client: &LightClient,
     packet: &PacketId,
+    record_id: &Hash32,
     p: &AcknowledgementProof,
     cache: &mut ChainCache,
 ) -> Result<(Acknowledgement, u64), PacketError> {
@@ -404,12 +428,9 @@ pub fn verify_acknowledgement_with(
     if header.city != packet.destination {
         return Err(PacketError::WrongCity { expected: packet.destination, actual: header.city });
     }
+    let receipt = Receipt { record_id: *record_id, acknowledgement: p.acknowledgement };
     p.proof
-        .verify(
-            &header.state_root,
-            &packet.acknowledgement_key(),
-            Some(&encode(&p.acknowledgement)),
-        )
+        .verify(&header.state_root, &packet.receipt_key(), Some(&encode(&receipt)))
         .map_err(PacketError::AcknowledgementPath)?;
     let beacon_height = cache.check(genesis, client, &p.header, &p.finality)?;
     Ok((p.acknowledgement, beacon_height))

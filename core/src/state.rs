@@ -74,7 +74,8 @@ pub enum StateKey {
         /// Credential id.
         credential_id: Hash32,
     },
-    /// An outbound packet's commitment.
+    /// An outbound packet at its source (value: [`crate::packet::CommitmentState`]: unsettled
+    /// with its commitment, then how it ended).
     PacketCommitment {
         /// Source city.
         source: CityId,
@@ -83,17 +84,9 @@ pub enum StateKey {
         /// Sequence.
         sequence: u64,
     },
-    /// Receipt of an inbound packet.
+    /// Receipt of an inbound packet, with the destination's answer (value:
+    /// [`crate::packet::Receipt`]).
     PacketReceipt {
-        /// Source city.
-        source: CityId,
-        /// Destination city.
-        destination: CityId,
-        /// Sequence.
-        sequence: u64,
-    },
-    /// Acknowledgement of an inbound packet.
-    PacketAcknowledgement {
         /// Source city.
         source: CityId,
         /// Destination city.
@@ -121,15 +114,6 @@ pub enum StateKey {
     /// The highest certified beacon height the shard had followed when it sealed the block
     /// (value: `u64`). Timeouts are judged against it, at the destination and in timeout proofs.
     BeaconView,
-    /// How an outbound packet ended at its source (value: [`crate::packet::PacketOutcome`]).
-    PacketOutcome {
-        /// Source city.
-        source: CityId,
-        /// Destination city.
-        destination: CityId,
-        /// Sequence.
-        sequence: u64,
-    },
     /// Packets from a city are refused here: two validly sealed headers of that city at one
     /// height were seen (value: the evidence, [`crate::crosslink::ShardEquivocation`]).
     FrozenChannel {

@@ -9,7 +9,8 @@ use urbis_core::hash::{Domain, Hash32};
 use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader};
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher, root_from_leaf_hashes};
 use urbis_core::packet::{
-    AckError, Acknowledgement, OutboundPacket, PacketId, PacketOutcome, VerifiedPacket,
+    AckError, Acknowledgement, CommitmentState, OutboundPacket, PacketId, PacketOutcome, Receipt,
+    VerifiedPacket,
 };
 use urbis_core::record::{CapitalOperation, CityId, Record, RecordBody, TalentPayload};
 use urbis_core::state::{ErasureNote, StateKey};
@@ -437,8 +438,8 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         } else {
             self.credit_received(&p.record, id.source, overlay)?
         };
-        Self::put(overlay, id.receipt_key(), Some(encode(&p.record_id)));
-        Self::put(overlay, id.acknowledgement_key(), Some(encode(&ack)));
+        let receipt = Receipt { record_id: p.record_id, acknowledgement: ack };
+        Self::put(overlay, id.receipt_key(), Some(encode(&receipt)));
         Ok(ack)
     }
 
@@ -478,7 +479,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         Ok(Acknowledgement::Success)
     }
 
-    /// Settles an outbound packet once: deletes its commitment, writes its outcome, and
+    /// Settles an outbound packet once: overwrites its commitment with its outcome, and
     /// refunds a capital send that did not arrive.
     /// Returns the capital (asset, amount) that was in flight.
     fn settle(
@@ -489,14 +490,12 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     ) -> Result<Option<(String, u128)>, Rejection> {
         let id = *id;
         let Some(bytes) = self.read(overlay, &id.commitment_key())? else {
-            return Err(if self.read(overlay, &id.outcome_key())?.is_some() {
-                Rejection::PacketSettled { id }
-            } else {
-                Rejection::UnknownPacket { id }
-            });
+            return Err(Rejection::UnknownPacket { id });
         };
-        let commitment: OutboundPacket =
-            decode(&bytes).map_err(|e| Rejection::State(e.to_string()))?;
+        let commitment = match decode(&bytes).map_err(|e| Rejection::State(e.to_string()))? {
+            CommitmentState::Unsettled(c) => c,
+            CommitmentState::Settled(_) => return Err(Rejection::PacketSettled { id }),
+        };
         let record = self
             .view
             .record(&commitment.record_id)
@@ -533,8 +532,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                 Self::put(overlay, back, Some(encode(&new)));
             }
         }
-        Self::put(overlay, id.commitment_key(), None);
-        Self::put(overlay, id.outcome_key(), Some(encode(&outcome)));
+        Self::put(overlay, id.commitment_key(), Some(encode(&CommitmentState::Settled(outcome))));
         Ok(settled)
     }
 
@@ -765,7 +763,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         Self::put(
             overlay,
             StateKey::PacketCommitment { source: self.city, destination, sequence },
-            Some(encode(&commitment)),
+            Some(encode(&CommitmentState::Unsettled(commitment))),
         );
         Self::put(overlay, seq_key, Some(encode(&sequence.saturating_add(1))));
         self.sequence = Some(sequence);

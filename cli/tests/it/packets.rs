@@ -186,11 +186,12 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
         let verified: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(verified["level"], "final", "{verified}");
-        // The receipt names the record that was sent.
+        // The receipt names the record that was sent, with B's answer.
         let receipt_value = at_b["proof"]["value"].as_str().unwrap();
-        let id: urbis_core::hash::Hash32 =
+        let receipt: urbis_core::packet::Receipt =
             urbis_core::encoding::decode(&hex::decode(receipt_value).unwrap()).unwrap();
-        assert_eq!(id.to_hex(), r["id"].as_str().unwrap());
+        assert_eq!(receipt.record_id.to_hex(), r["id"].as_str().unwrap());
+        assert_eq!(receipt.acknowledgement, urbis_core::packet::Acknowledgement::Success);
         // And the source holds the acknowledgement: settled exactly once.
         wait_packet(&client, a, &path, "acknowledged in A", |v| v["state"] == "acknowledged");
         // The sent record itself verifies offline at level final in its source city.
@@ -425,7 +426,12 @@ fn packet_from_another_federation() -> Value {
     shard.seal(
         &federation,
         vec![record],
-        &[(id.commitment_key(), Some(urbis_core::encoding::encode(&commitment)))],
+        &[(
+            id.commitment_key(),
+            Some(urbis_core::encoding::encode(
+                &urbis_core::packet::CommitmentState::Unsettled(commitment),
+            )),
+        )],
     );
     beacon.produce(
         &federation,

@@ -7,8 +7,9 @@ use urbis_core::hash::Hash32;
 use urbis_core::light_client::{LightClient, LightClientError};
 use urbis_core::merkle::{InclusionProof, MerkleError};
 use urbis_core::packet::{
-    AckError, Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId,
-    PacketProof, TimeoutProof, verify_acknowledgement, verify_packet, verify_timeout,
+    AckError, Acknowledgement, AcknowledgementProof, CommitmentState, OutboundPacket, PacketError,
+    PacketId, PacketProof, Receipt, TimeoutProof, verify_acknowledgement,
+    verify_packet, verify_timeout,
 };
 use urbis_core::proof::ProofError;
 use urbis_core::record::{CityId, Record};
@@ -53,15 +54,23 @@ fn pair_in(federation: Federation) -> Pair {
     let writes: Vec<_> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| (id(i as u64 + 1).commitment_key(), Some(encode(&commitment(r)))))
+        .map(|(i, r)| {
+            let value = CommitmentState::Unsettled(commitment(r));
+            (id(i as u64 + 1).commitment_key(), Some(encode(&value)))
+        })
         .collect();
     a.seal(&federation, records.clone(), &writes);
     b.seal(
         &federation,
         vec![],
         &[
-            (id(1).receipt_key(), Some(encode(&records[0].id()))),
-            (id(1).acknowledgement_key(), Some(encode(&Acknowledgement::Success))),
+            (
+                id(1).receipt_key(),
+                Some(encode(&Receipt {
+                    record_id: records[0].id(),
+                    acknowledgement: Acknowledgement::Success,
+                })),
+            ),
             (StateKey::BeaconView, Some(encode(&1u64))),
         ],
     );
@@ -110,7 +119,7 @@ impl Pair {
     }
 
     fn ack(&self) -> AcknowledgementProof {
-        let (_, proof) = self.b_state(&id(1).acknowledgement_key());
+        let (_, proof) = self.b_state(&id(1).receipt_key());
         AcknowledgementProof {
             acknowledgement: Acknowledgement::Success,
             proof,
@@ -143,7 +152,7 @@ fn an_honest_packet_its_acknowledgement_and_a_timeout_verify() {
     assert_eq!((v.timeout_height, v.source_height, v.beacon_height), (TIMEOUT, 0, 1));
     assert_eq!(verify_packet(g, &c, B, &p.packet(2)).unwrap().id, id(2));
     assert_eq!(
-        verify_acknowledgement(g, &c, &id(1), &p.ack()).unwrap(),
+        verify_acknowledgement(g, &c, &id(1), &p.records[0].id(), &p.ack()).unwrap(),
         (Acknowledgement::Success, 2)
     );
     // Sequence 2 was never received, and B's header 1 has view 3 and is covered by block 3.
@@ -310,20 +319,27 @@ fn threat_a_forged_acknowledgement_is_refused() {
     // transfer).
     let mut a = p.ack();
     a.acknowledgement = Acknowledgement::Error(AckError::UnknownAsset);
+    let (r1, r2) = (p.records[0].id(), p.records[1].id());
     assert!(matches!(
-        verify_acknowledgement(g, &c, &id(1), &a).unwrap_err(),
+        verify_acknowledgement(g, &c, &id(1), &r1, &a).unwrap_err(),
         PacketError::AcknowledgementPath(_)
     ));
     // Sequence 1's acknowledgement claimed for sequence 2.
     assert!(matches!(
-        verify_acknowledgement(g, &c, &id(2), &p.ack()).unwrap_err(),
+        verify_acknowledgement(g, &c, &id(2), &r2, &p.ack()).unwrap_err(),
         PacketError::AcknowledgementPath(_)
+    ));
+    // The receipt is of another record than the one the source committed to under this
+    // sequence: the record id comes from the source's commitment, not from the proof.
+    assert!(matches!(
+        verify_acknowledgement(g, &c, &id(1), &r2, &p.ack()).unwrap_err(),
+        PacketError::AcknowledgementPath(StateProofError::ValueMismatch)
     ));
     // Not final: a finality proof whose crosslink names another header.
     let mut a = p.ack();
     a.finality.crosslink.path.push(Hash32::ZERO);
     assert!(matches!(
-        verify_acknowledgement(g, &c, &id(1), &a).unwrap_err(),
+        verify_acknowledgement(g, &c, &id(1), &r1, &a).unwrap_err(),
         PacketError::Proof(ProofError::CrosslinkPath(_))
     ));
 }

@@ -19,8 +19,8 @@ use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, PerfectSubtrees, TreeHasher};
 use urbis_core::packet::{
-    Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId, PacketOutcome,
-    PacketProof, TimeoutProof, verify_timeout,
+    Acknowledgement, AcknowledgementProof, CommitmentState, OutboundPacket, PacketError, PacketId,
+    PacketOutcome, PacketProof, Receipt, TimeoutProof, verify_timeout,
 };
 use urbis_core::proof::{FinalityProof, StateFactProof};
 use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
@@ -526,9 +526,9 @@ fn acknowledgement_proofs(
             out.push(None);
             continue;
         }
-        // Only a present acknowledgement is worth a proof (a bridge asks again and again
-        // until its packets' blocks are final).
-        let key = id.acknowledgement_key();
+        // Only a present receipt is worth a proof (a bridge asks again and again until its
+        // packets' blocks are final).
+        let key = id.receipt_key();
         let present = match version {
             None => false,
             Some(v) => app
@@ -545,7 +545,7 @@ fn acknowledgement_proofs(
         out.push(match value {
             None => None,
             Some(v) => Some(AcknowledgementProof {
-                acknowledgement: decode(&v).map_err(internal)?,
+                acknowledgement: decode::<Receipt>(&v).map_err(internal)?.acknowledgement,
                 proof,
                 header: header.clone(),
                 finality: finality.clone(),
@@ -597,11 +597,13 @@ fn check(
             Ok((PacketOp::Receive(Box::new(v)), stored))
         }
         PacketRequest::Acknowledgement { proof, packet, .. } => {
-            own_packet(app, &packet)?;
+            // The receipt must name the record this city committed to, not one a relay names.
+            let commitment = own_packet(app, &packet)?;
             let (acknowledgement, _) = urbis_core::packet::verify_acknowledgement_with(
                 &app.genesis,
                 &client,
                 &packet,
+                &commitment.record_id,
                 &proof,
                 cache,
             )
@@ -626,12 +628,14 @@ fn own_packet(app: &AppState, packet: &PacketId) -> ApiResult<OutboundPacket> {
         )));
     }
     match state_value(app, &packet.commitment_key())? {
-        Some(v) => decode(&v).map_err(internal),
-        None if state_value(app, &packet.outcome_key())?.is_some() => Err(Problem::new(
-            axum::http::StatusCode::CONFLICT,
-            "packet-settled",
-            format!("packet {packet} is already settled"),
-        )),
+        Some(v) => match decode(&v).map_err(internal)? {
+            CommitmentState::Unsettled(c) => Ok(c),
+            CommitmentState::Settled(_) => Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "packet-settled",
+                format!("packet {packet} is already settled"),
+            )),
+        },
         None => Err(Problem::not_found(format!("no outbound packet {packet}"))),
     }
 }
@@ -804,9 +808,15 @@ fn outbound_page(
     let mut prefix = SettledPrefix::new(sequence, first_unsettled);
     while sequence < next && page.packets.len() < limit {
         let id = PacketId { source: app.city, destination, sequence };
-        if let Some(v) = state_value(app, &id.commitment_key())? {
+        let unsettled = match state_value(app, &id.commitment_key())? {
+            Some(v) => match decode(&v).map_err(internal)? {
+                CommitmentState::Unsettled(c) => Some(c),
+                CommitmentState::Settled(_) => None,
+            },
+            None => None,
+        };
+        if let Some(commitment) = unsettled {
             prefix.unsettled();
-            let commitment: OutboundPacket = decode(&v).map_err(internal)?;
             match packet_proof(app, &mut blocks, sequence, &commitment)? {
                 Some(view) => page.packets.push(view),
                 None => {
@@ -913,7 +923,7 @@ fn packet_proof(
         stored.record.destination.ok_or_else(|| internal("packet without destination"))?;
     let id = PacketId { source: app.city, destination, sequence };
     let (value, commitment_proof, header) = prove_at(app, &id.commitment_key(), stored.height)?;
-    if value.as_deref() != Some(encode(commitment).as_slice()) {
+    if value.as_deref() != Some(encode(&CommitmentState::Unsettled(*commitment)).as_slice()) {
         return Err(internal("commitment differs at its own block"));
     }
     let payload = app
@@ -991,13 +1001,16 @@ pub async fn packet_status(
 
 /// A state fact at the latest final header, or else at the tip.
 fn best_fact(app: &AppState, key: &StateKey) -> ApiResult<StateFactProof> {
+    let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
+    let (value, proof, header) = prove_at(app, key, tip.height)?;
+    // The final fact only while it still shows the newest value (a commitment becomes its
+    // outcome in place: a final commitment must not hide a newer settlement).
     if let Some(f) = final_state(app, key)?
         && f.value.is_some()
+        && f.value == value
     {
         return Ok(f);
     }
-    let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
-    let (value, proof, header) = prove_at(app, key, tip.height)?;
     Ok(StateFactProof { key: key.clone(), value, proof, header, finality: None })
 }
 
@@ -1027,40 +1040,42 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
     };
     let fact = if id.source == app.city {
         s.side = "source".into();
-        if state_value(app, &id.outcome_key())?.is_some() {
-            let fact = best_fact(app, &id.outcome_key())?;
-            let outcome: PacketOutcome =
-                decode(fact.value.as_deref().unwrap_or_default()).map_err(internal)?;
-            s.state = match outcome {
-                PacketOutcome::Acknowledged { .. } => "acknowledged",
-                PacketOutcome::ErrorAcknowledged { .. } => "error_acknowledged",
-                PacketOutcome::TimedOut { .. } => "refunded",
-            }
-            .into();
-            s.outcome = Some(outcome);
-            fact
-        } else if let Some(v) = state_value(app, &id.commitment_key())? {
-            let commitment: OutboundPacket = decode(&v).map_err(internal)?;
-            let view = app.beacon_view.load(std::sync::atomic::Ordering::Acquire);
-            s.state = if view >= commitment.timeout_height { "timed_out" } else { "sent" }.into();
-            s.timeout_height = Some(commitment.timeout_height);
-            best_fact(app, &id.commitment_key())?
-        } else {
+        if state_value(app, &id.commitment_key())?.is_none() {
             return Err(Problem::not_found(format!("no packet {id} was sent")));
         }
+        // The fact and the state it shows come from one read, so they always agree.
+        let fact = best_fact(app, &id.commitment_key())?;
+        match decode(fact.value.as_deref().unwrap_or_default()).map_err(internal)? {
+            CommitmentState::Settled(outcome) => {
+                s.state = match outcome {
+                    PacketOutcome::Acknowledged { .. } => "acknowledged",
+                    PacketOutcome::ErrorAcknowledged { .. } => "error_acknowledged",
+                    PacketOutcome::TimedOut { .. } => "refunded",
+                }
+                .into();
+                s.outcome = Some(outcome);
+            }
+            CommitmentState::Unsettled(commitment) => {
+                let view = app.beacon_view.load(std::sync::atomic::Ordering::Acquire);
+                s.state =
+                    if view >= commitment.timeout_height { "timed_out" } else { "sent" }.into();
+                s.timeout_height = Some(commitment.timeout_height);
+            }
+        }
+        fact
     } else if id.destination == app.city {
         s.side = "destination".into();
-        let Some(v) = state_value(app, &id.acknowledgement_key())? else {
+        let Some(v) = state_value(app, &id.receipt_key())? else {
             return Err(Problem::not_found(format!("packet {id} has not been received")));
         };
-        let ack: Acknowledgement = decode(&v).map_err(internal)?;
+        let ack = decode::<Receipt>(&v).map_err(internal)?.acknowledgement;
         s.state = match ack {
             Acknowledgement::Success => "received",
             Acknowledgement::Error(_) => "error_acknowledged",
         }
         .into();
         s.acknowledgement = Some(ack);
-        if let Some(f) = final_state(app, &id.acknowledgement_key())?
+        if let Some(f) = final_state(app, &id.receipt_key())?
             && f.value.is_some()
         {
             s.acknowledgement_proof = Some(AcknowledgementProof {
@@ -1557,13 +1572,13 @@ pub fn refresh_gauges(app: &AppState) {
         let mut oldest = None;
         while sequence < next && sequence < start + GAUGE_SCAN_MAX {
             let id = PacketId { source: app.city, destination: city.id, sequence };
-            match state_value(app, &id.commitment_key()) {
-                Ok(Some(v)) => {
-                    oldest = decode::<OutboundPacket>(&v).ok();
+            match state_value(app, &id.commitment_key()).map(|v| v.map(|v| decode(&v))) {
+                Ok(Some(Ok(CommitmentState::Unsettled(c)))) => {
+                    oldest = Some(c);
                     break;
                 }
-                Ok(None) => sequence += 1,
-                Err(_) => break,
+                Ok(Some(Ok(CommitmentState::Settled(_))) | None) => sequence += 1,
+                Ok(Some(Err(_))) | Err(_) => break,
             }
         }
         // The page walks move it too: never back.
