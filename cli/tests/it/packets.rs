@@ -428,9 +428,9 @@ fn packet_from_another_federation() -> Value {
         vec![record],
         &[(
             id.commitment_key(),
-            Some(urbis_core::encoding::encode(
-                &urbis_core::packet::CommitmentState::Unsettled(commitment),
-            )),
+            Some(urbis_core::encoding::encode(&urbis_core::packet::CommitmentState::Unsettled(
+                commitment,
+            ))),
         )],
     );
     beacon.produce(

@@ -8,8 +8,8 @@ use urbis_core::light_client::{LightClient, LightClientError};
 use urbis_core::merkle::{InclusionProof, MerkleError};
 use urbis_core::packet::{
     AckError, Acknowledgement, AcknowledgementProof, CommitmentState, OutboundPacket, PacketError,
-    PacketId, PacketProof, Receipt, TimeoutProof, verify_acknowledgement,
-    verify_packet, verify_timeout,
+    PacketId, PacketProof, Receipt, TimeoutProof, verify_acknowledgement, verify_packet,
+    verify_timeout,
 };
 use urbis_core::proof::ProofError;
 use urbis_core::record::{CityId, Record};
