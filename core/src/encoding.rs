@@ -74,7 +74,7 @@ pub mod hex_bytes {
 
     /// Serialises bytes as hex.
     pub fn serialize<S: Serializer, T: AsRef<[u8]>>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v.as_ref()))
+        s.serialize_str(&crate::hexfmt::encode(v.as_ref()))
     }
 
     /// Deserialises hex into a `Vec<u8>` or a fixed array.
@@ -84,7 +84,7 @@ pub mod hex_bytes {
         T: TryFrom<Vec<u8>>,
     {
         let s = <std::borrow::Cow<'de, str> as Deserialize>::deserialize(d)?;
-        let bytes = hex::decode(s.as_ref()).map_err(serde::de::Error::custom)?;
+        let bytes = crate::hexfmt::decode(s.as_bytes()).map_err(serde::de::Error::custom)?;
         let len = bytes.len();
         T::try_from(bytes)
             .map_err(|_| serde::de::Error::custom(format!("wrong length {len} for this field")))
@@ -98,7 +98,7 @@ pub mod hex_option {
     /// Serialises `Some(bytes)` as hex, `None` as null.
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(b) => s.serialize_some(&hex::encode(b)),
+            Some(b) => s.serialize_some(&crate::hexfmt::encode(b)),
             None => s.serialize_none(),
         }
     }
@@ -106,7 +106,7 @@ pub mod hex_option {
     /// Deserialises hex or null.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let s: Option<std::borrow::Cow<'de, str>> = Option::deserialize(d)?;
-        s.map(|s| hex::decode(s.as_ref()).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| crate::hexfmt::decode(s.as_bytes()).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

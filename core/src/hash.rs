@@ -23,26 +23,34 @@ impl Hash32 {
 
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        crate::hexfmt::encode(&self.0)
     }
 
     /// Parses exactly 64 hex digits.
     pub fn from_hex(s: &str) -> Result<Self, hex::FromHexError> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)?;
+        crate::hexfmt::decode_to(s.as_bytes(), &mut out)?;
         Ok(Hash32(out))
+    }
+
+    /// The 64 lowercase hex digits, on the stack.
+    fn hex_digits(&self) -> [u8; 64] {
+        let mut hex = [0u8; 64];
+        crate::hexfmt::encode_to(&self.0, &mut hex);
+        hex
     }
 }
 
 impl fmt::Debug for Hash32 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_hex())
+        fmt::Display::fmt(self, f)
     }
 }
 
 impl fmt::Display for Hash32 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_hex())
+        let hex = self.hex_digits();
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -55,8 +63,7 @@ impl From<[u8; 32]> for Hash32 {
 impl Serialize for Hash32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // Hex on the stack: proofs hold hundreds of hashes, each was an allocation.
-        let mut hex = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut hex).map_err(serde::ser::Error::custom)?;
+        let hex = self.hex_digits();
         s.serialize_str(std::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
     }
 }

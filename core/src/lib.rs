@@ -11,6 +11,7 @@ pub mod encoding;
 pub mod genesis;
 pub mod hash;
 pub mod header;
+pub mod hexfmt;
 pub mod light_client;
 pub mod merkle;
 pub mod packet;
