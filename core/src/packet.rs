@@ -305,14 +305,20 @@ pub struct VerifiedPacket {
 
 /// Remembers which (sealed header, finality proof) pairs already verified, so that many
 /// packets or acknowledgements proven through one header cost one seal check, one history and
-/// crosslink path and at most one pairing. Keyed by the hash of both encodings: a result is
-/// reused only for byte-identical inputs.
+/// crosslink path and at most one pairing. A result is reused only for an equal pair (the
+/// encoding is canonical, so equal values are byte-identical inputs); the pairs are compared
+/// field by field rather than hashed, since a batch holds few distinct headers and a header of
+/// another height differs at its first fields.
 #[derive(Default)]
 pub struct ChainCache {
-    checked: std::collections::HashMap<[u8; 32], Result<u64, ProofError>>,
+    checked: Vec<(SignedShardHeader, FinalityProof, Result<u64, ProofError>)>,
 }
 
 impl ChainCache {
+    /// Most pairs remembered; past it the oldest is forgotten (a batch of a few hundred
+    /// packets spans a handful of headers).
+    const PAIRS_MAX: usize = 64;
+
     /// Header N's seal and its link to a certified beacon block; returns the beacon height.
     pub fn check(
         &mut self,
@@ -321,16 +327,17 @@ impl ChainCache {
         header: &SignedShardHeader,
         finality: &FinalityProof,
     ) -> Result<u64, ProofError> {
-        let mut h = blake3::Hasher::new();
-        h.update(&encode(header));
-        h.update(&encode(finality));
-        let key = *h.finalize().as_bytes();
-        if let Some(r) = self.checked.get(&key) {
+        if let Some((_, _, r)) =
+            self.checked.iter().rev().find(|(h, f, _)| h == header && f == finality)
+        {
             return r.clone();
         }
         let r = verify_seal(genesis, header)
             .and_then(|()| verify_finality(genesis, client, header, finality));
-        self.checked.insert(key, r.clone());
+        if self.checked.len() == Self::PAIRS_MAX {
+            let _forgotten = self.checked.remove(0);
+        }
+        self.checked.push((header.clone(), finality.clone(), r.clone()));
         r
     }
 }
