@@ -43,7 +43,7 @@ pub fn encode(bytes: &[u8]) -> String {
 
 /// Reads hex into `out`, which must be exactly half as long as `s`.
 pub fn decode_to(s: &[u8], out: &mut [u8]) -> Result<(), FromHexError> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(FromHexError::OddLength);
     }
     if s.len() / 2 != out.len() {
@@ -62,7 +62,7 @@ pub fn decode_to(s: &[u8], out: &mut [u8]) -> Result<(), FromHexError> {
 
 /// Reads hex of any even length.
 pub fn decode(s: &[u8]) -> Result<Vec<u8>, FromHexError> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(FromHexError::OddLength);
     }
     let mut out = vec![0u8; s.len() / 2];
