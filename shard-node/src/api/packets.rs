@@ -972,8 +972,9 @@ pub struct PacketStatus {
     pub acknowledgement: Option<Acknowledgement>,
     /// `final` when `proof` reaches a certified beacon block, else `committed`.
     pub level: String,
-    /// The state fact behind `state` (commitment or outcome at the source, receipt at the
-    /// destination), as `urbis verify` takes it; at level final once covered.
+    /// The state fact behind `state` (at the source its `PacketCommitment` key, holding the
+    /// commitment or, once settled, the outcome; at the destination its receipt, holding the
+    /// acknowledgement), as `urbis verify` takes it; at level final once covered.
     #[schema(value_type = Object)]
     pub proof: urbis_core::proof::ProofDocument,
     /// At the destination once final: the acknowledgement with the proof the source takes.
