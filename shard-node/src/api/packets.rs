@@ -619,6 +619,16 @@ fn check(
     }
 }
 
+/// The commitment of packet `id` while it is unsettled at this city, its source (`None`:
+/// settled, or never sent).
+fn unsettled_commitment(app: &AppState, id: &PacketId) -> ApiResult<Option<OutboundPacket>> {
+    let Some(v) = state_value(app, &id.commitment_key())? else { return Ok(None) };
+    Ok(match decode(&v).map_err(internal)? {
+        CommitmentState::Unsettled(c) => Some(c),
+        CommitmentState::Settled(_) => None,
+    })
+}
+
 /// The commitment of an unsettled packet this city sent.
 fn own_packet(app: &AppState, packet: &PacketId) -> ApiResult<OutboundPacket> {
     if packet.source != app.city {
@@ -808,14 +818,7 @@ fn outbound_page(
     let mut prefix = SettledPrefix::new(sequence, first_unsettled);
     while sequence < next && page.packets.len() < limit {
         let id = PacketId { source: app.city, destination, sequence };
-        let unsettled = match state_value(app, &id.commitment_key())? {
-            Some(v) => match decode(&v).map_err(internal)? {
-                CommitmentState::Unsettled(c) => Some(c),
-                CommitmentState::Settled(_) => None,
-            },
-            None => None,
-        };
-        if let Some(commitment) = unsettled {
+        if let Some(commitment) = unsettled_commitment(app, &id)? {
             prefix.unsettled();
             match packet_proof(app, &mut blocks, sequence, &commitment)? {
                 Some(view) => page.packets.push(view),
@@ -1003,15 +1006,17 @@ pub async fn packet_status(
 /// A state fact at the latest final header, or else at the tip.
 fn best_fact(app: &AppState, key: &StateKey) -> ApiResult<StateFactProof> {
     let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
-    let (value, proof, header) = prove_at(app, key, tip.height)?;
     // The final fact only while it still shows the newest value (a commitment becomes its
-    // outcome in place: a final commitment must not hide a newer settlement).
+    // outcome in place: a final commitment must not hide a newer settlement). The newest value
+    // is one point read; the tip is proven only when the final fact will not do.
+    let newest = state_value(app, key)?;
     if let Some(f) = final_state(app, key)?
         && f.value.is_some()
-        && f.value == value
+        && f.value == newest
     {
         return Ok(f);
     }
+    let (value, proof, header) = prove_at(app, key, tip.height)?;
     Ok(StateFactProof { key: key.clone(), value, proof, header, finality: None })
 }
 
@@ -1041,12 +1046,12 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
     };
     let fact = if id.source == app.city {
         s.side = "source".into();
-        if state_value(app, &id.commitment_key())?.is_none() {
-            return Err(Problem::not_found(format!("no packet {id} was sent")));
-        }
         // The fact and the state it shows come from one read, so they always agree.
         let fact = best_fact(app, &id.commitment_key())?;
-        match decode(fact.value.as_deref().unwrap_or_default()).map_err(internal)? {
+        let Some(value) = fact.value.as_deref() else {
+            return Err(Problem::not_found(format!("no packet {id} was sent")));
+        };
+        match decode(value).map_err(internal)? {
             CommitmentState::Settled(outcome) => {
                 s.state = match outcome {
                     PacketOutcome::Acknowledged { .. } => "acknowledged",
@@ -1573,13 +1578,13 @@ pub fn refresh_gauges(app: &AppState) {
         let mut oldest = None;
         while sequence < next && sequence < start + GAUGE_SCAN_MAX {
             let id = PacketId { source: app.city, destination: city.id, sequence };
-            match state_value(app, &id.commitment_key()).map(|v| v.map(|v| decode(&v))) {
-                Ok(Some(Ok(CommitmentState::Unsettled(c)))) => {
+            match unsettled_commitment(app, &id) {
+                Ok(Some(c)) => {
                     oldest = Some(c);
                     break;
                 }
-                Ok(Some(Ok(CommitmentState::Settled(_))) | None) => sequence += 1,
-                Ok(Some(Err(_))) | Err(_) => break,
+                Ok(None) => sequence += 1,
+                Err(_) => break,
             }
         }
         // The page walks move it too: never back.
