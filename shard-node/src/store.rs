@@ -161,6 +161,8 @@ pub type SubjectEntry = ((u64, u64), Hash32);
 pub struct BlockBatch {
     batch: WriteBatch,
     height: u64,
+    /// The block's new state-tree nodes, remembered for proofs once the batch is durable.
+    nodes: Vec<(NodeKey, Node)>,
 }
 
 /// Everything one sealed block writes.
@@ -213,6 +215,47 @@ pub struct CapitalTotals {
 /// The store.
 pub struct Store {
     db: DB,
+    recent: RecentNodes,
+}
+
+/// The state-tree nodes of the latest blocks, and internal nodes read since, kept in memory
+/// for proofs: every packet and acknowledgement is proven a block or two after its key was
+/// written, through a path of nodes those blocks wrote, and reading each from RocksDB (a
+/// memtable search and a decode per node) was the largest part of building a proof.
+///
+/// Never wrong: a node never changes under its key (version and nibble path). Only nodes of
+/// durable blocks enter (after their synced write), so a block that failed to write and was
+/// sealed again differently cannot leave its nodes behind. Two generations bound the memory:
+/// when the newer one is full it becomes the older one and the older one is dropped.
+struct RecentNodes {
+    generations: std::sync::Mutex<[ahash::AHashMap<NodeKey, Node>; 2]>,
+    limit: usize,
+}
+
+impl RecentNodes {
+    /// Nodes per generation: an internal node takes up to about 1.1 KB (16 child slots), so
+    /// both generations stay under about 75 MB; a block of 500 packets writes about 2 000
+    /// nodes, so the newer generation alone spans over a dozen such blocks.
+    const NODES: usize = 32_768;
+
+    fn new(limit: usize) -> Self {
+        RecentNodes { generations: Default::default(), limit }
+    }
+
+    fn get(&self, key: &NodeKey) -> Option<Node> {
+        let g = self.generations.lock().ok()?;
+        g[0].get(key).or_else(|| g[1].get(key)).cloned()
+    }
+
+    fn remember(&self, nodes: impl IntoIterator<Item = (NodeKey, Node)>) {
+        let Ok(mut g) = self.generations.lock() else { return };
+        for (key, node) in nodes {
+            if g[0].len() >= self.limit {
+                g[1] = std::mem::take(&mut g[0]);
+            }
+            g[0].insert(key, node);
+        }
+    }
 }
 
 fn height_key(h: u64) -> [u8; 8] {
@@ -273,7 +316,7 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let store = Store { db };
+        let store = Store { db, recent: RecentNodes::new(RecentNodes::NODES) };
         match store.get(CF_META, FORMAT_KEY)? {
             None => {
                 let mut batch = WriteBatch::default();
@@ -377,8 +420,10 @@ impl Store {
         for (id, payload) in block.payloads {
             batch.put_cf(self.cf(CF_PAYLOADS), id.as_bytes(), encode(payload));
         }
+        let mut new_nodes = Vec::new();
         if let Some(nodes) = block.state_nodes {
             self.put_state(&mut batch, nodes);
+            new_nodes = nodes.nodes().iter().map(|(k, n)| (k.clone(), n.clone())).collect();
         }
         for (service, key, entry) in block.idempotency {
             batch.put_cf(self.cf(CF_IDEMPOTENCY), idempotency_key(service, key), encode(entry));
@@ -404,7 +449,7 @@ impl Store {
         }
         batch.put_cf(self.cf(CF_TOTALS), [0u8], height.to_be_bytes());
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
-        BlockBatch { batch, height }
+        BlockBatch { batch, height, nodes: new_nodes }
     }
 
     /// A state-tree batch's nodes and values, and each value's key in the newest-value index.
@@ -435,7 +480,7 @@ impl Store {
         erase_inbound: &[(u32, u64)],
         capital: &[(crate::ledger::TotalKey, i128)],
     ) -> Result<(), StoreError> {
-        let BlockBatch { mut batch, height } = block;
+        let BlockBatch { mut batch, height, nodes } = block;
         for id in erased {
             if let Some(payload) = self.payload(id)?
                 && let Some((service, key)) = &payload.idempotency
@@ -485,7 +530,9 @@ impl Store {
                 batch.put_cf(self.cf(CF_TOTALS), &k, encode(&new));
             }
         }
-        self.write(batch)
+        self.write(batch)?;
+        self.recent.remember(nodes);
+        Ok(())
     }
 
     /// The root of the history tree's perfect subtree of `2^level` header hashes from
@@ -819,10 +866,19 @@ fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
 
 impl TreeReader for Store {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(node) = self.recent.get(node_key) {
+            return Ok(Some(node));
+        }
         match self.get(CF_JMT_NODES, &encode(node_key))? {
             None => Ok(None),
             Some(bytes) => {
-                Ok(Some(decode(&bytes).map_err(|_| StoreError::Corrupt { what: "state node" })?))
+                let node: Node =
+                    decode(&bytes).map_err(|_| StoreError::Corrupt { what: "state node" })?;
+                if let Node::Internal(_) = node {
+                    // Internal nodes are on many paths; a leaf is mostly read once.
+                    self.recent.remember([(node_key.clone(), node.clone())]);
+                }
+                Ok(Some(node))
             }
         }
     }
@@ -882,5 +938,81 @@ mod tests {
         // The index holds each key's newest version.
         let latest = store.db.get_cf(store.cf(CF_JMT_LATEST), k1.0).unwrap().unwrap();
         assert_eq!(latest[..8], 2u64.to_be_bytes());
+    }
+
+    /// The store's nodes read from RocksDB alone, without the recent nodes.
+    struct Disk<'a>(&'a Store);
+
+    impl TreeReader for Disk<'_> {
+        fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+            Ok(self.0.get(CF_JMT_NODES, &encode(node_key))?.map(|b| decode(&b).unwrap()))
+        }
+        fn get_value_option(&self, v: Version, k: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+            self.0.get_value_option(v, k)
+        }
+        fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+            self.0.get_rightmost_leaf()
+        }
+    }
+
+    fn root_remembered(store: &Store, version: Version) -> bool {
+        #[allow(clippy::unwrap_used)]
+        let g = store.recent.generations.lock().unwrap();
+        g.iter()
+            .flat_map(|g| g.keys())
+            .any(|k| k.version() == version && k.nibble_path().is_empty())
+    }
+
+    /// Proofs through the recent nodes are the proofs RocksDB alone gives, at every version,
+    /// while the generations turn over many times (a cache far smaller than the tree), and the
+    /// recent nodes do answer most reads.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn proofs_through_recent_nodes_match_the_store_alone() {
+        use urbis_core::state::StateHasher;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.recent = RecentNodes::new(24);
+        let key = |i: u64| KeyHash(*blake3::hash(&i.to_le_bytes()).as_bytes());
+        let versions = 40u64;
+        for version in 0..versions {
+            // Each version writes new keys and overwrites older ones.
+            let set: Vec<(KeyHash, Option<Vec<u8>>)> = (0..8)
+                .map(|j| {
+                    let k = if j % 2 == 0 { version * 8 + j } else { (version * 3 + j) % 64 };
+                    (key(k), Some(format!("{version}/{j}").into_bytes()))
+                })
+                .collect();
+            let tree = jmt::JellyfishMerkleTree::<_, StateHasher>::new(&store);
+            let (_, update) = tree.put_value_set(set, version).unwrap();
+            let mut batch = WriteBatch::default();
+            store.put_state(&mut batch, &update.node_batch);
+            store.write(batch).unwrap();
+            store
+                .recent
+                .remember(update.node_batch.nodes().iter().map(|(k, n)| (k.clone(), n.clone())));
+        }
+        // The newest roots are in memory; the oldest were forgotten (and are read from RocksDB).
+        let remembered = (0..versions).filter(|v| root_remembered(&store, *v)).count() as u64;
+        assert!(root_remembered(&store, versions - 1));
+        assert!(remembered > 0 && remembered < versions, "{remembered}");
+        let disk = Disk(&store);
+        for version in 0..versions {
+            for i in 0..versions * 8 {
+                let through = jmt::JellyfishMerkleTree::<_, StateHasher>::new(&store)
+                    .get_with_proof(key(i), version)
+                    .unwrap();
+                let alone = jmt::JellyfishMerkleTree::<_, StateHasher>::new(&disk)
+                    .get_with_proof(key(i), version)
+                    .unwrap();
+                assert_eq!(through.0, alone.0, "value of key {i} at version {version}");
+                assert_eq!(
+                    borsh::to_vec(&through.1).unwrap(),
+                    borsh::to_vec(&alone.1).unwrap(),
+                    "proof of key {i} at version {version}"
+                );
+            }
+        }
+        assert!(store.recent.generations.lock().unwrap().iter().all(|g| g.len() <= 24));
     }
 }
