@@ -12,5 +12,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod node;
 pub mod sealer;
+pub mod state_proof;
 pub mod store;
 pub mod tokens;

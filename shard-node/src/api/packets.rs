@@ -696,13 +696,8 @@ fn prove_in(
 ) -> ApiResult<(Option<Vec<u8>>, StateProof)> {
     Ok(match version {
         None => (None, StateProof { leaf: None, siblings: vec![] }),
-        Some(v) => {
-            let tree =
-                jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&*app.store);
-            let (value, p) =
-                tree.get_with_proof(jmt::KeyHash(key.key_hash().0), v).map_err(internal)?;
-            (value, StateProof::from_jmt(&p).map_err(internal)?)
-        }
+        Some(v) => crate::state_proof::prove(&*app.store, jmt::KeyHash(key.key_hash().0), v)
+            .map_err(internal)?,
     })
 }
 
