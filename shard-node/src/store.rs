@@ -801,23 +801,35 @@ impl Store {
         Ok(out)
     }
 
+    /// A state key's newest write: the version that wrote it and the value (`None`: deleted),
+    /// from the newest-value index alone (one point lookup); `None` if the index has no entry.
+    pub fn state_newest(
+        &self,
+        key_hash: KeyHash,
+    ) -> Result<Option<(Version, Option<OwnedValue>)>, StoreError> {
+        let Some(latest) = self.db.get_pinned_cf(self.cf(CF_JMT_LATEST), key_hash.0)? else {
+            return Ok(None);
+        };
+        let (at, value) =
+            latest.split_at_checked(8).ok_or(StoreError::Corrupt { what: "latest state value" })?;
+        let at = u64::from_be_bytes(
+            at.try_into().map_err(|_| StoreError::Corrupt { what: "latest state value" })?,
+        );
+        let value = decode(value).map_err(|_| StoreError::Corrupt { what: "state value" })?;
+        Ok(Some((at, value)))
+    }
+
     /// The latest value of a state key hash at or below `version`.
     pub fn state_value(
         &self,
         version: Version,
         key_hash: KeyHash,
     ) -> Result<Option<OwnedValue>, StoreError> {
-        if let Some(latest) = self.db.get_pinned_cf(self.cf(CF_JMT_LATEST), key_hash.0)? {
-            let (at, value) = latest
-                .split_at_checked(8)
-                .ok_or(StoreError::Corrupt { what: "latest state value" })?;
-            let at = u64::from_be_bytes(
-                at.try_into().map_err(|_| StoreError::Corrupt { what: "latest state value" })?,
-            );
-            if at <= version {
-                // The key's newest version is at or below `version`: it is the answer.
-                return decode(value).map_err(|_| StoreError::Corrupt { what: "state value" });
-            }
+        if let Some((at, value)) = self.state_newest(key_hash)?
+            && at <= version
+        {
+            // The key's newest version is at or below `version`: it is the answer.
+            return Ok(value);
         }
         let seek = value_key(&key_hash, version);
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_JMT_VALUES));
@@ -938,6 +950,9 @@ mod tests {
         // The index holds each key's newest version.
         let latest = store.db.get_cf(store.cf(CF_JMT_LATEST), k1.0).unwrap().unwrap();
         assert_eq!(latest[..8], 2u64.to_be_bytes());
+        assert_eq!(store.state_newest(k1).unwrap(), Some((2, None)));
+        assert_eq!(store.state_newest(k2).unwrap(), Some((1, Some(b"c".to_vec()))));
+        assert_eq!(store.state_newest(KeyHash([4; 32])).unwrap(), None);
     }
 
     /// The store's nodes read from RocksDB alone, without the recent nodes.

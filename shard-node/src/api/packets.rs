@@ -527,15 +527,18 @@ fn acknowledgement_proofs(
             continue;
         }
         // Only a present receipt is worth a proof (a bridge asks again and again until its
-        // packets' blocks are final).
+        // packets' blocks are final). A receipt is written once and never changed or deleted,
+        // so it is present at `v` exactly when its one write is at or below `v`: the newest-
+        // value index answers that with one lookup, where reading the value at `v` would seek
+        // backwards through the key's versions for every receipt not yet final.
         let key = id.receipt_key();
         let present = match version {
             None => false,
-            Some(v) => app
-                .store
-                .state_value(v, jmt::KeyHash(key.key_hash().0))
-                .map_err(internal)?
-                .is_some(),
+            Some(v) => match app.store.state_newest(jmt::KeyHash(key.key_hash().0)) {
+                Ok(Some((at, value))) => at <= v && value.is_some(),
+                Ok(None) => false,
+                Err(e) => return Err(internal(e)),
+            },
         };
         if !present {
             out.push(None);
