@@ -228,7 +228,8 @@ async fn accept(bridge: Arc<Bridge>) {
                         },
                         Err(e) => refused(413, e.to_string()),
                     };
-                    if let Ok(bytes) = serde_json::to_vec(&response) {
+                    let hint = response.results.len() * wire::ANSWER_JSON_BYTES;
+                    if let Ok(bytes) = urbis_ops::sized_json::to_vec(&response, hint) {
                         let _ = send.write_all(&bytes).await;
                         let _ = send.finish();
                         let _ = send.stopped().await;
@@ -334,7 +335,8 @@ async fn deliver(
     let answer = match bridge
         .http
         .post(format!("{shard}/v1/packets/batch"))
-        .json(&wire::BatchRequestOut { items })
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(batch_body(items))
         .send()
         .await
     {
@@ -838,7 +840,12 @@ async fn settle(
         return settled;
     }
     let url = format!("{}/v1/packets/batch", bridge.config.shard_api.trim_end_matches('/'));
-    match bridge.http.post(&url).json(&wire::BatchRequestOut { items }).send().await {
+    let request = bridge
+        .http
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(batch_body(items));
+    match request.send().await {
         Ok(r) if r.status().is_success() => match r.json::<wire::BatchAnswer>().await {
             Ok(answer) if answer.results.len() == positions.len() => {
                 for (i, item) in positions.into_iter().zip(answer.results) {
@@ -859,6 +866,14 @@ async fn settle(
     settled
 }
 
+/// The JSON of a batch for the shard's `POST /v1/packets/batch`, written into a buffer sized
+/// for its items.
+fn batch_body(items: Vec<wire::BatchItemOut<'_>>) -> Vec<u8> {
+    let hint = items.len() * wire::PACKET_JSON_BYTES;
+    // Serializing plain data into memory does not fail; an empty body would be refused (400).
+    urbis_ops::sized_json::to_vec(&wire::BatchRequestOut { items }, hint).unwrap_or_default()
+}
+
 /// One request to a city's bridge over QUIC (connection reused).
 async fn call(
     bridge: &Bridge,
@@ -869,7 +884,11 @@ async fn call(
     let connection = connection(bridge, city, address).await?;
     let result = async {
         let (mut send, mut recv) = connection.open_bi().await?;
-        send.write_all(&serde_json::to_vec(request)?).await?;
+        let hint = match request {
+            Request::Deliver { packets } => packets.len() * wire::PACKET_JSON_BYTES,
+            Request::Erase { .. } => wire::PACKET_JSON_BYTES,
+        };
+        send.write_all(&urbis_ops::sized_json::to_vec(request, hint)?).await?;
         send.finish()?;
         let bytes = recv.read_to_end(MESSAGE_BYTES_MAX).await?;
         Ok::<_, anyhow::Error>(serde_json::from_slice(&bytes)?)

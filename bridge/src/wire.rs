@@ -4,6 +4,12 @@
 use serde::{Deserialize, Serialize};
 use urbis_core::packet::{AcknowledgementProof, PacketId, PacketProof, TimeoutProof};
 
+/// About the most JSON one packet with its proof chain takes (a hint for buffers, not a
+/// limit): its proof is about 3.7 KB, with its payload and trace context beside it.
+pub const PACKET_JSON_BYTES: usize = 5 << 10;
+/// About the most JSON one answer with an acknowledgement or timeout proof takes (a hint).
+pub const ANSWER_JSON_BYTES: usize = 3 << 10;
+
 /// A source bridge's request to a destination bridge.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -25,6 +25,7 @@ use urbis_core::packet::{
 use urbis_core::proof::{FinalityProof, StateFactProof};
 use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
 use urbis_core::state::{StateKey, StateProof};
+use urbis_ops::sized_json::SizedJson;
 use utoipa::{IntoParams, ToSchema};
 
 /// Most packets per outbound page.
@@ -478,7 +479,7 @@ pub async fn acknowledgements(
     State(app): State<Arc<AppState>>,
     query: Result<Query<AcknowledgementsQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<AcknowledgementsResponse>> {
+) -> ApiResult<SizedJson<AcknowledgementsResponse>> {
     let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let (_, request): (_, AcknowledgementsRequest) = json_body(body, app.limits.body_bytes_max)?;
     if request.packets.len() > app.limits.batch_reads_max {
@@ -500,17 +501,31 @@ pub async fn acknowledgements(
     };
     let first = look().await.map_err(internal)??;
     if wait.is_zero() || request.packets.is_empty() || first.iter().any(Option::is_some) {
-        return Ok(Json(AcknowledgementsResponse { acknowledgements: first }));
+        return Ok(acknowledgements_json(first));
     }
     match tokio::time::timeout(wait, crosslinked.changed()).await {
         Ok(Ok(())) => {
             let again = look().await.map_err(internal)??;
-            Ok(Json(AcknowledgementsResponse { acknowledgements: again }))
+            Ok(acknowledgements_json(again))
         }
         // Nothing new became final within the wait (or the follower stopped).
-        _ => Ok(Json(AcknowledgementsResponse { acknowledgements: first })),
+        _ => Ok(acknowledgements_json(first)),
     }
 }
+
+/// The answer, written into a buffer sized for its proofs (a page of them is most of a
+/// megabyte).
+fn acknowledgements_json(
+    acknowledgements: Vec<Option<AcknowledgementProof>>,
+) -> SizedJson<AcknowledgementsResponse> {
+    let hint = 64 + acknowledgements.iter().flatten().count() * ACK_PROOF_JSON_BYTES;
+    SizedJson(AcknowledgementsResponse { acknowledgements }, hint)
+}
+
+/// About the JSON one acknowledgement proof takes (a buffer hint, not a limit).
+const ACK_PROOF_JSON_BYTES: usize = 3 << 10;
+/// About the JSON one outbound packet with its proof chain takes (a buffer hint).
+const OUTBOUND_PACKET_JSON_BYTES: usize = 5 << 10;
 
 /// The final acknowledgement proofs of `packets` against the latest final header.
 fn acknowledgement_proofs(
@@ -780,14 +795,17 @@ pub struct OutboundPage {
 pub async fn outbound(
     State(app): State<Arc<AppState>>,
     query: Result<Query<OutboundQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<OutboundPage>> {
+) -> ApiResult<SizedJson<OutboundPage>> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let destination = city_by_name(&app, &q.destination)?;
     let limit = q.limit.unwrap_or(OUTBOUND_PAGE_MAX).clamp(1, OUTBOUND_PAGE_MAX);
     tokio::task::spawn_blocking(move || outbound_page(&app, destination, q.after, limit))
         .await
         .map_err(internal)?
-        .map(Json)
+        .map(|page| {
+            let hint = 128 + page.packets.len() * OUTBOUND_PACKET_JSON_BYTES;
+            SizedJson(page, hint)
+        })
 }
 
 fn outbound_page(
