@@ -25,7 +25,6 @@ use urbis_core::packet::{
 use urbis_core::proof::{FinalityProof, StateFactProof};
 use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
 use urbis_core::state::{StateKey, StateProof};
-use urbis_ops::sized_json::SizedJson;
 use utoipa::{IntoParams, ToSchema};
 
 /// Most packets per outbound page.
@@ -479,7 +478,7 @@ pub async fn acknowledgements(
     State(app): State<Arc<AppState>>,
     query: Result<Query<AcknowledgementsQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<SizedJson<AcknowledgementsResponse>> {
+) -> ApiResult<RawJson> {
     let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let (_, request): (_, AcknowledgementsRequest) = json_body(body, app.limits.body_bytes_max)?;
     if request.packets.len() > app.limits.batch_reads_max {
@@ -501,25 +500,133 @@ pub async fn acknowledgements(
     };
     let first = look().await.map_err(internal)??;
     if wait.is_zero() || request.packets.is_empty() || first.iter().any(Option::is_some) {
-        return Ok(acknowledgements_json(first));
+        return acknowledgements_json(first);
     }
     match tokio::time::timeout(wait, crosslinked.changed()).await {
         Ok(Ok(())) => {
             let again = look().await.map_err(internal)??;
-            Ok(acknowledgements_json(again))
+            acknowledgements_json(again)
         }
         // Nothing new became final within the wait (or the follower stopped).
-        _ => Ok(acknowledgements_json(first)),
+        _ => acknowledgements_json(first),
     }
 }
 
-/// The answer, written into a buffer sized for its proofs (a page of them is most of a
-/// megabyte).
+/// The answer as JSON. Every proof of one answer is against the same header and finality,
+/// which are most of each proof's JSON: they are serialized once and copied (the bytes are
+/// what serializing the answer whole gives).
 fn acknowledgements_json(
     acknowledgements: Vec<Option<AcknowledgementProof>>,
-) -> SizedJson<AcknowledgementsResponse> {
+) -> ApiResult<RawJson> {
     let hint = 64 + acknowledgements.iter().flatten().count() * ACK_PROOF_JSON_BYTES;
-    SizedJson(AcknowledgementsResponse { acknowledgements }, hint)
+    let mut out = Vec::with_capacity(hint);
+    write_acknowledgements(&mut out, &acknowledgements).map_err(internal)?;
+    Ok(RawJson(out))
+}
+
+/// JSON bytes already written.
+pub struct RawJson(Vec<u8>);
+
+impl axum::response::IntoResponse for RawJson {
+    fn into_response(self) -> axum::response::Response {
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+/// Writes values as `serde_json` does, and a value equal to the last one written by copying
+/// its JSON (a page's packets in one block share their header and finality proof).
+struct Repeated<'a, T> {
+    last: Option<(&'a T, Vec<u8>)>,
+}
+
+impl<'a, T: Serialize + PartialEq> Repeated<'a, T> {
+    fn new() -> Self {
+        Repeated { last: None }
+    }
+
+    fn write(&mut self, out: &mut Vec<u8>, value: &'a T) -> serde_json::Result<()> {
+        if let Some((last, json)) = &self.last
+            && *last == value
+        {
+            out.extend_from_slice(json);
+            return Ok(());
+        }
+        let json = serde_json::to_vec(value)?;
+        out.extend_from_slice(&json);
+        self.last = Some((value, json));
+        Ok(())
+    }
+}
+
+/// `serde_json::to_writer(out, &AcknowledgementsResponse { acknowledgements })`, with each
+/// distinct header and finality serialized once.
+fn write_acknowledgements(
+    out: &mut Vec<u8>,
+    acknowledgements: &[Option<AcknowledgementProof>],
+) -> serde_json::Result<()> {
+    let (mut headers, mut finalities) = (Repeated::new(), Repeated::new());
+    out.extend_from_slice(b"{\"acknowledgements\":[");
+    for (i, a) in acknowledgements.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let Some(a) = a else {
+            out.extend_from_slice(b"null");
+            continue;
+        };
+        out.extend_from_slice(b"{\"acknowledgement\":");
+        serde_json::to_writer(&mut *out, &a.acknowledgement)?;
+        out.extend_from_slice(b",\"proof\":");
+        serde_json::to_writer(&mut *out, &a.proof)?;
+        out.extend_from_slice(b",\"header\":");
+        headers.write(out, &a.header)?;
+        out.extend_from_slice(b",\"finality\":");
+        finalities.write(out, &a.finality)?;
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Ok(())
+}
+
+/// `serde_json::to_writer(out, page)`, with each distinct header and finality serialized once.
+fn write_outbound_page(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Result<()> {
+    let (mut headers, mut finalities) = (Repeated::new(), Repeated::new());
+    out.extend_from_slice(b"{\"packets\":[");
+    for (i, v) in page.packets.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let p = &v.proof;
+        out.extend_from_slice(b"{\"sequence\":");
+        serde_json::to_writer(&mut *out, &v.sequence)?;
+        out.extend_from_slice(b",\"proof\":{\"sequence\":");
+        serde_json::to_writer(&mut *out, &p.sequence)?;
+        out.extend_from_slice(b",\"commitment\":");
+        serde_json::to_writer(&mut *out, &p.commitment)?;
+        out.extend_from_slice(b",\"commitment_proof\":");
+        serde_json::to_writer(&mut *out, &p.commitment_proof)?;
+        out.extend_from_slice(b",\"record\":");
+        serde_json::to_writer(&mut *out, &p.record)?;
+        out.extend_from_slice(b",\"inclusion\":");
+        serde_json::to_writer(&mut *out, &p.inclusion)?;
+        out.extend_from_slice(b",\"header\":");
+        headers.write(out, &p.header)?;
+        out.extend_from_slice(b",\"finality\":");
+        finalities.write(out, &p.finality)?;
+        out.extend_from_slice(b"},\"payload\":");
+        serde_json::to_writer(&mut *out, &v.payload)?;
+        if let Some(t) = &v.trace_context {
+            out.extend_from_slice(b",\"trace_context\":");
+            serde_json::to_writer(&mut *out, t)?;
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"sent\":");
+    serde_json::to_writer(&mut *out, &page.sent)?;
+    out.extend_from_slice(b",\"waiting_for_finality\":");
+    serde_json::to_writer(&mut *out, &page.waiting_for_finality)?;
+    out.push(b'}');
+    Ok(())
 }
 
 /// About the JSON one acknowledgement proof takes (a buffer hint, not a limit).
@@ -795,16 +902,17 @@ pub struct OutboundPage {
 pub async fn outbound(
     State(app): State<Arc<AppState>>,
     query: Result<Query<OutboundQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<SizedJson<OutboundPage>> {
+) -> ApiResult<RawJson> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let destination = city_by_name(&app, &q.destination)?;
     let limit = q.limit.unwrap_or(OUTBOUND_PAGE_MAX).clamp(1, OUTBOUND_PAGE_MAX);
     tokio::task::spawn_blocking(move || outbound_page(&app, destination, q.after, limit))
         .await
         .map_err(internal)?
-        .map(|page| {
-            let hint = 128 + page.packets.len() * OUTBOUND_PACKET_JSON_BYTES;
-            SizedJson(page, hint)
+        .and_then(|page| {
+            let mut out = Vec::with_capacity(128 + page.packets.len() * OUTBOUND_PACKET_JSON_BYTES);
+            write_outbound_page(&mut out, &page).map_err(internal)?;
+            Ok(RawJson(out))
         })
 }
 
@@ -1633,5 +1741,89 @@ mod tests {
         assert_eq!(walk(1, 1, 4), Some(4));
         assert_eq!(walk(5, 5, 8), Some(5));
         assert_eq!(walk(6, 1, 8), None);
+    }
+
+    /// The page and acknowledgement writers give the bytes serializing the values whole
+    /// gives: packets in two blocks (headers and finality proofs repeated, then changing),
+    /// with and without payloads and trace contexts, and answers with gaps.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn pages_and_acknowledgements_are_written_as_serde_json_writes_them() {
+        use super::*;
+        use urbis_core::beacon::Crosslink;
+        use urbis_core::packet::AckError;
+        use urbis_core::record::Record;
+        use urbis_core::testkit::{BeaconChain, Federation, ShardChain, information_record};
+        let fed = Federation::new("writers", 2, 4);
+        let (a, b) = (CityId(0), CityId(1));
+        let mut chain = ShardChain::new(a);
+        let mut beacon = BeaconChain::new(&fed);
+        let mut packets = vec![];
+        let mut acks = vec![];
+        for height in 0..2u64 {
+            let records: Vec<Record> = (0..3)
+                .map(|i| {
+                    let mut r = information_record(a, height * 10 + i);
+                    r.destination = Some(b);
+                    r
+                })
+                .collect();
+            let writes: Vec<(StateKey, Option<Vec<u8>>)> = (0..3u64)
+                .map(|i| {
+                    let id = PacketId { source: a, destination: b, sequence: height * 3 + i + 1 };
+                    let c =
+                        OutboundPacket { record_id: records[i as usize].id(), timeout_height: 9 };
+                    (id.commitment_key(), Some(encode(&CommitmentState::Unsettled(c))))
+                })
+                .collect();
+            let header_hash = chain.seal(&fed, records, &writes).header.hash();
+            beacon.produce(&fed, vec![Crosslink { city: a, header_hash }], None);
+            let finality = beacon.finality(&chain, height, height + 1).unwrap();
+            for i in 0..3u64 {
+                let r = chain.record_proof(height, i);
+                let id = PacketId { source: a, destination: b, sequence: height * 3 + i + 1 };
+                let fact = chain.state_proof(&id.commitment_key());
+                packets.push(OutboundPacketView {
+                    sequence: id.sequence,
+                    proof: PacketProof {
+                        sequence: id.sequence,
+                        commitment: OutboundPacket { record_id: r.record.id(), timeout_height: 9 },
+                        commitment_proof: fact.proof.clone(),
+                        record: r.record,
+                        inclusion: r.inclusion,
+                        header: r.header.clone(),
+                        finality: finality.clone(),
+                    },
+                    payload: (i == 1)
+                        .then(|| CarriedPayload { salt: Hash32([7; 32]), bytes: "0a0b".into() }),
+                    trace_context: (i == 2)
+                        .then(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+                });
+                acks.push((i != 1).then(|| AcknowledgementProof {
+                    acknowledgement: if i == 0 {
+                        Acknowledgement::Success
+                    } else {
+                        Acknowledgement::Error(AckError::UnknownAsset)
+                    },
+                    proof: fact.proof,
+                    header: r.header,
+                    finality: finality.clone(),
+                }));
+            }
+        }
+        let page = OutboundPage { packets, sent: 6, waiting_for_finality: Some(7) };
+        let mut out = vec![];
+        write_outbound_page(&mut out, &page).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&page).unwrap());
+        let empty = OutboundPage { packets: vec![], sent: 0, waiting_for_finality: None };
+        let mut out = vec![];
+        write_outbound_page(&mut out, &empty).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&empty).unwrap());
+        for answer in [acks.clone(), vec![], vec![None]] {
+            let mut out = vec![];
+            write_acknowledgements(&mut out, &answer).unwrap();
+            let whole = AcknowledgementsResponse { acknowledgements: answer };
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&whole).unwrap());
+        }
     }
 }
