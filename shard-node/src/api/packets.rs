@@ -558,13 +558,48 @@ impl<'a, T: Serialize + PartialEq> Repeated<'a, T> {
     }
 }
 
+/// Writes `,"name":` (from `key`, which holds it) and `value` as `serde_json` does.
+fn field<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    value: &T,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(key);
+    serde_json::to_writer(&mut *out, value)
+}
+
+/// The `"header"` and `"finality"` fields of the proofs one body holds, each distinct pair
+/// serialized once.
+struct Chains<'a> {
+    headers: Repeated<'a, SignedShardHeader>,
+    finalities: Repeated<'a, FinalityProof>,
+}
+
+impl<'a> Chains<'a> {
+    fn new() -> Self {
+        Chains { headers: Repeated::new(), finalities: Repeated::new() }
+    }
+
+    fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        header: &'a SignedShardHeader,
+        finality: &'a FinalityProof,
+    ) -> serde_json::Result<()> {
+        out.extend_from_slice(b",\"header\":");
+        self.headers.write(out, header)?;
+        out.extend_from_slice(b",\"finality\":");
+        self.finalities.write(out, finality)
+    }
+}
+
 /// `serde_json::to_writer(out, &AcknowledgementsResponse { acknowledgements })`, with each
 /// distinct header and finality serialized once.
 fn write_acknowledgements(
     out: &mut Vec<u8>,
     acknowledgements: &[Option<AcknowledgementProof>],
 ) -> serde_json::Result<()> {
-    let (mut headers, mut finalities) = (Repeated::new(), Repeated::new());
+    let mut chains = Chains::new();
     out.extend_from_slice(b"{\"acknowledgements\":[");
     for (i, a) in acknowledgements.iter().enumerate() {
         if i > 0 {
@@ -574,14 +609,9 @@ fn write_acknowledgements(
             out.extend_from_slice(b"null");
             continue;
         };
-        out.extend_from_slice(b"{\"acknowledgement\":");
-        serde_json::to_writer(&mut *out, &a.acknowledgement)?;
-        out.extend_from_slice(b",\"proof\":");
-        serde_json::to_writer(&mut *out, &a.proof)?;
-        out.extend_from_slice(b",\"header\":");
-        headers.write(out, &a.header)?;
-        out.extend_from_slice(b",\"finality\":");
-        finalities.write(out, &a.finality)?;
+        field(out, b"{\"acknowledgement\":", &a.acknowledgement)?;
+        field(out, b",\"proof\":", &a.proof)?;
+        chains.write(out, &a.header, &a.finality)?;
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
@@ -590,41 +620,28 @@ fn write_acknowledgements(
 
 /// `serde_json::to_writer(out, page)`, with each distinct header and finality serialized once.
 fn write_outbound_page(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Result<()> {
-    let (mut headers, mut finalities) = (Repeated::new(), Repeated::new());
+    let mut chains = Chains::new();
     out.extend_from_slice(b"{\"packets\":[");
     for (i, v) in page.packets.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         let p = &v.proof;
-        out.extend_from_slice(b"{\"sequence\":");
-        serde_json::to_writer(&mut *out, &v.sequence)?;
-        out.extend_from_slice(b",\"proof\":{\"sequence\":");
-        serde_json::to_writer(&mut *out, &p.sequence)?;
-        out.extend_from_slice(b",\"commitment\":");
-        serde_json::to_writer(&mut *out, &p.commitment)?;
-        out.extend_from_slice(b",\"commitment_proof\":");
-        serde_json::to_writer(&mut *out, &p.commitment_proof)?;
-        out.extend_from_slice(b",\"record\":");
-        serde_json::to_writer(&mut *out, &p.record)?;
-        out.extend_from_slice(b",\"inclusion\":");
-        serde_json::to_writer(&mut *out, &p.inclusion)?;
-        out.extend_from_slice(b",\"header\":");
-        headers.write(out, &p.header)?;
-        out.extend_from_slice(b",\"finality\":");
-        finalities.write(out, &p.finality)?;
-        out.extend_from_slice(b"},\"payload\":");
-        serde_json::to_writer(&mut *out, &v.payload)?;
+        field(out, b"{\"sequence\":", &v.sequence)?;
+        field(out, b",\"proof\":{\"sequence\":", &p.sequence)?;
+        field(out, b",\"commitment\":", &p.commitment)?;
+        field(out, b",\"commitment_proof\":", &p.commitment_proof)?;
+        field(out, b",\"record\":", &p.record)?;
+        field(out, b",\"inclusion\":", &p.inclusion)?;
+        chains.write(out, &p.header, &p.finality)?;
+        field(out, b"},\"payload\":", &v.payload)?;
         if let Some(t) = &v.trace_context {
-            out.extend_from_slice(b",\"trace_context\":");
-            serde_json::to_writer(&mut *out, t)?;
+            field(out, b",\"trace_context\":", t)?;
         }
         out.push(b'}');
     }
-    out.extend_from_slice(b"],\"sent\":");
-    serde_json::to_writer(&mut *out, &page.sent)?;
-    out.extend_from_slice(b",\"waiting_for_finality\":");
-    serde_json::to_writer(&mut *out, &page.waiting_for_finality)?;
+    field(out, b"],\"sent\":", &page.sent)?;
+    field(out, b",\"waiting_for_finality\":", &page.waiting_for_finality)?;
     out.push(b'}');
     Ok(())
 }
@@ -656,11 +673,11 @@ fn acknowledgement_proofs(
         let key = id.receipt_key();
         let present = match version {
             None => false,
-            Some(v) => match app.store.state_newest(jmt::KeyHash(key.key_hash().0)) {
-                Ok(Some((at, value))) => at <= v && value.is_some(),
-                Ok(None) => false,
-                Err(e) => return Err(internal(e)),
-            },
+            Some(v) => app
+                .store
+                .state_newest(jmt::KeyHash(key.key_hash().0))
+                .map_err(internal)?
+                .is_some_and(|(at, value)| at <= v && value.is_some()),
         };
         if !present {
             out.push(None);
