@@ -288,24 +288,20 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
     let mut items = Vec::with_capacity(n);
     let mut spans = Vec::with_capacity(n);
     for d in &packets {
-        let destination = d.proof.record.destination.unwrap_or(d.proof.record.city);
         let span = tracing::info_span!(
             "deliver packet",
             urbis.role = "bridge",
             urbis.city = %bridge.config.city,
-            packet.source = %city_name(&bridge.genesis, d.proof.record.city),
-            packet.sequence = d.proof.sequence,
+            packet.source = %city_name(&bridge.genesis, d.proof.id.source),
+            packet.sequence = d.proof.id.sequence,
             packet.result = tracing::field::Empty,
         );
         if let Some(t) = &d.trace_context {
             urbis_ops::telemetry::set_remote_parent(&span, t);
         }
-        ids.push((
-            PacketId { source: d.proof.record.city, destination, sequence: d.proof.sequence },
-            d.proof.commitment.timeout_height,
-        ));
+        ids.push((d.proof.id, d.proof.timeout_height));
         items.push(wire::BatchItemOut::Packet {
-            proof: &d.proof,
+            proof: &d.proof.json,
             payload: &d.payload,
             trace_context: urbis_ops::telemetry::traceparent(&span),
         });
@@ -731,14 +727,8 @@ async fn relay(
     address: &str,
     packets: Vec<wire::OutboundPacketView>,
 ) -> Vec<bool> {
-    let ids: Vec<PacketId> = packets
-        .iter()
-        .map(|p| PacketId {
-            source: p.proof.record.city,
-            destination: p.proof.record.destination.unwrap_or(p.proof.record.city),
-            sequence: p.sequence,
-        })
-        .collect();
+    let ids: Vec<PacketId> =
+        packets.iter().map(|p| PacketId { sequence: p.sequence, ..p.proof.id }).collect();
     let spans: Vec<tracing::Span> = packets
         .iter()
         .map(|p| {

@@ -2,7 +2,9 @@
 //! bidirectional stream), and the parts of the shard API a bridge reads.
 
 use serde::{Deserialize, Serialize};
-use urbis_core::packet::{AcknowledgementProof, PacketId, PacketProof, TimeoutProof};
+use serde_json::value::RawValue;
+use urbis_core::packet::{AcknowledgementProof, PacketId};
+use urbis_core::record::CityId;
 
 /// About the most JSON one packet with its proof chain takes (a hint for buffers, not a
 /// limit): its proof is about 3.7 KB, with its payload and trace context beside it.
@@ -82,11 +84,11 @@ impl urbis_ops::tagged::TagFirst for Response {
             detail: String,
         }
         Ok(match tag {
-            "acknowledged" => Response::Acknowledged {
-                proof: Proof::<AcknowledgementProof>::deserialize(rest)?.proof,
-            },
+            "acknowledged" => {
+                Response::Acknowledged { proof: Proof::<Box<RawValue>>::deserialize(rest)?.proof }
+            }
             "timed_out" => {
-                Response::TimedOut { proof: Proof::<TimeoutProof>::deserialize(rest)?.proof }
+                Response::TimedOut { proof: Proof::<Box<RawValue>>::deserialize(rest)?.proof }
             }
             "pending" => Response::Pending { detail: Detail::deserialize(rest)?.detail },
             "erased" => {
@@ -113,13 +115,67 @@ impl<'de> Deserialize<'de> for Response {
     }
 }
 
+/// A packet proof as a bridge carries it: the JSON its source shard wrote, passed on byte for
+/// byte (a bridge neither decodes nor re-encodes a proof chain: the shard that receives it
+/// checks it whole), and the fields a bridge names the packet by, read from those bytes.
+/// They are never trusted: the receiving shard reads them again from the same bytes.
+#[derive(Debug)]
+pub struct CarriedPacket {
+    /// The proof's JSON (a `PacketProof`).
+    pub json: Box<RawValue>,
+    /// The packet: source and destination from its record, and its sequence.
+    pub id: PacketId,
+    /// The commitment's timeout height.
+    pub timeout_height: u64,
+}
+
+impl Serialize for CarriedPacket {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CarriedPacket {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The fields of a `PacketProof` a bridge reads; the others are skipped unread.
+        #[derive(Deserialize)]
+        struct Head {
+            sequence: u64,
+            commitment: Commitment,
+            record: Record,
+        }
+        #[derive(Deserialize)]
+        struct Commitment {
+            timeout_height: u64,
+        }
+        #[derive(Deserialize)]
+        struct Record {
+            city: CityId,
+            destination: Option<CityId>,
+        }
+        let json = Box::<RawValue>::deserialize(d)?;
+        let head: Head = serde_json::from_str(json.get()).map_err(serde::de::Error::custom)?;
+        let source = head.record.city;
+        Ok(CarriedPacket {
+            json,
+            id: PacketId {
+                source,
+                destination: head.record.destination.unwrap_or(source),
+                sequence: head.sequence,
+            },
+            timeout_height: head.commitment.timeout_height,
+        })
+    }
+}
+
 /// One packet with what travels beside it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Delivery {
     /// The packet with its proof chain.
-    pub proof: PacketProof,
-    /// The off-chain payload of a credit or talent packet (`{salt, bytes}`, hex).
-    pub payload: Option<serde_json::Value>,
+    pub proof: CarriedPacket,
+    /// The off-chain payload of a credit or talent packet (`{salt, bytes}`, hex), as the
+    /// source shard wrote it.
+    pub payload: Option<Box<RawValue>>,
     /// The W3C `traceparent` of the source bridge's span for this packet. Not authenticated
     /// and never checked: it only links spans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,13 +195,14 @@ pub struct Answers {
 pub enum Response {
     /// The destination shard received the packet; its acknowledgement is final.
     Acknowledged {
-        /// The acknowledgement with its proof chain.
-        proof: AcknowledgementProof,
+        /// The acknowledgement with its proof chain (an `AcknowledgementProof`, as the
+        /// destination shard wrote it).
+        proof: Box<RawValue>,
     },
     /// The destination shard refused the packet as timed out; the receipt's absence is proven.
     TimedOut {
-        /// The timeout proof.
-        proof: TimeoutProof,
+        /// The timeout proof (a `TimeoutProof`, as the destination shard wrote it).
+        proof: Box<RawValue>,
     },
     /// Not settled yet (the destination's shard is busy or its proof not final); ask again.
     Pending {
@@ -182,9 +239,9 @@ pub struct OutboundPacketView {
     /// Sequence.
     pub sequence: u64,
     /// The packet with its proof chain.
-    pub proof: PacketProof,
+    pub proof: CarriedPacket,
     /// The off-chain payload, if any.
-    pub payload: Option<serde_json::Value>,
+    pub payload: Option<Box<RawValue>>,
     /// The trace context of the submission that made the packet, if the shard kept it.
     #[serde(default)]
     pub trace_context: Option<String>,
@@ -229,8 +286,8 @@ pub struct BatchItem {
 /// The shard's answer to `POST /v1/packets/acknowledgements`.
 #[derive(Debug, Deserialize)]
 pub struct Acknowledgements {
-    /// One per packet asked about.
-    pub acknowledgements: Vec<Option<AcknowledgementProof>>,
+    /// One per packet asked about (`AcknowledgementProof`s, as the shard wrote them).
+    pub acknowledgements: Vec<Option<Box<RawValue>>>,
 }
 
 /// The shard's erasures of records sent to one city.
@@ -268,9 +325,9 @@ pub enum BatchItemOut<'a> {
     /// A packet addressed to the shard's city.
     Packet {
         /// The packet and its proof chain.
-        proof: &'a PacketProof,
+        proof: &'a RawValue,
         /// Its off-chain payload.
-        payload: &'a Option<serde_json::Value>,
+        payload: &'a Option<Box<RawValue>>,
         /// The relay's `traceparent`.
         trace_context: Option<String>,
     },
@@ -279,7 +336,7 @@ pub enum BatchItemOut<'a> {
         /// The packet.
         packet: &'a PacketId,
         /// The acknowledgement and its proof chain.
-        proof: &'a AcknowledgementProof,
+        proof: &'a RawValue,
         /// The relay's `traceparent`.
         trace_context: &'a Option<String>,
     },
@@ -288,7 +345,7 @@ pub enum BatchItemOut<'a> {
         /// The packet.
         packet: &'a PacketId,
         /// The receipt's absence and its proof chain.
-        proof: &'a TimeoutProof,
+        proof: &'a RawValue,
         /// The relay's `traceparent`.
         trace_context: &'a Option<String>,
     },
@@ -304,6 +361,96 @@ pub struct BatchRequestOut<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real packet proof (city 0 to city 1, sequence 1, timeout height 7) as its source
+    /// shard serializes it.
+    fn packet_proof_json() -> (urbis_core::packet::PacketProof, String) {
+        use urbis_core::beacon::Crosslink;
+        use urbis_core::encoding::encode;
+        use urbis_core::packet::{CommitmentState, OutboundPacket, PacketProof};
+        use urbis_core::testkit::{BeaconChain, Federation, ShardChain, information_record};
+        let federation = Federation::new("wire", 2, 4);
+        let (a, b) = (CityId(0), CityId(1));
+        let mut record = information_record(a, 1);
+        record.destination = Some(b);
+        let id = PacketId { source: a, destination: b, sequence: 1 };
+        let commitment = OutboundPacket { record_id: record.id(), timeout_height: 7 };
+        let mut shard = ShardChain::new(a);
+        shard.seal(
+            &federation,
+            vec![record],
+            &[(id.commitment_key(), Some(encode(&CommitmentState::Unsettled(commitment))))],
+        );
+        let mut beacon = BeaconChain::new(&federation);
+        let link = Crosslink { city: a, header_hash: shard.headers[0].header.hash() };
+        beacon.produce(&federation, vec![link], None);
+        let rp = shard.record_proof(0, 0);
+        let (_, commitment_proof) = shard.state.prove(&id.commitment_key()).unwrap();
+        let proof = PacketProof {
+            sequence: 1,
+            commitment,
+            commitment_proof,
+            record: rp.record,
+            inclusion: rp.inclusion,
+            header: rp.header,
+            finality: beacon.finality(&shard, 0, 1).unwrap(),
+        };
+        let json = serde_json::to_string(&proof).unwrap();
+        (proof, json)
+    }
+
+    /// A bridge passes a proof on byte for byte and names its packet from it: a delivery read
+    /// tag first and written again, to the next bridge or into the shard's batch, carries the
+    /// proof and payload exactly as the shard wrote them; read tag last (through the value
+    /// fallback) it carries the same proof; a proof without the fields a bridge reads is
+    /// refused.
+    #[test]
+    fn proofs_are_carried_as_written() {
+        let (proof, json) = packet_proof_json();
+        let payload = r#"{"salt":"00ff","bytes":"c0ffee"}"#;
+        let delivery = format!(
+            r#"{{"proof":{json},"payload":{payload},"trace_context":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}"#
+        );
+        let first = format!(r#"{{"type":"deliver","packets":[{delivery}]}}"#);
+        let last = format!(r#"{{"packets":[{delivery}],"type":"deliver"}}"#);
+        for (input, verbatim) in [(&first, true), (&last, false)] {
+            let request: Request = serde_json::from_str(input).unwrap();
+            let Request::Deliver { packets } = &request else { panic!("not a delivery") };
+            let carried = &packets[0].proof;
+            assert_eq!(
+                carried.id,
+                PacketId { source: CityId(0), destination: CityId(1), sequence: 1 }
+            );
+            assert_eq!(carried.timeout_height, 7);
+            let back: urbis_core::packet::PacketProof =
+                serde_json::from_str(carried.json.get()).unwrap();
+            assert_eq!(back, proof);
+            if !verbatim {
+                // Through the fallback the proof is the same JSON value written again (its
+                // keys in sorted order); the shard reads it as it reads the original.
+                assert_ne!(carried.json.get(), json);
+                continue;
+            }
+            assert_eq!(serde_json::to_string(&request).unwrap(), first);
+            let item = BatchItemOut::Packet {
+                proof: &carried.json,
+                payload: &packets[0].payload,
+                trace_context: None,
+            };
+            assert_eq!(
+                serde_json::to_string(&item).unwrap(),
+                format!(
+                    r#"{{"type":"packet","proof":{json},"payload":{payload},"trace_context":null}}"#
+                )
+            );
+        }
+        let headless = json.replacen(r#""sequence":1,"#, "", 1);
+        assert_ne!(headless, json);
+        let refused =
+            format!(r#"{{"type":"deliver","packets":[{{"proof":{headless},"payload":null}}]}}"#);
+        let error = serde_json::from_str::<Request>(&refused).unwrap_err().to_string();
+        assert!(error.contains("sequence"), "{error}");
+    }
 
     /// Answers and requests read back as written, with the tag first or last; an unknown
     /// variant and a missing field are refused. (Proof-carrying variants are read by the
