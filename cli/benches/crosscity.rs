@@ -12,6 +12,12 @@
 //!
 //! `cargo bench --workspace --bench crosscity` (release); `URBIS_BENCH_SECONDS` (default 5)
 //! bounds the ingest phase, `URBIS_CROSSCITY_PACKETS` (default 5000) sizes the burst.
+//!
+//! With `URBIS_CROSSCITY_SPLIT=1` (Linux, `taskset`, two cores or more) each city runs as its
+//! own `urbis devnet --only-cities` process on its own core — its shard, bridge and two
+//! validators on core 0 (A) or core 1 (B), as cities run on their own machines — and the
+//! benchmark client on A's core. B's ingest is then measured on B's core alone: the limit is
+//! what the destination can take with the resources it has while packets arrive.
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout, clippy::disallowed_methods)]
 
 use reqwest::blocking::Client;
@@ -84,29 +90,69 @@ fn main() {
         std::env::var("URBIS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let burst: u64 =
         std::env::var("URBIS_CROSSCITY_PACKETS").ok().and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let split = std::env::var("URBIS_CROSSCITY_SPLIT").is_ok_and(|v| v == "1");
     let dir = tempfile::tempdir().unwrap();
     let base = free_base();
-    let child = Command::new(env!("CARGO_BIN_EXE_urbis"))
-        .args(["devnet", "--cities", "2", "--base-port", &base.to_string(), "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("devnet.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let devnet_pid = child.id();
-    let _devnet = Devnet(child);
     let manifest = dir.path().join("devnet.json");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let m: Value = loop {
-        if let Ok(bytes) = std::fs::read(&manifest)
-            && let Ok(v) = serde_json::from_slice(&bytes)
-        {
-            break v;
+    let wait_for_manifest = || -> Value {
+        loop {
+            if let Ok(bytes) = std::fs::read(&manifest)
+                && let Ok(v) = serde_json::from_slice(&bytes)
+            {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "devnet did not start");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(Instant::now() < deadline, "devnet did not start");
-        std::thread::sleep(Duration::from_millis(50));
     };
+    // One devnet process with both cities, or (split) one per city pinned to its core, the
+    // second started once the first has created the federation.
+    let start = |only: Option<(&str, u32)>| -> Devnet {
+        let mut c = match only {
+            Some((_, core)) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &core.to_string(), env!("CARGO_BIN_EXE_urbis")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_urbis")),
+        };
+        c.args(["devnet", "--cities", "2", "--base-port", &base.to_string(), "--data-dir"])
+            .arg(dir.path());
+        if let Some((city, _)) = only {
+            c.args(["--only-cities", city]);
+        }
+        let log = format!("devnet{}.log", only.map(|(c, _)| format!("-{c}")).unwrap_or_default());
+        Devnet(
+            c.env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut devnets = Vec::new();
+    let m: Value = if split {
+        // The client shares A's core: B's core is the destination's alone.
+        let pinned = Command::new("taskset")
+            .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(pinned.success(), "taskset could not pin the benchmark to core 0");
+        devnets.push(start(Some(("athens", 0))));
+        wait_for_manifest();
+        std::fs::remove_file(&manifest).unwrap();
+        devnets.push(start(Some(("berlin", 1))));
+        wait_for_manifest()
+    } else {
+        devnets.push(start(None));
+        wait_for_manifest()
+    };
+    // CPU of every devnet process, and of B's alone where it has its own.
+    let pids: Vec<u32> = devnets.iter().map(|d| d.0.id()).collect();
+    let cpu_all = || pids.iter().map(|p| cpu_seconds(*p)).sum::<Option<f64>>();
+    let cpu_b = || if split { cpu_seconds(pids[1]) } else { None };
     let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let a = m["cities"][0].clone();
     let b = m["cities"][1].clone();
@@ -209,7 +255,8 @@ fn main() {
     // Four clients submit the burst in requests of 500, as the ingest phase below does: one
     // client waiting for each block to be durable would bound the rate by its round trip.
     let start_seq = n;
-    let cpu_before_burst = cpu_seconds(devnet_pid);
+    let cpu_before_burst = cpu_all();
+    let cpu_b_before_burst = cpu_b();
     let started = Instant::now();
     let requests: Vec<(u64, u64)> =
         (0..burst).step_by(500).map(|first| (first, (burst - first).min(500))).collect();
@@ -248,11 +295,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let settled = started.elapsed();
-    let cpu_burst = cpu_seconds(devnet_pid).zip(cpu_before_burst).map(|(a, b)| a - b);
+    let cpu_burst = cpu_all().zip(cpu_before_burst).map(|(a, b)| a - b);
+    let cpu_b_burst = cpu_b().zip(cpu_b_before_burst).map(|(a, b)| a - b);
     let packets_per_s = burst as f64 / settled.as_secs_f64();
 
     // 3a. B's own durable ingest through its batch API, four clients.
-    let cpu_before_ingest = cpu_seconds(devnet_pid);
+    let cpu_before_ingest = cpu_all();
+    let cpu_b_before_ingest = cpu_b();
     let stop_at = Instant::now() + Duration::from_secs(seconds);
     let records: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4u64)
@@ -278,7 +327,8 @@ fn main() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     let ingest = records as f64 / seconds as f64;
-    let cpu_ingest = cpu_seconds(devnet_pid).zip(cpu_before_ingest).map(|(a, b)| a - b);
+    let cpu_ingest = cpu_all().zip(cpu_before_ingest).map(|(a, b)| a - b);
+    let cpu_b_ingest = cpu_b().zip(cpu_b_before_ingest).map(|(a, b)| a - b);
 
     println!(
         "RESULT | cross-city latency, acknowledged in A → received in B ({} packets) | p50 {} ms, p99 {} ms | goal p50 < 1000 ms, p99 < 2000 ms |",
@@ -303,6 +353,18 @@ fn main() {
         println!(
             "RESULT | devnet CPU (user + system, all its threads) | {per_packet:.0} µs per packet in the burst ({:.2} cores busy), {per_record:.0} µs per record of B's ingest ({:.2} cores busy) | record/packet cost ratio {:.3} |",
             p / settled.as_secs_f64(),
+            r / seconds as f64,
+            per_record / per_packet
+        );
+    }
+    if let (Some(p), Some(r), Some(all)) = (cpu_b_burst, cpu_b_ingest, cpu_burst) {
+        let per_packet = p / burst as f64 * 1e6;
+        let per_record = r / records as f64 * 1e6;
+        println!(
+            "RESULT | each city on its own core: CPU of B's process (shard, bridge, 2 validators) | {per_packet:.0} µs per packet ({:.2} of its core busy; A's process {:.0} µs per packet, {:.2} of its core), {per_record:.0} µs per record of B's ingest ({:.2} of its core) | record/packet cost ratio at B {:.3} |",
+            p / settled.as_secs_f64(),
+            (all - p) / burst as f64 * 1e6,
+            (all - p) / settled.as_secs_f64(),
             r / seconds as f64,
             per_record / per_packet
         );

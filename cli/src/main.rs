@@ -108,6 +108,12 @@ enum Command {
         /// would have given them.
         #[arg(long, value_delimiter = ',')]
         external_validators: Vec<String>,
+        /// Run only these cities (comma-separated names): their shards, bridges and
+        /// validators. The other cities' validators are expected at their devnet ports, as
+        /// with `--external-validators`, from another `urbis devnet` on the same data
+        /// directory (start one after the other: the first creates the federation).
+        #[arg(long, value_delimiter = ',')]
+        only_cities: Vec<String>,
     },
 }
 
@@ -154,11 +160,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             packet_timeout_blocks,
             no_bridges,
             external_validators,
+            only_cities,
         } => {
             let options = roles::DevnetOptions {
                 packet_timeout_blocks,
                 bridges: !no_bridges,
                 external_validators,
+                only_cities,
             };
             roles::devnet(&data_dir, cities, base_port, options).map(|()| ExitCode::SUCCESS)
         }

@@ -161,6 +161,8 @@ pub struct DevnetOptions {
     pub bridges: bool,
     /// Validators the devnet does not start (they run elsewhere, at their devnet ports).
     pub external_validators: Vec<String>,
+    /// The cities this process runs (shards, bridges, validators); empty for all.
+    pub only_cities: Vec<String>,
 }
 
 /// Runs a whole federation on this machine under `data_dir`; resumes it when it exists.
@@ -181,6 +183,13 @@ pub fn devnet(
         let asset = format!("EUR:{}", names[0]);
         crate::keys::create_federation("urbis-devnet", &names, per_city, &[asset], data_dir)?;
     }
+    if let Some(unknown) = options.only_cities.iter().find(|c| !names.contains(c)) {
+        bail!("--only-cities: {unknown} is not one of the devnet's cities {names:?}");
+    }
+    // Whether this process runs the city's shard, bridge and validators.
+    let here = |name: &str| {
+        options.only_cities.is_empty() || options.only_cities.iter().any(|c| c == name)
+    };
     let valid = node::load_genesis(&genesis)?;
     let mut configs = Vec::new();
     let mut listing = Vec::new();
@@ -212,7 +221,7 @@ pub fn devnet(
         }
         let port = base_port.checked_add(u16::try_from(i)?).context("port out of range")?;
         let listen: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        configs.push(ShardConfig {
+        let config = ShardConfig {
             city: name.clone(),
             genesis: genesis.clone(),
             data_dir: city_dir.clone(),
@@ -231,7 +240,10 @@ pub fn devnet(
             beacon_contact_timeout_ms: 30_000,
             packet_timeout_blocks: options.packet_timeout_blocks,
             shutdown_grace_ms: 20_000,
-        });
+        };
+        if here(name) {
+            configs.push(config);
+        }
         let bridge_port =
             base_port.checked_add(u16::try_from(300 + i)?).context("port out of range")?;
         listing.push(DevnetCity {
@@ -262,7 +274,12 @@ pub fn devnet(
         let api: std::net::SocketAddr = ([127, 0, 0, 1], port(200 + k)?).into();
         validator_listing
             .push(serde_json::json!({"name": v.name, "beacon_api": format!("http://{api}")}));
-        if options.external_validators.contains(&v.name) {
+        // A validator runs with its city (one without a city, with the first city).
+        let city = match v.city {
+            Some(id) => valid.city(id).map(|c| c.name.as_str()),
+            None => names.first().map(String::as_str),
+        };
+        if options.external_validators.contains(&v.name) || !city.is_some_and(here) {
             continue;
         }
         let keys = data_dir.join("keys");
@@ -299,7 +316,7 @@ pub fn devnet(
     // Bridges: QUIC on base_port + 300 + i.
     let mut bridges = Vec::new();
     let bridge_addr = |i: usize| -> Result<String> { Ok(format!("127.0.0.1:{}", port(300 + i)?)) };
-    for (i, name) in names.iter().enumerate().filter(|_| options.bridges) {
+    for (i, name) in names.iter().enumerate().filter(|(_, n)| options.bridges && here(n)) {
         let keys = data_dir.join("keys");
         let mut peers = std::collections::BTreeMap::new();
         for (j, other) in names.iter().enumerate() {

@@ -678,3 +678,62 @@ pub(crate) fn verify_offline(path: &std::path::Path, proof: &Value, m: &Value) -
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     serde_json::from_slice(&o.stdout).unwrap()
 }
+
+/// `--only-cities` splits one federation over processes on the same data directory: the first
+/// runs only its city (another city's shard is not there), the second the others, and a
+/// packet sent from the first process's city is received by a city of the second through
+/// their bridges. A city that is not the devnet's is refused.
+#[test]
+fn a_federation_split_over_two_devnet_processes_carries_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_run_of_three_ports();
+    let _first = start_with(dir.path(), port, &["--only-cities", "athens"]);
+    let m = manifest(dir.path());
+    let shard = |name: &str| -> String {
+        let cities = m["cities"].as_array().unwrap();
+        let city = cities.iter().find(|c| c["name"] == name).unwrap();
+        city["shard_api"].as_str().unwrap().to_string()
+    };
+    let (athens, berlin) = (shard("athens"), shard("berlin"));
+    wait_ready(std::slice::from_ref(&athens));
+    let client = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    assert!(client.get(format!("{berlin}/readyz")).send().is_err(), "berlin runs in the first");
+    std::fs::remove_file(dir.path().join("devnet.json")).unwrap();
+    let _second = start_with(dir.path(), port, &["--only-cities", "berlin,copenhagen"]);
+    assert_eq!(manifest(dir.path())["federation_id"], m["federation_id"]);
+    wait_ready(&[berlin.clone(), shard("copenhagen")]);
+    let token = m["cities"][0]["service_tokens"]["open-data-office"].as_str().unwrap();
+    let record = json!({"kind": "information", "subject": "42".repeat(32), "to_city": "berlin",
+        "payload": {"dataset": "split", "media_type": "application/json", "content": {"n": 1}}});
+    let r = client
+        .post(format!("{athens}/v1/records"))
+        .bearer_auth(token)
+        .json(&json!({ "records": [record] }))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    let sequence = r.json::<Value>().unwrap()["records"][0]["sequence"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client.get(format!("{berlin}/v1/packets/athens/berlin/{sequence}")).send();
+        if let Ok(r) = r
+            && r.status().is_success()
+        {
+            assert_eq!(r.json::<Value>().unwrap()["state"], "received");
+            break;
+        }
+        assert!(Instant::now() < deadline, "packet {sequence} never reached berlin");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .args(["devnet", "--cities", "3", "--only-cities", "nowhere", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--only-cities: nowhere is not one of the devnet's cities"),
+        "{stderr}"
+    );
+}
