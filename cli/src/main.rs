@@ -19,6 +19,17 @@ use urbis_core::subject::{IdentifierScheme, SubjectKey, subject_id};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. The allocator asks for them on its
+/// regions, and returns memory it has not used for a while to the system; a node's megabyte
+/// bodies and batches then keep touching fresh regions, and the kernel zeroed 2 MiB for each
+/// first touch: about a fifth of each city's CPU while packets flowed (benches/README.md).
+/// Ordinary 4 KiB pages are zeroed only as far as they are used. Failing (an old kernel, a
+/// sandbox refusing `prctl`) only leaves the system's setting in force.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
+}
+
 /// Urbis: verifiable public records across a federation of cities.
 #[derive(Parser)]
 #[command(name = "urbis", version, about)]
@@ -118,6 +129,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     // The long-running roles log to stdout, where a container's log collector reads; one-shot
     // commands keep stdout for their answer and log to stderr.

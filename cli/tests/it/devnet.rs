@@ -682,13 +682,20 @@ pub(crate) fn verify_offline(path: &std::path::Path, proof: &Value, m: &Value) -
 /// `--only-cities` splits one federation over processes on the same data directory: the first
 /// runs only its city (another city's shard is not there), the second the others, and a
 /// packet sent from the first process's city is received by a city of the second through
-/// their bridges. A city that is not the devnet's is refused.
+/// their bridges. A city that is not the devnet's is refused. (The process runs without
+/// transparent huge pages, where the kernel reports it.)
 #[test]
 fn a_federation_split_over_two_devnet_processes_carries_packets() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_run_of_three_ports();
-    let _first = start_with(dir.path(), port, &["--only-cities", "athens"]);
+    let first = start_with(dir.path(), port, &["--only-cities", "athens"]);
     let m = manifest(dir.path());
+    // The node turned transparent huge pages off for itself (Linux).
+    let pid = first.0.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
     let shard = |name: &str| -> String {
         let cities = m["cities"].as_array().unwrap();
         let city = cities.iter().find(|c| c["name"] == name).unwrap();
