@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use urbis_core::packet::{AcknowledgementProof, PacketId};
+use urbis_core::packet::PacketId;
 use urbis_core::record::CityId;
 
 /// About the most JSON one packet with its proof chain takes (a hint for buffers, not a
@@ -256,15 +256,6 @@ pub struct OutboundPage {
     pub sent: u64,
     /// The first unsettled sequence not yet final.
     pub waiting_for_finality: Option<u64>,
-}
-
-/// The shard's answer to "where is my packet" (what a bridge reads of it).
-#[derive(Debug, Deserialize)]
-pub struct PacketStatus {
-    /// The state name.
-    pub state: String,
-    /// At the destination once final.
-    pub acknowledgement_proof: Option<AcknowledgementProof>,
 }
 
 /// The shard's answer to `POST /v1/packets/batch`.
