@@ -176,15 +176,16 @@ pub fn devnet(
         bail!("--cities must be 1..={}", DEVNET_CITIES.len());
     }
     let names: Vec<String> = DEVNET_CITIES[..cities].iter().map(|s| s.to_string()).collect();
+    // Before anything is created.
+    if let Some(unknown) = options.only_cities.iter().find(|c| !names.contains(c)) {
+        bail!("--only-cities: {unknown} is not one of the devnet's cities {names:?}");
+    }
     let genesis = data_dir.join("genesis.json");
     if !genesis.exists() {
         std::fs::create_dir_all(data_dir)?;
         let per_city = 4usize.div_ceil(cities).max(1);
         let asset = format!("EUR:{}", names[0]);
         crate::keys::create_federation("urbis-devnet", &names, per_city, &[asset], data_dir)?;
-    }
-    if let Some(unknown) = options.only_cities.iter().find(|c| !names.contains(c)) {
-        bail!("--only-cities: {unknown} is not one of the devnet's cities {names:?}");
     }
     // Whether this process runs the city's shard, bridge and validators.
     let here = |name: &str| {

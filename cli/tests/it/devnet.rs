@@ -682,8 +682,8 @@ pub(crate) fn verify_offline(path: &std::path::Path, proof: &Value, m: &Value) -
 /// `--only-cities` splits one federation over processes on the same data directory: the first
 /// runs only its city (another city's shard is not there), the second the others, and a
 /// packet sent from the first process's city is received by a city of the second through
-/// their bridges. A city that is not the devnet's is refused. (The process runs without
-/// transparent huge pages, where the kernel reports it.)
+/// their bridges. A city that is not the devnet's is refused before anything is created.
+/// (The process runs without transparent huge pages, where the kernel reports it.)
 #[test]
 fn a_federation_split_over_two_devnet_processes_carries_packets() {
     let dir = tempfile::tempdir().unwrap();
@@ -732,9 +732,10 @@ fn a_federation_split_over_two_devnet_processes_carries_packets() {
         assert!(Instant::now() < deadline, "packet {sequence} never reached berlin");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let fresh = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
         .args(["devnet", "--cities", "3", "--only-cities", "nowhere", "--data-dir"])
-        .arg(dir.path())
+        .arg(fresh.path())
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -743,4 +744,5 @@ fn a_federation_split_over_two_devnet_processes_carries_packets() {
         stderr.contains("--only-cities: nowhere is not one of the devnet's cities"),
         "{stderr}"
     );
+    assert!(!fresh.path().join("genesis.json").exists(), "a federation was created anyway");
 }
