@@ -358,36 +358,10 @@ mod tests {
     /// A real packet proof (city 0 to city 1, sequence 1, timeout height 7) as its source
     /// shard serializes it.
     fn packet_proof_json() -> (urbis_core::packet::PacketProof, String) {
-        use urbis_core::beacon::Crosslink;
-        use urbis_core::encoding::encode;
-        use urbis_core::packet::{CommitmentState, OutboundPacket, PacketProof};
-        use urbis_core::testkit::{BeaconChain, Federation, ShardChain, information_record};
-        let federation = Federation::new("wire", 2, 4);
-        let (a, b) = (CityId(0), CityId(1));
-        let mut record = information_record(a, 1);
-        record.destination = Some(b);
-        let id = PacketId { source: a, destination: b, sequence: 1 };
-        let commitment = OutboundPacket { record_id: record.id(), timeout_height: 7 };
-        let mut shard = ShardChain::new(a);
-        shard.seal(
-            &federation,
-            vec![record],
-            &[(id.commitment_key(), Some(encode(&CommitmentState::Unsettled(commitment))))],
+        let proof = urbis_core::testkit::first_packet(
+            &urbis_core::testkit::Federation::new("wire", 2, 4),
+            7,
         );
-        let mut beacon = BeaconChain::new(&federation);
-        let link = Crosslink { city: a, header_hash: shard.headers[0].header.hash() };
-        beacon.produce(&federation, vec![link], None);
-        let rp = shard.record_proof(0, 0);
-        let (_, commitment_proof) = shard.state.prove(&id.commitment_key()).unwrap();
-        let proof = PacketProof {
-            sequence: 1,
-            commitment,
-            commitment_proof,
-            record: rp.record,
-            inclusion: rp.inclusion,
-            header: rp.header,
-            finality: beacon.finality(&shard, 0, 1).unwrap(),
-        };
         let json = serde_json::to_string(&proof).unwrap();
         (proof, json)
     }

@@ -349,3 +349,40 @@ impl BeaconChain {
         })
     }
 }
+
+/// A complete packet proof in `federation`: city 0 sends [`information_record`] 1 to city 1
+/// as sequence 1 with `timeout_height`, sealed in city 0's block 0, which beacon block 1
+/// crosslinks.
+pub fn first_packet(federation: &Federation, timeout_height: u64) -> crate::packet::PacketProof {
+    use crate::packet::{CommitmentState, OutboundPacket, PacketId, PacketProof};
+    let (source, destination) = (CityId(0), CityId(1));
+    let mut record = information_record(source, 1);
+    record.destination = Some(destination);
+    let id = PacketId { source, destination, sequence: 1 };
+    let commitment = OutboundPacket { record_id: record.id(), timeout_height };
+    let mut shard = ShardChain::new(source);
+    shard.seal(
+        federation,
+        vec![record],
+        &[(id.commitment_key(), Some(encode(&CommitmentState::Unsettled(commitment))))],
+    );
+    let mut beacon = BeaconChain::new(federation);
+    let link = Crosslink { city: source, header_hash: shard.headers[0].header.hash() };
+    beacon.produce(federation, vec![link], None);
+    let rp = shard.record_proof(0, 0);
+    let (_, commitment_proof) = shard
+        .state
+        .prove(&id.commitment_key())
+        .unwrap_or_else(|e| unreachable!("testkit state proof: {e}"));
+    PacketProof {
+        sequence: 1,
+        commitment,
+        commitment_proof,
+        record: rp.record,
+        inclusion: rp.inclusion,
+        header: rp.header,
+        finality: beacon
+            .finality(&shard, 0, 1)
+            .unwrap_or_else(|| unreachable!("beacon block 1 crosslinks block 0")),
+    }
+}

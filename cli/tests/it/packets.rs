@@ -410,49 +410,8 @@ fn final_fact_where(
 
 /// A packet from city 0 to city 1 of a federation of the same shape but another genesis.
 fn packet_from_another_federation() -> Value {
-    use urbis_core::packet::{OutboundPacket, PacketId, PacketProof};
-    use urbis_core::testkit::{BeaconChain, Federation, ShardChain, information_record};
-    let federation = Federation::new("another federation", 3, 4);
-    let mut shard = ShardChain::new(urbis_core::record::CityId(0));
-    let mut beacon = BeaconChain::new(&federation);
-    let mut record = information_record(urbis_core::record::CityId(0), 1);
-    record.destination = Some(urbis_core::record::CityId(1));
-    let id = PacketId {
-        source: urbis_core::record::CityId(0),
-        destination: urbis_core::record::CityId(1),
-        sequence: 1,
-    };
-    let commitment = OutboundPacket { record_id: record.id(), timeout_height: 1_000_000 };
-    shard.seal(
-        &federation,
-        vec![record],
-        &[(
-            id.commitment_key(),
-            Some(urbis_core::encoding::encode(&urbis_core::packet::CommitmentState::Unsettled(
-                commitment,
-            ))),
-        )],
-    );
-    beacon.produce(
-        &federation,
-        vec![urbis_core::beacon::Crosslink {
-            city: urbis_core::record::CityId(0),
-            header_hash: shard.headers[0].header.hash(),
-        }],
-        None,
-    );
-    let rp = shard.record_proof(0, 0);
-    let (_, commitment_proof) = shard.state.prove(&id.commitment_key()).unwrap();
-    let proof = PacketProof {
-        sequence: 1,
-        commitment,
-        commitment_proof,
-        record: rp.record,
-        inclusion: rp.inclusion,
-        header: rp.header,
-        finality: beacon.finality(&shard, 0, 1).unwrap(),
-    };
-    json!({"type": "packet", "proof": proof})
+    let federation = urbis_core::testkit::Federation::new("another federation", 3, 4);
+    json!({"type": "packet", "proof": urbis_core::testkit::first_packet(&federation, 1_000_000)})
 }
 
 #[test]
