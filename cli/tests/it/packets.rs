@@ -587,8 +587,26 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
             "concurrent duplicate",
         );
     }
-    let (status, v) = post_packet(&client, b, &packet(0));
-    assert_eq!((status, v["state"].as_str()), (200, Some("received")), "{v}");
+    // In a batch, an item that does not read as a packet is refused alone; the packet beside
+    // it is received.
+    let r = client
+        .post(format!("{}/v1/packets/batch", b["shard_api"].as_str().unwrap()))
+        .json(&json!({"items": [{"type": "packet", "proof": {"sequence": "one"}}, packet(0)]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let batch: Value = r.json().unwrap();
+    let results = batch["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{batch}");
+    refused(
+        (results[0]["status"].as_u64().unwrap() as u16, results[0]["problem"].clone()),
+        422,
+        "invalid-record",
+        "invalid type",
+        "an unreadable item in a batch",
+    );
+    assert_eq!(results[1]["status"], 200, "{batch}");
+    assert_eq!(results[1]["response"]["state"], "received", "{batch}");
     refused(
         post_packet(&client, b, &packet(0)),
         409,

@@ -230,18 +230,29 @@ fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> ApiResult<(Bytes, T)> {
-    let body = body.map_err(|e| {
+    let body = body_bytes(body, limit)?;
+    let value = serde_json::from_slice(&body).map_err(json_problem)?;
+    Ok((body, value))
+}
+
+/// A request body's bytes: 413 over the limit, 400 when it could not be read.
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Bytes> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::too_large(format!("request body exceeds {limit} bytes"))
         } else {
             Problem::bad_request(e.body_text())
         }
-    })?;
-    let value = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+    })
+}
+
+/// A body that does not read as what was expected: 422 when it is JSON of the wrong shape,
+/// 400 when it is not JSON.
+fn json_problem(e: serde_json::Error) -> Problem {
+    match e.classify() {
         serde_json::error::Category::Data => Problem::unprocessable(e.to_string()),
         _ => Problem::bad_request(e.to_string()),
-    })?;
-    Ok((body, value))
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

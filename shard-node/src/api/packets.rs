@@ -4,7 +4,7 @@
 //! packet is, and capital totals.
 
 use super::problem::Problem;
-use super::{ApiResult, AppState, finality, internal, json_body};
+use super::{ApiResult, AppState, body_bytes, finality, internal, json_body, json_problem};
 use crate::ledger::{PacketOp, Rejection};
 use crate::sealer::{Outcome, Submission};
 use crate::store::StoredPayload;
@@ -329,7 +329,8 @@ fn packet_outcome(op: &PacketOp, outcome: Outcome) -> ApiResult<PacketResponse> 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PacketBatchRequest {
-    /// The items, each as `POST /v1/packets` takes it.
+    /// The items, each as `POST /v1/packets` takes it. Each is read on its own: one that is
+    /// not a packet, an acknowledgement or a timeout gets its own 400 or 422 in the answer.
     pub items: Vec<PacketRequest>,
 }
 
@@ -352,8 +353,18 @@ pub struct PacketBatchResponse {
     pub results: Vec<PacketBatchItem>,
 }
 
-/// Hands the shard many packets, acknowledgements or timeouts at once; each is checked and
-/// answered on its own (one refusal does not refuse the others), and they are sealed together.
+/// The batch as read first: each item's JSON, read on its own after, so that an item that does
+/// not read as a packet, an acknowledgement or a timeout is refused alone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    items: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// Hands the shard many packets, acknowledgements or timeouts at once; each is read, checked
+/// and answered on its own (one refusal, also of an item that does not parse, does not refuse
+/// the others), and they are sealed together.
 #[utoipa::path(post, path = "/v1/packets/batch", request_body = PacketBatchRequest,
     responses((status = 200, body = PacketBatchResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -366,20 +377,32 @@ pub async fn post_packets_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PacketBatchResponse>> {
     public_rate(&app, "public:packets")?;
-    let (_, request): (_, PacketBatchRequest) = json_body(body, app.limits.body_bytes_max)?;
-    if request.items.len() > app.limits.batch_records_max {
+    let body = body_bytes(body, app.limits.body_bytes_max)?;
+    let raw: RawBatch<'_> = serde_json::from_slice(&body).map_err(json_problem)?;
+    if raw.items.len() > app.limits.batch_records_max {
         return Err(Problem::too_large(format!(
             "{} items; at most {} per batch",
-            request.items.len(),
+            raw.items.len(),
             app.limits.batch_records_max
         )));
     }
-    let spans: Vec<tracing::Span> = request.items.iter().map(|i| i.span(&app)).collect();
+    let items: Vec<ApiResult<PacketRequest>> = raw
+        .items
+        .iter()
+        .map(|item| serde_json::from_str(item.get()).map_err(json_problem))
+        .collect();
+    let spans: Vec<tracing::Span> = items
+        .iter()
+        .map(|i| match i {
+            Ok(i) => i.span(&app),
+            Err(_) => tracing::info_span!("unreadable packet item", urbis.role = "shard"),
+        })
+        .collect();
     let checker = app.clone();
     let checked: Vec<ApiResult<(PacketOp, Option<StoredPayload>)>> =
         tokio::task::spawn_blocking(move || {
             let mut cache = urbis_core::packet::ChainCache::default();
-            request.items.into_iter().map(|r| check(&checker, r, &mut cache)).collect()
+            items.into_iter().map(|r| r.and_then(|r| check(&checker, r, &mut cache))).collect()
         })
         .await
         .map_err(internal)?;
