@@ -395,7 +395,11 @@ pub async fn post_packets_batch(
         .iter()
         .map(|i| match i {
             Ok(i) => i.span(&app),
-            Err(_) => tracing::info_span!("unreadable packet item", urbis.role = "shard"),
+            Err(_) => tracing::info_span!(
+                "unreadable packet item",
+                urbis.role = "shard",
+                packet.status = tracing::field::Empty,
+            ),
         })
         .collect();
     let checker = app.clone();
