@@ -122,8 +122,8 @@ enum Command {
         /// Run only these cities (comma-separated names): their shards, bridges and
         /// validators. The other cities' validators are expected at their devnet ports, as
         /// with `--external-validators`, from another `urbis devnet` on the same data
-        /// directory (start each once the one before has written `devnet.json`: the first
-        /// creates the federation and every city's tokens).
+        /// directory. They may be started together: they set the directory up one at a time
+        /// (the first creates the federation and every city's tokens).
         #[arg(long, value_delimiter = ',')]
         only_cities: Vec<String>,
     },

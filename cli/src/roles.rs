@@ -180,9 +180,18 @@ pub fn devnet(
     if let Some(unknown) = options.only_cities.iter().find(|c| !names.contains(c)) {
         bail!("--only-cities: {unknown} is not one of the devnet's cities {names:?}");
     }
+    // Devnet processes sharing `data_dir` (`--only-cities`) set it up one at a time: the first
+    // creates the federation and issues the tokens, the others find them. The lock is held
+    // until this process has written `devnet.json`, and released by the system if it dies.
+    std::fs::create_dir_all(data_dir)?;
+    let setup = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("devnet.lock"))?;
+    setup.lock().context("waiting for another devnet process to set up the data directory")?;
     let genesis = data_dir.join("genesis.json");
     if !genesis.exists() {
-        std::fs::create_dir_all(data_dir)?;
         let per_city = 4usize.div_ceil(cities).max(1);
         let asset = format!("EUR:{}", names[0]);
         crate::keys::create_federation("urbis-devnet", &names, per_city, &[asset], data_dir)?;
@@ -349,6 +358,7 @@ pub fn devnet(
     let manifest_path = data_dir.join("devnet.json");
     let _ = std::fs::remove_file(&manifest_path);
     write_private(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    setup.unlock()?;
     eprintln!("urbis devnet: federation {} with {} cities", valid.federation_id(), cities);
     for c in &listing {
         eprintln!("  {:<12} shard API {}", c.name, c.shard_api);

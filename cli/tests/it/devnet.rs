@@ -709,6 +709,25 @@ fn a_federation_split_over_two_devnet_processes_carries_packets() {
     let _second = start_with(dir.path(), port, &["--only-cities", "berlin,copenhagen"]);
     assert_eq!(manifest(dir.path())["federation_id"], m["federation_id"]);
     wait_ready(&[berlin.clone(), shard("copenhagen")]);
+    packet_reaches_berlin(&m, &athens, &berlin);
+    let fresh = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .args(["devnet", "--cities", "3", "--only-cities", "nowhere", "--data-dir"])
+        .arg(fresh.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--only-cities: nowhere is not one of the devnet's cities"),
+        "{stderr}"
+    );
+    assert!(!fresh.path().join("genesis.json").exists(), "a federation was created anyway");
+}
+
+/// Sends an information record from athens to berlin and waits until berlin has received it.
+fn packet_reaches_berlin(m: &Value, athens: &str, berlin: &str) {
+    let client = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let token = m["cities"][0]["service_tokens"]["open-data-office"].as_str().unwrap();
     let record = json!({"kind": "information", "subject": "42".repeat(32), "to_city": "berlin",
         "payload": {"dataset": "split", "media_type": "application/json", "content": {"n": 1}}});
@@ -732,17 +751,25 @@ fn a_federation_split_over_two_devnet_processes_carries_packets() {
         assert!(Instant::now() < deadline, "packet {sequence} never reached berlin");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let fresh = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_urbis"))
-        .args(["devnet", "--cities", "3", "--only-cities", "nowhere", "--data-dir"])
-        .arg(fresh.path())
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        stderr.contains("--only-cities: nowhere is not one of the devnet's cities"),
-        "{stderr}"
-    );
-    assert!(!fresh.path().join("genesis.json").exists(), "a federation was created anyway");
+}
+
+/// Two `--only-cities` processes started at the same moment on a fresh directory set it up one
+/// at a time: one federation, whose packets travel between them.
+#[test]
+fn devnet_processes_started_together_share_one_federation() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_run_of_three_ports();
+    let _first = start_with(dir.path(), port, &["--only-cities", "athens"]);
+    let _second = start_with(dir.path(), port, &["--only-cities", "berlin,copenhagen"]);
+    let m = manifest(dir.path());
+    let shard = |name: &str| -> String {
+        let cities = m["cities"].as_array().unwrap();
+        let city = cities.iter().find(|c| c["name"] == name).unwrap();
+        city["shard_api"].as_str().unwrap().to_string()
+    };
+    let (athens, berlin) = (shard("athens"), shard("berlin"));
+    wait_ready(&[athens.clone(), berlin.clone(), shard("copenhagen")]);
+    let genesis = urbis_bridge::load_genesis(&dir.path().join("genesis.json")).unwrap();
+    assert_eq!(serde_json::to_value(genesis.federation_id()).unwrap(), m["federation_id"]);
+    packet_reaches_berlin(&m, &athens, &berlin);
 }
