@@ -330,7 +330,7 @@ fn packet_outcome(op: &PacketOp, outcome: Outcome) -> ApiResult<PacketResponse> 
 #[serde(deny_unknown_fields)]
 pub struct PacketBatchRequest {
     /// The items, each as `POST /v1/packets` takes it. Each is read on its own: one that is
-    /// not a packet, an acknowledgement or a timeout gets its own 400 or 422 in the answer.
+    /// not a packet, an acknowledgement or a timeout gets its own 422 in the answer.
     pub items: Vec<PacketRequest>,
 }
 
