@@ -696,11 +696,7 @@ fn a_federation_split_over_two_devnet_processes_carries_packets() {
     if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
         assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
     }
-    let shard = |name: &str| -> String {
-        let cities = m["cities"].as_array().unwrap();
-        let city = cities.iter().find(|c| c["name"] == name).unwrap();
-        city["shard_api"].as_str().unwrap().to_string()
-    };
+    let shard = |name: &str| shard_api(&m, name);
     let (athens, berlin) = (shard("athens"), shard("berlin"));
     wait_ready(std::slice::from_ref(&athens));
     let client = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
@@ -723,6 +719,13 @@ fn a_federation_split_over_two_devnet_processes_carries_packets() {
         "{stderr}"
     );
     assert!(!fresh.path().join("genesis.json").exists(), "a federation was created anyway");
+}
+
+/// The shard API of the devnet's city `name`, from its manifest.
+fn shard_api(m: &Value, name: &str) -> String {
+    let cities = m["cities"].as_array().unwrap();
+    let city = cities.iter().find(|c| c["name"] == name).unwrap();
+    city["shard_api"].as_str().unwrap().to_string()
 }
 
 /// Sends an information record from athens to berlin and waits until berlin has received it.
@@ -762,11 +765,7 @@ fn devnet_processes_started_together_share_one_federation() {
     let _first = start_with(dir.path(), port, &["--only-cities", "athens"]);
     let _second = start_with(dir.path(), port, &["--only-cities", "berlin,copenhagen"]);
     let m = manifest(dir.path());
-    let shard = |name: &str| -> String {
-        let cities = m["cities"].as_array().unwrap();
-        let city = cities.iter().find(|c| c["name"] == name).unwrap();
-        city["shard_api"].as_str().unwrap().to_string()
-    };
+    let shard = |name: &str| shard_api(&m, name);
     let (athens, berlin) = (shard("athens"), shard("berlin"));
     wait_ready(&[athens.clone(), berlin.clone(), shard("copenhagen")]);
     let genesis = urbis_bridge::load_genesis(&dir.path().join("genesis.json")).unwrap();

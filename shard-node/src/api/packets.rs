@@ -353,13 +353,36 @@ pub struct PacketBatchResponse {
     pub results: Vec<PacketBatchItem>,
 }
 
-/// The batch as read first: each item's JSON, read on its own after, so that an item that does
+/// A batch with an unreadable item, read again as each item's JSON, so that an item that does
 /// not read as a packet, an acknowledgement or a timeout is refused alone.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBatch<'a> {
     #[serde(borrow)]
     items: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// A batch's items, each read or refused on its own. A batch whose items all read (what
+/// bridges send) is read in one pass; only one with an unreadable item is read again, item by
+/// item.
+fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRequest>>> {
+    let too_many =
+        |n: usize| Problem::too_large(format!("{n} items; at most {items_max} per batch"));
+    if let Ok(request) = serde_json::from_slice::<PacketBatchRequest>(body) {
+        if request.items.len() > items_max {
+            return Err(too_many(request.items.len()));
+        }
+        return Ok(request.items.into_iter().map(Ok).collect());
+    }
+    let raw: RawBatch<'_> = serde_json::from_slice(body).map_err(json_problem)?;
+    if raw.items.len() > items_max {
+        return Err(too_many(raw.items.len()));
+    }
+    Ok(raw
+        .items
+        .iter()
+        .map(|item| serde_json::from_str(item.get()).map_err(json_problem))
+        .collect())
 }
 
 /// Hands the shard many packets, acknowledgements or timeouts at once; each is read, checked
@@ -378,19 +401,7 @@ pub async fn post_packets_batch(
 ) -> ApiResult<Json<PacketBatchResponse>> {
     public_rate(&app, "public:packets")?;
     let body = body_bytes(body, app.limits.body_bytes_max)?;
-    let raw: RawBatch<'_> = serde_json::from_slice(&body).map_err(json_problem)?;
-    if raw.items.len() > app.limits.batch_records_max {
-        return Err(Problem::too_large(format!(
-            "{} items; at most {} per batch",
-            raw.items.len(),
-            app.limits.batch_records_max
-        )));
-    }
-    let items: Vec<ApiResult<PacketRequest>> = raw
-        .items
-        .iter()
-        .map(|item| serde_json::from_str(item.get()).map_err(json_problem))
-        .collect();
+    let items = read_batch(&body, app.limits.batch_records_max)?;
     let spans: Vec<tracing::Span> = items
         .iter()
         .map(|i| match i {
