@@ -2,19 +2,20 @@
 //! before it accepts a packet and a source makes before it settles one.
 //!
 //! A record submitted with a destination becomes an outbound packet in its source shard's
-//! state (`PacketCommitment{source, destination, sequence}` →
-//! [`CommitmentState::Unsettled`]). The destination accepts it only with a [`PacketProof`]
-//! that reaches a beacon block certified under the destination's own light client, writes a
-//! [`Receipt`] holding its [`Acknowledgement`] under its own `state_root`, and the source
-//! settles the packet with an [`AcknowledgementProof`] or, once the destination's certified
-//! view passed the timeout, a [`TimeoutProof`] of the receipt's absence, overwriting the
-//! commitment with [`CommitmentState::Settled`]. Every key and every expected value is built
-//! here from `(source, destination, sequence)` and the caller's own commitment; nothing a
-//! relay says is taken on trust.
+//! state (`PacketCommitment{source, destination, sequence}` → [`OutboundPacket`]). The
+//! destination accepts it only with a [`PacketProof`] that reaches a beacon block certified
+//! under the destination's own light client, writes a [`Receipt`] holding its
+//! [`Acknowledgement`] under its own `state_root`, and the source settles the packet with an
+//! [`AcknowledgementProof`] or, once the destination's certified view passed the timeout, a
+//! [`TimeoutProof`] of the receipt's absence, recording its [`PacketOutcome`] in the
+//! [`Settlements`] of its range of sequences. Every key and every expected value is built here
+//! from `(source, destination, sequence)` and the caller's own commitment; nothing a relay
+//! says is taken on trust.
 //!
-//! One key per packet on each side: the source's commitment becomes its outcome in place, and
-//! the destination's receipt carries the acknowledgement, so a packet costs the state tree
-//! three leaf writes in all (send, receive, settle).
+//! One key per packet on each side: the source's commitment, written once, and the
+//! destination's receipt, which carries the acknowledgement. Outcomes share one key per
+//! [`SETTLEMENT_BUCKET_SIZE`] sequences, so the packets a block settles on one channel cost
+//! the state tree one or two leaf writes, not one each.
 
 use crate::encoding::encode;
 use crate::genesis::ValidGenesis;
@@ -55,12 +56,21 @@ pub struct PacketId {
 }
 
 impl PacketId {
-    /// The source's key: its commitment while unsettled, then its outcome.
+    /// The source's key of its commitment (written once, when the packet is sent).
     pub fn commitment_key(&self) -> StateKey {
         StateKey::PacketCommitment {
             source: self.source,
             destination: self.destination,
             sequence: self.sequence,
+        }
+    }
+    /// The source's key of the settlements of the packet's range of sequences, where its
+    /// outcome is recorded once it is settled.
+    pub fn settlements_key(&self) -> StateKey {
+        StateKey::PacketSettlements {
+            source: self.source,
+            destination: self.destination,
+            bucket: self.sequence / SETTLEMENT_BUCKET_SIZE,
         }
     }
     /// The destination's receipt key (the receipt holds the acknowledgement).
@@ -131,7 +141,7 @@ pub enum Acknowledgement {
     Error(AckError),
 }
 
-/// How a packet ended at its source ([`CommitmentState::Settled`]).
+/// How a packet ended at its source (kept in its range's [`Settlements`]).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
@@ -156,18 +166,62 @@ pub enum PacketOutcome {
     },
 }
 
-/// The value under `PacketCommitment{source, destination, sequence}` at the source: the
-/// commitment while the packet is unsettled, overwritten in place by its outcome when it is
-/// settled (once: a settled packet is never settled again).
+/// Sequences per [`Settlements`] range: sequence `q` is settled under
+/// `PacketSettlements{source, destination, q / SETTLEMENT_BUCKET_SIZE}`.
+pub const SETTLEMENT_BUCKET_SIZE: u64 = 64;
+
+/// One settled packet of a range.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
-#[serde(tag = "state", content = "value", rename_all = "snake_case")]
-pub enum CommitmentState {
-    /// Sent and not settled yet.
-    Unsettled(OutboundPacket),
-    /// Settled: acknowledged, or refunded after an error or a timeout.
-    Settled(PacketOutcome),
+pub struct SettledPacket {
+    /// Its sequence.
+    pub sequence: u64,
+    /// How it ended.
+    pub outcome: PacketOutcome,
+}
+
+/// The value under `PacketSettlements{source, destination, bucket}` at the source: the
+/// outcome of every settled packet of the range, in ascending sequence order, each sequence
+/// once and in the range. An entry is added when its packet is settled and never changed or
+/// removed: a packet with an entry is never settled again. The key is absent until the
+/// range's first settlement.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Settlements {
+    /// The settled packets, by ascending sequence.
+    pub settled: Vec<SettledPacket>,
+}
+
+impl Settlements {
+    /// The outcome of `sequence`, if it is settled.
+    pub fn outcome(&self, sequence: u64) -> Option<PacketOutcome> {
+        self.settled
+            .binary_search_by_key(&sequence, |s| s.sequence)
+            .ok()
+            .map(|i| self.settled[i].outcome)
+    }
+
+    /// Records the outcome of `sequence`; `false` (and nothing changed) when it is settled
+    /// already.
+    pub fn insert(&mut self, sequence: u64, outcome: PacketOutcome) -> bool {
+        match self.settled.binary_search_by_key(&sequence, |s| s.sequence) {
+            Ok(_) => false,
+            Err(i) => {
+                self.settled.insert(i, SettledPacket { sequence, outcome });
+                true
+            }
+        }
+    }
+
+    /// Whether this is a value the rules can write under range `bucket`: at least one entry,
+    /// strictly ascending sequences, every one in the range.
+    pub fn is_well_formed(&self, bucket: u64) -> bool {
+        !self.settled.is_empty()
+            && self.settled.windows(2).all(|w| w[0].sequence < w[1].sequence)
+            && self.settled.iter().all(|s| s.sequence / SETTLEMENT_BUCKET_SIZE == bucket)
+    }
 }
 
 /// The value under `PacketReceipt{source, destination, sequence}` at the destination: which
@@ -379,11 +433,7 @@ pub fn verify_packet_with(
     }
     let id = PacketId { source, destination, sequence: p.sequence };
     p.commitment_proof
-        .verify(
-            &header.state_root,
-            &id.commitment_key(),
-            Some(&encode(&CommitmentState::Unsettled(p.commitment))),
-        )
+        .verify(&header.state_root, &id.commitment_key(), Some(&encode(&p.commitment)))
         .map_err(PacketError::CommitmentPath)?;
     let record_id = verify_record_inclusion(
         &p.record,

@@ -74,8 +74,9 @@ pub enum StateKey {
         /// Credential id.
         credential_id: Hash32,
     },
-    /// An outbound packet at its source (value: [`crate::packet::CommitmentState`]: unsettled
-    /// with its commitment, then how it ended).
+    /// An outbound packet at its source (value: its [`crate::packet::OutboundPacket`],
+    /// written when it is sent and never changed; how it ended is kept in
+    /// [`StateKey::PacketSettlements`]).
     PacketCommitment {
         /// Source city.
         source: CityId,
@@ -119,6 +120,17 @@ pub enum StateKey {
     FrozenChannel {
         /// The city whose packets are refused.
         source: CityId,
+    },
+    /// How the outbound packets of one range of sequences on a channel ended at their source
+    /// (value: [`crate::packet::Settlements`]). Range `bucket` holds the sequences `q` with
+    /// `q / SETTLEMENT_BUCKET_SIZE = bucket` ([`crate::packet::SETTLEMENT_BUCKET_SIZE`]).
+    PacketSettlements {
+        /// Source city.
+        source: CityId,
+        /// Destination city.
+        destination: CityId,
+        /// The range of sequences.
+        bucket: u64,
     },
 }
 

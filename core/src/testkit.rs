@@ -354,18 +354,14 @@ impl BeaconChain {
 /// as sequence 1 with `timeout_height`, sealed in city 0's block 0, which beacon block 1
 /// crosslinks.
 pub fn first_packet(federation: &Federation, timeout_height: u64) -> crate::packet::PacketProof {
-    use crate::packet::{CommitmentState, OutboundPacket, PacketId, PacketProof};
+    use crate::packet::{OutboundPacket, PacketId, PacketProof};
     let (source, destination) = (CityId(0), CityId(1));
     let mut record = information_record(source, 1);
     record.destination = Some(destination);
     let id = PacketId { source, destination, sequence: 1 };
     let commitment = OutboundPacket { record_id: record.id(), timeout_height };
     let mut shard = ShardChain::new(source);
-    shard.seal(
-        federation,
-        vec![record],
-        &[(id.commitment_key(), Some(encode(&CommitmentState::Unsettled(commitment))))],
-    );
+    shard.seal(federation, vec![record], &[(id.commitment_key(), Some(encode(&commitment)))]);
     let mut beacon = BeaconChain::new(federation);
     let link = Crosslink { city: source, header_hash: shard.headers[0].header.hash() };
     beacon.produce(federation, vec![link], None);

@@ -9,7 +9,7 @@ use urbis_core::hash::{Domain, Hash32};
 use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader};
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher, root_from_leaf_hashes};
 use urbis_core::packet::{
-    AckError, Acknowledgement, CommitmentState, OutboundPacket, PacketId, PacketOutcome, Receipt,
+    AckError, Acknowledgement, OutboundPacket, PacketId, PacketOutcome, Receipt, Settlements,
     VerifiedPacket,
 };
 use urbis_core::record::{CapitalOperation, CityId, Record, RecordBody, TalentPayload};
@@ -479,7 +479,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         Ok(Acknowledgement::Success)
     }
 
-    /// Settles an outbound packet once: overwrites its commitment with its outcome, and
+    /// Settles an outbound packet once: records its outcome in its range's settlements, and
     /// refunds a capital send that did not arrive.
     /// Returns the capital (asset, amount) that was in flight.
     fn settle(
@@ -492,10 +492,16 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         let Some(bytes) = self.read(overlay, &id.commitment_key())? else {
             return Err(Rejection::UnknownPacket { id });
         };
-        let commitment = match decode(&bytes).map_err(|e| Rejection::State(e.to_string()))? {
-            CommitmentState::Unsettled(c) => c,
-            CommitmentState::Settled(_) => return Err(Rejection::PacketSettled { id }),
+        let commitment: OutboundPacket =
+            decode(&bytes).map_err(|e| Rejection::State(e.to_string()))?;
+        let settlements_key = id.settlements_key();
+        let mut settlements = match self.read(overlay, &settlements_key)? {
+            None => Settlements::default(),
+            Some(v) => decode(&v).map_err(|e| Rejection::State(e.to_string()))?,
         };
+        if !settlements.insert(id.sequence, outcome) {
+            return Err(Rejection::PacketSettled { id });
+        }
         let record = self
             .view
             .record(&commitment.record_id)
@@ -532,7 +538,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                 Self::put(overlay, back, Some(encode(&new)));
             }
         }
-        Self::put(overlay, id.commitment_key(), Some(encode(&CommitmentState::Settled(outcome))));
+        Self::put(overlay, settlements_key, Some(encode(&settlements)));
         Ok(settled)
     }
 
@@ -763,7 +769,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         Self::put(
             overlay,
             StateKey::PacketCommitment { source: self.city, destination, sequence },
-            Some(encode(&CommitmentState::Unsettled(commitment))),
+            Some(encode(&commitment)),
         );
         Self::put(overlay, seq_key, Some(encode(&sequence.saturating_add(1))));
         self.sequence = Some(sequence);

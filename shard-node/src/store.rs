@@ -83,10 +83,11 @@ const BEACON_NEXT_KEY: &[u8] = b"beacon-next";
 const FORMAT_KEY: &[u8] = b"format";
 /// Set in the batch that erases payloads, cleared once their bytes are purged from the files.
 const PURGE_KEY: &[u8] = b"purge-pending";
-/// 4: a packet's commitment becomes its outcome in place and a receipt holds its
-/// acknowledgement (no `PacketOutcome` or `PacketAcknowledgement` keys; the state keys after
-/// them renumbered).
-const FORMAT_VERSION: u32 = 4;
+/// 4: a receipt holds its acknowledgement (no `PacketOutcome` or `PacketAcknowledgement`
+/// keys; the state keys after them renumbered).
+/// 5: a packet's commitment is written once and never changed; outcomes are kept per range of
+/// sequences under `PacketSettlements`.
+const FORMAT_VERSION: u32 = 5;
 
 /// Storage failures. Corruption is reported, never papered over.
 #[derive(Debug, thiserror::Error)]

@@ -192,8 +192,37 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
             urbis_core::encoding::decode(&hex::decode(receipt_value).unwrap()).unwrap();
         assert_eq!(receipt.record_id.to_hex(), r["id"].as_str().unwrap());
         assert_eq!(receipt.acknowledgement, urbis_core::packet::Acknowledgement::Success);
-        // And the source holds the acknowledgement: settled exactly once.
-        wait_packet(&client, a, &path, "acknowledged in A", |v| v["state"] == "acknowledged");
+        // And the source holds the acknowledgement: settled exactly once, its outcome proven
+        // in the settlements of its range of sequences, which check offline too.
+        let at_a = wait_packet(&client, a, &path, "acknowledged in A at level final", |v| {
+            v["state"] == "acknowledged" && v["level"] == "final"
+        });
+        let bucket = *sequence / urbis_core::packet::SETTLEMENT_BUCKET_SIZE;
+        let key =
+            json!({"type": "packet_settlements", "source": 0, "destination": 1, "bucket": bucket});
+        assert_eq!(at_a["proof"]["key"], key, "{at_a}");
+        let settlements: urbis_core::packet::Settlements = urbis_core::encoding::decode(
+            &hex::decode(at_a["proof"]["value"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                settlements.outcome(*sequence),
+                Some(urbis_core::packet::PacketOutcome::Acknowledged { .. })
+            ),
+            "{settlements:?}"
+        );
+        let out = dir.path().join(format!("settlements-{sequence}.json"));
+        std::fs::write(&out, serde_json::to_vec(&at_a["proof"]).unwrap()).unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_urbis"))
+            .arg("verify")
+            .arg(&out)
+            .arg("--genesis")
+            .arg(m["genesis"].as_str().unwrap())
+            .args(["--key", &key.to_string(), "--city", an])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
         // The sent record itself verifies offline at level final in its source city.
         let record: Value = client
             .get(format!(

@@ -7,9 +7,8 @@ use urbis_core::hash::Hash32;
 use urbis_core::light_client::{LightClient, LightClientError};
 use urbis_core::merkle::{InclusionProof, MerkleError};
 use urbis_core::packet::{
-    AckError, Acknowledgement, AcknowledgementProof, CommitmentState, OutboundPacket, PacketError,
-    PacketId, PacketProof, Receipt, TimeoutProof, verify_acknowledgement, verify_packet,
-    verify_timeout,
+    AckError, Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId,
+    PacketProof, Receipt, TimeoutProof, verify_acknowledgement, verify_packet, verify_timeout,
 };
 use urbis_core::proof::ProofError;
 use urbis_core::record::{CityId, Record};
@@ -54,10 +53,7 @@ fn pair_in(federation: Federation) -> Pair {
     let writes: Vec<_> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let value = CommitmentState::Unsettled(commitment(r));
-            (id(i as u64 + 1).commitment_key(), Some(encode(&value)))
-        })
+        .map(|(i, r)| (id(i as u64 + 1).commitment_key(), Some(encode(&commitment(r)))))
         .collect();
     a.seal(&federation, records.clone(), &writes);
     b.seal(
@@ -157,6 +153,36 @@ fn an_honest_packet_its_acknowledgement_and_a_timeout_verify() {
     );
     // Sequence 2 was never received, and B's header 1 has view 3 and is covered by block 3.
     assert_eq!(verify_timeout(g, &c, &id(2), TIMEOUT, &p.timeout(2, 3)).unwrap(), 3);
+}
+
+#[test]
+fn settlements_keep_each_outcome_once_in_sequence_order_within_their_range() {
+    use urbis_core::encoding::decode;
+    use urbis_core::packet::{PacketOutcome, SETTLEMENT_BUCKET_SIZE, Settlements};
+    let bucket = 3;
+    let first = bucket * SETTLEMENT_BUCKET_SIZE;
+    let mut s = Settlements::default();
+    assert!(!s.is_well_formed(bucket), "an empty range is never written");
+    let acked = PacketOutcome::Acknowledged { height: 9 };
+    let timed_out = PacketOutcome::TimedOut { height: 12 };
+    assert!(s.insert(first + 40, acked));
+    assert!(s.insert(first + 2, timed_out));
+    assert!(!s.insert(first + 40, timed_out), "a settled packet is never settled again");
+    assert_eq!(s.outcome(first + 40), Some(acked), "the first outcome stays");
+    assert_eq!(s.outcome(first + 2), Some(timed_out));
+    assert_eq!(s.outcome(first + 3), None);
+    let sequences: Vec<u64> = s.settled.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, vec![first + 2, first + 40]);
+    assert!(s.is_well_formed(bucket));
+    assert!(!s.is_well_formed(bucket + 1), "entries outside the key's range");
+    assert_eq!(id(first + 40).settlements_key(), id(first).settlements_key());
+    assert_ne!(id(first - 1).settlements_key(), id(first).settlements_key());
+    // One value, one encoding: the bytes the source writes decode to the same entries.
+    let bytes = encode(&s);
+    assert_eq!(decode::<Settlements>(&bytes).unwrap(), s);
+    let mut out_of_order = s.clone();
+    out_of_order.settled.swap(0, 1);
+    assert!(!out_of_order.is_well_formed(bucket));
 }
 
 #[test]

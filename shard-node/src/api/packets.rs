@@ -19,8 +19,8 @@ use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, PerfectSubtrees, TreeHasher};
 use urbis_core::packet::{
-    Acknowledgement, AcknowledgementProof, CommitmentState, OutboundPacket, PacketError, PacketId,
-    PacketOutcome, PacketProof, Receipt, TimeoutProof, verify_timeout,
+    Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId, PacketOutcome,
+    PacketProof, Receipt, SETTLEMENT_BUCKET_SIZE, Settlements, TimeoutProof, verify_timeout,
 };
 use urbis_core::proof::{FinalityProof, StateFactProof};
 use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
@@ -799,14 +799,32 @@ fn check(
     }
 }
 
-/// The commitment of packet `id` while it is unsettled at this city, its source (`None`:
-/// settled, or never sent).
-fn unsettled_commitment(app: &AppState, id: &PacketId) -> ApiResult<Option<OutboundPacket>> {
-    let Some(v) = state_value(app, &id.commitment_key())? else { return Ok(None) };
-    Ok(match decode(&v).map_err(internal)? {
-        CommitmentState::Unsettled(c) => Some(c),
-        CommitmentState::Settled(_) => None,
+/// The settlements of `id`'s range at the tip (empty before the range's first settlement).
+fn settlements(app: &AppState, id: &PacketId) -> ApiResult<Settlements> {
+    Ok(match state_value(app, &id.settlements_key())? {
+        None => Settlements::default(),
+        Some(v) => decode(&v).map_err(internal)?,
     })
+}
+
+/// The commitment of packet `id` while it is unsettled at this city, its source (`None`:
+/// settled, or never sent). `range` keeps the settlements last read, so a walk over a
+/// channel's sequences reads each range once.
+fn unsettled_commitment(
+    app: &AppState,
+    id: &PacketId,
+    range: &mut Option<(u64, Settlements)>,
+) -> ApiResult<Option<OutboundPacket>> {
+    let bucket = id.sequence / SETTLEMENT_BUCKET_SIZE;
+    let settled = match range {
+        Some((b, s)) if *b == bucket => s,
+        _ => &mut range.insert((bucket, settlements(app, id)?)).1,
+    };
+    if settled.outcome(id.sequence).is_some() {
+        return Ok(None);
+    }
+    let Some(v) = state_value(app, &id.commitment_key())? else { return Ok(None) };
+    Ok(Some(decode(&v).map_err(internal)?))
 }
 
 /// The commitment of an unsettled packet this city sent.
@@ -817,17 +835,17 @@ fn own_packet(app: &AppState, packet: &PacketId) -> ApiResult<OutboundPacket> {
             app.city
         )));
     }
-    match state_value(app, &packet.commitment_key())? {
-        Some(v) => match decode(&v).map_err(internal)? {
-            CommitmentState::Unsettled(c) => Ok(c),
-            CommitmentState::Settled(_) => Err(Problem::new(
-                axum::http::StatusCode::CONFLICT,
-                "packet-settled",
-                format!("packet {packet} is already settled"),
-            )),
-        },
-        None => Err(Problem::not_found(format!("no outbound packet {packet}"))),
+    let Some(v) = state_value(app, &packet.commitment_key())? else {
+        return Err(Problem::not_found(format!("no outbound packet {packet}")));
+    };
+    if settlements(app, packet)?.outcome(packet.sequence).is_some() {
+        return Err(Problem::new(
+            axum::http::StatusCode::CONFLICT,
+            "packet-settled",
+            format!("packet {packet} is already settled"),
+        ));
     }
+    decode(&v).map_err(internal)
 }
 
 fn open(commitment: &PayloadCommitment, p: &CarriedPayload) -> ApiResult<StoredPayload> {
@@ -995,9 +1013,10 @@ fn outbound_page(
         .unwrap_or(1);
     let mut sequence = after.saturating_add(1).max(first_unsettled);
     let mut prefix = SettledPrefix::new(sequence, first_unsettled);
+    let mut range = None;
     while sequence < next && page.packets.len() < limit {
         let id = PacketId { source: app.city, destination, sequence };
-        if let Some(commitment) = unsettled_commitment(app, &id)? {
+        if let Some(commitment) = unsettled_commitment(app, &id, &mut range)? {
             prefix.unsettled();
             match packet_proof(app, &mut blocks, sequence, &commitment)? {
                 Some(view) => page.packets.push(view),
@@ -1105,7 +1124,7 @@ fn packet_proof(
         stored.record.destination.ok_or_else(|| internal("packet without destination"))?;
     let id = PacketId { source: app.city, destination, sequence };
     let (value, commitment_proof, header) = prove_at(app, &id.commitment_key(), stored.height)?;
-    if value.as_deref() != Some(encode(&CommitmentState::Unsettled(*commitment)).as_slice()) {
+    if value.as_deref() != Some(encode(commitment).as_slice()) {
         return Err(internal("commitment differs at its own block"));
     }
     let payload = app
@@ -1154,9 +1173,10 @@ pub struct PacketStatus {
     pub acknowledgement: Option<Acknowledgement>,
     /// `final` when `proof` reaches a certified beacon block, else `committed`.
     pub level: String,
-    /// The state fact behind `state` (at the source its `PacketCommitment` key, holding the
-    /// commitment or, once settled, the outcome; at the destination its receipt, holding the
-    /// acknowledgement), as `urbis verify` takes it; at level final once covered.
+    /// The state fact behind `state` (at the source its `PacketCommitment` key while it is
+    /// unsettled, then the `PacketSettlements` key of its range of sequences, whose value holds
+    /// its outcome; at the destination its receipt, holding the acknowledgement), as
+    /// `urbis verify` takes it; at level final once covered.
     #[schema(value_type = Object)]
     pub proof: urbis_core::proof::ProofDocument,
     /// At the destination once final: the acknowledgement with the proof the source takes.
@@ -1185,9 +1205,8 @@ pub async fn packet_status(
 /// A state fact at the latest final header, or else at the tip.
 fn best_fact(app: &AppState, key: &StateKey) -> ApiResult<StateFactProof> {
     let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
-    // The final fact only while it still shows the newest value (a commitment becomes its
-    // outcome in place: a final commitment must not hide a newer settlement). The newest value
-    // is one point read; the tip is proven only when the final fact will not do.
+    // The final fact only while it still shows the newest value. The newest value is one
+    // point read; the tip is proven only when the final fact will not do.
     let newest = state_value(app, key)?;
     if let Some(f) = final_state(app, key)?
         && f.value.is_some()
@@ -1197,6 +1216,32 @@ fn best_fact(app: &AppState, key: &StateKey) -> ApiResult<StateFactProof> {
     }
     let (value, proof, header) = prove_at(app, key, tip.height)?;
     Ok(StateFactProof { key: key.clone(), value, proof, header, finality: None })
+}
+
+/// The outcome of a settled packet with its proof: its range's settlements at the latest
+/// final header once that shows the outcome, else at the tip (`None`: not settled at the
+/// tip). The outcome is read from the proven value itself, so the two always agree; an
+/// outcome, once written, never changes.
+fn settlement_fact(
+    app: &AppState,
+    id: &PacketId,
+) -> ApiResult<Option<(PacketOutcome, StateFactProof)>> {
+    let key = id.settlements_key();
+    let outcome_in = |fact: &StateFactProof| -> ApiResult<Option<PacketOutcome>> {
+        Ok(match fact.value.as_deref() {
+            None => None,
+            Some(v) => decode::<Settlements>(v).map_err(internal)?.outcome(id.sequence),
+        })
+    };
+    if let Some(f) = final_state(app, &key)?
+        && let Some(outcome) = outcome_in(&f)?
+    {
+        return Ok(Some((outcome, f)));
+    }
+    let tip = app.sealer.tip().ok_or_else(|| Problem::not_found("no block sealed yet"))?;
+    let (value, proof, header) = prove_at(app, &key, tip.height)?;
+    let fact = StateFactProof { key, value, proof, header, finality: None };
+    Ok(outcome_in(&fact)?.map(|outcome| (outcome, fact)))
 }
 
 fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
@@ -1225,29 +1270,25 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
     };
     let fact = if id.source == app.city {
         s.side = "source".into();
-        // The fact and the state it shows come from one read, so they always agree.
-        let fact = best_fact(app, &id.commitment_key())?;
-        let Some(value) = fact.value.as_deref() else {
+        let Some(v) = state_value(app, &id.commitment_key())? else {
             return Err(Problem::not_found(format!("no packet {id} was sent")));
         };
-        match decode(value).map_err(internal)? {
-            CommitmentState::Settled(outcome) => {
-                s.state = match outcome {
-                    PacketOutcome::Acknowledged { .. } => "acknowledged",
-                    PacketOutcome::ErrorAcknowledged { .. } => "error_acknowledged",
-                    PacketOutcome::TimedOut { .. } => "refunded",
-                }
-                .into();
-                s.outcome = Some(outcome);
+        let commitment: OutboundPacket = decode(&v).map_err(internal)?;
+        if let Some((outcome, fact)) = settlement_fact(app, &id)? {
+            s.state = match outcome {
+                PacketOutcome::Acknowledged { .. } => "acknowledged",
+                PacketOutcome::ErrorAcknowledged { .. } => "error_acknowledged",
+                PacketOutcome::TimedOut { .. } => "refunded",
             }
-            CommitmentState::Unsettled(commitment) => {
-                let view = app.beacon_view.load(std::sync::atomic::Ordering::Acquire);
-                s.state =
-                    if view >= commitment.timeout_height { "timed_out" } else { "sent" }.into();
-                s.timeout_height = Some(commitment.timeout_height);
-            }
+            .into();
+            s.outcome = Some(outcome);
+            fact
+        } else {
+            let view = app.beacon_view.load(std::sync::atomic::Ordering::Acquire);
+            s.state = if view >= commitment.timeout_height { "timed_out" } else { "sent" }.into();
+            s.timeout_height = Some(commitment.timeout_height);
+            best_fact(app, &id.commitment_key())?
         }
-        fact
     } else if id.destination == app.city {
         s.side = "destination".into();
         let Some(v) = state_value(app, &id.receipt_key())? else {
@@ -1755,9 +1796,10 @@ pub fn refresh_gauges(app: &AppState) {
         let start = *from.get(&city.id.0).unwrap_or(&1);
         let mut sequence = start;
         let mut oldest = None;
+        let mut range = None;
         while sequence < next && sequence < start + GAUGE_SCAN_MAX {
             let id = PacketId { source: app.city, destination: city.id, sequence };
-            match unsettled_commitment(app, &id) {
+            match unsettled_commitment(app, &id, &mut range) {
                 Ok(Some(c)) => {
                     oldest = Some(c);
                     break;
@@ -1828,7 +1870,7 @@ mod tests {
                     let id = PacketId { source: a, destination: b, sequence: height * 3 + i + 1 };
                     let c =
                         OutboundPacket { record_id: records[i as usize].id(), timeout_height: 9 };
-                    (id.commitment_key(), Some(encode(&CommitmentState::Unsettled(c))))
+                    (id.commitment_key(), Some(encode(&c)))
                 })
                 .collect();
             let header_hash = chain.seal(&fed, records, &writes).header.hash();
