@@ -10,7 +10,9 @@
 //!    settled at A to four fifths, read off A's `urbis_shard_packets_total` every 50 ms);
 //! 3. the limits beside them: B's own durable ingest rate through its batch API (records/s),
 //!    and the rate at which one core verifies a packet's proof chain, both with a beacon block
-//!    the verifier has not seen (one pairing) and with one it already follows (no pairing).
+//!    the verifier has not seen (one pairing) and with one it already follows (no pairing);
+//! 4. where sealing time goes, from each shard's `urbis_shard_seal_phase_seconds_total`: per
+//!    packet of the burst at A and at B, and per record of B's ingest.
 //!
 //! `cargo bench --workspace --bench crosscity` (release); `URBIS_BENCH_SECONDS` (default 5)
 //! bounds the ingest phase, `URBIS_CROSSCITY_PACKETS` (default 5000) sizes the burst.
@@ -76,6 +78,26 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .unwrap_or(100.0);
     Some(ticks / hz)
+}
+
+/// The shard's cumulative sealing time by phase (state tree, rules, header, batch, write), in
+/// seconds, from its `/metrics`.
+fn seal_phases(client: &Client, metrics_url: &str) -> Option<[f64; 5]> {
+    let text = client.get(metrics_url).send().ok()?.text().ok()?;
+    let phase = |name: &str| -> f64 {
+        let prefix = format!("urbis_shard_seal_phase_seconds_total{{phase=\"{name}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Some(["state_tree", "rules", "header", "batch", "write"].map(phase))
+}
+
+/// The sealing time by phase since `before`.
+fn phases_since(client: &Client, metrics_url: &str, before: Option<[f64; 5]>) -> Option<[f64; 5]> {
+    let (now, before) = (seal_phases(client, metrics_url)?, before?);
+    Some(std::array::from_fn(|i| now[i] - before[i]))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -270,6 +292,8 @@ fn main() {
             .and_then(|v| v.trim().parse().ok())
     };
     let acknowledged_before = acknowledged_at_a().unwrap_or(0.0);
+    let phases_a_before = seal_phases(&client, &url(&a, "/metrics"));
+    let phases_b_before = seal_phases(&client, &url(&b, "/metrics"));
     let total_sent = sequence + burst;
     let wait_settled = || {
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -339,8 +363,11 @@ fn main() {
     let cpu_client_burst =
         cpu_seconds(std::process::id()).zip(cpu_client_before_burst).map(|(a, b)| a - b);
     let packets_per_s = burst as f64 / settled.as_secs_f64();
+    let phases_a_burst = phases_since(&client, &url(&a, "/metrics"), phases_a_before);
+    let phases_b_burst = phases_since(&client, &url(&b, "/metrics"), phases_b_before);
 
     // 3a. B's own durable ingest through its batch API, four clients.
+    let phases_b_before_ingest = seal_phases(&client, &url(&b, "/metrics"));
     let cpu_before_ingest = cpu_all();
     let cpu_b_before_ingest = cpu_b();
     let stop_at = Instant::now() + Duration::from_secs(seconds);
@@ -370,6 +397,7 @@ fn main() {
     let ingest = records as f64 / seconds as f64;
     let cpu_ingest = cpu_all().zip(cpu_before_ingest).map(|(a, b)| a - b);
     let cpu_b_ingest = cpu_b().zip(cpu_b_before_ingest).map(|(a, b)| a - b);
+    let phases_b_ingest = phases_since(&client, &url(&b, "/metrics"), phases_b_before_ingest);
 
     println!(
         "RESULT | cross-city latency, acknowledged in A → received in B ({} packets) | p50 {} ms, p99 {} ms | goal p50 < 1000 ms, p99 < 2000 ms |",
@@ -418,6 +446,27 @@ fn main() {
             busy(client),
             r / seconds as f64,
             per_record / per_packet
+        );
+    }
+    if let (Some(a_burst), Some(b_burst), Some(b_ingest)) =
+        (phases_a_burst, phases_b_burst, phases_b_ingest)
+    {
+        let per = |p: [f64; 5], n: u64| {
+            let us = |x: f64| x / n as f64 * 1e6;
+            format!(
+                "state tree {:.1}, rules {:.1}, header {:.1}, batch {:.1}, write {:.1} µs",
+                us(p[0]),
+                us(p[1]),
+                us(p[2]),
+                us(p[3]),
+                us(p[4])
+            )
+        };
+        println!(
+            "RESULT | sealing time per packet (seal_phase metrics) | A: {}; B: {} | per record of B's ingest: {} |",
+            per(a_burst, burst),
+            per(b_burst, burst),
+            per(b_ingest, records)
         );
     }
     println!(

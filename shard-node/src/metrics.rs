@@ -54,8 +54,18 @@ pub struct ShardMetrics {
     /// Age of the oldest packet sent to each city and not settled (0 when none): the stuck
     /// packet signal.
     pub oldest_unsettled: Family<DestinationLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Time spent sealing blocks, by phase (`rules`, `state_tree`, `header`, `batch` on the
+    /// sealing thread; `write` on the block writer): where a block's cost goes.
+    pub seal_phases: Family<PhaseLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// HTTP request durations.
     pub http: urbis_ops::HttpDurations,
+}
+
+/// A phase of sealing a block.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// A fixed word per phase.
+    pub phase: &'static str,
 }
 
 /// A destination city.
@@ -70,6 +80,13 @@ pub struct DestinationLabel {
 pub struct LinkLabel {
     /// A fixed word (`records_path`, `shard_header`, `beacon_certificate`, ...).
     pub link: &'static str,
+}
+
+impl ShardMetrics {
+    /// Adds `seconds` to a sealing phase.
+    pub fn seal_phase(&self, phase: &'static str, seconds: f64) {
+        self.seal_phases.get_or_create(&PhaseLabel { phase }).inc_by(seconds);
+    }
 }
 
 impl Default for ShardMetrics {
@@ -88,6 +105,7 @@ impl Default for ShardMetrics {
             proof_failures: Family::default(),
             packets_sent: Family::default(),
             oldest_unsettled: Family::default(),
+            seal_phases: Family::default(),
             http,
             registry,
         };
@@ -101,6 +119,13 @@ impl Default for ShardMetrics {
             m.seal_seconds.clone(),
         );
         r.register("fsyncs", "Synced RocksDB writes", m.fsyncs.clone());
+        r.register_with_unit(
+            "shard_seal_phase",
+            "Time spent sealing blocks, by phase: rules, state_tree, header and batch on the \
+             sealing thread, write on the block writer",
+            prometheus_client::registry::Unit::Seconds,
+            m.seal_phases.clone(),
+        );
         r.register(
             "shard_packets",
             "Packet operations sealed, by what happened",

@@ -133,8 +133,9 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Cumulative time the sealing thread spent in each phase, and what it sealed: where a
-/// block's cost goes (read by the ingest benchmark; the metrics endpoint will export it).
+/// Cumulative time the sealing threads of this process spent in each phase, and what they
+/// sealed (read by the ingest benchmark, which runs one shard in its process). Each shard's
+/// own figures are its metrics' `urbis_shard_seal_phase_seconds_total`.
 #[derive(Default)]
 pub struct SealStats {
     /// Blocks sealed.
@@ -196,11 +197,19 @@ impl Stopwatch {
     fn start() -> Self {
         Stopwatch(std::time::Instant::now())
     }
-    /// Adds the time since the last lap to `into` and starts a new lap.
+    /// Adds the time since the last lap to `into` and to the shard's `phase`, and starts a
+    /// new lap.
     #[allow(clippy::disallowed_methods)]
-    fn lap(&mut self, into: &AtomicU64) {
+    fn lap(
+        &mut self,
+        into: &AtomicU64,
+        metrics: &crate::metrics::ShardMetrics,
+        phase: &'static str,
+    ) {
         let now = std::time::Instant::now();
-        into.fetch_add((now - self.0).as_nanos() as u64, Ordering::Relaxed);
+        let lap = now - self.0;
+        into.fetch_add(lap.as_nanos() as u64, Ordering::Relaxed);
+        metrics.seal_phase(phase, lap.as_secs_f64());
         self.0 = now;
     }
 }
@@ -686,7 +695,11 @@ impl Prepared {
     }
 
     /// Builds the block's `WriteBatch` (all but what the writer reads from the store).
-    fn build_batch(&mut self, store: &Store) -> crate::store::BlockBatch {
+    fn build_batch(
+        &mut self,
+        store: &Store,
+        metrics: &crate::metrics::ShardMetrics,
+    ) -> crate::store::BlockBatch {
         let mut watch = Stopwatch::start();
         let encoded: Vec<&[u8]> =
             self.accepted.iter().flat_map(|(s, _)| s.encoded.iter().map(Vec::as_slice)).collect();
@@ -707,7 +720,7 @@ impl Prepared {
         // What the batch holds a copy of is not needed again.
         self.payloads = Vec::new();
         self.inbound = Vec::new();
-        watch.lap(&STATS.batch_ns);
+        watch.lap(&STATS.batch_ns, metrics, "batch");
         batch
     }
 
@@ -749,7 +762,7 @@ fn seal_block(
     let mut answers = Vec::new();
     let mut prepared = prepare(parts, state, batch, writing.pending.as_ref(), &mut answers);
     if let Ok(Some(p)) = &mut prepared {
-        p.batch = Some(p.build_batch(&parts.store));
+        p.batch = Some(p.build_batch(&parts.store, &parts.metrics));
     }
     // Refusals and replays may rest on the block in flight (a duplicate of one of its records,
     // a packet it received): they are answered only once that block is durable.
@@ -899,7 +912,7 @@ fn prepare(
         }
     };
     let (records, ids, writes) = builder.finish();
-    watch.lap(&STATS.rules_ns);
+    watch.lap(&STATS.rules_ns, &parts.metrics, "rules");
     let erased: Vec<Hash32> =
         accepted.iter().filter_map(|(s, _)| s.erasure.as_ref().map(|e| e.0)).collect();
     let erase_inbound: Vec<(u32, u64)> = accepted
@@ -939,7 +952,7 @@ fn prepare(
             return Err(());
         }
     };
-    watch.lap(&STATS.state_ns);
+    watch.lap(&STATS.state_ns, &parts.metrics, "state_tree");
     let previous = state.tip.map_or(Hash32::ZERO, |t| t.header_hash);
     let header =
         ledger::header(parts.city, height, time_ms, previous, &ids, state_root, &state.history);
@@ -988,7 +1001,7 @@ fn prepare(
             ));
         }
     }
-    watch.lap(&STATS.header_ns);
+    watch.lap(&STATS.header_ns, &parts.metrics, "header");
     // The next block builds on this one from now on.
     state.history = history;
     state.tip = Some(tip);
@@ -1026,12 +1039,12 @@ fn commit(
     let written = (|| -> Result<(), String> {
         let batch = match block.batch.take() {
             Some(batch) => batch,
-            None => block.build_batch(store),
+            None => block.build_batch(store, metrics),
         };
         store
             .write_block(batch, &block.erased, &block.erase_inbound, &block.capital)
             .map_err(|e| e.to_string())?;
-        watch.lap(&STATS.write_ns);
+        watch.lap(&STATS.write_ns, metrics, "write");
         STATS.blocks.fetch_add(1, Ordering::Relaxed);
         STATS.records.fetch_add(block.records.len() as u64, Ordering::Relaxed);
         metrics.fsyncs.inc();

@@ -113,6 +113,17 @@ async fn state_proofs_from_rocksdb_verify_and_submissions_are_all_or_nothing() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
+    // And where the sealing time went, by phase.
+    for phase in ["rules", "state_tree", "header", "batch", "write"] {
+        let prefix = format!("urbis_shard_seal_phase_seconds_total{{phase=\"{phase}\"}} ");
+        let seconds: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("{prefix} in\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(seconds > 0.0, "{phase}: {seconds}");
+    }
     drop(s);
     thread.join().unwrap();
     // Reopened, the store has the same tip.
