@@ -133,56 +133,6 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Cumulative time the sealing threads of this process spent in each phase, and what they
-/// sealed (read by the ingest benchmark, which runs one shard in its process). Each shard's
-/// own figures are its metrics' `urbis_shard_seal_phase_seconds_total`.
-#[derive(Default)]
-pub struct SealStats {
-    /// Blocks sealed.
-    pub blocks: AtomicU64,
-    /// Records sealed.
-    pub records: AtomicU64,
-    /// Ledger rules: duplicate checks, balances, subject index, packet state.
-    pub rules_ns: AtomicU64,
-    /// The state tree (JMT): new nodes and root.
-    pub state_ns: AtomicU64,
-    /// Records Merkle root, history frontier, header hash and Ed25519 seal.
-    pub header_ns: AtomicU64,
-    /// The writer thread: the erasures' and capital totals' reads, and the synced RocksDB
-    /// write (WAL, memtables, fsync).
-    pub write_ns: AtomicU64,
-    /// Encoding the block into its `WriteBatch` (on the sealer thread, while the block
-    /// before is written).
-    pub batch_ns: AtomicU64,
-}
-
-impl SealStats {
-    /// A snapshot: (blocks, records, rules, state, header, write, batch), times in
-    /// nanoseconds.
-    pub fn snapshot(&self) -> [u64; 7] {
-        [
-            self.blocks.load(Ordering::Relaxed),
-            self.records.load(Ordering::Relaxed),
-            self.rules_ns.load(Ordering::Relaxed),
-            self.state_ns.load(Ordering::Relaxed),
-            self.header_ns.load(Ordering::Relaxed),
-            self.write_ns.load(Ordering::Relaxed),
-            self.batch_ns.load(Ordering::Relaxed),
-        ]
-    }
-}
-
-/// The process's sealing statistics.
-pub static STATS: SealStats = SealStats {
-    blocks: AtomicU64::new(0),
-    records: AtomicU64::new(0),
-    rules_ns: AtomicU64::new(0),
-    state_ns: AtomicU64::new(0),
-    header_ns: AtomicU64::new(0),
-    write_ns: AtomicU64::new(0),
-    batch_ns: AtomicU64::new(0),
-};
-
 /// A stopwatch for the phase statistics (durations only; never protocol time).
 struct Stopwatch(std::time::Instant);
 
@@ -197,19 +147,11 @@ impl Stopwatch {
     fn start() -> Self {
         Stopwatch(std::time::Instant::now())
     }
-    /// Adds the time since the last lap to `into` and to the shard's `phase`, and starts a
-    /// new lap.
+    /// Adds the time since the last lap to the shard's `phase` and starts a new lap.
     #[allow(clippy::disallowed_methods)]
-    fn lap(
-        &mut self,
-        into: &AtomicU64,
-        metrics: &crate::metrics::ShardMetrics,
-        phase: &'static str,
-    ) {
+    fn lap(&mut self, metrics: &crate::metrics::ShardMetrics, phase: &'static str) {
         let now = std::time::Instant::now();
-        let lap = now - self.0;
-        into.fetch_add(lap.as_nanos() as u64, Ordering::Relaxed);
-        metrics.seal_phase(phase, lap.as_secs_f64());
+        metrics.seal_phase(phase, (now - self.0).as_secs_f64());
         self.0 = now;
     }
 }
@@ -720,7 +662,7 @@ impl Prepared {
         // What the batch holds a copy of is not needed again.
         self.payloads = Vec::new();
         self.inbound = Vec::new();
-        watch.lap(&STATS.batch_ns, metrics, "batch");
+        watch.lap(metrics, "batch");
         batch
     }
 
@@ -912,7 +854,7 @@ fn prepare(
         }
     };
     let (records, ids, writes) = builder.finish();
-    watch.lap(&STATS.rules_ns, &parts.metrics, "rules");
+    watch.lap(&parts.metrics, "rules");
     let erased: Vec<Hash32> =
         accepted.iter().filter_map(|(s, _)| s.erasure.as_ref().map(|e| e.0)).collect();
     let erase_inbound: Vec<(u32, u64)> = accepted
@@ -952,7 +894,7 @@ fn prepare(
             return Err(());
         }
     };
-    watch.lap(&STATS.state_ns, &parts.metrics, "state_tree");
+    watch.lap(&parts.metrics, "state_tree");
     let previous = state.tip.map_or(Hash32::ZERO, |t| t.header_hash);
     let header =
         ledger::header(parts.city, height, time_ms, previous, &ids, state_root, &state.history);
@@ -1001,7 +943,7 @@ fn prepare(
             ));
         }
     }
-    watch.lap(&STATS.header_ns, &parts.metrics, "header");
+    watch.lap(&parts.metrics, "header");
     // The next block builds on this one from now on.
     state.history = history;
     state.tip = Some(tip);
@@ -1044,9 +986,7 @@ fn commit(
         store
             .write_block(batch, &block.erased, &block.erase_inbound, &block.capital)
             .map_err(|e| e.to_string())?;
-        watch.lap(&STATS.write_ns, metrics, "write");
-        STATS.blocks.fetch_add(1, Ordering::Relaxed);
-        STATS.records.fetch_add(block.records.len() as u64, Ordering::Relaxed);
+        watch.lap(metrics, "write");
         metrics.fsyncs.inc();
         if !block.erased.is_empty() || !block.erase_inbound.is_empty() {
             // Answered only once the erased bytes are gone from the files, not just deleted.

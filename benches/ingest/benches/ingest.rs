@@ -272,13 +272,13 @@ fn main() {
         // waits for its answer, which comes once its block is durable: with a few clients the
         // pipeline runs dry while a block is written and the figure measures the clients'
         // round trip, not the node (4 clients left a fifth of the CPU idle).
-        let before = urbis_shard::sealer::STATS.snapshot();
+        let before = sealing(&shard).await;
         let clients: u64 = std::env::var("URBIS_BENCH_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
         let capacity = closed_loop(&shard, clients, seconds, 1 << 50).await;
-        let after = urbis_shard::sealer::STATS.snapshot();
-        let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let after = sealing(&shard).await;
+        let d: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
         breakdown(&d, raw);
-        let fsyncs = d[0] as f64 / seconds;
+        let fsyncs = d[0] / seconds;
         // Latency: an open loop at 80 % of that capacity (queueing delay counted from the
         // scheduled start, not hidden).
         let offered = (0.8 * capacity / BATCH as f64).max(1.0);
@@ -348,10 +348,32 @@ fn settle() {
 
 /// Where a sealed record's time goes, from the sealer's phase statistics over the run, beside
 /// the raw RocksDB cost of one record.
-fn breakdown(d: &[u64], raw: f64) {
-    let (blocks, records) = (d[0], d[1].max(1));
-    let per = |ns: u64| ns as f64 / records as f64 / 1e3;
-    let busy: u64 = d[2..].iter().sum();
+/// The shard's sealing counters from its `/metrics`: blocks written (synced writes), records
+/// sealed, and seconds spent in each phase (rules, state tree, header, write, batch).
+async fn sealing(shard: &Shard) -> [f64; 7] {
+    let text = reqwest::get(format!("{}/metrics", shard.url)).await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    };
+    let phase = |p: &str| value(&format!("urbis_shard_seal_phase_seconds_total{{phase=\"{p}\"}}"));
+    [
+        value("urbis_fsyncs_total"),
+        value("urbis_records_ingested_total{kind=\"information\"}"),
+        phase("rules"),
+        phase("state_tree"),
+        phase("header"),
+        phase("write"),
+        phase("batch"),
+    ]
+}
+
+/// Prints where sealing time went per record, from the difference of two [`sealing`] reads.
+fn breakdown(d: &[f64], raw: f64) {
+    let (blocks, records) = (d[0], d[1].max(1.0));
+    let per = |seconds: f64| seconds / records * 1e6;
+    let busy: f64 = d[2..].iter().sum();
     let phases = format!(
         "{:.2} / {:.2} / {:.2} / {:.2} / {:.2} µs",
         per(d[2]),
