@@ -9,8 +9,8 @@ use urbis_core::hash::{Domain, Hash32};
 use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader};
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher, root_from_leaf_hashes};
 use urbis_core::packet::{
-    AckError, Acknowledgement, OutboundPacket, PacketId, PacketOutcome, Receipt, Settlements,
-    VerifiedPacket,
+    AckError, Acknowledgement, OutboundPacket, PacketId, PacketOutcome, Receipt,
+    SETTLEMENT_BUCKET_SIZE, Settlements, VerifiedPacket,
 };
 use urbis_core::record::{CapitalOperation, CityId, Record, RecordBody, TalentPayload};
 use urbis_core::state::{ErasureNote, StateKey};
@@ -497,7 +497,15 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         let settlements_key = id.settlements_key();
         let mut settlements = match self.read(overlay, &settlements_key)? {
             None => Settlements::default(),
-            Some(v) => decode(&v).map_err(|e| Rejection::State(e.to_string()))?,
+            Some(v) => {
+                let s: Settlements = decode(&v).map_err(|e| Rejection::State(e.to_string()))?;
+                if !s.is_well_formed(id.sequence / SETTLEMENT_BUCKET_SIZE) {
+                    return Err(Rejection::State(format!(
+                        "the settlements of the range of packet {id} are malformed"
+                    )));
+                }
+                s
+            }
         };
         if !settlements.insert(id.sequence, outcome) {
             return Err(Rejection::PacketSettled { id });
@@ -821,9 +829,10 @@ mod tests {
     use urbis_core::record::CapitalPayload;
     use urbis_core::testkit::{Federation, information_record};
 
-    /// The state of earlier blocks, as a map (the shard keeps it in RocksDB).
+    /// The state of earlier blocks, as a map (the shard keeps it in RocksDB), and the sealed
+    /// records by id.
     #[derive(Default)]
-    struct Map(HashMap<Vec<u8>, Vec<u8>>);
+    struct Map(HashMap<Vec<u8>, Vec<u8>>, HashMap<Hash32, Record>);
 
     impl StateView for Map {
         fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
@@ -832,9 +841,73 @@ mod tests {
         fn has_record(&self, _: &Hash32, _: Option<u64>) -> Result<bool, String> {
             Ok(false)
         }
-        fn record(&self, _: &Hash32) -> Result<Option<Record>, String> {
-            Ok(None)
+        fn record(&self, id: &Hash32) -> Result<Option<Record>, String> {
+            Ok(self.1.get(id).cloned())
         }
+    }
+
+    /// Settling writes each packet's outcome into its range's settlements, one key per range
+    /// however many of its packets a block settles, and never touches the commitments; a
+    /// packet settled once, or never sent, is refused, and a malformed range is a state error.
+    #[test]
+    fn settlements_take_each_packet_once_with_one_write_per_range_and_block() {
+        let fed = Federation::new("ledger", 2, 4);
+        let (a, b) = (CityId(0), CityId(1));
+        let id = |sequence| PacketId { source: a, destination: b, sequence };
+        let mut state = Map::default();
+        for q in [5u64, 6, 70, 130] {
+            let mut r = information_record(a, q);
+            r.destination = Some(b);
+            let c = OutboundPacket { record_id: r.id(), timeout_height: 50 };
+            state.0.insert(encode(&id(q).commitment_key()), encode(&c));
+            state.1.insert(r.id(), r);
+        }
+        let ack =
+            |q| PacketOp::Acknowledge { id: id(q), acknowledgement: Acknowledgement::Success };
+        let mut block = BlockBuilder::new(&state, &fed.genesis, a, 10, 0);
+        block.packet(&ack(5)).unwrap();
+        block.packet(&PacketOp::Timeout { id: id(6) }).unwrap();
+        block.packet(&ack(70)).unwrap();
+        assert!(matches!(block.packet(&ack(5)), Err(Rejection::PacketSettled { .. })));
+        let (_, _, writes) = block.finish();
+        let settlements: Vec<&(StateKey, Option<Vec<u8>>)> = writes
+            .iter()
+            .filter(|(k, _)| matches!(k, StateKey::PacketSettlements { .. }))
+            .collect();
+        assert_eq!(settlements.len(), 2, "{writes:?}");
+        assert!(!writes.iter().any(|(k, _)| matches!(k, StateKey::PacketCommitment { .. })));
+        let range0: Settlements = decode(
+            writes.iter().find(|(k, _)| *k == id(5).settlements_key()).unwrap().1.as_ref().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(range0.outcome(5), Some(PacketOutcome::Acknowledged { height: 10 }));
+        assert_eq!(range0.outcome(6), Some(PacketOutcome::TimedOut { height: 10 }));
+        assert_eq!(range0.settled.len(), 2);
+        for (k, v) in writes {
+            if let Some(v) = v {
+                state.0.insert(encode(&k), v);
+            }
+        }
+        let mut next = BlockBuilder::new(&state, &fed.genesis, a, 11, 0);
+        assert!(matches!(next.packet(&ack(5)), Err(Rejection::PacketSettled { .. })));
+        assert!(matches!(
+            next.packet(&PacketOp::Timeout { id: id(70) }),
+            Err(Rejection::PacketSettled { .. })
+        ));
+        assert!(matches!(next.packet(&ack(7)), Err(Rejection::UnknownPacket { .. })));
+        // A range whose entries are out of order is not a value the rules write.
+        let mut broken = Settlements::default();
+        broken.settled.push(urbis_core::packet::SettledPacket {
+            sequence: 140,
+            outcome: PacketOutcome::Acknowledged { height: 3 },
+        });
+        broken.settled.push(urbis_core::packet::SettledPacket {
+            sequence: 129,
+            outcome: PacketOutcome::Acknowledged { height: 3 },
+        });
+        state.0.insert(encode(&id(130).settlements_key()), encode(&broken));
+        let mut last = BlockBuilder::new(&state, &fed.genesis, a, 12, 0);
+        assert!(matches!(last.packet(&ack(130)), Err(Rejection::State(_))));
     }
 
     fn op(n: u64, amount: u128, operation: CapitalOperation) -> Record {

@@ -801,10 +801,14 @@ fn check(
 
 /// The settlements of `id`'s range at the tip (empty before the range's first settlement).
 fn settlements(app: &AppState, id: &PacketId) -> ApiResult<Settlements> {
-    Ok(match state_value(app, &id.settlements_key())? {
-        None => Settlements::default(),
-        Some(v) => decode(&v).map_err(internal)?,
-    })
+    let Some(v) = state_value(app, &id.settlements_key())? else {
+        return Ok(Settlements::default());
+    };
+    let s: Settlements = decode(&v).map_err(internal)?;
+    if !s.is_well_formed(id.sequence / SETTLEMENT_BUCKET_SIZE) {
+        return Err(internal(format!("the settlements of the range of packet {id} are malformed")));
+    }
+    Ok(s)
 }
 
 /// The commitment of packet `id` while it is unsettled at this city, its source (`None`:
