@@ -70,8 +70,12 @@ impl PacketId {
         StateKey::PacketSettlements {
             source: self.source,
             destination: self.destination,
-            bucket: self.sequence / SETTLEMENT_BUCKET_SIZE,
+            bucket: self.settlement_range(),
         }
+    }
+    /// The range of sequences whose settlements hold this packet's outcome.
+    pub fn settlement_range(&self) -> u64 {
+        self.sequence / SETTLEMENT_BUCKET_SIZE
     }
     /// The destination's receipt key (the receipt holds the acknowledgement).
     pub fn receipt_key(&self) -> StateKey {
@@ -195,6 +199,19 @@ pub struct Settlements {
 }
 
 impl Settlements {
+    /// Decodes the value stored under range `bucket`'s key, refusing one the rules could not
+    /// have written ([`Settlements::is_well_formed`]).
+    pub fn decode_range(bytes: &[u8], bucket: u64) -> Result<Self, crate::encoding::DecodeError> {
+        let s: Settlements = crate::encoding::decode(bytes)?;
+        if !s.is_well_formed(bucket) {
+            return Err(crate::encoding::DecodeError::Malformed {
+                type_name: "Settlements",
+                reason: format!("entries out of order, duplicated or outside range {bucket}"),
+            });
+        }
+        Ok(s)
+    }
+
     /// The outcome of `sequence`, if it is settled.
     pub fn outcome(&self, sequence: u64) -> Option<PacketOutcome> {
         self.settled

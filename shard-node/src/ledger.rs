@@ -9,8 +9,8 @@ use urbis_core::hash::{Domain, Hash32};
 use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader};
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher, root_from_leaf_hashes};
 use urbis_core::packet::{
-    AckError, Acknowledgement, OutboundPacket, PacketId, PacketOutcome, Receipt,
-    SETTLEMENT_BUCKET_SIZE, Settlements, VerifiedPacket,
+    AckError, Acknowledgement, OutboundPacket, PacketId, PacketOutcome, Receipt, Settlements,
+    VerifiedPacket,
 };
 use urbis_core::record::{CapitalOperation, CityId, Record, RecordBody, TalentPayload};
 use urbis_core::state::{ErasureNote, StateKey};
@@ -497,15 +497,8 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         let settlements_key = id.settlements_key();
         let mut settlements = match self.read(overlay, &settlements_key)? {
             None => Settlements::default(),
-            Some(v) => {
-                let s: Settlements = decode(&v).map_err(|e| Rejection::State(e.to_string()))?;
-                if !s.is_well_formed(id.sequence / SETTLEMENT_BUCKET_SIZE) {
-                    return Err(Rejection::State(format!(
-                        "the settlements of the range of packet {id} are malformed"
-                    )));
-                }
-                s
-            }
+            Some(v) => Settlements::decode_range(&v, id.settlement_range())
+                .map_err(|e| Rejection::State(format!("settlements of packet {id}: {e}")))?,
         };
         if !settlements.insert(id.sequence, outcome) {
             return Err(Rejection::PacketSettled { id });

@@ -346,8 +346,6 @@ fn settle() {
     let _ = std::process::Command::new("sync").status();
 }
 
-/// Where a sealed record's time goes, from the sealer's phase statistics over the run, beside
-/// the raw RocksDB cost of one record.
 /// The shard's sealing counters from its `/metrics`: blocks written (synced writes), records
 /// sealed, and seconds spent in each phase (rules, state tree, header, write, batch).
 async fn sealing(shard: &Shard) -> [f64; 7] {
@@ -369,7 +367,8 @@ async fn sealing(shard: &Shard) -> [f64; 7] {
     ]
 }
 
-/// Prints where sealing time went per record, from the difference of two [`sealing`] reads.
+/// Where a sealed record's time goes, from the difference of two [`sealing`] reads, beside
+/// the raw RocksDB cost of one record.
 fn breakdown(d: &[f64], raw: f64) {
     let (blocks, records) = (d[0], d[1].max(1.0));
     let per = |seconds: f64| seconds / records * 1e6;

@@ -113,6 +113,28 @@ pub(crate) fn conservation(client: &Client, cities: &[Value], issued: u128) -> u
     in_flight_total
 }
 
+/// Writes a state fact's proof to `out` and checks it with `urbis verify --genesis --key
+/// --city` as an outsider would, offline; returns what the command printed.
+fn verify_state_offline(
+    out: &std::path::Path,
+    proof: &Value,
+    m: &Value,
+    key: &Value,
+    city: &str,
+) -> Value {
+    std::fs::write(out, serde_json::to_vec(proof).unwrap()).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_urbis"))
+        .arg("verify")
+        .arg(out)
+        .arg("--genesis")
+        .arg(m["genesis"].as_str().unwrap())
+        .args(["--key", &key.to_string(), "--city", city])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 #[test]
 fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
     let (dir, child, m) = running_devnet(&[]);
@@ -174,17 +196,7 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
         let out = dir.path().join(format!("receipt-{sequence}.json"));
         let key =
             json!({"type": "packet_receipt", "source": 0, "destination": 1, "sequence": sequence});
-        std::fs::write(&out, serde_json::to_vec(&at_b["proof"]).unwrap()).unwrap();
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_urbis"))
-            .arg("verify")
-            .arg(&out)
-            .arg("--genesis")
-            .arg(m["genesis"].as_str().unwrap())
-            .args(["--key", &key.to_string(), "--city", bn])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-        let verified: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let verified = verify_state_offline(&out, &at_b["proof"], &m, &key, bn);
         assert_eq!(verified["level"], "final", "{verified}");
         // The receipt names the record that was sent, with B's answer.
         let receipt_value = at_b["proof"]["value"].as_str().unwrap();
@@ -213,16 +225,7 @@ fn records_sent_from_one_city_are_accepted_in_another_with_offline_proofs() {
             "{settlements:?}"
         );
         let out = dir.path().join(format!("settlements-{sequence}.json"));
-        std::fs::write(&out, serde_json::to_vec(&at_a["proof"]).unwrap()).unwrap();
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_urbis"))
-            .arg("verify")
-            .arg(&out)
-            .arg("--genesis")
-            .arg(m["genesis"].as_str().unwrap())
-            .args(["--key", &key.to_string(), "--city", an])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        verify_state_offline(&out, &at_a["proof"], &m, &key, an);
         // The sent record itself verifies offline at level final in its source city.
         let record: Value = client
             .get(format!(

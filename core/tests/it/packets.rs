@@ -183,6 +183,9 @@ fn settlements_keep_each_outcome_once_in_sequence_order_within_their_range() {
     let mut out_of_order = s.clone();
     out_of_order.settled.swap(0, 1);
     assert!(!out_of_order.is_well_formed(bucket));
+    assert_eq!(Settlements::decode_range(&bytes, bucket).unwrap(), s);
+    assert!(Settlements::decode_range(&encode(&out_of_order), bucket).is_err());
+    assert!(Settlements::decode_range(&bytes, bucket + 1).is_err());
 }
 
 #[test]

@@ -20,7 +20,7 @@ use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, PerfectSubtrees, TreeHasher};
 use urbis_core::packet::{
     Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId, PacketOutcome,
-    PacketProof, Receipt, SETTLEMENT_BUCKET_SIZE, Settlements, TimeoutProof, verify_timeout,
+    PacketProof, Receipt, Settlements, TimeoutProof, verify_timeout,
 };
 use urbis_core::proof::{FinalityProof, StateFactProof};
 use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
@@ -801,14 +801,10 @@ fn check(
 
 /// The settlements of `id`'s range at the tip (empty before the range's first settlement).
 fn settlements(app: &AppState, id: &PacketId) -> ApiResult<Settlements> {
-    let Some(v) = state_value(app, &id.settlements_key())? else {
-        return Ok(Settlements::default());
-    };
-    let s: Settlements = decode(&v).map_err(internal)?;
-    if !s.is_well_formed(id.sequence / SETTLEMENT_BUCKET_SIZE) {
-        return Err(internal(format!("the settlements of the range of packet {id} are malformed")));
-    }
-    Ok(s)
+    Ok(match state_value(app, &id.settlements_key())? {
+        None => Settlements::default(),
+        Some(v) => Settlements::decode_range(&v, id.settlement_range()).map_err(internal)?,
+    })
 }
 
 /// The commitment of packet `id` while it is unsettled at this city, its source (`None`:
@@ -819,7 +815,7 @@ fn unsettled_commitment(
     id: &PacketId,
     range: &mut Option<(u64, Settlements)>,
 ) -> ApiResult<Option<OutboundPacket>> {
-    let bucket = id.sequence / SETTLEMENT_BUCKET_SIZE;
+    let bucket = id.settlement_range();
     let settled = match range {
         Some((b, s)) if *b == bucket => s,
         _ => &mut range.insert((bucket, settlements(app, id)?)).1,
@@ -1234,7 +1230,9 @@ fn settlement_fact(
     let outcome_in = |fact: &StateFactProof| -> ApiResult<Option<PacketOutcome>> {
         Ok(match fact.value.as_deref() {
             None => None,
-            Some(v) => decode::<Settlements>(v).map_err(internal)?.outcome(id.sequence),
+            Some(v) => Settlements::decode_range(v, id.settlement_range())
+                .map_err(internal)?
+                .outcome(id.sequence),
         })
     };
     if let Some(f) = final_state(app, &key)?
