@@ -127,7 +127,7 @@ pub struct CarriedPacket {
     pub json: Box<RawValue>,
     /// The packet: source and destination from its record, and its sequence.
     pub id: PacketId,
-    /// The commitment's timeout height.
+    /// The timeout height of the batch that sent it.
     pub timeout_height: u64,
 }
 
@@ -143,11 +143,11 @@ impl<'de> Deserialize<'de> for CarriedPacket {
         #[derive(Deserialize)]
         struct Head {
             sequence: u64,
-            commitment: Commitment,
+            batch: Batch,
             record: Record,
         }
         #[derive(Deserialize)]
-        struct Commitment {
+        struct Batch {
             timeout_height: u64,
         }
         #[derive(Deserialize)]
@@ -165,7 +165,7 @@ impl<'de> Deserialize<'de> for CarriedPacket {
                 destination: head.record.destination.unwrap_or(source),
                 sequence: head.sequence,
             },
-            timeout_height: head.commitment.timeout_height,
+            timeout_height: head.batch.timeout_height,
         })
     }
 }

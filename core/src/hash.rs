@@ -111,10 +111,12 @@ pub enum Domain {
     /// Consensus messages other than a precommit for a block (prevotes, nil precommits,
     /// proposals): the object their signing root binds.
     ConsensusMessage = 14,
+    /// The Merkle tree over the record ids of the packets one block sends on one channel.
+    OutboundBatch = 15,
 }
 
 impl Domain {
-    const ALL: [Domain; 15] = [
+    const ALL: [Domain; 16] = [
         Domain::RecordId,
         Domain::ShardHeader,
         Domain::BeaconHeader,
@@ -130,6 +132,7 @@ impl Domain {
         Domain::BatchCoefficients,
         Domain::SubjectIndex,
         Domain::ConsensusMessage,
+        Domain::OutboundBatch,
     ];
 
     /// The BLAKE3 `derive_key` context string of this domain.
@@ -150,12 +153,13 @@ impl Domain {
             Domain::BatchCoefficients => "urbis v1 batch coefficients",
             Domain::SubjectIndex => "urbis v1 subject index",
             Domain::ConsensusMessage => "urbis v1 consensus message",
+            Domain::OutboundBatch => "urbis v1 outbound batch",
         }
     }
 
     /// The 32-byte key of this domain: `BLAKE3-derive_key(context, "")`.
     pub fn key(self) -> &'static [u8; 32] {
-        static KEYS: OnceLock<[[u8; 32]; 15]> = OnceLock::new();
+        static KEYS: OnceLock<[[u8; 32]; 16]> = OnceLock::new();
         let keys = KEYS.get_or_init(|| Domain::ALL.map(|d| blake3::derive_key(d.context(), b"")));
         &keys[self as usize]
     }

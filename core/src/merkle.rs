@@ -47,6 +47,10 @@ impl Blake3Tree {
     pub fn crosslinks() -> Self {
         Self::new(Domain::CrosslinksTree)
     }
+    /// The tree over the record ids of the packets one block sends on one channel.
+    pub fn outbound_batch() -> Self {
+        Self::new(Domain::OutboundBatch)
+    }
 }
 
 impl TreeHasher for Blake3Tree {

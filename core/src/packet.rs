@@ -2,30 +2,31 @@
 //! before it accepts a packet and a source makes before it settles one.
 //!
 //! A record submitted with a destination becomes an outbound packet in its source shard's
-//! state (`PacketCommitment{source, destination, sequence}` → [`OutboundPacket`]). The
-//! destination accepts it only with a [`PacketProof`] that reaches a beacon block certified
-//! under the destination's own light client, writes a [`Receipt`] holding its
+//! state: each block that sends on a channel writes one [`OutboundBatch`] under
+//! `OutboundBatch{source, destination}`, which gives its packets their sequences and commits to
+//! their record ids in a Merkle tree of its own. The destination accepts a packet only with a
+//! [`PacketProof`] that reaches a beacon block certified under the destination's own light
+//! client, writes a [`Receipt`] holding its
 //! [`Acknowledgement`] under its own `state_root`, and the source settles the packet with an
 //! [`AcknowledgementProof`] or, once the destination's certified view passed the timeout, a
 //! [`TimeoutProof`] of the receipt's absence, recording its [`PacketOutcome`] in the
 //! [`Settlements`] of its range of sequences. Every key and every expected value is built here
-//! from `(source, destination, sequence)` and the caller's own commitment; nothing a relay
+//! from `(source, destination, sequence)` and the caller's own record of its packet; nothing a relay
 //! says is taken on trust.
 //!
-//! One key per packet on each side: the source's commitment, written once, and the
-//! destination's receipt, which carries the acknowledgement. Outcomes share one key per
-//! [`SETTLEMENT_BUCKET_SIZE`] sequences, so the packets a block settles on one channel cost
-//! the state tree one or two leaf writes, not one each.
+//! The source writes no key per packet: the packets a block sends on a channel share its
+//! batch's key, and their outcomes share one key per [`SETTLEMENT_BUCKET_SIZE`] sequences, so
+//! the packets a block sends or settles on one channel cost the state tree one or two leaf
+//! writes, not one each. The destination writes one key per packet, its receipt, which
+//! carries the acknowledgement.
 
 use crate::encoding::encode;
 use crate::genesis::ValidGenesis;
 use crate::hash::Hash32;
 use crate::header::SignedShardHeader;
 use crate::light_client::LightClient;
-use crate::merkle::InclusionProof;
-use crate::proof::{
-    FinalityProof, ProofError, verify_finality, verify_record_inclusion, verify_seal,
-};
+use crate::merkle::{Blake3Tree, InclusionProof, MerkleError, TreeHasher, root_from_leaf_hashes};
+use crate::proof::{FinalityProof, ProofError, verify_finality, verify_seal};
 use crate::record::{CityId, Record};
 use crate::state::{StateKey, StateProof, StateProofError};
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -56,13 +57,9 @@ pub struct PacketId {
 }
 
 impl PacketId {
-    /// The source's key of its commitment (written once, when the packet is sent).
-    pub fn commitment_key(&self) -> StateKey {
-        StateKey::PacketCommitment {
-            source: self.source,
-            destination: self.destination,
-            sequence: self.sequence,
-        }
+    /// The source's key of the newest batch it sent on the packet's channel.
+    pub fn batch_key(&self) -> StateKey {
+        StateKey::OutboundBatch { source: self.source, destination: self.destination }
     }
     /// The source's key of the settlements of the packet's range of sequences, where its
     /// outcome is recorded once it is settled.
@@ -93,7 +90,68 @@ impl std::fmt::Display for PacketId {
     }
 }
 
-/// A packet's commitment while it is unsettled: which record travels, and until when.
+/// The packets one block sent on one channel: the value under
+/// `OutboundBatch{source, destination}` from that block until the next block that sends on
+/// the channel. Packet `first_sequence + i` carries the record whose id is leaf `i` of the
+/// tree of [`Blake3Tree::outbound_batch`] over the batch's record ids, in sequence order,
+/// whose root is `root`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct OutboundBatch {
+    /// Height of the block that sent them.
+    pub height: u64,
+    /// Sequence of the first (from 1 on each channel).
+    pub first_sequence: u64,
+    /// How many (at least one).
+    pub count: u64,
+    /// The beacon height from which the destination refuses them and the source may prove a
+    /// timeout.
+    pub timeout_height: u64,
+    /// Root of the batch's tree of record ids.
+    pub root: Hash32,
+}
+
+impl OutboundBatch {
+    /// The batch block `height` writes for packets `first_sequence..` carrying the records
+    /// `record_ids`, in sequence order (at least one).
+    pub fn new(
+        height: u64,
+        first_sequence: u64,
+        timeout_height: u64,
+        record_ids: &[Hash32],
+    ) -> Self {
+        OutboundBatch {
+            height,
+            first_sequence,
+            count: record_ids.len() as u64,
+            timeout_height,
+            root: root_from_leaf_hashes(
+                &Blake3Tree::outbound_batch(),
+                &Self::leaf_hashes(record_ids),
+            ),
+        }
+    }
+
+    /// The leaf hashes of the batch's tree over `record_ids`.
+    pub fn leaf_hashes(record_ids: &[Hash32]) -> Vec<Hash32> {
+        let tree = Blake3Tree::outbound_batch();
+        record_ids.iter().map(|id| tree.leaf(id.as_bytes())).collect()
+    }
+
+    /// The sequence the channel's next packet gets.
+    pub fn next_sequence(&self) -> u64 {
+        self.first_sequence.saturating_add(self.count)
+    }
+
+    /// Whether `sequence` is one of this batch's packets.
+    pub fn contains(&self, sequence: u64) -> bool {
+        sequence >= self.first_sequence && sequence < self.next_sequence()
+    }
+}
+
+/// What a source knows of one packet it sent (from its own store, never from a relay): which
+/// record travels, and until when.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
@@ -253,20 +311,21 @@ pub struct Receipt {
     pub acknowledgement: Acknowledgement,
 }
 
-/// A packet as it travels: the record, the commitment, both proven against one sealed source
-/// header that a certified beacon block covers.
+/// A packet as it travels: the record, and the batch that sent it proven against one sealed
+/// source header that a certified beacon block covers.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct PacketProof {
     /// Sequence on the channel (the channel is the record's city and destination).
     pub sequence: u64,
-    /// The commitment value.
-    pub commitment: OutboundPacket,
-    /// Membership of the commitment under header N's `state_root`.
-    pub commitment_proof: StateProof,
+    /// The batch that holds the packet, as the source's state keeps it.
+    pub batch: OutboundBatch,
+    /// Membership of `OutboundBatch{source, destination}` = `batch` under header N's
+    /// `state_root`.
+    pub batch_proof: StateProof,
+    /// Path of the record id at leaf `sequence - batch.first_sequence` of the batch's tree.
+    pub path: InclusionProof,
     /// The record.
     pub record: Record,
-    /// Path of the record id in header N's records tree.
-    pub inclusion: InclusionProof,
     /// Source header N, sealed.
     pub header: SignedShardHeader,
     /// N to a certified beacon block.
@@ -327,17 +386,37 @@ pub enum PacketError {
         /// City of the header.
         actual: CityId,
     },
-    /// The commitment is not in the source's state as claimed.
-    #[error("commitment path: {0}")]
-    CommitmentPath(StateProofError),
-    /// The commitment names another record than the one carried.
-    #[error("the commitment names record {committed}, the packet carries {carried}")]
-    CommitmentMismatch {
-        /// Record id in the commitment.
-        committed: Hash32,
-        /// Id of the carried record.
-        carried: Hash32,
+    /// The batch is not in the source's state as claimed.
+    #[error("batch path: {0}")]
+    BatchPath(StateProofError),
+    /// The packet's sequence is not one of the batch's.
+    #[error("sequence {sequence} is not in the batch of {count} from {first}")]
+    NotInBatch {
+        /// The packet's sequence.
+        sequence: u64,
+        /// The batch's first sequence.
+        first: u64,
+        /// Its count.
+        count: u64,
     },
+    /// The record's path is for another leaf or another size of tree than the sequence and
+    /// the batch give.
+    #[error(
+        "the path is of leaf {leaf_index} of {tree_size}, leaf {expected_index} of {expected_size} was needed"
+    )]
+    BatchPosition {
+        /// The path's leaf.
+        leaf_index: u64,
+        /// The path's tree size.
+        tree_size: u64,
+        /// `sequence - first_sequence`.
+        expected_index: u64,
+        /// The batch's count.
+        expected_size: u64,
+    },
+    /// The carried record's id is not at its leaf of the batch's tree.
+    #[error("record path in the batch: {0}")]
+    BatchRecordPath(MerkleError),
     /// The receipt holding the acknowledgement is not in the destination's state as claimed.
     #[error("acknowledgement path: {0}")]
     AcknowledgementPath(StateProofError),
@@ -449,34 +528,44 @@ pub fn verify_packet_with(
         return Err(PacketError::SelfPacket(source));
     }
     let id = PacketId { source, destination, sequence: p.sequence };
-    p.commitment_proof
-        .verify(&header.state_root, &id.commitment_key(), Some(&encode(&p.commitment)))
-        .map_err(PacketError::CommitmentPath)?;
-    let record_id = verify_record_inclusion(
-        &p.record,
-        &p.inclusion,
-        header.records_root,
-        header.records_count,
-    )?;
-    if record_id != p.commitment.record_id {
-        return Err(PacketError::CommitmentMismatch {
-            committed: p.commitment.record_id,
-            carried: record_id,
+    p.batch_proof
+        .verify(&header.state_root, &id.batch_key(), Some(&encode(&p.batch)))
+        .map_err(PacketError::BatchPath)?;
+    let batch = &p.batch;
+    if !batch.contains(p.sequence) {
+        return Err(PacketError::NotInBatch {
+            sequence: p.sequence,
+            first: batch.first_sequence,
+            count: batch.count,
         });
     }
+    let expected_index = p.sequence - batch.first_sequence;
+    if p.path.leaf_index != expected_index || p.path.tree_size != batch.count {
+        return Err(PacketError::BatchPosition {
+            leaf_index: p.path.leaf_index,
+            tree_size: p.path.tree_size,
+            expected_index,
+            expected_size: batch.count,
+        });
+    }
+    let record_id = p.record.id();
+    let tree = Blake3Tree::outbound_batch();
+    p.path
+        .verify(&tree, &tree.leaf(record_id.as_bytes()), &batch.root)
+        .map_err(PacketError::BatchRecordPath)?;
     let beacon_height = cache.check(genesis, client, &p.header, &p.finality)?;
     Ok(VerifiedPacket {
         id,
         record: p.record.clone(),
         record_id,
-        timeout_height: p.commitment.timeout_height,
+        timeout_height: batch.timeout_height,
         source_height: header.height,
         beacon_height,
     })
 }
 
 /// Checks the destination's acknowledgement of `packet`, which carried the record
-/// `record_id` (from the source's own commitment, never from the proof): the destination's
+/// `record_id` (from the source's own record of the packet, never from the proof): the destination's
 /// receipt of that record holding that acknowledgement. Returns it with the certified beacon
 /// height that covers it.
 pub fn verify_acknowledgement(
@@ -510,7 +599,7 @@ pub fn verify_acknowledgement_with(
     Ok((p.acknowledgement, beacon_height))
 }
 
-/// Checks that `packet`, with timeout `timeout_height` (from the source's own commitment),
+/// Checks that `packet`, with timeout `timeout_height` (from the source's own record of the packet),
 /// was not received at a destination header whose certified beacon view reached the timeout,
 /// and that a certified beacon block at or past the timeout covers that header. Returns the
 /// covering beacon height.

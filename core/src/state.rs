@@ -74,16 +74,15 @@ pub enum StateKey {
         /// Credential id.
         credential_id: Hash32,
     },
-    /// An outbound packet at its source (value: its [`crate::packet::OutboundPacket`],
-    /// written when it is sent and never changed; how it ended is kept in
-    /// [`StateKey::PacketSettlements`]).
-    PacketCommitment {
+    /// The packets the newest block that sent any on a channel sent (value:
+    /// [`crate::packet::OutboundBatch`]: that block's height, the first sequence and count, the
+    /// timeout, and the root of the tree over their record ids). Rewritten by each block that
+    /// sends on the channel; the next sequence is `first_sequence + count`.
+    OutboundBatch {
         /// Source city.
         source: CityId,
         /// Destination city.
         destination: CityId,
-        /// Sequence.
-        sequence: u64,
     },
     /// Receipt of an inbound packet, with the destination's answer (value:
     /// [`crate::packet::Receipt`]).
@@ -94,13 +93,6 @@ pub enum StateKey {
         destination: CityId,
         /// Sequence.
         sequence: u64,
-    },
-    /// Next outbound sequence for a (source, destination) channel.
-    NextSequence {
-        /// Source city.
-        source: CityId,
-        /// Destination city.
-        destination: CityId,
     },
     /// The subject index: a digest of every record about a subject in this shard.
     SubjectIndex {

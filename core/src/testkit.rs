@@ -354,28 +354,30 @@ impl BeaconChain {
 /// as sequence 1 with `timeout_height`, sealed in city 0's block 0, which beacon block 1
 /// crosslinks.
 pub fn first_packet(federation: &Federation, timeout_height: u64) -> crate::packet::PacketProof {
-    use crate::packet::{OutboundPacket, PacketId, PacketProof};
+    use crate::packet::{OutboundBatch, PacketId, PacketProof};
     let (source, destination) = (CityId(0), CityId(1));
     let mut record = information_record(source, 1);
     record.destination = Some(destination);
     let id = PacketId { source, destination, sequence: 1 };
-    let commitment = OutboundPacket { record_id: record.id(), timeout_height };
+    let batch = OutboundBatch::new(0, 1, timeout_height, &[record.id()]);
+    let leaves = OutboundBatch::leaf_hashes(&[record.id()]);
     let mut shard = ShardChain::new(source);
-    shard.seal(federation, vec![record], &[(id.commitment_key(), Some(encode(&commitment)))]);
+    shard.seal(federation, vec![record], &[(id.batch_key(), Some(encode(&batch)))]);
     let mut beacon = BeaconChain::new(federation);
     let link = Crosslink { city: source, header_hash: shard.headers[0].header.hash() };
     beacon.produce(federation, vec![link], None);
     let rp = shard.record_proof(0, 0);
-    let (_, commitment_proof) = shard
+    let (_, batch_proof) = shard
         .state
-        .prove(&id.commitment_key())
+        .prove(&id.batch_key())
         .unwrap_or_else(|e| unreachable!("testkit state proof: {e}"));
     PacketProof {
         sequence: 1,
-        commitment,
-        commitment_proof,
+        batch,
+        batch_proof,
+        path: InclusionProof::build(&Blake3Tree::outbound_batch(), &leaves, 0)
+            .unwrap_or_else(|e| unreachable!("one leaf: {e}")),
         record: rp.record,
-        inclusion: rp.inclusion,
         header: rp.header,
         finality: beacon
             .finality(&shard, 0, 1)

@@ -9,8 +9,8 @@ use urbis_core::hash::{Domain, Hash32};
 use urbis_core::header::{SHARD_HEADER_VERSION, ShardHeader};
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher, root_from_leaf_hashes};
 use urbis_core::packet::{
-    AckError, Acknowledgement, OutboundPacket, PacketId, PacketOutcome, Receipt, Settlements,
-    VerifiedPacket,
+    AckError, Acknowledgement, OutboundBatch, OutboundPacket, PacketId, PacketOutcome, Receipt,
+    Settlements, VerifiedPacket,
 };
 use urbis_core::record::{CapitalOperation, CityId, Record, RecordBody, TalentPayload};
 use urbis_core::state::{ErasureNote, StateKey};
@@ -32,6 +32,34 @@ pub trait StateView {
     fn has_record(&self, id: &Hash32, time_ms: Option<u64>) -> Result<bool, String>;
     /// A sealed record by id (to refund a settled packet).
     fn record(&self, id: &Hash32) -> Result<Option<Record>, String>;
+    /// What this city sent as packet `id`, from its own index of the batches it sealed
+    /// ([`SentBatch`]), if it sent it.
+    fn sent_packet(&self, id: &PacketId) -> Result<Option<OutboundPacket>, String>;
+}
+
+/// The packets one block sends on one channel: the batch it writes under
+/// `OutboundBatch{source, destination}`, and the record ids the batch's tree is over, in
+/// sequence order (the source's index of its packets is kept from them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentBatch {
+    /// The channel's destination.
+    pub destination: CityId,
+    /// The batch as written.
+    pub batch: OutboundBatch,
+    /// Record ids of sequences `batch.first_sequence..`, in order.
+    pub record_ids: Vec<Hash32>,
+}
+
+impl SentBatch {
+    /// Each packet of the batch as the source's index keeps it: `(sequence, packet)`.
+    pub fn packets(&self) -> impl Iterator<Item = (u64, OutboundPacket)> + '_ {
+        self.record_ids.iter().enumerate().map(|(i, id)| {
+            (
+                self.batch.first_sequence + i as u64,
+                OutboundPacket { record_id: *id, timeout_height: self.batch.timeout_height },
+            )
+        })
+    }
 }
 
 /// A packet operation a block may take: receiving a verified packet at the destination, or
@@ -273,6 +301,10 @@ pub struct BlockBuilder<'a, V: StateView> {
     in_flight: BTreeMap<(String, CityId), i128>,
     /// Sends of the submission being added, kept only if all of it is.
     staged_flight: Vec<(String, CityId, u128)>,
+    /// Packets this block sends, by destination: the first sequence and the record ids.
+    outbound: BTreeMap<CityId, (u64, Vec<Hash32>)>,
+    /// Packets of the submission being added, kept only if all of it is.
+    staged_packets: Vec<(CityId, Hash32)>,
     ids: Vec<Hash32>,
     seen: std::collections::HashSet<Hash32>,
     writes: Overlay,
@@ -302,6 +334,8 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             sequence: None,
             in_flight: BTreeMap::new(),
             staged_flight: Vec::new(),
+            outbound: BTreeMap::new(),
+            staged_packets: Vec::new(),
             ids: vec![],
             seen: Default::default(),
             writes: BTreeMap::new(),
@@ -489,11 +523,9 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         overlay: &mut Overlay,
     ) -> Result<Option<(String, u128)>, Rejection> {
         let id = *id;
-        let Some(bytes) = self.read(overlay, &id.commitment_key())? else {
+        let Some(sent) = self.view.sent_packet(&id).map_err(Rejection::State)? else {
             return Err(Rejection::UnknownPacket { id });
         };
-        let commitment: OutboundPacket =
-            decode(&bytes).map_err(|e| Rejection::State(e.to_string()))?;
         let settlements_key = id.settlements_key();
         let mut settlements = match self.read(overlay, &settlements_key)? {
             None => Settlements::default(),
@@ -505,9 +537,9 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         }
         let record = self
             .view
-            .record(&commitment.record_id)
+            .record(&sent.record_id)
             .map_err(Rejection::State)?
-            .ok_or(Rejection::UnknownRecord { id: commitment.record_id })?;
+            .ok_or(Rejection::UnknownRecord { id: sent.record_id })?;
         let mut settled = None;
         if let RecordBody::Capital(c) = &record.body
             && let CapitalOperation::Send { from, .. } = &c.operation
@@ -583,6 +615,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         let mut fresh = std::collections::HashSet::with_capacity(ids.len());
         let mut sequences = Vec::with_capacity(records.len());
         self.staged_flight.clear();
+        self.staged_packets.clear();
         for (index, (r, id)) in records.iter().zip(ids).enumerate() {
             let seen = self.seen.contains(id) || !fresh.insert(*id);
             if seen || self.view.has_record(id, Some(r.time_ms)).map_err(Rejection::State)? {
@@ -599,6 +632,11 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         self.writes.extend(overlay);
         for (asset, city, amount) in std::mem::take(&mut self.staged_flight) {
             *self.in_flight.entry((asset, city)).or_default() += amount as i128;
+        }
+        for (destination, id) in std::mem::take(&mut self.staged_packets) {
+            if let Some((_, ids)) = self.outbound.get_mut(&destination) {
+                ids.push(id);
+            }
         }
         Ok((first..first + records.len() as u64).zip(sequences).collect())
     }
@@ -725,7 +763,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                         }
                         // A voucher of a foreign asset is burned here; its packet releases the
                         // escrow at the issuer (DESIGN.md, "Capital").
-                        self.commit_packet(overlay, destination, id)?;
+                        self.commit_packet(destination, id)?;
                         self.staged_flight.push((c.asset.clone(), destination, c.amount));
                     }
                 }
@@ -747,40 +785,53 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             if self.genesis.city(destination).is_none() {
                 return Err(Rejection::UnknownDestination { index, city: destination });
             }
-            self.commit_packet(overlay, destination, id)?;
+            self.commit_packet(destination, id)?;
         }
         Ok(())
     }
 
-    /// Records an outbound packet: its commitment (the record id and timeout) under the next
-    /// sequence.
-    fn commit_packet(
-        &mut self,
-        overlay: &mut Overlay,
-        destination: CityId,
-        id: &Hash32,
-    ) -> Result<(), Rejection> {
-        let seq_key = StateKey::NextSequence { source: self.city, destination };
-        let sequence = match self.read(overlay, &seq_key)? {
-            None => 1u64,
-            Some(v) => decode::<u64>(&v).map_err(|e| Rejection::State(e.to_string()))?,
+    /// Sends record `id` as the channel's next packet: its sequence follows the channel's
+    /// newest batch and the packets this block already sends on it. The batch is written when
+    /// the block is finished.
+    fn commit_packet(&mut self, destination: CityId, id: &Hash32) -> Result<(), Rejection> {
+        // The timeout is the block's view plus the configured timeout: fix the view now.
+        self.view()?;
+        let sent = match self.outbound.get(&destination) {
+            Some((first, ids)) => first + ids.len() as u64,
+            None => {
+                let key = StateKey::OutboundBatch { source: self.city, destination };
+                let next = match self.view.get(&key).map_err(Rejection::State)? {
+                    None => 1u64,
+                    Some(v) => decode::<OutboundBatch>(&v)
+                        .map_err(|e| Rejection::State(e.to_string()))?
+                        .next_sequence(),
+                };
+                self.outbound.insert(destination, (next, Vec::new()));
+                next
+            }
         };
-        let timeout_height = self.view()?.saturating_add(self.packet_timeout);
-        let commitment = OutboundPacket { record_id: *id, timeout_height };
-        Self::put(
-            overlay,
-            StateKey::PacketCommitment { source: self.city, destination, sequence },
-            Some(encode(&commitment)),
-        );
-        Self::put(overlay, seq_key, Some(encode(&sequence.saturating_add(1))));
-        self.sequence = Some(sequence);
+        let staged = self.staged_packets.iter().filter(|(d, _)| *d == destination).count() as u64;
+        self.staged_packets.push((destination, *id));
+        self.sequence = Some(sent + staged);
         Ok(())
     }
 
-    /// Finishes the block: its records, state writes, and the unsigned header given the state
-    /// root the caller computed from the writes.
-    pub fn finish(self) -> (Vec<Record>, Vec<Hash32>, StateWrites) {
-        (self.records, self.ids, self.writes.into_values().collect())
+    /// Finishes the block: its records, their ids, its state writes (each channel's batch
+    /// among them) and the batches it sends.
+    pub fn finish(mut self) -> (Vec<Record>, Vec<Hash32>, StateWrites, Vec<SentBatch>) {
+        let timeout_height =
+            self.effective_view.unwrap_or(self.beacon_view).saturating_add(self.packet_timeout);
+        let mut sent = Vec::new();
+        for (destination, (first, record_ids)) in std::mem::take(&mut self.outbound) {
+            if record_ids.is_empty() {
+                continue;
+            }
+            let batch = OutboundBatch::new(self.height, first, timeout_height, &record_ids);
+            let key = StateKey::OutboundBatch { source: self.city, destination };
+            self.writes.insert(encode(&key), (key, Some(encode(&batch))));
+            sent.push(SentBatch { destination, batch, record_ids });
+        }
+        (self.records, self.ids, self.writes.into_values().collect(), sent)
     }
 
     /// The block's time, for its header.
@@ -822,10 +873,14 @@ mod tests {
     use urbis_core::record::CapitalPayload;
     use urbis_core::testkit::{Federation, information_record};
 
-    /// The state of earlier blocks, as a map (the shard keeps it in RocksDB), and the sealed
-    /// records by id.
+    /// The state of earlier blocks, as a map (the shard keeps it in RocksDB), the sealed
+    /// records by id, and the packets sent.
     #[derive(Default)]
-    struct Map(HashMap<Vec<u8>, Vec<u8>>, HashMap<Hash32, Record>);
+    struct Map(
+        HashMap<Vec<u8>, Vec<u8>>,
+        HashMap<Hash32, Record>,
+        HashMap<PacketId, OutboundPacket>,
+    );
 
     impl StateView for Map {
         fn get(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
@@ -837,10 +892,78 @@ mod tests {
         fn record(&self, id: &Hash32) -> Result<Option<Record>, String> {
             Ok(self.1.get(id).cloned())
         }
+        fn sent_packet(&self, id: &PacketId) -> Result<Option<OutboundPacket>, String> {
+            Ok(self.2.get(id).copied())
+        }
+    }
+
+    /// A block's packets on a channel take the sequences after the channel's newest batch, in
+    /// the order they are added, skipping a submission refused whole; the block writes one
+    /// batch per channel over their record ids, and the next block continues after it.
+    #[test]
+    fn a_block_sends_its_packets_on_a_channel_as_one_batch_with_consecutive_sequences() {
+        use urbis_core::merkle::{InclusionProof, MerkleError};
+        let fed = Federation::new("ledger batches", 3, 4);
+        let (a, b, c) = (CityId(0), CityId(1), CityId(2));
+        let to = |n: u64, d: CityId| {
+            let mut r = information_record(a, n);
+            r.destination = Some(d);
+            r
+        };
+        let mut state = Map::default();
+        let mut block = BlockBuilder::new(&state, &fed.genesis, a, 7, 0).with_beacon(20, 5);
+        let sequences = |placed: Vec<(u64, Option<u64>)>| -> Vec<Option<u64>> {
+            placed.into_iter().map(|(_, q)| q).collect()
+        };
+        let first = [to(1, b), information_record(a, 2), to(3, c), to(4, b)];
+        let ids: Vec<Hash32> = first.iter().map(Record::id).collect();
+        assert_eq!(
+            sequences(block.add(&first, &ids).unwrap()),
+            vec![Some(1), None, Some(1), Some(2)]
+        );
+        // Refused whole (the same record twice): its packet takes no sequence.
+        let twice = [to(5, b), to(5, b)];
+        let twice_ids: Vec<Hash32> = twice.iter().map(Record::id).collect();
+        assert!(matches!(block.add(&twice, &twice_ids), Err(Rejection::Duplicate { .. })));
+        let last = [to(6, b)];
+        assert_eq!(sequences(block.add(&last, &[last[0].id()]).unwrap()), vec![Some(3)]);
+        let (_, _, writes, sent) = block.finish();
+        let to_b = vec![ids[0], ids[3], last[0].id()];
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].destination, b);
+        assert_eq!(sent[0].record_ids, to_b);
+        assert_eq!(sent[0].batch, OutboundBatch::new(7, 1, 25, &to_b));
+        assert_eq!((sent[1].destination, sent[1].batch.count), (c, 1));
+        let batch_writes: Vec<_> =
+            writes.iter().filter(|(k, _)| matches!(k, StateKey::OutboundBatch { .. })).collect();
+        assert_eq!(batch_writes.len(), 2, "one write per channel, not per packet: {writes:?}");
+        let key = StateKey::OutboundBatch { source: a, destination: b };
+        let written = writes.iter().find(|(k, _)| *k == key).unwrap().1.clone().unwrap();
+        let batch: OutboundBatch = decode(&written).unwrap();
+        assert_eq!((batch.first_sequence, batch.count, batch.timeout_height), (1, 3, 25));
+        // Sequence 2 is the second leaf of the batch's tree, and no other record is.
+        let tree = Blake3Tree::outbound_batch();
+        let leaves = OutboundBatch::leaf_hashes(&to_b);
+        let path = InclusionProof::build(&tree, &leaves, 1).unwrap();
+        assert_eq!(path.verify(&tree, &tree.leaf(ids[3].as_bytes()), &batch.root), Ok(()));
+        assert_eq!(
+            path.verify(&tree, &tree.leaf(ids[0].as_bytes()), &batch.root),
+            Err(MerkleError::RootMismatch)
+        );
+        let packets: Vec<(u64, OutboundPacket)> = sent[0].packets().collect();
+        assert_eq!(packets[2], (3, OutboundPacket { record_id: last[0].id(), timeout_height: 25 }));
+        for (k, v) in writes {
+            state.0.insert(encode(&k), v.unwrap());
+        }
+        let mut next = BlockBuilder::new(&state, &fed.genesis, a, 8, 0).with_beacon(21, 5);
+        let more = [to(7, b)];
+        assert_eq!(sequences(next.add(&more, &[more[0].id()]).unwrap()), vec![Some(4)]);
+        let (_, _, _, sent) = next.finish();
+        assert_eq!(sent[0].batch, OutboundBatch::new(8, 4, 26, &[more[0].id()]));
     }
 
     /// Settling writes each packet's outcome into its range's settlements, one key per range
-    /// however many of its packets a block settles, and never touches the commitments; a
+    /// however many of its packets a block settles, and never touches the batches; a
     /// packet settled once, or never sent, is refused, and a malformed range is a state error.
     #[test]
     fn settlements_take_each_packet_once_with_one_write_per_range_and_block() {
@@ -852,7 +975,7 @@ mod tests {
             let mut r = information_record(a, q);
             r.destination = Some(b);
             let c = OutboundPacket { record_id: r.id(), timeout_height: 50 };
-            state.0.insert(encode(&id(q).commitment_key()), encode(&c));
+            state.2.insert(id(q), c);
             state.1.insert(r.id(), r);
         }
         let ack =
@@ -862,13 +985,13 @@ mod tests {
         block.packet(&PacketOp::Timeout { id: id(6) }).unwrap();
         block.packet(&ack(70)).unwrap();
         assert!(matches!(block.packet(&ack(5)), Err(Rejection::PacketSettled { .. })));
-        let (_, _, writes) = block.finish();
+        let (_, _, writes, _) = block.finish();
         let settlements: Vec<&(StateKey, Option<Vec<u8>>)> = writes
             .iter()
             .filter(|(k, _)| matches!(k, StateKey::PacketSettlements { .. }))
             .collect();
         assert_eq!(settlements.len(), 2, "{writes:?}");
-        assert!(!writes.iter().any(|(k, _)| matches!(k, StateKey::PacketCommitment { .. })));
+        assert!(!writes.iter().any(|(k, _)| matches!(k, StateKey::OutboundBatch { .. })));
         let range0: Settlements = decode(
             writes.iter().find(|(k, _)| *k == id(5).settlements_key()).unwrap().1.as_ref().unwrap(),
         )
@@ -928,7 +1051,7 @@ mod tests {
                 match b.add(std::slice::from_ref(&record), &[record.id()]) {
                     Ok(_) => {
                         if kind == 0 { issued += amount; }
-                        let (_, _, writes) = b.finish();
+                        let (_, _, writes, _) = b.finish();
                         for (k, v) in writes {
                             match v { Some(v) => { state.0.insert(encode(&k), v); } None => { state.0.remove(&encode(&k)); } }
                         }

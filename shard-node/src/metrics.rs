@@ -187,7 +187,10 @@ pub fn failed_link(e: &urbis_core::packet::PacketError) -> &'static str {
         P::Proof(E::Beacon(_)) => "beacon_certificate",
         P::Proof(E::NotFinal) => "finality",
         P::WrongDestination { .. } | P::SelfPacket(_) | P::WrongCity { .. } => "channel",
-        P::CommitmentPath(_) | P::CommitmentMismatch { .. } => "commitment_path",
+        P::BatchPath(_)
+        | P::NotInBatch { .. }
+        | P::BatchPosition { .. }
+        | P::BatchRecordPath(_) => "batch_path",
         P::AcknowledgementPath(_) => "acknowledgement_path",
         P::ReceiptPath(_) => "receipt_absence_path",
         P::BeaconViewPath(_) => "beacon_view_path",

@@ -22,6 +22,7 @@ use urbis_core::genesis::ValidGenesis;
 use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, Frontier, TreeHasher};
+use urbis_core::packet::{OutboundPacket, PacketId};
 use urbis_core::record::{CityId, Record};
 use urbis_core::sealing::SealingKey;
 use urbis_core::state::{PLACEHOLDER_HASH, StateHasher, StateKey};
@@ -245,6 +246,8 @@ struct Pending {
     idempotency: HashSet<(String, String)>,
     /// Whether it erases a payload.
     erases: bool,
+    /// The packets it sends.
+    sent: Arc<Vec<ledger::SentBatch>>,
 }
 
 impl Pending {
@@ -256,6 +259,16 @@ impl Pending {
             return None;
         }
         batch.values().get(&(*version, key_hash)).cloned()
+    }
+
+    /// Packet `id` if the pending block sends it.
+    fn sent_packet(&self, id: &PacketId) -> Option<OutboundPacket> {
+        self.sent
+            .iter()
+            .filter(|b| b.destination == id.destination && b.batch.contains(id.sequence))
+            .flat_map(|b| b.packets())
+            .find(|(q, _)| *q == id.sequence)
+            .map(|(_, p)| p)
     }
 }
 
@@ -383,6 +396,16 @@ impl StateView for View<'_> {
             return Ok(p.records.get(*i).cloned());
         }
         Ok(self.store.record(id).map_err(|e| e.to_string())?.map(|s| s.record))
+    }
+    fn sent_packet(&self, id: &PacketId) -> Result<Option<OutboundPacket>, String> {
+        if let Some(p) = self.pending.and_then(|p| p.sent_packet(id)) {
+            return Ok(Some(p));
+        }
+        Ok(self
+            .store
+            .sent_packet(id.destination.0, id.sequence)
+            .map_err(|e| e.to_string())?
+            .map(|s| s.packet))
     }
 }
 
@@ -616,6 +639,7 @@ struct Prepared {
     inbound: Vec<((u32, u64), crate::store::InboundRecord)>,
     capital: Vec<(ledger::TotalKey, i128)>,
     erase_inbound: Vec<(u32, u64)>,
+    sent: Arc<Vec<ledger::SentBatch>>,
     accepted: Vec<(Submission, Placed)>,
     acks: Vec<Option<urbis_core::packet::Acknowledgement>>,
     started: Stopwatch,
@@ -633,6 +657,7 @@ impl Prepared {
             by_id: self.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             idempotency: self.idempotency.iter().map(|(s, k, _)| (s.clone(), k.clone())).collect(),
             erases: !self.erased.is_empty() || !self.erase_inbound.is_empty(),
+            sent: self.sent.clone(),
         }
     }
 
@@ -658,6 +683,7 @@ impl Prepared {
             history: &self.completed,
             inbound: &self.inbound,
             erase_inbound: &self.erase_inbound,
+            sent: &self.sent,
         });
         // What the batch holds a copy of is not needed again.
         self.payloads = Vec::new();
@@ -853,7 +879,7 @@ fn prepare(
             return Err(());
         }
     };
-    let (records, ids, writes) = builder.finish();
+    let (records, ids, writes, sent) = builder.finish();
     watch.lap(&parts.metrics, "rules");
     let erased: Vec<Hash32> =
         accepted.iter().filter_map(|(s, _)| s.erasure.as_ref().map(|e| e.0)).collect();
@@ -961,6 +987,7 @@ fn prepare(
         inbound,
         capital,
         erase_inbound,
+        sent: Arc::new(sent),
         accepted,
         acks,
         started,

@@ -56,7 +56,12 @@ const CF_ERASED_INBOUND: &str = "erased_inbound";
 /// read: the tip's state) is one point lookup instead of a backward seek through
 /// `jmt_values`; an older read, or a key last written before this index existed, seeks.
 const CF_JMT_LATEST: &str = "jmt_latest";
-const ALL_CFS: [&str; 19] = [
+/// The packets this city sent: `destination u32 BE ‖ sequence u64 BE` → borsh([`SentPacket`]),
+/// written with the block whose batch holds them. The source's own record of each packet (the
+/// state keeps only each channel's newest batch).
+const CF_OUTBOUND: &str = "outbound";
+const ALL_CFS: [&str; 20] = [
+    CF_OUTBOUND,
     CF_JMT_LATEST,
     CF_ERASED_INBOUND,
     CF_INBOUND_BY_RECORD,
@@ -87,7 +92,7 @@ const PURGE_KEY: &[u8] = b"purge-pending";
 /// keys; the state keys after them renumbered).
 /// 5: a packet's commitment is written once and never changed; outcomes are kept per range of
 /// sequences under `PacketSettlements`.
-const FORMAT_VERSION: u32 = 5;
+const FORMAT_VERSION: u32 = 6;
 
 /// Storage failures. Corruption is reported, never papered over.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +198,17 @@ pub struct BlockWrite<'a> {
     pub inbound: &'a [((u32, u64), InboundRecord)],
     /// Received packets `(source, sequence)` whose payload copy is erased with this block.
     pub erase_inbound: &'a [(u32, u64)],
+    /// The packets this block sends, one batch per channel.
+    pub sent: &'a [crate::ledger::SentBatch],
+}
+
+/// A packet this city sent, as its index keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct SentPacket {
+    /// Its record and timeout.
+    pub packet: urbis_core::packet::OutboundPacket,
+    /// Height of the block whose batch holds it.
+    pub height: u64,
 }
 
 /// A received packet's record and the off-chain payload that travelled beside it.
@@ -447,6 +463,15 @@ impl Store {
                 inbound.record.id().as_bytes(),
                 inbound_key(*source, *sequence),
             );
+        }
+        for sent in block.sent {
+            for (sequence, packet) in sent.packets() {
+                batch.put_cf(
+                    self.cf(CF_OUTBOUND),
+                    inbound_key(sent.destination.0, sequence),
+                    encode(&SentPacket { packet, height }),
+                );
+            }
         }
         batch.put_cf(self.cf(CF_TOTALS), [0u8], height.to_be_bytes());
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
@@ -730,6 +755,43 @@ impl Store {
     /// A received packet's record and payload.
     pub fn inbound(&self, source: u32, sequence: u64) -> Result<Option<InboundRecord>, StoreError> {
         self.get_decoded(CF_INBOUND, &inbound_key(source, sequence), "inbound record")
+    }
+
+    /// Packet `sequence` this city sent to `destination`, if it did.
+    pub fn sent_packet(
+        &self,
+        destination: u32,
+        sequence: u64,
+    ) -> Result<Option<SentPacket>, StoreError> {
+        self.get_decoded(CF_OUTBOUND, &inbound_key(destination, sequence), "sent packet")
+    }
+
+    /// The record ids of packets `first..first + count` this city sent to `destination`, in
+    /// sequence order (one batch's leaves); `Corrupt` unless every one is there.
+    pub fn sent_record_ids(
+        &self,
+        destination: u32,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<Hash32>, StoreError> {
+        let corrupt = StoreError::Corrupt { what: "sent packets" };
+        let mut ids = Vec::with_capacity(count as usize);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_OUTBOUND));
+        it.seek(inbound_key(destination, first));
+        for sequence in first..first.saturating_add(count) {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                it.status()?;
+                return Err(corrupt);
+            };
+            if k != inbound_key(destination, sequence) {
+                return Err(corrupt);
+            }
+            let sent: SentPacket =
+                decode(v).map_err(|_| StoreError::Corrupt { what: "sent packet" })?;
+            ids.push(sent.packet.record_id);
+            it.next();
+        }
+        Ok(ids)
     }
 
     /// The sealed header at `height`.

@@ -493,12 +493,33 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         std::thread::sleep(Duration::from_millis(100));
     };
     let packet = |i: usize| json!({"type": "packet", "proof": page["packets"][i]["proof"]});
-    let timeout_height =
-        page["packets"][2]["proof"]["commitment"]["timeout_height"].as_u64().unwrap();
-    assert_eq!(
-        page["packets"][3]["proof"]["commitment"]["timeout_height"].as_u64(),
-        Some(timeout_height)
-    );
+    let timeout_height = page["packets"][2]["proof"]["batch"]["timeout_height"].as_u64().unwrap();
+    // The two transfers of one request were sent by one block, as one batch.
+    assert_eq!(page["packets"][3]["proof"]["batch"], page["packets"][2]["proof"]["batch"]);
+    // Where packet 4 is at A: sent, proven by its channel's batch at the block that sent it,
+    // with the path of its record id in the batch's tree; the batch fact checks offline.
+    let sequence = page["packets"][3]["sequence"].as_u64().unwrap();
+    let at_a = wait_packet(&client, a, &format!("{an}/{bn}/{sequence}"), "sent, final", |v| {
+        v["state"] == "sent" && v["level"] == "final"
+    });
+    let key = json!({"type": "outbound_batch", "source": 0, "destination": 1});
+    assert_eq!(at_a["proof"]["key"], key, "{at_a}");
+    assert_eq!(at_a["timeout_height"].as_u64(), Some(timeout_height));
+    let batch: urbis_core::packet::OutboundBatch = urbis_core::encoding::decode(
+        &hex::decode(at_a["proof"]["value"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(serde_json::to_value(batch).unwrap(), page["packets"][3]["proof"]["batch"]);
+    let record: urbis_core::record::Record =
+        serde_json::from_value(page["packets"][3]["proof"]["record"].clone()).unwrap();
+    assert_eq!(at_a["record_id"].as_str(), Some(record.id().to_hex().as_str()));
+    let path: urbis_core::merkle::InclusionProof =
+        serde_json::from_value(at_a["batch_path"].clone()).unwrap();
+    assert_eq!(path.leaf_index, sequence - batch.first_sequence);
+    let tree = urbis_core::merkle::Blake3Tree::outbound_batch();
+    use urbis_core::merkle::TreeHasher;
+    path.verify(&tree, &tree.leaf(record.id().as_bytes()), &batch.root).unwrap();
+    verify_state_offline(&dir.path().join("sent-batch.json"), &at_a["proof"], &m, &key, an);
     let b_height = latest_height(&client, b);
 
     // Hostile packets: each refused with its own link named, nothing written at B.
@@ -507,18 +528,37 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
     refused(post_packet(&client, b, &p), 422, "invalid-proof", "shard header seal", "mutated seal");
     let mut p = packet(0);
     p["proof"]["record"]["body"]["amount"] = json!("1000");
-    refused(post_packet(&client, b, &p), 422, "invalid-proof", "records path", "mutated amount");
-    let mut p = packet(0);
-    p["proof"]["commitment"]["timeout_height"] = json!(timeout_height + 1_000);
-    refused(post_packet(&client, b, &p), 422, "invalid-proof", "commitment path", "longer timeout");
-    let mut p = packet(0);
-    p["proof"]["sequence"] = json!(2);
     refused(
         post_packet(&client, b, &p),
         422,
         "invalid-proof",
-        "commitment path",
+        "record path in the batch",
+        "mutated amount",
+    );
+    let mut p = packet(3);
+    p["proof"]["batch"]["timeout_height"] = json!(timeout_height + 1_000);
+    refused(post_packet(&client, b, &p), 422, "invalid-proof", "batch path", "longer timeout");
+    let mut p = packet(3);
+    p["proof"]["batch"]["count"] = json!(3);
+    refused(post_packet(&client, b, &p), 422, "invalid-proof", "batch path", "a longer batch");
+    // Packet 4's proof claimed as packet 3: its path is of another leaf of the batch.
+    let mut p = packet(3);
+    p["proof"]["sequence"] = page["packets"][2]["sequence"].clone();
+    refused(
+        post_packet(&client, b, &p),
+        422,
+        "invalid-proof",
+        "the path is of leaf",
         "another sequence",
+    );
+    let mut p = packet(3);
+    p["proof"]["sequence"] = json!(1_000_000);
+    refused(
+        post_packet(&client, b, &p),
+        422,
+        "invalid-proof",
+        "is not in the batch",
+        "a sequence the batch does not hold",
     );
     let mut p = packet(0);
     p["proof"]["finality"]["beacon_header"]["time_ms"] = json!(1);
@@ -529,28 +569,25 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         "beacon block",
         "forged beacon block",
     );
-    let mut p = packet(0);
-    p["proof"]["inclusion"] = page["packets"][1]["proof"]["inclusion"].clone();
-    if p["proof"]["inclusion"] != page["packets"][0]["proof"]["inclusion"] {
-        refused(
-            post_packet(&client, b, &p),
-            422,
-            "invalid-proof",
-            "records path",
-            "another leaf's path",
-        );
-    }
-    let mut p = packet(0);
-    p["proof"]["record"] = page["packets"][1]["proof"]["record"].clone();
-    p["proof"]["inclusion"] = page["packets"][1]["proof"]["inclusion"].clone();
-    p["proof"]["header"] = page["packets"][1]["proof"]["header"].clone();
-    p["proof"]["finality"] = page["packets"][1]["proof"]["finality"].clone();
+    // Packet 4's path, renumbered as packet 3's leaf: a Merkle path for another leaf.
+    let mut p = packet(2);
+    p["proof"]["path"]["path"] = page["packets"][3]["proof"]["path"]["path"].clone();
     refused(
         post_packet(&client, b, &p),
         422,
         "invalid-proof",
-        "commitment",
-        "another record under a commitment",
+        "record path in the batch",
+        "another leaf's path",
+    );
+    // Packet 4's record carried under packet 3's sequence and path.
+    let mut p = packet(2);
+    p["proof"]["record"] = page["packets"][3]["proof"]["record"].clone();
+    refused(
+        post_packet(&client, b, &p),
+        422,
+        "invalid-proof",
+        "record path in the batch",
+        "another record under a packet's sequence",
     );
     // Resealed with a key that is not the city's.
     let mut p = packet(0);
@@ -598,8 +635,7 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
             .unwrap_or(0.0)
     };
     assert!(failures("shard_header") >= 3.0, "{metrics}");
-    assert!(failures("records_path") >= 1.0, "{metrics}");
-    assert!(failures("commitment_path") >= 2.0, "{metrics}");
+    assert!(failures("batch_path") >= 7.0, "{metrics}");
     assert!(failures("beacon_certificate") >= 1.0, "{metrics}");
 
     // Reordered: packet 2 first. Duplicates at once: exactly one is received.

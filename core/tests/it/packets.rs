@@ -5,9 +5,9 @@ use urbis_core::beacon::Crosslink;
 use urbis_core::encoding::encode;
 use urbis_core::hash::Hash32;
 use urbis_core::light_client::{LightClient, LightClientError};
-use urbis_core::merkle::{InclusionProof, MerkleError};
+use urbis_core::merkle::{Blake3Tree, InclusionProof, MerkleError};
 use urbis_core::packet::{
-    AckError, Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId,
+    AckError, Acknowledgement, AcknowledgementProof, OutboundBatch, PacketError, PacketId,
     PacketProof, Receipt, TimeoutProof, verify_acknowledgement, verify_packet, verify_timeout,
 };
 use urbis_core::proof::ProofError;
@@ -41,8 +41,13 @@ fn id(sequence: u64) -> PacketId {
     PacketId { source: A, destination: B, sequence }
 }
 
-fn commitment(r: &Record) -> OutboundPacket {
-    OutboundPacket { record_id: r.id(), timeout_height: TIMEOUT }
+fn ids(records: &[Record]) -> Vec<Hash32> {
+    records.iter().map(Record::id).collect()
+}
+
+/// A's block 0 sends both records: sequences 1 and 2.
+fn batch(records: &[Record]) -> OutboundBatch {
+    OutboundBatch::new(0, 1, TIMEOUT, &ids(records))
 }
 
 fn pair_in(federation: Federation) -> Pair {
@@ -50,12 +55,7 @@ fn pair_in(federation: Federation) -> Pair {
     let mut b = ShardChain::new(B);
     let mut beacon = BeaconChain::new(&federation);
     let records = vec![packet_record(1), packet_record(2)];
-    let writes: Vec<_> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (id(i as u64 + 1).commitment_key(), Some(encode(&commitment(r)))))
-        .collect();
-    a.seal(&federation, records.clone(), &writes);
+    a.seal(&federation, records.clone(), &[(id(1).batch_key(), Some(encode(&batch(&records))))]);
     b.seal(
         &federation,
         vec![],
@@ -97,13 +97,14 @@ impl Pair {
     fn packet(&self, sequence: u64) -> PacketProof {
         let index = sequence - 1;
         let rp = self.a.record_proof(0, index);
-        let (_, commitment_proof) = self.a.state.prove(&id(sequence).commitment_key()).unwrap();
+        let (_, batch_proof) = self.a.state.prove(&id(sequence).batch_key()).unwrap();
+        let leaves = OutboundBatch::leaf_hashes(&ids(&self.records));
         PacketProof {
             sequence,
-            commitment: commitment(&self.records[index as usize]),
-            commitment_proof,
+            batch: batch(&self.records),
+            batch_proof,
+            path: InclusionProof::build(&Blake3Tree::outbound_batch(), &leaves, index).unwrap(),
             record: rp.record,
-            inclusion: rp.inclusion,
             header: rp.header,
             finality: self.beacon.finality(&self.a, 0, 1).unwrap(),
         }
@@ -222,42 +223,78 @@ fn threat_verifier_input_from_the_caller_a_packet_for_another_city_is_refused() 
 fn threat_merkle_path_for_another_leaf_is_refused() {
     let p = pair();
     let (g, c) = (&p.federation.genesis, p.client());
-    // Record 2 carried under record 1's commitment and path.
+    // Record 2 carried under record 1's sequence and path.
     let mut q = p.packet(1);
     q.record = p.records[1].clone();
-    assert!(matches!(
+    assert_eq!(
         verify_packet(g, &c, B, &q).unwrap_err(),
-        PacketError::Proof(ProofError::RecordsPath(MerkleError::RootMismatch))
-    ));
-    // Record 2 with its own path, under record 1's commitment: the commitment names record 1.
+        PacketError::BatchRecordPath(MerkleError::RootMismatch)
+    );
+    // Record 2 with its own path, claimed as sequence 1: the path is of another leaf.
     let mut q = p.packet(1);
     let other = p.packet(2);
     q.record = other.record;
-    q.inclusion = other.inclusion;
+    q.path = other.path;
     assert_eq!(
         verify_packet(g, &c, B, &q).unwrap_err(),
-        PacketError::CommitmentMismatch {
-            committed: p.records[0].id(),
-            carried: p.records[1].id()
+        PacketError::BatchPosition {
+            leaf_index: 1,
+            tree_size: 2,
+            expected_index: 0,
+            expected_size: 2
         }
     );
-    // Sequence 1's commitment claimed for sequence 2.
+    // ... and with the path's index rewritten to sequence 1's leaf.
     let mut q = p.packet(1);
-    q.sequence = 2;
-    assert!(matches!(
-        verify_packet(g, &c, B, &q).unwrap_err(),
-        PacketError::CommitmentPath(StateProofError::KeyMismatch | StateProofError::RootMismatch)
-    ));
-    // A longer timeout than committed.
-    let mut q = p.packet(1);
-    q.commitment.timeout_height = 1_000;
-    assert!(matches!(verify_packet(g, &c, B, &q).unwrap_err(), PacketError::CommitmentPath(_)));
-    // A records path of another size.
-    let mut q = p.packet(1);
-    q.inclusion = InclusionProof { leaf_index: 0, tree_size: 1, path: vec![] };
+    q.record = p.records[1].clone();
+    q.path.path = p.packet(2).path.path;
     assert_eq!(
         verify_packet(g, &c, B, &q).unwrap_err(),
-        PacketError::Proof(ProofError::RecordsCount { proof: 1, header: 2 })
+        PacketError::BatchRecordPath(MerkleError::RootMismatch)
+    );
+    // A sequence the batch does not hold.
+    let mut q = p.packet(1);
+    q.sequence = 3;
+    assert_eq!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::NotInBatch { sequence: 3, first: 1, count: 2 }
+    );
+    // A batch of more packets than the source sent (to make room for a forged sequence).
+    let mut q = p.packet(1);
+    q.batch.count = 3;
+    assert!(matches!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::BatchPath(StateProofError::ValueMismatch)
+    ));
+    // A longer timeout than the source wrote.
+    let mut q = p.packet(1);
+    q.batch.timeout_height = 1_000;
+    assert!(matches!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::BatchPath(StateProofError::ValueMismatch)
+    ));
+    // A proof of another key, from another state (B's receipt of sequence 1).
+    let mut q = p.packet(1);
+    q.batch_proof = p.b_state(&id(1).receipt_key()).1;
+    assert!(matches!(verify_packet(g, &c, B, &q).unwrap_err(), PacketError::BatchPath(_)));
+    // A path of another size of tree.
+    let mut q = p.packet(1);
+    q.path = InclusionProof { leaf_index: 0, tree_size: 1, path: vec![] };
+    assert_eq!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::BatchPosition {
+            leaf_index: 0,
+            tree_size: 1,
+            expected_index: 0,
+            expected_size: 2
+        }
+    );
+    // A records-tree path passed off as the batch's: the trees' keys differ.
+    let mut q = p.packet(1);
+    q.path = p.a.record_proof(0, 0).inclusion;
+    assert_eq!(
+        verify_packet(g, &c, B, &q).unwrap_err(),
+        PacketError::BatchRecordPath(MerkleError::RootMismatch)
     );
 }
 
@@ -358,8 +395,8 @@ fn threat_a_forged_acknowledgement_is_refused() {
         verify_acknowledgement(g, &c, &id(2), &r2, &p.ack()).unwrap_err(),
         PacketError::AcknowledgementPath(_)
     ));
-    // The receipt is of another record than the one the source committed to under this
-    // sequence: the record id comes from the source's commitment, not from the proof.
+    // The receipt is of another record than the one the source sent under this sequence: the
+    // record id comes from the source's own record of its packet, not from the proof.
     assert!(matches!(
         verify_acknowledgement(g, &c, &id(1), &r2, &p.ack()).unwrap_err(),
         PacketError::AcknowledgementPath(StateProofError::ValueMismatch)

@@ -39,7 +39,7 @@ const DST_SIGNATURE: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 const DST_POP: &[u8] = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 /// Every domain with its name in the document (`key_<name>` lines and the domain table).
-const DOMAINS: [(Domain, &str); 15] = [
+const DOMAINS: [(Domain, &str); 16] = [
     (Domain::RecordId, "record_id"),
     (Domain::ShardHeader, "shard_header"),
     (Domain::BeaconHeader, "beacon_header"),
@@ -55,6 +55,7 @@ const DOMAINS: [(Domain, &str); 15] = [
     (Domain::BatchCoefficients, "batch_coefficients"),
     (Domain::SubjectIndex, "subject_index"),
     (Domain::ConsensusMessage, "consensus_message"),
+    (Domain::OutboundBatch, "outbound_batch"),
 ];
 
 // ---------------------------------------------------------------------------------------------

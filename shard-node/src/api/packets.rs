@@ -17,10 +17,10 @@ use std::sync::Arc;
 use urbis_core::encoding::{decode, encode};
 use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
-use urbis_core::merkle::{Blake3Tree, PerfectSubtrees, TreeHasher};
+use urbis_core::merkle::{Blake3Tree, InclusionProof, PerfectSubtrees};
 use urbis_core::packet::{
-    Acknowledgement, AcknowledgementProof, OutboundPacket, PacketError, PacketId, PacketOutcome,
-    PacketProof, Receipt, Settlements, TimeoutProof, verify_timeout,
+    Acknowledgement, AcknowledgementProof, OutboundBatch, OutboundPacket, PacketError, PacketId,
+    PacketOutcome, PacketProof, Receipt, Settlements, TimeoutProof, verify_timeout,
 };
 use urbis_core::proof::{FinalityProof, StateFactProof};
 use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
@@ -667,10 +667,10 @@ fn write_outbound_page(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Re
         let p = &v.proof;
         field(out, b"{\"sequence\":", &v.sequence)?;
         field(out, b",\"proof\":{\"sequence\":", &p.sequence)?;
-        field(out, b",\"commitment\":", &p.commitment)?;
-        field(out, b",\"commitment_proof\":", &p.commitment_proof)?;
+        field(out, b",\"batch\":", &p.batch)?;
+        field(out, b",\"batch_proof\":", &p.batch_proof)?;
+        field(out, b",\"path\":", &p.path)?;
         field(out, b",\"record\":", &p.record)?;
-        field(out, b",\"inclusion\":", &p.inclusion)?;
         chains.write(out, &p.header, &p.finality)?;
         field(out, b"},\"payload\":", &v.payload)?;
         if let Some(t) = &v.trace_context {
@@ -735,8 +735,8 @@ fn acknowledgement_proofs(
     Ok(out)
 }
 
-/// Verifies a request against the light client and, for a settlement, the shard's own
-/// commitment (the timeout height comes from it, never from the relay).
+/// Verifies a request against the light client and, for a settlement, the shard's own record
+/// of the packet (the record id and timeout height come from it, never from the relay).
 fn check(
     app: &AppState,
     request: PacketRequest,
@@ -777,13 +777,13 @@ fn check(
             Ok((PacketOp::Receive(Box::new(v)), stored))
         }
         PacketRequest::Acknowledgement { proof, packet, .. } => {
-            // The receipt must name the record this city committed to, not one a relay names.
-            let commitment = own_packet(app, &packet)?;
+            // The receipt must name the record this city sent, not one a relay names.
+            let sent = own_packet(app, &packet)?;
             let (acknowledgement, _) = urbis_core::packet::verify_acknowledgement_with(
                 &app.genesis,
                 &client,
                 &packet,
-                &commitment.record_id,
+                &sent.record_id,
                 &proof,
                 cache,
             )
@@ -791,8 +791,8 @@ fn check(
             Ok((PacketOp::Acknowledge { id: packet, acknowledgement }, None))
         }
         PacketRequest::Timeout { proof, packet, .. } => {
-            let commitment = own_packet(app, &packet)?;
-            verify_timeout(&app.genesis, &client, &packet, commitment.timeout_height, &proof)
+            let sent = own_packet(app, &packet)?;
+            verify_timeout(&app.genesis, &client, &packet, sent.timeout_height, &proof)
                 .map_err(|e| failed(app, e))?;
             Ok((PacketOp::Timeout { id: packet }, None))
         }
@@ -807,14 +807,20 @@ fn settlements(app: &AppState, id: &PacketId) -> ApiResult<Settlements> {
     })
 }
 
-/// The commitment of packet `id` while it is unsettled at this city, its source (`None`:
-/// settled, or never sent). `range` keeps the settlements last read, so a walk over a
-/// channel's sequences reads each range once.
-fn unsettled_commitment(
+/// Packet `id` as this city, its source, sent it (its store's index, written with the block
+/// whose batch holds it).
+fn sent_packet(app: &AppState, id: &PacketId) -> ApiResult<Option<crate::store::SentPacket>> {
+    app.store.sent_packet(id.destination.0, id.sequence).map_err(internal)
+}
+
+/// Packet `id` while it is unsettled at this city, its source (`None`: settled, or never
+/// sent). `range` keeps the settlements last read, so a walk over a channel's sequences reads
+/// each range once.
+fn unsettled_packet(
     app: &AppState,
     id: &PacketId,
     range: &mut Option<(u64, Settlements)>,
-) -> ApiResult<Option<OutboundPacket>> {
+) -> ApiResult<Option<crate::store::SentPacket>> {
     let bucket = id.settlement_range();
     let settled = match range {
         Some((b, s)) if *b == bucket => s,
@@ -823,11 +829,10 @@ fn unsettled_commitment(
     if settled.outcome(id.sequence).is_some() {
         return Ok(None);
     }
-    let Some(v) = state_value(app, &id.commitment_key())? else { return Ok(None) };
-    Ok(Some(decode(&v).map_err(internal)?))
+    sent_packet(app, id)
 }
 
-/// The commitment of an unsettled packet this city sent.
+/// An unsettled packet this city sent.
 fn own_packet(app: &AppState, packet: &PacketId) -> ApiResult<OutboundPacket> {
     if packet.source != app.city {
         return Err(Problem::unprocessable(format!(
@@ -835,7 +840,7 @@ fn own_packet(app: &AppState, packet: &PacketId) -> ApiResult<OutboundPacket> {
             app.city
         )));
     }
-    let Some(v) = state_value(app, &packet.commitment_key())? else {
+    let Some(sent) = sent_packet(app, packet)? else {
         return Err(Problem::not_found(format!("no outbound packet {packet}")));
     };
     if settlements(app, packet)?.outcome(packet.sequence).is_some() {
@@ -845,7 +850,7 @@ fn own_packet(app: &AppState, packet: &PacketId) -> ApiResult<OutboundPacket> {
             format!("packet {packet} is already settled"),
         ));
     }
-    decode(&v).map_err(internal)
+    Ok(sent.packet)
 }
 
 fn open(commitment: &PayloadCommitment, p: &CarriedPayload) -> ApiResult<StoredPayload> {
@@ -995,10 +1000,7 @@ fn outbound_page(
     after: u64,
     limit: usize,
 ) -> ApiResult<OutboundPage> {
-    let next = match state_value(app, &StateKey::NextSequence { source: app.city, destination })? {
-        None => 1,
-        Some(v) => decode::<u64>(&v).map_err(internal)?,
-    };
+    let next = next_sequence(app, destination)?;
     let mut page = OutboundPage { packets: vec![], sent: next - 1, waiting_for_finality: None };
     let mut blocks = PageBlocks::default();
     // Every sequence below the first one that may be unsettled is settled, and a settled
@@ -1016,9 +1018,9 @@ fn outbound_page(
     let mut range = None;
     while sequence < next && page.packets.len() < limit {
         let id = PacketId { source: app.city, destination, sequence };
-        if let Some(commitment) = unsettled_commitment(app, &id, &mut range)? {
+        if let Some(sent) = unsettled_packet(app, &id, &mut range)? {
             prefix.unsettled();
-            match packet_proof(app, &mut blocks, sequence, &commitment)? {
+            match packet_proof(app, &mut blocks, &id, &sent)? {
                 Some(view) => page.packets.push(view),
                 None => {
                     page.waiting_for_finality = Some(sequence);
@@ -1069,82 +1071,93 @@ impl SettledPrefix {
     }
 }
 
-/// What a page's packets in one block share, computed once per block: its finality proof and
-/// its records tree (a page holds hundreds of packets from a few blocks; each packet building
-/// its block's whole records tree again cost time in the square of the block's size).
+/// The sequence the next packet to `destination` gets: the one after its channel's newest
+/// batch.
+fn next_sequence(app: &AppState, destination: CityId) -> ApiResult<u64> {
+    let key = StateKey::OutboundBatch { source: app.city, destination };
+    Ok(match state_value(app, &key)? {
+        None => 1,
+        Some(v) => decode::<OutboundBatch>(&v).map_err(internal)?.next_sequence(),
+    })
+}
+
+/// What a page's packets sent in one block share, computed once per block: the block's
+/// finality proof, header and batch on the page's channel with its state proof, and the tree
+/// over the batch's record ids (each packet's path is read off it).
+struct PageBlock {
+    finality: FinalityProof,
+    header: SignedShardHeader,
+    batch: OutboundBatch,
+    batch_proof: StateProof,
+    tree: PerfectSubtrees,
+}
+
+/// A page's blocks by height (a page holds hundreds of packets from a few blocks).
 #[derive(Default)]
 struct PageBlocks {
-    by_height: std::collections::HashMap<u64, (FinalityProof, PerfectSubtrees)>,
+    by_height: std::collections::HashMap<u64, PageBlock>,
 }
 
 impl PageBlocks {
-    /// The block's shared parts, `None` while it is not final.
-    fn get(
-        &mut self,
-        app: &AppState,
-        height: u64,
-    ) -> ApiResult<Option<&(FinalityProof, PerfectSubtrees)>> {
+    /// The shared parts of block `height`, which sent `id`; `None` while it is not final.
+    fn get(&mut self, app: &AppState, id: &PacketId, height: u64) -> ApiResult<Option<&PageBlock>> {
         use std::collections::hash_map::Entry;
         Ok(Some(match self.by_height.entry(height) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let Some(finality) = finality(app, height)? else { return Ok(None) };
-                let ids = app
-                    .store
-                    .block_records(height)
-                    .map_err(internal)?
-                    .ok_or_else(|| internal("block missing"))?;
-                let tree = Blake3Tree::records();
-                let leaves: Vec<Hash32> = ids.iter().map(|i| tree.leaf(i.as_bytes())).collect();
-                e.insert((finality, PerfectSubtrees::from_leaf_hashes(&tree, &leaves)))
+                let (batch, batch_proof, header, ids) = sent_batch(app, id, height)?;
+                let tree = PerfectSubtrees::from_leaf_hashes(
+                    &Blake3Tree::outbound_batch(),
+                    &OutboundBatch::leaf_hashes(&ids),
+                );
+                e.insert(PageBlock { finality, header, batch, batch_proof, tree })
             }
         }))
     }
 }
 
-/// The packet's proof chain through its own block, once that block is final.
+/// The packet's proof chain through the block that sent it, once that block is final.
 fn packet_proof(
     app: &AppState,
     blocks: &mut PageBlocks,
-    sequence: u64,
-    commitment: &OutboundPacket,
+    id: &PacketId,
+    sent: &crate::store::SentPacket,
 ) -> ApiResult<Option<OutboundPacketView>> {
-    let stored = app
-        .store
-        .record(&commitment.record_id)
-        .map_err(internal)?
-        .ok_or_else(|| internal("committed record missing"))?;
-    let Some((finality, records_tree)) = blocks.get(app, stored.height)? else {
+    let record_id = sent.packet.record_id;
+    let Some(block) = blocks.get(app, id, sent.height)? else {
         return Ok(None);
     };
-    let finality = finality.clone();
-    let inclusion =
-        records_tree.inclusion(&Blake3Tree::records(), stored.index).map_err(internal)?;
-    let destination =
-        stored.record.destination.ok_or_else(|| internal("packet without destination"))?;
-    let id = PacketId { source: app.city, destination, sequence };
-    let (value, commitment_proof, header) = prove_at(app, &id.commitment_key(), stored.height)?;
-    if value.as_deref() != Some(encode(commitment).as_slice()) {
-        return Err(internal("commitment differs at its own block"));
+    if !block.batch.contains(id.sequence) {
+        return Err(internal(format!("packet {id} is not in the batch of its block")));
     }
+    let path = block
+        .tree
+        .inclusion(&Blake3Tree::outbound_batch(), id.sequence - block.batch.first_sequence)
+        .map_err(internal)?;
+    let stored = app
+        .store
+        .record(&record_id)
+        .map_err(internal)?
+        .ok_or_else(|| internal("sent record missing"))?;
     let payload = app
         .store
-        .payload(&commitment.record_id)
+        .payload(&record_id)
         .map_err(internal)?
         .map(|p| CarriedPayload { salt: Hash32(p.salt), bytes: hex::encode(&p.bytes) });
     Ok(Some(OutboundPacketView {
-        sequence,
+        sequence: id.sequence,
         proof: PacketProof {
-            sequence,
-            commitment: *commitment,
-            commitment_proof,
+            sequence: id.sequence,
+            batch: block.batch,
+            batch_proof: block.batch_proof.clone(),
+            path,
             record: stored.record,
-            inclusion,
-            header,
-            finality,
+            header: block.header.clone(),
+            finality: block.finality.clone(),
         },
         payload,
-        trace_context: app.packet_traces.get(destination.0, sequence),
+        trace_context: app.packet_traces.get(id.destination.0, id.sequence),
     }))
 }
 
@@ -1163,8 +1176,15 @@ pub struct PacketStatus {
     /// destination's view may have passed the timeout; a refund needs its proof) or
     /// `refunded`. At the destination: `received`, `error_acknowledged`, or `unknown`.
     pub state: String,
-    /// The commitment's timeout beacon height, at the source while unsettled.
+    /// The packet's timeout beacon height, at the source while unsettled.
     pub timeout_height: Option<u64>,
+    /// The record the packet carries, at the source.
+    #[schema(value_type = Option<String>)]
+    pub record_id: Option<Hash32>,
+    /// At the source while unsettled: the path of `record_id` at leaf `sequence -
+    /// first_sequence` of the tree of the batch that `proof` shows (`docs/protocol.md` §12.6).
+    #[schema(value_type = Option<Object>)]
+    pub batch_path: Option<InclusionProof>,
     /// How it was settled, at the source.
     #[schema(value_type = Option<Object>)]
     pub outcome: Option<PacketOutcome>,
@@ -1173,9 +1193,9 @@ pub struct PacketStatus {
     pub acknowledgement: Option<Acknowledgement>,
     /// `final` when `proof` reaches a certified beacon block, else `committed`.
     pub level: String,
-    /// The state fact behind `state` (at the source its `PacketCommitment` key while it is
-    /// unsettled, then the `PacketSettlements` key of its range of sequences, whose value holds
-    /// its outcome; at the destination its receipt, holding the acknowledgement), as
+    /// The state fact behind `state` (at the source, while it is unsettled, its channel's
+    /// `OutboundBatch` key at the block that sent it, whose batch holds its sequence, then the
+    /// `PacketSettlements` key of its range of sequences, whose value holds its outcome; at the destination its receipt, holding the acknowledgement), as
     /// `urbis verify` takes it; at level final once covered.
     #[schema(value_type = Object)]
     pub proof: urbis_core::proof::ProofDocument,
@@ -1246,6 +1266,31 @@ fn settlement_fact(
     Ok(outcome_in(&fact)?.map(|outcome| (outcome, fact)))
 }
 
+/// The batch of `id`'s channel that block `height` sent, which holds `id`: its value, its
+/// state proof and the header it is proven under, and its record ids from this city's index
+/// (checked against the batch's root).
+fn sent_batch(
+    app: &AppState,
+    id: &PacketId,
+    height: u64,
+) -> ApiResult<(OutboundBatch, StateProof, SignedShardHeader, Vec<Hash32>)> {
+    let (value, proof, header) = prove_at(app, &id.batch_key(), height)?;
+    let batch: OutboundBatch =
+        decode(value.as_deref().ok_or_else(|| internal("batch missing at its own block"))?)
+            .map_err(internal)?;
+    if batch.height != height || !batch.contains(id.sequence) {
+        return Err(internal(format!("the batch at {height} does not hold packet {id}")));
+    }
+    let ids = app
+        .store
+        .sent_record_ids(id.destination.0, batch.first_sequence, batch.count)
+        .map_err(internal)?;
+    if OutboundBatch::new(height, batch.first_sequence, batch.timeout_height, &ids) != batch {
+        return Err(internal(format!("the index of the batch at {height} differs from its state")));
+    }
+    Ok((batch, proof, header, ids))
+}
+
 fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
     let mut s = PacketStatus {
         source: city_name(app, id.source),
@@ -1254,6 +1299,8 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
         side: String::new(),
         state: String::new(),
         timeout_height: None,
+        record_id: None,
+        batch_path: None,
         outcome: None,
         acknowledgement: None,
         level: "committed".into(),
@@ -1272,10 +1319,10 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
     };
     let fact = if id.source == app.city {
         s.side = "source".into();
-        let Some(v) = state_value(app, &id.commitment_key())? else {
+        let Some(sent) = sent_packet(app, &id)? else {
             return Err(Problem::not_found(format!("no packet {id} was sent")));
         };
-        let commitment: OutboundPacket = decode(&v).map_err(internal)?;
+        s.record_id = Some(sent.packet.record_id);
         if let Some((outcome, fact)) = settlement_fact(app, &id)? {
             s.state = match outcome {
                 PacketOutcome::Acknowledged { .. } => "acknowledged",
@@ -1287,9 +1334,27 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
             fact
         } else {
             let view = app.beacon_view.load(std::sync::atomic::Ordering::Acquire);
-            s.state = if view >= commitment.timeout_height { "timed_out" } else { "sent" }.into();
-            s.timeout_height = Some(commitment.timeout_height);
-            best_fact(app, &id.commitment_key())?
+            let timeout = sent.packet.timeout_height;
+            s.state = if view >= timeout { "timed_out" } else { "sent" }.into();
+            s.timeout_height = Some(timeout);
+            let (batch, proof, header, ids) = sent_batch(app, &id, sent.height)?;
+            let fact = StateFactProof {
+                key: id.batch_key(),
+                value: Some(encode(&batch)),
+                proof,
+                header,
+                finality: finality(app, sent.height)?,
+            };
+            let leaves = OutboundBatch::leaf_hashes(&ids);
+            s.batch_path = Some(
+                InclusionProof::build(
+                    &Blake3Tree::outbound_batch(),
+                    &leaves,
+                    id.sequence - batch.first_sequence,
+                )
+                .map_err(internal)?,
+            );
+            fact
         }
     } else if id.destination == app.city {
         s.side = "destination".into();
@@ -1332,7 +1397,7 @@ fn tick(app: &AppState) {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TimeoutQuery {
-    /// The packet's timeout beacon height (from the source's commitment).
+    /// The packet's timeout beacon height (the source's own record of the packet).
     pub timeout_height: u64,
 }
 
@@ -1787,12 +1852,7 @@ pub fn refresh_gauges(app: &AppState) {
             continue;
         }
         let label = crate::metrics::DestinationLabel { destination: city.name.clone() };
-        let seq_key = StateKey::NextSequence { source: app.city, destination: city.id };
-        let next = match state_value(app, &seq_key) {
-            Ok(Some(v)) => decode::<u64>(&v).unwrap_or(1),
-            Ok(None) => 1,
-            Err(_) => continue,
-        };
+        let Ok(next) = next_sequence(app, city.id) else { continue };
         app.metrics.packets_sent.get_or_create(&label).set(next.saturating_sub(1) as i64);
         let Ok(mut from) = app.unsettled_from.lock() else { return };
         let start = *from.get(&city.id.0).unwrap_or(&1);
@@ -1801,9 +1861,9 @@ pub fn refresh_gauges(app: &AppState) {
         let mut range = None;
         while sequence < next && sequence < start + GAUGE_SCAN_MAX {
             let id = PacketId { source: app.city, destination: city.id, sequence };
-            match unsettled_commitment(app, &id, &mut range) {
+            match unsettled_packet(app, &id, &mut range) {
                 Ok(Some(c)) => {
-                    oldest = Some(c);
+                    oldest = Some(c.packet);
                     break;
                 }
                 Ok(None) => sequence += 1,
@@ -1867,29 +1927,27 @@ mod tests {
                     r
                 })
                 .collect();
-            let writes: Vec<(StateKey, Option<Vec<u8>>)> = (0..3u64)
-                .map(|i| {
-                    let id = PacketId { source: a, destination: b, sequence: height * 3 + i + 1 };
-                    let c =
-                        OutboundPacket { record_id: records[i as usize].id(), timeout_height: 9 };
-                    (id.commitment_key(), Some(encode(&c)))
-                })
-                .collect();
+            let ids: Vec<Hash32> = records.iter().map(Record::id).collect();
+            let batch = OutboundBatch::new(height, height * 3 + 1, 9, &ids);
+            let channel = PacketId { source: a, destination: b, sequence: 1 };
+            let writes = [(channel.batch_key(), Some(encode(&batch)))];
+            let leaves = OutboundBatch::leaf_hashes(&ids);
             let header_hash = chain.seal(&fed, records, &writes).header.hash();
             beacon.produce(&fed, vec![Crosslink { city: a, header_hash }], None);
             let finality = beacon.finality(&chain, height, height + 1).unwrap();
             for i in 0..3u64 {
                 let r = chain.record_proof(height, i);
                 let id = PacketId { source: a, destination: b, sequence: height * 3 + i + 1 };
-                let fact = chain.state_proof(&id.commitment_key());
+                let fact = chain.state_proof(&id.batch_key());
                 packets.push(OutboundPacketView {
                     sequence: id.sequence,
                     proof: PacketProof {
                         sequence: id.sequence,
-                        commitment: OutboundPacket { record_id: r.record.id(), timeout_height: 9 },
-                        commitment_proof: fact.proof.clone(),
+                        batch,
+                        batch_proof: fact.proof.clone(),
+                        path: InclusionProof::build(&Blake3Tree::outbound_batch(), &leaves, i)
+                            .unwrap(),
                         record: r.record,
-                        inclusion: r.inclusion,
                         header: r.header.clone(),
                         finality: finality.clone(),
                     },
