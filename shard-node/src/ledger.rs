@@ -763,7 +763,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                         }
                         // A voucher of a foreign asset is burned here; its packet releases the
                         // escrow at the issuer (DESIGN.md, "Capital").
-                        self.commit_packet(destination, id)?;
+                        self.send_packet(destination, id)?;
                         self.staged_flight.push((c.asset.clone(), destination, c.amount));
                     }
                 }
@@ -785,7 +785,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             if self.genesis.city(destination).is_none() {
                 return Err(Rejection::UnknownDestination { index, city: destination });
             }
-            self.commit_packet(destination, id)?;
+            self.send_packet(destination, id)?;
         }
         Ok(())
     }
@@ -793,7 +793,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     /// Sends record `id` as the channel's next packet: its sequence follows the channel's
     /// newest batch and the packets this block already sends on it. The batch is written when
     /// the block is finished.
-    fn commit_packet(&mut self, destination: CityId, id: &Hash32) -> Result<(), Rejection> {
+    fn send_packet(&mut self, destination: CityId, id: &Hash32) -> Result<(), Rejection> {
         // The timeout is the block's view plus the configured timeout: fix the view now.
         self.view()?;
         let sent = match self.outbound.get(&destination) {
@@ -819,6 +819,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
     /// Finishes the block: its records, their ids, its state writes (each channel's batch
     /// among them) and the batches it sends.
     pub fn finish(mut self) -> (Vec<Record>, Vec<Hash32>, StateWrites, Vec<SentBatch>) {
+        // `send_packet` fixed the view before any packet was staged.
         let timeout_height =
             self.effective_view.unwrap_or(self.beacon_view).saturating_add(self.packet_timeout);
         let mut sent = Vec::new();

@@ -274,8 +274,8 @@ impl Pending {
 
 /// The part of the state tree the sealer keeps in memory: the nodes it wrote or read and each
 /// key's newest value it wrote, so that the next blocks' rules and tree updates rarely reach
-/// RocksDB (every update reads the path from the root down, and a packet's commitment is read
-/// back when it settles, a few blocks after it was written).
+/// RocksDB (every update reads the path from the root down, and a channel's batch is read
+/// back by the next block that sends on it).
 ///
 /// Never wrong: a node never changes under its key (version and path), and the sealer is the
 /// only writer of state, so the newest value it wrote is the value at the tip. Nodes the tree

@@ -92,6 +92,9 @@ const PURGE_KEY: &[u8] = b"purge-pending";
 /// keys; the state keys after them renumbered).
 /// 5: a packet's commitment is written once and never changed; outcomes are kept per range of
 /// sequences under `PacketSettlements`.
+/// 6: a block's packets on a channel share one `OutboundBatch` key (no `PacketCommitment` or
+/// `NextSequence` keys; the state keys after them renumbered), and the source's own record of
+/// each packet is the `outbound` column family.
 const FORMAT_VERSION: u32 = 6;
 
 /// Storage failures. Corruption is reported, never papered over.

@@ -808,14 +808,20 @@ fn settlements(app: &AppState, id: &PacketId) -> ApiResult<Settlements> {
 }
 
 /// Packet `id` as this city, its source, sent it (its store's index, written with the block
-/// whose batch holds it).
+/// whose batch holds it); `None` when it never sent it. A sequence below the channel's next
+/// one with no entry is a damaged index, not an unsent packet: an error, so that no walk
+/// takes the packet for settled and stops relaying it.
 fn sent_packet(app: &AppState, id: &PacketId) -> ApiResult<Option<crate::store::SentPacket>> {
-    app.store.sent_packet(id.destination.0, id.sequence).map_err(internal)
+    let sent = app.store.sent_packet(id.destination.0, id.sequence).map_err(internal)?;
+    if sent.is_none() && id.sequence >= 1 && id.sequence < next_sequence(app, id.destination)? {
+        return Err(internal(format!("packet {id} was sent but is missing from the index")));
+    }
+    Ok(sent)
 }
 
-/// Packet `id` while it is unsettled at this city, its source (`None`: settled, or never
-/// sent). `range` keeps the settlements last read, so a walk over a channel's sequences reads
-/// each range once.
+/// Packet `id`, a sequence below its channel's next one, while it is unsettled at this city,
+/// its source (`None`: settled; an error when the index has no entry for it). `range` keeps
+/// the settlements last read, so a walk over a channel's sequences reads each range once.
 fn unsettled_packet(
     app: &AppState,
     id: &PacketId,
@@ -829,7 +835,12 @@ fn unsettled_packet(
     if settled.outcome(id.sequence).is_some() {
         return Ok(None);
     }
-    sent_packet(app, id)
+    // Every caller walks sequences below the channel's next one.
+    let sent = app.store.sent_packet(id.destination.0, id.sequence).map_err(internal)?;
+    match sent {
+        Some(s) => Ok(Some(s)),
+        None => Err(internal(format!("packet {id} was sent but is missing from the index"))),
+    }
 }
 
 /// An unsettled packet this city sent.
