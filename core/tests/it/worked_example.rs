@@ -333,6 +333,41 @@ fn generate() -> Vec<Section> {
     s.put("record_proof", encode(&proof));
     sections.push(s);
 
+    // Block 1's three records sent to city 1 as one batch, sequences 5, 6, 7 (illustrative: the
+    // example's block writes no batch itself).
+    let batch_ids: Vec<Hash32> = shard.blocks[1].iter().map(Record::id).collect();
+    let batch = urbis_core::packet::OutboundBatch::new(1, 5, 42, &batch_ids);
+    let batch_tree = Blake3Tree::outbound_batch();
+    let batch_leaves = urbis_core::packet::OutboundBatch::leaf_hashes(&batch_ids);
+    let batch_key = StateKey::OutboundBatch { source: CityId(0), destination: CityId(1) };
+    let batch_path = InclusionProof::build(&batch_tree, &batch_leaves, 1).unwrap();
+    let mut s = Section::new(
+        "Outbound batch",
+        "A block at height 1 of city 0 sending the three records of block 1 to city 1 as \
+         sequences 5, 6, 7 with timeout 42 (§12.6). `batch_record_id<i>` are their record ids \
+         in sequence order; `batch_leaf<i>` is BLAKE3-keyed(K_outbound_batch, 0x00 || \
+         record_id_i), `batch_node01` is BLAKE3-keyed(K_outbound_batch, 0x01 || leaf0 || \
+         leaf1), `batch_root` is node(node01, leaf2); `batch` is borsh(OutboundBatch) \
+         (height, first_sequence, count, timeout_height, root); `batch_key` is \
+         borsh(StateKey::OutboundBatch{0, 1}) and `batch_key_hash` H_state_tree(batch_key); \
+         `batch_path<j>` is the path of sequence 6 (leaf index 1, tree size 3), bottom-up.",
+    );
+    for (i, id) in batch_ids.iter().enumerate() {
+        s.put(format!("batch_record_id{i}"), id.as_bytes());
+    }
+    for (i, l) in batch_leaves.iter().enumerate() {
+        s.put(format!("batch_leaf{i}"), l.as_bytes());
+    }
+    s.put("batch_node01", batch_tree.node(&batch_leaves[0], &batch_leaves[1]).as_bytes());
+    s.put("batch_root", batch.root.as_bytes());
+    s.put("batch", encode(&batch));
+    s.put("batch_key", encode(&batch_key));
+    s.put("batch_key_hash", batch_key.key_hash().as_bytes());
+    for (j, p) in batch_path.path.iter().enumerate() {
+        s.put(format!("batch_path{j}"), p.as_bytes());
+    }
+    sections.push(s);
+
     let subject_key_bytes = seed("worked-example/subject-key");
     let scheme = IdentifierScheme::National { country: "de".into() };
     let raw = " ab-12 345.678 ";
@@ -993,6 +1028,32 @@ fn worked_example_recomputes_from_the_spec_alone() {
         [d.bytes("certificate_signature"), &1u32.to_le_bytes(), d.bytes("certificate_signers")]
             .concat();
     assert_eq!(certificate, d.bytes("commit_certificate"));
+
+    // Outbound batch: its tree, its value and its key, from the record ids alone.
+    let batch = k("outbound_batch");
+    let ids: Vec<[u8; 32]> =
+        (0..3).map(|i| d.array::<32>(&format!("batch_record_id{i}"))).collect();
+    let bl: Vec<[u8; 32]> = ids.iter().map(|id| keyed(&batch, &[&[0x00], id])).collect();
+    for (i, l) in bl.iter().enumerate() {
+        assert_eq!(*l, d.array::<32>(&format!("batch_leaf{i}")));
+    }
+    let bnode01 = keyed(&batch, &[&[0x01], &bl[0], &bl[1]]);
+    assert_eq!(bnode01, d.array::<32>("batch_node01"));
+    let broot = keyed(&batch, &[&[0x01], &bnode01, &bl[2]]);
+    assert_eq!(broot, d.array::<32>("batch_root"));
+    assert_eq!(rfc9162_root(&batch, 1, 3, bl[1], &d.list("batch_path")), broot);
+    let value = [
+        &1u64.to_le_bytes()[..],
+        &5u64.to_le_bytes(),
+        &3u64.to_le_bytes(),
+        &42u64.to_le_bytes(),
+        &broot,
+    ]
+    .concat();
+    assert_eq!(value, d.bytes("batch"));
+    let key = [&[4u8][..], &0u32.to_le_bytes(), &1u32.to_le_bytes()].concat();
+    assert_eq!(key, d.bytes("batch_key"));
+    assert_eq!(keyed(&k("state_tree"), &[&key]), d.array::<32>("batch_key_hash"));
 
     // Subject id and payload commitment.
     let raw = String::from_utf8(d.bytes("subject_identifier").to_vec()).unwrap();
