@@ -263,12 +263,12 @@ impl Pending {
 
     /// Packet `id` if the pending block sends it.
     fn sent_packet(&self, id: &PacketId) -> Option<OutboundPacket> {
-        self.sent
+        let b = self
+            .sent
             .iter()
-            .filter(|b| b.destination == id.destination && b.batch.contains(id.sequence))
-            .flat_map(|b| b.packets())
-            .find(|(q, _)| *q == id.sequence)
-            .map(|(_, p)| p)
+            .find(|b| b.destination == id.destination && b.batch.contains(id.sequence))?;
+        let record_id = *b.record_ids.get((id.sequence - b.batch.first_sequence) as usize)?;
+        Some(OutboundPacket { record_id, timeout_height: b.batch.timeout_height })
     }
 }
 

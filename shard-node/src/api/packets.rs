@@ -17,7 +17,7 @@ use std::sync::Arc;
 use urbis_core::encoding::{decode, encode};
 use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
-use urbis_core::merkle::{Blake3Tree, InclusionProof, PerfectSubtrees};
+use urbis_core::merkle::{Blake3Tree, InclusionProof, PerfectSubtrees, root_from_leaf_hashes};
 use urbis_core::packet::{
     Acknowledgement, AcknowledgementProof, OutboundBatch, OutboundPacket, PacketError, PacketId,
     PacketOutcome, PacketProof, Receipt, Settlements, TimeoutProof, verify_timeout,
@@ -835,12 +835,9 @@ fn unsettled_packet(
     if settled.outcome(id.sequence).is_some() {
         return Ok(None);
     }
-    // Every caller walks sequences below the channel's next one.
-    let sent = app.store.sent_packet(id.destination.0, id.sequence).map_err(internal)?;
-    match sent {
-        Some(s) => Ok(Some(s)),
-        None => Err(internal(format!("packet {id} was sent but is missing from the index"))),
-    }
+    // Every caller walks sequences below the channel's next one, where `sent_packet` answers
+    // an entry or an error.
+    sent_packet(app, id)
 }
 
 /// An unsettled packet this city sent.
@@ -1117,11 +1114,9 @@ impl PageBlocks {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let Some(finality) = finality(app, height)? else { return Ok(None) };
-                let (batch, batch_proof, header, ids) = sent_batch(app, id, height)?;
-                let tree = PerfectSubtrees::from_leaf_hashes(
-                    &Blake3Tree::outbound_batch(),
-                    &OutboundBatch::leaf_hashes(&ids),
-                );
+                let (batch, batch_proof, header, leaves) = sent_batch(app, id, height)?;
+                let tree =
+                    PerfectSubtrees::from_leaf_hashes(&Blake3Tree::outbound_batch(), &leaves);
                 e.insert(PageBlock { finality, header, batch, batch_proof, tree })
             }
         }))
@@ -1278,8 +1273,8 @@ fn settlement_fact(
 }
 
 /// The batch of `id`'s channel that block `height` sent, which holds `id`: its value, its
-/// state proof and the header it is proven under, and its record ids from this city's index
-/// (checked against the batch's root).
+/// state proof and the header it is proven under, and the leaf hashes of its tree, from the
+/// record ids in this city's index (checked against the batch's root).
 fn sent_batch(
     app: &AppState,
     id: &PacketId,
@@ -1296,10 +1291,11 @@ fn sent_batch(
         .store
         .sent_record_ids(id.destination.0, batch.first_sequence, batch.count)
         .map_err(internal)?;
-    if OutboundBatch::new(height, batch.first_sequence, batch.timeout_height, &ids) != batch {
+    let leaves = OutboundBatch::leaf_hashes(&ids);
+    if root_from_leaf_hashes(&Blake3Tree::outbound_batch(), &leaves) != batch.root {
         return Err(internal(format!("the index of the batch at {height} differs from its state")));
     }
-    Ok((batch, proof, header, ids))
+    Ok((batch, proof, header, leaves))
 }
 
 fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
@@ -1348,7 +1344,7 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
             let timeout = sent.packet.timeout_height;
             s.state = if view >= timeout { "timed_out" } else { "sent" }.into();
             s.timeout_height = Some(timeout);
-            let (batch, proof, header, ids) = sent_batch(app, &id, sent.height)?;
+            let (batch, proof, header, leaves) = sent_batch(app, &id, sent.height)?;
             let fact = StateFactProof {
                 key: id.batch_key(),
                 value: Some(encode(&batch)),
@@ -1356,7 +1352,6 @@ fn status(app: &AppState, id: PacketId) -> ApiResult<PacketStatus> {
                 header,
                 finality: finality(app, sent.height)?,
             };
-            let leaves = OutboundBatch::leaf_hashes(&ids);
             s.batch_path = Some(
                 InclusionProof::build(
                     &Blake3Tree::outbound_batch(),
