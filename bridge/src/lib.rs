@@ -74,6 +74,39 @@ mod defaults {
     }
 }
 
+/// The UDP socket buffers a bridge asks for: a batch of packets is a burst of a megabyte or
+/// more, and a datagram the kernel drops for want of buffer is a loss that QUIC's congestion
+/// control answers by slowing the whole connection.
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// The bridge's UDP socket, bound to `listen`, with buffers of [`UDP_BUFFER_BYTES`] where the
+/// kernel allows it (it caps them at `net.core.rmem_max` and `net.core.wmem_max`; smaller
+/// buffers are logged, with the setting to raise).
+fn udp_socket(listen: SocketAddr) -> Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    if listen.is_ipv6() {
+        // Both families on `[::]`, as a std socket bound there would.
+        let _ = socket.set_only_v6(false);
+    }
+    // Asking is best effort: a smaller buffer costs throughput, never correctness.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    // Linux reports twice what it grants (the doubled value includes its bookkeeping).
+    let (recv, send) = (socket.recv_buffer_size()?, socket.send_buffer_size()?);
+    if recv < UDP_BUFFER_BYTES || send < UDP_BUFFER_BYTES {
+        tracing::warn!(
+            recv_buffer = recv,
+            send_buffer = send,
+            wanted = UDP_BUFFER_BYTES,
+            "the kernel granted smaller UDP buffers than the bridge asks for; raise \
+             net.core.rmem_max and net.core.wmem_max to at least the wanted size"
+        );
+    }
+    socket.bind(&listen.into())?;
+    Ok(socket.into())
+}
+
 /// Reads and validates a genesis document.
 pub fn load_genesis(path: &Path) -> Result<ValidGenesis> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -107,8 +140,15 @@ pub async fn run(
     let key = std::fs::read_to_string(&config.key_file)
         .with_context(|| format!("reading {}", config.key_file.display()))?;
     let tls = tls::BridgeTls::new(&certificate, &key)?;
-    let endpoint = quinn::Endpoint::server(tls.server(&genesis)?, config.listen)
-        .with_context(|| format!("binding QUIC on {}", config.listen))?;
+    let socket =
+        udp_socket(config.listen).with_context(|| format!("binding QUIC on {}", config.listen))?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(tls.server(&genesis)?),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .with_context(|| format!("starting QUIC on {}", config.listen))?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let cursors = Cursors::load(&config.data_dir.join("cursors.json"))?;
@@ -944,5 +984,32 @@ impl Cursors {
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's cap on a socket buffer, from `/proc` (Linux); `None` elsewhere.
+    fn kernel_max(name: &str) -> Option<usize> {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}")).ok()?.trim().parse().ok()
+    }
+
+    #[test]
+    fn the_quic_socket_gets_the_buffers_asked_for_up_to_the_kernels_cap() {
+        let socket = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let socket = socket2::Socket::from(socket);
+        for (granted, cap) in [
+            (socket.recv_buffer_size().unwrap(), kernel_max("rmem_max")),
+            (socket.send_buffer_size().unwrap(), kernel_max("wmem_max")),
+        ] {
+            // Without the request the buffer would stay at the default (about 208 KiB).
+            let Some(cap) = cap else { continue };
+            assert!(
+                granted >= UDP_BUFFER_BYTES.min(cap),
+                "granted {granted} bytes; asked {UDP_BUFFER_BYTES}, the kernel allows {cap}"
+            );
+        }
     }
 }

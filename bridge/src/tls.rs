@@ -148,9 +148,11 @@ impl BridgeTls {
             .with_single_cert(self.chain.clone(), PrivateKeyDer::Pkcs8(self.key.clone_key()))
             .map_err(tls)?;
         server.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(quinn::ServerConfig::with_crypto(Arc::new(
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(
             quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(tls)?,
-        )))
+        ));
+        config.transport_config(Arc::new(transport()?));
+        Ok(config)
     }
 
     /// The QUIC client side towards `city`'s bridge: only that city's CA is trusted.
@@ -181,12 +183,23 @@ impl BridgeTls {
         let mut config = quinn::ClientConfig::new(Arc::new(
             quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(tls)?,
         ));
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(std::time::Duration::from_secs(2)));
-        transport.max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(std::time::Duration::from_secs(10)).map_err(tls)?,
-        ));
-        config.transport_config(Arc::new(transport));
+        config.transport_config(Arc::new(transport()?));
         Ok(config)
     }
+}
+
+/// The transport both ends of a bridge connection use.
+///
+/// Each stream carries one whole batch (a request or its answers) and a batch is of use only
+/// once all of it has arrived, so streams are sent in the order they were opened rather than
+/// round-robin: with many batches in flight, round-robin would finish them all at about the
+/// same late moment, while in order the first is complete after its own bytes alone.
+fn transport() -> Result<quinn::TransportConfig, TlsError> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(2)));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(std::time::Duration::from_secs(10)).map_err(tls)?,
+    ));
+    transport.send_fairness(false);
+    Ok(transport)
 }
