@@ -100,6 +100,14 @@ fn phases_since(client: &Client, metrics_url: &str, before: Option<[f64; 5]>) ->
     Some(std::array::from_fn(|i| now[i] - before[i]))
 }
 
+/// The shard's height (its last sealed block), from its `/metrics`.
+fn height(client: &Client, metrics_url: &str) -> Option<f64> {
+    let text = client.get(metrics_url).send().ok()?.text().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("urbis_shard_block_height "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -292,6 +300,7 @@ fn main() {
             .and_then(|v| v.trim().parse().ok())
     };
     let acknowledged_before = acknowledged_at_a().unwrap_or(0.0);
+    let heights_before = [&a, &b].map(|c| height(&client, &url(c, "/metrics")));
     let phases_a_before = seal_phases(&client, &url(&a, "/metrics"));
     let phases_b_before = seal_phases(&client, &url(&b, "/metrics"));
     let total_sent = sequence + burst;
@@ -367,6 +376,7 @@ fn main() {
     let phases_b_burst = phases_since(&client, &url(&b, "/metrics"), phases_b_before);
 
     // 3a. B's own durable ingest through its batch API, four clients.
+    let heights_burst = [&a, &b].map(|c| height(&client, &url(c, "/metrics")));
     let phases_b_before_ingest = seal_phases(&client, &url(&b, "/metrics"));
     let cpu_before_ingest = cpu_all();
     let cpu_b_before_ingest = cpu_b();
@@ -398,6 +408,7 @@ fn main() {
     let cpu_ingest = cpu_all().zip(cpu_before_ingest).map(|(a, b)| a - b);
     let cpu_b_ingest = cpu_b().zip(cpu_b_before_ingest).map(|(a, b)| a - b);
     let phases_b_ingest = phases_since(&client, &url(&b, "/metrics"), phases_b_before_ingest);
+    let height_b_ingest = height(&client, &url(&b, "/metrics"));
 
     println!(
         "RESULT | cross-city latency, acknowledged in A → received in B ({} packets) | p50 {} ms, p99 {} ms | goal p50 < 1000 ms, p99 < 2000 ms |",
@@ -467,6 +478,20 @@ fn main() {
             per(a_burst, burst),
             per(b_burst, burst),
             per(b_ingest, records)
+        );
+    }
+    if let ([Some(a0), Some(b0)], [Some(a1), Some(b1)], Some(b2)) =
+        (heights_before, heights_burst, height_b_ingest)
+    {
+        let per = |n: f64, blocks: f64| n / blocks.max(1.0);
+        println!(
+            "RESULT | blocks sealed | burst: A {:.0} ({:.0} packets per block), B {:.0} ({:.0} packets per block) | B's ingest: {:.0} ({:.0} records per block) |",
+            a1 - a0,
+            per(burst as f64, a1 - a0),
+            b1 - b0,
+            per(burst as f64, b1 - b0),
+            b2 - b1,
+            per(records as f64, b2 - b1)
         );
     }
     println!(
