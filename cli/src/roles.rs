@@ -92,8 +92,23 @@ pub fn shard(config: Option<&Path>) -> Result<()> {
     run_role(|stop| node::run(config, stop))
 }
 
+/// Fewest worker threads a role's runtime runs, however few cores it may use.
+///
+/// Some request work is CPU-bound for milliseconds at a time (a batch of packets with their
+/// proofs is a megabyte of JSON to read or write). With one worker per core, a pod limited to
+/// one core has one worker, and while it reads such a body the QUIC and HTTP drivers wait
+/// behind it: datagrams pile up in the socket, acknowledgements arrive late, and both cities'
+/// cores sit idle while the pipeline between them stalls. With several workers the kernel
+/// shares the core between them. `TOKIO_WORKER_THREADS` overrides the count.
+const WORKERS_MIN: usize = 4;
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(cores.max(WORKERS_MIN));
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 /// Completes on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
