@@ -1082,3 +1082,76 @@ fn an_erasure_that_overtakes_its_packet_leaves_no_copy_at_the_destination() {
     let hits = crate::shard::files_containing(&dir.path().join(bn), marker.as_bytes());
     assert!(hits.is_empty(), "B's files hold the erased report: {hits:?}");
 }
+
+/// The source's own index of the packets it sent (its store's `outbound` column family,
+/// written in the block's one synced batch) is what settling and the outbound pages read.
+/// A sequence below the channel's next one with no entry there means a damaged store: the
+/// source answers an internal error (a problem document, status 500) for it, never "settled"
+/// or "no such packet", so no bridge stops relaying a packet that was never settled.
+#[test]
+fn a_sent_packet_missing_from_the_source_index_is_an_internal_error_not_a_settled_one() {
+    let (dir, child, m) = running_devnet(&["--no-bridges"]);
+    let cities = m["cities"].as_array().unwrap().clone();
+    let client = Client::new();
+    let (a, b) = (&cities[0], &cities[1]);
+    let (an, bn) = (a["name"].as_str().unwrap(), b["name"].as_str().unwrap());
+    let api = a["shard_api"].as_str().unwrap().to_string();
+    let record = json!({"kind": "information", "subject": "55".repeat(32), "to_city": bn, "payload": {"dataset": "index", "media_type": "application/json", "content": {"n": 1}}});
+    let sent = submit(&client, a, "open-data-office", record);
+    let sequence = sent["sequence"].as_u64().unwrap();
+    let status_url = format!("{api}/v1/packets/{an}/{bn}/{sequence}");
+    let page_url = format!("{api}/v1/packets/outbound?destination={bn}&after=0");
+    // With no bridge the packet stays unsettled: listed on the page once final.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page: Value = client.get(&page_url).send().unwrap().json().unwrap();
+        if page["packets"].as_array().is_some_and(|p| !p.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the packet was never listed final: {page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status: Value = client.get(&status_url).send().unwrap().json().unwrap();
+    assert_eq!(status["state"], "sent", "{status}");
+    let port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(sigterm(child).success());
+
+    let genesis: urbis_core::genesis::Genesis =
+        serde_json::from_slice(&std::fs::read(m["genesis"].as_str().unwrap()).unwrap()).unwrap();
+    let genesis = genesis.validate().unwrap();
+    let (source, destination) =
+        (genesis.city_by_name(an).unwrap().id, genesis.city_by_name(bn).unwrap().id);
+    // The entry is lost (destination id u32 and sequence u64, big-endian).
+    let db_path = dir.path().join(an).join("db");
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &db_path).unwrap();
+    assert!(cfs.iter().any(|c| c == "outbound"), "{cfs:?}");
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, &cfs).unwrap();
+        let cf = db.cf_handle("outbound").unwrap();
+        let mut key = destination.0.to_be_bytes().to_vec();
+        key.extend_from_slice(&sequence.to_be_bytes());
+        assert!(db.get_cf(&cf, &key).unwrap().is_some(), "the index holds the packet");
+        db.delete_cf(&cf, &key).unwrap();
+        db.flush_cf(&cf).unwrap();
+    }
+
+    let log = dir.path().join("after.log");
+    let devnet =
+        crate::devnet::start_logged(dir.path(), port, &["--no-bridges"], &[], Some(log.as_path()));
+    crate::devnet::wait_ready(std::slice::from_ref(&api));
+    for url in [&status_url, &page_url] {
+        let r = client.get(url).send().unwrap();
+        assert_eq!(r.status().as_u16(), 500, "{url}");
+        let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert_eq!(kind, "application/problem+json", "{url}");
+        // The client learns only that it is internal; the operator's log says what.
+        let problem: Value = r.json().unwrap();
+        assert_eq!(problem["status"], 500, "{url}: {problem}");
+        assert!(problem["type"].as_str().unwrap().ends_with("/internal"), "{url}: {problem}");
+    }
+    assert!(sigterm(devnet).success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let missing =
+        format!("packet {source}/{destination}/{sequence} was sent but is missing from the index");
+    assert!(logged.contains(&missing), "the log names the damage:\n{logged}");
+}
