@@ -80,15 +80,24 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / hz)
 }
 
+/// A shard's `/metrics` text.
+fn metrics(client: &Client, metrics_url: &str) -> Option<String> {
+    client.get(metrics_url).send().ok()?.text().ok()
+}
+
+/// The value of `series` (its name with its labels, as exported) in a `/metrics` text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The shard's cumulative sealing time by phase (state tree, rules, header, batch, write), in
 /// seconds, from its `/metrics`.
 fn seal_phases(client: &Client, metrics_url: &str) -> Option<[f64; 5]> {
-    let text = client.get(metrics_url).send().ok()?.text().ok()?;
+    let text = metrics(client, metrics_url)?;
     let phase = |name: &str| -> f64 {
-        let prefix = format!("urbis_shard_seal_phase_seconds_total{{phase=\"{name}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.trim().parse().ok())
+        sample(&text, &format!("urbis_shard_seal_phase_seconds_total{{phase=\"{name}\"}}"))
             .unwrap_or(0.0)
     };
     Some(["state_tree", "rules", "header", "batch", "write"].map(phase))
@@ -102,10 +111,7 @@ fn phases_since(client: &Client, metrics_url: &str, before: Option<[f64; 5]>) ->
 
 /// The shard's height (its last sealed block), from its `/metrics`.
 fn height(client: &Client, metrics_url: &str) -> Option<f64> {
-    let text = client.get(metrics_url).send().ok()?.text().ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("urbis_shard_block_height "))
-        .and_then(|v| v.trim().parse().ok())
+    sample(&metrics(client, metrics_url)?, "urbis_shard_block_height")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -294,10 +300,8 @@ fn main() {
     // A's count of acknowledged packets through the burst, for the steady rate (the middle of
     // the burst, without the pipeline's fill and drain).
     let acknowledged_at_a = || -> Option<f64> {
-        let text = client.get(url(&a, "/metrics")).send().ok()?.text().ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("urbis_shard_packets_total{reason=\"acknowledged\"} "))
-            .and_then(|v| v.trim().parse().ok())
+        let text = metrics(&client, &url(&a, "/metrics"))?;
+        sample(&text, "urbis_shard_packets_total{reason=\"acknowledged\"}")
     };
     let acknowledged_before = acknowledged_at_a().unwrap_or(0.0);
     let heights_before = [&a, &b].map(|c| height(&client, &url(c, "/metrics")));

@@ -1116,9 +1116,9 @@ fn a_sent_packet_missing_from_the_source_index_is_an_internal_error_not_a_settle
     let port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
     assert!(sigterm(child).success());
 
-    let genesis: urbis_core::genesis::Genesis =
-        serde_json::from_slice(&std::fs::read(m["genesis"].as_str().unwrap()).unwrap()).unwrap();
-    let genesis = genesis.validate().unwrap();
+    let genesis =
+        urbis_shard::node::load_genesis(std::path::Path::new(m["genesis"].as_str().unwrap()))
+            .unwrap();
     let (source, destination) =
         (genesis.city_by_name(an).unwrap().id, genesis.city_by_name(bn).unwrap().id);
     // The entry is lost (destination id u32 and sequence u64, big-endian).
