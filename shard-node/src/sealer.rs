@@ -272,16 +272,18 @@ impl Pending {
     }
 }
 
-/// The part of the state tree the sealer keeps in memory: the nodes it wrote or read and each
-/// key's newest value it wrote, so that the next blocks' rules and tree updates rarely reach
-/// RocksDB (every update reads the path from the root down, and a channel's batch is read
-/// back by the next block that sends on it).
+/// The part of the state tree the sealer keeps in memory: the nodes it wrote or read, and
+/// each key's newest value it wrote or read at the tip (an absent key as absent), so that the
+/// next blocks' rules and tree updates rarely reach RocksDB (every update reads the path from
+/// the root down, a channel's batch is read back by the next block that sends on it, and
+/// every received packet reads its channel's frozen mark).
 ///
 /// Never wrong: a node never changes under its key (version and path), and the sealer is the
-/// only writer of state, so the newest value it wrote is the value at the tip. Nodes the tree
-/// marks stale leave at once (only the tip's tree is read here). Two generations bound the
-/// memory: when the newer one is full it becomes the older one, and an entry found in the
-/// older one moves back into the newer one, so the paths every block walks stay.
+/// only writer of state, so the newest value it wrote, or read at the tip since, is the value
+/// at the tip. Nodes the tree marks stale leave at once (only the tip's tree is read here).
+/// Two generations bound the memory: when the newer one is full it becomes the older one, and
+/// an entry found in the older one moves back into the newer one, so the paths every block
+/// walks stay.
 pub(crate) struct HotState {
     nodes: [ahash::AHashMap<NodeKey, Node>; 2],
     values: [ahash::AHashMap<KeyHash, Option<OwnedValue>>; 2],
@@ -373,10 +375,15 @@ impl StateView for View<'_> {
         if let Some(value) = self.hot.borrow_mut().value(&key_hash) {
             return Ok(value);
         }
-        if let Some(value) = self.pending.and_then(|p| p.value(v, key_hash)) {
-            return Ok(value);
-        }
-        self.store.state_value(v, key_hash).map_err(|e| e.to_string())
+        let value = match self.pending.and_then(|p| p.value(v, key_hash)) {
+            Some(value) => value,
+            None => self.store.state_value(v, key_hash).map_err(|e| e.to_string())?,
+        };
+        // Read at the tip, so it is the newest value (absent included) until a block writes
+        // the key, which puts the new one: keys every block reads (a channel's frozen mark,
+        // an account) are read from the store once, not once per record.
+        self.hot.borrow_mut().put_value(key_hash, value.clone());
+        Ok(value)
     }
     fn has_record(&self, id: &Hash32, time_ms: Option<u64>) -> Result<bool, String> {
         if let (Some(t), Some(newest)) = (time_ms, self.newest_record_ms)
@@ -1072,6 +1079,48 @@ fn receipts(ids: &[Hash32], indexes: &[(u64, Option<u64>)], height: u64) -> Vec<
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// The sealer's view reads a key from the store once: the value (or its absence) it read
+    /// at the tip is answered from memory until a block writes the key, and then the written
+    /// value is.
+    #[test]
+    fn the_view_reads_a_key_from_the_store_once_and_sees_the_blocks_that_write_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (present, frozen) =
+            (StateKey::BeaconView, StateKey::FrozenChannel { source: CityId(1) });
+        let hash = |k: &StateKey| KeyHash(k.key_hash().0);
+        let write = |version: Version, set: Vec<(KeyHash, Option<OwnedValue>)>| {
+            let tree = JellyfishMerkleTree::<_, StateHasher>::new(&store);
+            let (_, update) = tree.put_value_set(set, version).unwrap();
+            store.write_state(&update.node_batch).unwrap();
+            update
+        };
+        write(0, vec![(hash(&present), Some(b"a".to_vec()))]);
+        let hot = RefCell::new(HotState::new());
+        let view = |version| View {
+            store: &store,
+            pending: None,
+            hot: &hot,
+            version: Some(version),
+            newest_record_ms: None,
+        };
+        assert_eq!(view(0).get(&present).unwrap(), Some(b"a".to_vec()));
+        assert_eq!(view(0).get(&frozen).unwrap(), None);
+        // Changed in the store behind the hot state's back (the sealer never does this): the
+        // view still answers what it read, so the second reads did not reach the store.
+        write(1, vec![(hash(&present), Some(b"z".to_vec())), (hash(&frozen), Some(vec![1]))]);
+        assert_eq!(view(1).get(&present).unwrap(), Some(b"a".to_vec()));
+        assert_eq!(view(1).get(&frozen).unwrap(), None);
+        // A block the sealer seals puts what it wrote.
+        let update = write(2, vec![(hash(&frozen), Some(vec![2]))]);
+        hot.borrow_mut().apply(&update);
+        assert_eq!(view(2).get(&frozen).unwrap(), Some(vec![2]));
+        // A fresh hot state reads the store again.
+        let hot2 = RefCell::new(HotState::new());
+        let fresh = View { hot: &hot2, ..view(2) };
+        assert_eq!(fresh.get(&present).unwrap(), Some(b"z".to_vec()));
+    }
 
     /// A tree store in memory, read through a hot state the way the sealer's view reads the
     /// store through one.

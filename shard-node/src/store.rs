@@ -54,7 +54,9 @@ const CF_ERASED_INBOUND: &str = "erased_inbound";
 /// Each state key's newest value, written in the same batch as the versioned value: key hash
 /// → `version u64 BE ‖ borsh(Option<value>)`. A read at or above that version (almost every
 /// read: the tip's state) is one point lookup instead of a backward seek through
-/// `jmt_values`; an older read, or a key last written before this index existed, seeks.
+/// `jmt_values`, and a key missing from it was never written (in a store created with the
+/// index, [`LATEST_COMPLETE_KEY`]); an older read, or a key last written before this index
+/// existed, seeks.
 const CF_JMT_LATEST: &str = "jmt_latest";
 /// The packets this city sent: `destination u32 BE ‖ sequence u64 BE` → borsh([`SentPacket`]),
 /// written with the block whose batch holds them. The source's own record of each packet (the
@@ -86,6 +88,10 @@ const TIP_KEY: &[u8] = b"tip";
 /// The next beacon height the shard's light client will follow.
 const BEACON_NEXT_KEY: &[u8] = b"beacon-next";
 const FORMAT_KEY: &[u8] = b"format";
+/// Set when the store is created: every state value it holds was written with its entry in
+/// `jmt_latest`, so a key missing from that index was never written (no backward seek through
+/// `jmt_values` to find that out). A store created before the index lacks it and seeks.
+const LATEST_COMPLETE_KEY: &[u8] = b"latest-index-complete";
 /// Set in the batch that erases payloads, cleared once their bytes are purged from the files.
 const PURGE_KEY: &[u8] = b"purge-pending";
 /// 4: a receipt holds its acknowledgement (no `PacketOutcome` or `PacketAcknowledgement`
@@ -236,6 +242,8 @@ pub struct CapitalTotals {
 pub struct Store {
     db: DB,
     recent: RecentNodes,
+    /// Whether `jmt_latest` holds every state key ever written ([`LATEST_COMPLETE_KEY`]).
+    latest_complete: bool,
 }
 
 /// The state-tree nodes of the latest blocks, and internal nodes read since, kept in memory
@@ -336,11 +344,14 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let store = Store { db, recent: RecentNodes::new(RecentNodes::NODES) };
+        let mut store =
+            Store { db, recent: RecentNodes::new(RecentNodes::NODES), latest_complete: false };
         match store.get(CF_META, FORMAT_KEY)? {
             None => {
+                // A new store: its index of newest values starts complete.
                 let mut batch = WriteBatch::default();
                 batch.put_cf(store.cf(CF_META), FORMAT_KEY, FORMAT_VERSION.to_le_bytes());
+                batch.put_cf(store.cf(CF_META), LATEST_COMPLETE_KEY, []);
                 store.write(batch)?;
             }
             Some(v) => {
@@ -352,6 +363,7 @@ impl Store {
                 }
             }
         }
+        store.latest_complete = store.get(CF_META, LATEST_COMPLETE_KEY)?.is_some();
         if store.get(CF_META, PURGE_KEY)?.is_some() {
             // Erased before a crash, not yet purged from the files.
             store.purge_erased()?;
@@ -479,6 +491,14 @@ impl Store {
         batch.put_cf(self.cf(CF_TOTALS), [0u8], height.to_be_bytes());
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
         BlockBatch { batch, height, nodes: new_nodes }
+    }
+
+    /// Writes a state-tree batch alone (tests of the readers above the store).
+    #[cfg(test)]
+    pub(crate) fn write_state(&self, nodes: &NodeBatch) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.put_state(&mut batch, nodes);
+        self.write(batch)
     }
 
     /// A state-tree batch's nodes and values, and each value's key in the newest-value index.
@@ -891,11 +911,12 @@ impl Store {
         version: Version,
         key_hash: KeyHash,
     ) -> Result<Option<OwnedValue>, StoreError> {
-        if let Some((at, value)) = self.state_newest(key_hash)?
-            && at <= version
-        {
+        match self.state_newest(key_hash)? {
             // The key's newest version is at or below `version`: it is the answer.
-            return Ok(value);
+            Some((at, value)) if at <= version => return Ok(value),
+            // Never written (most keys a block reads are new: a first receipt, a new subject).
+            None if self.latest_complete => return Ok(None),
+            _ => {}
         }
         let seek = value_key(&key_hash, version);
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_JMT_VALUES));
@@ -984,7 +1005,15 @@ mod tests {
     #[allow(clippy::unwrap_used)]
     fn state_reads_see_each_version_through_the_index_or_the_seek() {
         let dir = tempfile::tempdir().unwrap();
+        // A store from before the index: without the mark that it is complete.
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(store.cf(CF_META), LATEST_COMPLETE_KEY);
+            store.write(batch).unwrap();
+        }
         let store = Store::open(dir.path()).unwrap();
+        assert!(!store.latest_complete);
         let (k1, k2, old) = (KeyHash([1; 32]), KeyHash([2; 32]), KeyHash([3; 32]));
         // A key written as a store from before the index would have it: the value only.
         let mut batch = WriteBatch::default();
@@ -1019,6 +1048,32 @@ mod tests {
         assert_eq!(store.state_newest(k1).unwrap(), Some((2, None)));
         assert_eq!(store.state_newest(k2).unwrap(), Some((1, Some(b"c".to_vec()))));
         assert_eq!(store.state_newest(KeyHash([4; 32])).unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_store_answers_a_never_written_key_from_its_index_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, never) = (KeyHash([1; 32]), KeyHash([2; 32]));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.latest_complete);
+            let tree = jmt::JellyfishMerkleTree::<_, urbis_core::state::StateHasher>::new(&store);
+            let (_, update) = tree.put_value_set([(k, Some(b"a".to_vec()))], 0).unwrap();
+            let mut batch = WriteBatch::default();
+            store.put_state(&mut batch, &update.node_batch);
+            store.write(batch).unwrap();
+        }
+        // The mark is kept: a reopened store still trusts its index.
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.latest_complete);
+        assert_eq!(store.state_value(0, k).unwrap(), Some(b"a".to_vec()));
+        assert_eq!(store.state_value(0, never).unwrap(), None);
+        // A value outside the index is not looked for: with the mark set, only the index
+        // says whether a key was ever written (a seek would have found this one).
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(CF_JMT_VALUES), value_key(&never, 0), encode(&Some(b"x".to_vec())));
+        store.write(batch).unwrap();
+        assert_eq!(store.state_value(0, never).unwrap(), None);
     }
 
     /// The store's nodes read from RocksDB alone, without the recent nodes.

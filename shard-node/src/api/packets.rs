@@ -532,17 +532,22 @@ pub async fn acknowledgements(
     let mut crosslinked = app.crosslinked.clone();
     crosslinked.mark_unchanged();
     let request = Arc::new(request);
-    let look = || {
+    let look = |written: Vec<Option<u64>>| {
         let (app, request) = (app.clone(), request.clone());
-        tokio::task::spawn_blocking(move || acknowledgement_proofs(&app, &request.packets))
+        tokio::task::spawn_blocking(move || {
+            let mut written = written;
+            acknowledgement_proofs(&app, &request.packets, &mut written)
+                .map(|proofs| (proofs, written))
+        })
     };
-    let first = look().await.map_err(internal)??;
+    let (first, written) = look(vec![None; request.packets.len()]).await.map_err(internal)??;
     if wait.is_zero() || request.packets.is_empty() || first.iter().any(Option::is_some) {
         return acknowledgements_json(first);
     }
     match tokio::time::timeout(wait, crosslinked.changed()).await {
         Ok(Ok(())) => {
-            let again = look().await.map_err(internal)??;
+            // The receipts the first look found written are not looked up again.
+            let (again, _) = look(written).await.map_err(internal)??;
             acknowledgements_json(again)
         }
         // Nothing new became final within the wait (or the follower stopped).
@@ -690,15 +695,19 @@ const ACK_PROOF_JSON_BYTES: usize = 3 << 10;
 const OUTBOUND_PACKET_JSON_BYTES: usize = 5 << 10;
 
 /// The final acknowledgement proofs of `packets` against the latest final header.
+/// `written[i]`, when known, is the state version that wrote packet `i`'s receipt (a receipt
+/// is written once and never changed or deleted); the versions looked up are put there, so a
+/// second look of the same request does not look them up again.
 fn acknowledgement_proofs(
     app: &AppState,
     packets: &[PacketId],
+    written: &mut [Option<u64>],
 ) -> ApiResult<Vec<Option<AcknowledgementProof>>> {
     let Some((m, finality)) = final_height(app)? else { return Ok(vec![None; packets.len()]) };
     // One header and one state version for every packet asked about.
     let (header, version) = sealed_at(app, m)?;
     let mut out = Vec::with_capacity(packets.len());
-    for id in packets {
+    for (id, written) in packets.iter().zip(written.iter_mut()) {
         if id.destination != app.city {
             out.push(None);
             continue;
@@ -709,14 +718,14 @@ fn acknowledgement_proofs(
         // value index answers that with one lookup, where reading the value at `v` would seek
         // backwards through the key's versions for every receipt not yet final.
         let key = id.receipt_key();
-        let present = match version {
-            None => false,
-            Some(v) => app
+        if written.is_none() {
+            *written = app
                 .store
                 .state_newest(jmt::KeyHash(key.key_hash().0))
                 .map_err(internal)?
-                .is_some_and(|(at, value)| at <= v && value.is_some()),
-        };
+                .and_then(|(at, value)| value.map(|_| at));
+        }
+        let present = matches!((version, *written), (Some(v), Some(at)) if at <= v);
         if !present {
             out.push(None);
             continue;
