@@ -341,14 +341,14 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
             urbis_ops::telemetry::set_remote_parent(&span, t);
         }
         ids.push((d.proof.id, d.proof.timeout_height));
-        items.push(wire::BatchItemOut::Packet {
-            proof: &d.proof.json,
+        items.push(wire::DeliveryOut {
+            proof: &d.proof,
             payload: &d.payload,
             trace_context: urbis_ops::telemetry::traceparent(&span),
         });
         spans.push(span);
     }
-    let answers = deliver(bridge, n, ids, items).await;
+    let answers = deliver(bridge, n, ids, wire::delivery_batch_body(&items)).await;
     for (span, answer) in spans.iter().zip(&answers.results) {
         span.record("packet.result", answer.name());
     }
@@ -358,12 +358,13 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
 /// The longest wait the bridge asks of its shard's acknowledgements long poll.
 const ACK_LONG_POLL_MS: u128 = 1_000;
 
-/// Hands a batch of packets to the shard and waits for their final acknowledgements.
+/// Hands a batch of packets to the shard (`body`, one result per packet) and waits for their
+/// final acknowledgements.
 async fn deliver(
     bridge: &Bridge,
     n: usize,
     ids: Vec<(PacketId, u64)>,
-    items: Vec<wire::BatchItemOut<'_>>,
+    body: Vec<u8>,
 ) -> wire::Answers {
     let pending = |detail: String| wire::Answers {
         results: (0..n).map(|_| Response::Pending { detail: detail.clone() }).collect(),
@@ -373,7 +374,7 @@ async fn deliver(
         .http
         .post(format!("{shard}/v1/packets/batch"))
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(batch_body(items))
+        .body(body)
         .send()
         .await
     {

@@ -129,6 +129,48 @@ pub struct CarriedPacket {
     pub id: PacketId,
     /// The timeout height of the batch that sent it.
     pub timeout_height: u64,
+    /// Where each field of the proof is in `json`, when it has all the fields of a
+    /// `PacketProof` (a field it does not have is dropped where the packet is written in a
+    /// group: no reader of a proof reads one).
+    pub parts: Option<ProofParts>,
+}
+
+/// Byte ranges of a packet proof's fields in its JSON: what a bridge needs to write packets
+/// of one source block as a group (their `batch`, `batch_proof`, `header` and `finality` once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProofParts {
+    /// `batch`.
+    pub batch: std::ops::Range<usize>,
+    /// `batch_proof`.
+    pub batch_proof: std::ops::Range<usize>,
+    /// `path`.
+    pub path: std::ops::Range<usize>,
+    /// `record`.
+    pub record: std::ops::Range<usize>,
+    /// `header`.
+    pub header: std::ops::Range<usize>,
+    /// `finality`.
+    pub finality: std::ops::Range<usize>,
+}
+
+impl CarriedPacket {
+    /// The JSON of one part of the proof.
+    pub fn part(&self, range: &std::ops::Range<usize>) -> &str {
+        &self.json.get()[range.clone()]
+    }
+
+    /// Whether two packets share the parts a group writes once (byte for byte).
+    pub fn same_group(&self, other: &CarriedPacket) -> bool {
+        match (&self.parts, &other.parts) {
+            (Some(a), Some(b)) => {
+                self.part(&a.batch) == other.part(&b.batch)
+                    && self.part(&a.header) == other.part(&b.header)
+                    && self.part(&a.batch_proof) == other.part(&b.batch_proof)
+                    && self.part(&a.finality) == other.part(&b.finality)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Serialize for CarriedPacket {
@@ -139,12 +181,23 @@ impl Serialize for CarriedPacket {
 
 impl<'de> Deserialize<'de> for CarriedPacket {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // The fields of a `PacketProof` a bridge reads; the others are skipped unread.
+        // The proof's fields, each kept as its JSON; a bridge reads only the few it names
+        // the packet by, from those.
         #[derive(Deserialize)]
-        struct Head {
+        struct Fields<'a> {
             sequence: u64,
-            batch: Batch,
-            record: Record,
+            #[serde(borrow)]
+            batch: &'a RawValue,
+            #[serde(borrow)]
+            record: &'a RawValue,
+            #[serde(borrow, default)]
+            batch_proof: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            path: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            header: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            finality: Option<&'a RawValue>,
         }
         #[derive(Deserialize)]
         struct Batch {
@@ -155,17 +208,38 @@ impl<'de> Deserialize<'de> for CarriedPacket {
             city: CityId,
             destination: Option<CityId>,
         }
+        let custom = serde::de::Error::custom;
         let json = Box::<RawValue>::deserialize(d)?;
-        let head: Head = serde_json::from_str(json.get()).map_err(serde::de::Error::custom)?;
-        let source = head.record.city;
+        let text = json.get();
+        let f: Fields<'_> = serde_json::from_str(text).map_err(custom)?;
+        let batch: Batch = serde_json::from_str(f.batch.get()).map_err(custom)?;
+        let record: Record = serde_json::from_str(f.record.get()).map_err(custom)?;
+        // Each part's place in `text`, which it borrows from.
+        let range = |part: &RawValue| {
+            let start = part.get().as_ptr() as usize - text.as_ptr() as usize;
+            start..start + part.get().len()
+        };
+        let parts = match (f.batch_proof, f.path, f.header, f.finality) {
+            (Some(batch_proof), Some(path), Some(header), Some(finality)) => Some(ProofParts {
+                batch: range(f.batch),
+                batch_proof: range(batch_proof),
+                path: range(path),
+                record: range(f.record),
+                header: range(header),
+                finality: range(finality),
+            }),
+            _ => None,
+        };
+        let source = record.city;
         Ok(CarriedPacket {
-            json,
             id: PacketId {
                 source,
-                destination: head.record.destination.unwrap_or(source),
-                sequence: head.sequence,
+                destination: record.destination.unwrap_or(source),
+                sequence: f.sequence,
             },
-            timeout_height: head.batch.timeout_height,
+            timeout_height: batch.timeout_height,
+            parts,
+            json,
         })
     }
 }
@@ -315,15 +389,6 @@ pub struct StateProofView {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BatchItemOut<'a> {
-    /// A packet addressed to the shard's city.
-    Packet {
-        /// The packet and its proof chain.
-        proof: &'a RawValue,
-        /// Its off-chain payload.
-        payload: &'a Option<Box<RawValue>>,
-        /// The relay's `traceparent`.
-        trace_context: Option<String>,
-    },
     /// The destination's acknowledgement of a packet the shard's city sent.
     Acknowledgement {
         /// The packet.
@@ -342,6 +407,80 @@ pub enum BatchItemOut<'a> {
         /// The relay's `traceparent`.
         trace_context: &'a Option<String>,
     },
+}
+
+/// A packet to hand the own shard, with what travels beside it.
+#[derive(Debug)]
+pub struct DeliveryOut<'a> {
+    /// The packet and its proof chain.
+    pub proof: &'a CarriedPacket,
+    /// Its off-chain payload.
+    pub payload: &'a Option<Box<RawValue>>,
+    /// The relay's `traceparent`.
+    pub trace_context: Option<String>,
+}
+
+/// The shard's `POST /v1/packets/batch` body for packets to hand it, answered one result per
+/// packet in order. Each run of consecutive packets of one source block (their `batch`,
+/// `batch_proof`, `header` and `finality` equal byte for byte) is one `packets` group, which
+/// writes those once; a packet whose proof lacks one of them is an item of its own. The parts
+/// are copied as the source shard wrote them.
+pub fn delivery_batch_body(packets: &[DeliveryOut<'_>]) -> Vec<u8> {
+    fn push_raw(out: &mut Vec<u8>, name: &str, json: &str) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(json.as_bytes());
+    }
+    fn push_beside(out: &mut Vec<u8>, p: &DeliveryOut<'_>) {
+        push_raw(out, "payload", p.payload.as_deref().map_or("null", RawValue::get));
+        if let Some(t) = &p.trace_context {
+            out.extend_from_slice(b",\"trace_context\":");
+            // Writing a string into memory does not fail.
+            let _ = serde_json::to_writer(&mut *out, t);
+        }
+    }
+    let mut out = Vec::with_capacity(64 + packets.len() * PACKET_JSON_BYTES / 3);
+    out.extend_from_slice(b"{\"items\":[");
+    let mut i = 0;
+    while i < packets.len() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let first = &packets[i];
+        let Some(parts) = &first.proof.parts else {
+            out.extend_from_slice(b"{\"type\":\"packet\"");
+            push_raw(&mut out, "proof", first.proof.json.get());
+            push_beside(&mut out, first);
+            out.push(b'}');
+            i += 1;
+            continue;
+        };
+        let end = i + packets[i..].iter().take_while(|p| p.proof.same_group(first.proof)).count();
+        out.extend_from_slice(b"{\"type\":\"packets\"");
+        push_raw(&mut out, "batch", first.proof.part(&parts.batch));
+        push_raw(&mut out, "batch_proof", first.proof.part(&parts.batch_proof));
+        push_raw(&mut out, "header", first.proof.part(&parts.header));
+        push_raw(&mut out, "finality", first.proof.part(&parts.finality));
+        out.extend_from_slice(b",\"packets\":[");
+        for (k, p) in packets[i..end].iter().enumerate() {
+            // In the run, so its parts are there.
+            let Some(own) = &p.proof.parts else { continue };
+            if k > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"sequence\":");
+            out.extend_from_slice(p.proof.id.sequence.to_string().as_bytes());
+            push_raw(&mut out, "path", p.proof.part(&own.path));
+            push_raw(&mut out, "record", p.proof.part(&own.record));
+            push_beside(&mut out, p);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        i = end;
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// The shard's `POST /v1/packets/batch` body.
@@ -398,15 +537,21 @@ mod tests {
                 continue;
             }
             assert_eq!(serde_json::to_string(&request).unwrap(), first);
-            let item = BatchItemOut::Packet {
-                proof: &carried.json,
-                payload: &packets[0].payload,
-                trace_context: None,
-            };
+            let out =
+                DeliveryOut { proof: carried, payload: &packets[0].payload, trace_context: None };
+            fn part<T: Serialize>(v: &T) -> String {
+                serde_json::to_string(v).unwrap()
+            }
             assert_eq!(
-                serde_json::to_string(&item).unwrap(),
+                String::from_utf8(delivery_batch_body(&[out])).unwrap(),
                 format!(
-                    r#"{{"type":"packet","proof":{json},"payload":{payload},"trace_context":null}}"#
+                    r#"{{"items":[{{"type":"packets","batch":{},"batch_proof":{},"header":{},"finality":{},"packets":[{{"sequence":1,"path":{},"record":{},"payload":{payload}}}]}}]}}"#,
+                    part(&proof.batch),
+                    part(&proof.batch_proof),
+                    part(&proof.header),
+                    part(&proof.finality),
+                    part(&proof.path),
+                    part(&proof.record),
                 )
             );
         }
@@ -416,6 +561,73 @@ mod tests {
             format!(r#"{{"type":"deliver","packets":[{{"proof":{headless},"payload":null}}]}}"#);
         let error = serde_json::from_str::<Request>(&refused).unwrap_err().to_string();
         assert!(error.contains("sequence"), "{error}");
+    }
+
+    /// Packets of one source block go to the shard as one group that writes the parts their
+    /// proofs share once, and each reads back, with the group's parts, as its proof exactly;
+    /// a packet of another block starts another group; a proof without all its fields goes as
+    /// an item of its own; payloads and trace contexts stay with their packets.
+    #[test]
+    fn packets_of_one_block_are_handed_to_the_shard_as_one_group() {
+        use urbis_core::packet::PacketProof;
+        let (proof, _) = packet_proof_json();
+        let mut second = proof.clone();
+        second.sequence = 2;
+        second.path.leaf_index = 1;
+        let mut other_block = proof.clone();
+        other_block.header.header.height += 1;
+        let mut pathless = serde_json::to_value(&proof).unwrap();
+        pathless.as_object_mut().unwrap().remove("path");
+        let texts = [
+            serde_json::to_string(&proof).unwrap(),
+            serde_json::to_string(&second).unwrap(),
+            serde_json::to_string(&other_block).unwrap(),
+            pathless.to_string(),
+        ];
+        let carried: Vec<CarriedPacket> =
+            texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect();
+        assert!(carried[3].parts.is_none());
+        let payload: Option<Box<RawValue>> =
+            Some(RawValue::from_string(r#"{"salt":"00ff","bytes":"c0ffee"}"#.into()).unwrap());
+        let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let outs: Vec<DeliveryOut<'_>> = carried
+            .iter()
+            .enumerate()
+            .map(|(i, c)| DeliveryOut {
+                proof: c,
+                payload: if i == 1 { &payload } else { &None },
+                trace_context: (i == 1).then(|| trace.to_string()),
+            })
+            .collect();
+        let body: serde_json::Value = serde_json::from_slice(&delivery_batch_body(&outs)).unwrap();
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 3, "{body}");
+        let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["packets", "packets", "packet"]);
+        // Each grouped packet, with its group's parts, is its proof.
+        let mut read = Vec::new();
+        for group in &items[..2] {
+            for p in group["packets"].as_array().unwrap() {
+                let mut whole = serde_json::Map::new();
+                for field in ["batch", "batch_proof", "header", "finality"] {
+                    whole.insert(field.into(), group[field].clone());
+                }
+                for field in ["sequence", "path", "record"] {
+                    whole.insert(field.into(), p[field].clone());
+                }
+                read.push((serde_json::from_value::<PacketProof>(whole.into()).unwrap(), p));
+            }
+        }
+        let expected = [&proof, &second, &other_block];
+        assert_eq!(read.len(), 3);
+        for ((got, p), want) in read.iter().zip(expected) {
+            assert_eq!(got, want);
+            assert_eq!(p.get("trace_context").is_some(), got.sequence == 2, "{p}");
+        }
+        assert_eq!(read[1].1["payload"]["bytes"], "c0ffee");
+        assert_eq!(read[1].1["trace_context"], trace);
+        assert!(read[0].1["payload"].is_null());
+        assert_eq!(items[2]["proof"], pathless);
     }
 
     /// Answers and requests read back as written, with the tag first or last; an unknown

@@ -627,6 +627,46 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         "missing field",
         "malformed",
     );
+    // Packets 3 and 4 as one group (what a bridge hands its shard: the parts of their proofs
+    // they share written once), with a forged beacon block: each packet of the group is
+    // refused on its own, with the error it gets alone. An empty group is refused; a group is
+    // read only in a batch.
+    let group = |finality: &Value, members: &[usize]| {
+        let shared = &page["packets"][2]["proof"];
+        let packets: Vec<Value> = members
+            .iter()
+            .map(|i| {
+                let p = &page["packets"][*i]["proof"];
+                json!({"sequence": p["sequence"], "path": p["path"], "record": p["record"], "payload": null})
+            })
+            .collect();
+        json!({"type": "packets", "batch": shared["batch"], "batch_proof": shared["batch_proof"], "header": shared["header"], "finality": finality, "packets": packets})
+    };
+    let finality = &page["packets"][2]["proof"]["finality"];
+    let mut forged = finality.clone();
+    forged["beacon_header"]["time_ms"] = json!(1);
+    let r = client
+        .post(format!("{}/v1/packets/batch", b["shard_api"].as_str().unwrap()))
+        .json(&json!({"items": [group(&forged, &[2, 3]), group(finality, &[])]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let batch: Value = r.json().unwrap();
+    let results = batch["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "one result per packet of a group: {batch}");
+    for (result, case) in results[..2].iter().zip(["packet 3 in a group", "packet 4 in a group"]) {
+        let answer = (result["status"].as_u64().unwrap() as u16, result["problem"].clone());
+        refused(answer, 422, "invalid-proof", "beacon block", case);
+    }
+    let answer = (results[2]["status"].as_u64().unwrap() as u16, results[2]["problem"].clone());
+    refused(answer, 422, "invalid-record", "at least one packet", "an empty group");
+    refused(
+        post_packet(&client, b, &group(finality, &[2, 3])),
+        422,
+        "invalid-record",
+        "unknown variant",
+        "a group outside a batch",
+    );
     assert_eq!(latest_height(&client, b), b_height, "a refused packet wrote something at B");
     // B counts each refusal by the link that failed.
     let metrics = scrape(&client, b["shard_api"].as_str().unwrap());

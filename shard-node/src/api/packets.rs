@@ -329,9 +329,132 @@ fn packet_outcome(op: &PacketOp, outcome: Outcome) -> ApiResult<PacketResponse> 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PacketBatchRequest {
-    /// The items, each as `POST /v1/packets` takes it. Each is read on its own: one that is
-    /// not a packet, an acknowledgement or a timeout gets its own 422 in the answer.
-    pub items: Vec<PacketRequest>,
+    /// The items, each as `POST /v1/packets` takes it, or a group of packets proven through
+    /// one header. Each is read on its own: one that is none of these gets its own 422 in the
+    /// answer.
+    pub items: Vec<PacketBatchEntry>,
+}
+
+/// One item of a batch: what `POST /v1/packets` takes, or a group of packets.
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+pub enum PacketBatchEntry {
+    /// A packet, an acknowledgement or a timeout.
+    One(PacketRequest),
+    /// Packets of one source block.
+    Group(Box<PacketGroup>),
+}
+
+/// Packets one source block sent on one channel, with the parts of their proofs they share
+/// written once: each packet's `PacketProof` is `{sequence, batch, batch_proof, path, record,
+/// header, finality}` from its own `sequence`, `path` and `record` and the group's other
+/// fields. The shard reads the group as those packets, in order, and answers each on its own.
+#[derive(Debug, ToSchema)]
+pub struct PacketGroup {
+    /// Always `packets`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^packets$")]
+    pub kind: String,
+    /// The batch that holds the packets, as the source's state keeps it.
+    #[schema(value_type = Object)]
+    pub batch: OutboundBatch,
+    /// Membership of the batch under the header's `state_root`.
+    #[schema(value_type = Object)]
+    pub batch_proof: StateProof,
+    /// The source header, sealed.
+    #[schema(value_type = Object)]
+    pub header: SignedShardHeader,
+    /// The header to a certified beacon block.
+    #[schema(value_type = Object)]
+    pub finality: FinalityProof,
+    /// The packets, at least one.
+    pub packets: Vec<GroupedPacket>,
+}
+
+/// One packet of a [`PacketGroup`].
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupedPacket {
+    /// Sequence on the channel.
+    pub sequence: u64,
+    /// Path of the record id in the batch's tree.
+    #[schema(value_type = Object)]
+    pub path: InclusionProof,
+    /// The record.
+    #[schema(value_type = Object)]
+    pub record: urbis_core::record::Record,
+    /// The off-chain payload of a credit or talent packet.
+    pub payload: Option<CarriedPayload>,
+    /// The relay's `traceparent`, as on a single packet.
+    #[serde(default)]
+    pub trace_context: Option<String>,
+}
+
+impl urbis_ops::tagged::TagFirst for PacketBatchEntry {
+    const EXPECTING: &'static str = "a packet, acknowledgement, timeout or group of packets";
+
+    fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Group {
+            batch: OutboundBatch,
+            batch_proof: StateProof,
+            header: SignedShardHeader,
+            finality: FinalityProof,
+            packets: Vec<GroupedPacket>,
+        }
+        if tag != "packets" {
+            return <PacketRequest as urbis_ops::tagged::TagFirst>::variant(tag, rest)
+                .map(PacketBatchEntry::One);
+        }
+        let g = Group::deserialize(rest)?;
+        Ok(PacketBatchEntry::Group(Box::new(PacketGroup {
+            kind: tag.to_string(),
+            batch: g.batch,
+            batch_proof: g.batch_proof,
+            header: g.header,
+            finality: g.finality,
+            packets: g.packets,
+        })))
+    }
+}
+
+impl<'de> Deserialize<'de> for PacketBatchEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        urbis_ops::tagged::deserialize(d)
+    }
+}
+
+impl PacketBatchEntry {
+    /// The items this entry stands for: itself, or each packet of the group with its whole
+    /// proof. An empty group is refused.
+    fn expand(self) -> Vec<ApiResult<PacketRequest>> {
+        let g = match self {
+            PacketBatchEntry::One(r) => return vec![Ok(r)],
+            PacketBatchEntry::Group(g) => g,
+        };
+        if g.packets.is_empty() {
+            return vec![Err(Problem::unprocessable("a group holds at least one packet"))];
+        }
+        g.packets
+            .into_iter()
+            .map(|p| {
+                Ok(PacketRequest::Packet {
+                    proof: Box::new(PacketProof {
+                        sequence: p.sequence,
+                        batch: g.batch,
+                        batch_proof: g.batch_proof.clone(),
+                        path: p.path,
+                        record: p.record,
+                        header: g.header.clone(),
+                        finality: g.finality.clone(),
+                    }),
+                    payload: p.payload,
+                    trace_context: p.trace_context,
+                })
+            })
+            .collect()
+    }
 }
 
 /// One item's answer: the answer `POST /v1/packets` would give.
@@ -362,26 +485,43 @@ struct RawBatch<'a> {
     items: Vec<&'a serde_json::value::RawValue>,
 }
 
-/// A batch's items, each read or refused on its own. A batch whose items all read (what
-/// bridges send) is read in one pass; only one with an unreadable item is read again, item by
-/// item.
+/// A batch's items, each read or refused on its own, a group standing for its packets. A
+/// batch whose items all read (what bridges send) is read in one pass; only one with an
+/// unreadable item is read again, item by item (an unreadable item is one refusal, whatever
+/// it held). At most `items_max` items, counting each packet of a group.
 fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRequest>>> {
     let too_many =
         |n: usize| Problem::too_large(format!("{n} items; at most {items_max} per batch"));
-    if let Ok(request) = serde_json::from_slice::<PacketBatchRequest>(body) {
-        if request.items.len() > items_max {
-            return Err(too_many(request.items.len()));
-        }
-        return Ok(request.items.into_iter().map(Ok).collect());
-    }
-    let raw: RawBatch<'_> = serde_json::from_slice(body).map_err(json_problem)?;
-    if raw.items.len() > items_max {
-        return Err(too_many(raw.items.len()));
-    }
-    Ok(raw
-        .items
+    let entries: Vec<ApiResult<PacketBatchEntry>> =
+        match serde_json::from_slice::<PacketBatchRequest>(body) {
+            Ok(request) => request.items.into_iter().map(Ok).collect(),
+            Err(_) => {
+                let raw: RawBatch<'_> = serde_json::from_slice(body).map_err(json_problem)?;
+                if raw.items.len() > items_max {
+                    return Err(too_many(raw.items.len()));
+                }
+                raw.items
+                    .iter()
+                    .map(|item| serde_json::from_str(item.get()).map_err(json_problem))
+                    .collect()
+            }
+        };
+    let count: usize = entries
         .iter()
-        .map(|item| serde_json::from_str(item.get()).map_err(json_problem))
+        .map(|e| match e {
+            Ok(PacketBatchEntry::Group(g)) => g.packets.len().max(1),
+            _ => 1,
+        })
+        .sum();
+    if count > items_max {
+        return Err(too_many(count));
+    }
+    Ok(entries
+        .into_iter()
+        .flat_map(|e| match e {
+            Ok(e) => e.expand(),
+            Err(p) => vec![Err(p)],
+        })
         .collect())
 }
 
