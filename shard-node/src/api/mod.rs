@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod limit;
 pub mod packets;
 pub mod problem;
+pub mod receipts;
 pub mod traces;
 pub mod types;
 
@@ -85,6 +86,8 @@ pub struct AppState {
     pub unsettled_from: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
     /// The trace context of recent outbound packets.
     pub packet_traces: traces::PacketTraces,
+    /// The height that received each recent inbound packet (acknowledgement long polls).
+    pub receipt_heights: receipts::ReceiptHeights,
     /// This city's latest crosslinked height, as the follower records it: what makes new
     /// acknowledgements final (long polls wait on it).
     pub crosslinked: tokio::sync::watch::Receiver<Option<u64>>,

@@ -277,8 +277,16 @@ async fn handle_packet(
     let outcome = super::seal(&app, submission, wait, "ask where the packet is").await?;
     let answer = packet_outcome(&op, outcome)?;
     count_packet(&app, &answer);
+    remember_receipt(&app, &op, &answer);
     erase_late_copies(&app, &received(std::slice::from_ref(&op))).await;
     Ok(Json(answer))
+}
+
+/// Remembers the height that received a packet, for the acknowledgement long polls.
+fn remember_receipt(app: &AppState, op: &PacketOp, answer: &PacketResponse) {
+    if let PacketOp::Receive(v) = op {
+        app.receipt_heights.insert(v.id, answer.height);
+    }
 }
 
 fn count_packet(app: &AppState, answer: &PacketResponse) {
@@ -591,6 +599,7 @@ pub async fn post_packets_batch(
             Pending::Waiting(op, wait) => match tokio::time::timeout_at(deadline, wait).await {
                 Ok(Ok(outcome)) => packet_outcome(&op, outcome).inspect(|a| {
                     count_packet(&app, a);
+                    remember_receipt(&app, &op, a);
                     sealed.push(op.clone());
                 }),
                 Ok(Err(_)) => Err(Problem::unavailable("the sealer stopped before answering")),
@@ -672,7 +681,7 @@ pub async fn acknowledgements(
     let mut crosslinked = app.crosslinked.clone();
     crosslinked.mark_unchanged();
     let request = Arc::new(request);
-    let look = |written: Vec<Option<u64>>| {
+    let look = |written: Vec<Option<Written>>| {
         let (app, request) = (app.clone(), request.clone());
         tokio::task::spawn_blocking(move || {
             let mut written = written;
@@ -834,14 +843,22 @@ const ACK_PROOF_JSON_BYTES: usize = 3 << 10;
 /// About the JSON one outbound packet with its proof chain takes (a buffer hint).
 const OUTBOUND_PACKET_JSON_BYTES: usize = 5 << 10;
 
+/// Where a receipt was written (a receipt is written once and never changed or deleted).
+#[derive(Clone, Copy, Debug)]
+enum Written {
+    /// By the block at this height.
+    AtHeight(u64),
+    /// At this state version.
+    AtVersion(u64),
+}
+
 /// The final acknowledgement proofs of `packets` against the latest final header.
-/// `written[i]`, when known, is the state version that wrote packet `i`'s receipt (a receipt
-/// is written once and never changed or deleted); the versions looked up are put there, so a
-/// second look of the same request does not look them up again.
+/// `written[i]`, when known, is where packet `i`'s receipt was written; what is found out is
+/// put there, so a second look of the same request does not look it up again.
 fn acknowledgement_proofs(
     app: &AppState,
     packets: &[PacketId],
-    written: &mut [Option<u64>],
+    written: &mut [Option<Written>],
 ) -> ApiResult<Vec<Option<AcknowledgementProof>>> {
     let Some((m, finality)) = final_height(app)? else { return Ok(vec![None; packets.len()]) };
     // One header and one state version for every packet asked about.
@@ -854,18 +871,26 @@ fn acknowledgement_proofs(
         }
         // Only a present receipt is worth a proof (a bridge asks again and again until its
         // packets' blocks are final). A receipt is written once and never changed or deleted,
-        // so it is present at `v` exactly when its one write is at or below `v`: the newest-
-        // value index answers that with one lookup, where reading the value at `v` would seek
-        // backwards through the key's versions for every receipt not yet final.
+        // so it is present at `v` exactly when its one write is at or below `v`, or its block
+        // at or below `m`: the height this shard answered the delivery with tells that, and
+        // otherwise the newest-value index does with one lookup (where reading the value at `v`
+        // would seek backwards through the key's versions for every receipt not yet final).
         let key = id.receipt_key();
         if written.is_none() {
-            *written = app
-                .store
-                .state_newest(jmt::KeyHash(key.key_hash().0))
-                .map_err(internal)?
-                .and_then(|(at, value)| value.map(|_| at));
+            *written = match app.receipt_heights.get(id) {
+                Some(height) => Some(Written::AtHeight(height)),
+                None => app
+                    .store
+                    .state_newest(jmt::KeyHash(key.key_hash().0))
+                    .map_err(internal)?
+                    .and_then(|(at, value)| value.map(|_| Written::AtVersion(at))),
+            };
         }
-        let present = matches!((version, *written), (Some(v), Some(at)) if at <= v);
+        let present = match *written {
+            Some(Written::AtHeight(height)) => height <= m,
+            Some(Written::AtVersion(at)) => version.is_some_and(|v| at <= v),
+            None => false,
+        };
         if !present {
             out.push(None);
             continue;
