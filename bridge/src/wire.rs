@@ -159,9 +159,17 @@ impl CarriedPacket {
         &self.json.get()[range.clone()]
     }
 
+    /// The parts a group writes once, when there are all of them and they fit a group
+    /// (`urbis_core::packet::GROUP_SHARED_JSON_MAX`).
+    pub fn group_parts(&self) -> Option<&ProofParts> {
+        let p = self.parts.as_ref()?;
+        let shared = p.batch_proof.len() + p.header.len() + p.finality.len();
+        (shared <= urbis_core::packet::GROUP_SHARED_JSON_MAX).then_some(p)
+    }
+
     /// Whether two packets share the parts a group writes once (byte for byte).
     pub fn same_group(&self, other: &CarriedPacket) -> bool {
-        match (&self.parts, &other.parts) {
+        match (self.group_parts(), other.group_parts()) {
             (Some(a), Some(b)) => {
                 self.part(&a.batch) == other.part(&b.batch)
                     && self.part(&a.header) == other.part(&b.header)
@@ -424,7 +432,8 @@ pub struct DeliveryOut<'a> {
 /// packet in order. Each run of consecutive packets of one source block (their `batch`,
 /// `batch_proof`, `header` and `finality` equal byte for byte) is one `packets` group, which
 /// writes those once; a packet whose proof lacks one of them is an item of its own. The parts
-/// are copied as the source shard wrote them.
+/// are copied as the source shard wrote them. Packets whose shared parts are too large for a
+/// group go as items of their own too.
 pub fn delivery_batch_body(packets: &[DeliveryOut<'_>]) -> Vec<u8> {
     fn push_raw(out: &mut Vec<u8>, name: &str, json: &str) {
         out.extend_from_slice(b",\"");
@@ -448,7 +457,7 @@ pub fn delivery_batch_body(packets: &[DeliveryOut<'_>]) -> Vec<u8> {
             out.push(b',');
         }
         let first = &packets[i];
-        let Some(parts) = &first.proof.parts else {
+        let Some(parts) = first.proof.group_parts() else {
             out.extend_from_slice(b"{\"type\":\"packet\"");
             push_raw(&mut out, "proof", first.proof.json.get());
             push_beside(&mut out, first);
@@ -565,8 +574,9 @@ mod tests {
 
     /// Packets of one source block go to the shard as one group that writes the parts their
     /// proofs share once, and each reads back, with the group's parts, as its proof exactly;
-    /// a packet of another block starts another group; a proof without all its fields goes as
-    /// an item of its own; payloads and trace contexts stay with their packets.
+    /// a packet of another block starts another group; a proof without all its fields, or
+    /// with shared parts too large for a group, goes as an item of its own; payloads and trace
+    /// contexts stay with their packets.
     #[test]
     fn packets_of_one_block_are_handed_to_the_shard_as_one_group() {
         use urbis_core::packet::PacketProof;
@@ -578,15 +588,23 @@ mod tests {
         other_block.header.header.height += 1;
         let mut pathless = serde_json::to_value(&proof).unwrap();
         pathless.as_object_mut().unwrap().remove("path");
+        // Shared parts larger than a group may carry (white space inside its finality proof).
+        let oversized = serde_json::to_string(&proof).unwrap().replacen(
+            r#""finality":{"#,
+            &format!(r#""finality":{{{}"#, " ".repeat(urbis_core::packet::GROUP_SHARED_JSON_MAX)),
+            1,
+        );
         let texts = [
             serde_json::to_string(&proof).unwrap(),
             serde_json::to_string(&second).unwrap(),
             serde_json::to_string(&other_block).unwrap(),
             pathless.to_string(),
+            oversized,
         ];
         let carried: Vec<CarriedPacket> =
             texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect();
         assert!(carried[3].parts.is_none());
+        assert!(carried[4].parts.is_some() && carried[4].group_parts().is_none());
         let payload: Option<Box<RawValue>> =
             Some(RawValue::from_string(r#"{"salt":"00ff","bytes":"c0ffee"}"#.into()).unwrap());
         let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -601,9 +619,13 @@ mod tests {
             .collect();
         let body: serde_json::Value = serde_json::from_slice(&delivery_batch_body(&outs)).unwrap();
         let items = body["items"].as_array().unwrap();
-        assert_eq!(items.len(), 3, "{body}");
+        assert_eq!(items.len(), 4, "{body}");
         let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["packets", "packets", "packet"]);
+        assert_eq!(kinds, ["packets", "packets", "packet", "packet"]);
+        assert_eq!(
+            serde_json::from_value::<PacketProof>(items[3]["proof"].clone()).unwrap(),
+            proof
+        );
         // Each grouped packet, with its group's parts, is its proof.
         let mut read = Vec::new();
         for group in &items[..2] {

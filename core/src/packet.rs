@@ -228,6 +228,12 @@ pub enum PacketOutcome {
     },
 }
 
+/// Most bytes of JSON the parts a group of packets shares (`batch_proof`, `header` and
+/// `finality`) may take together (`docs/protocol.md` §12.8): each packet of a group is checked
+/// with its own copy of them, so this bounds what one request can make a shard hold (a
+/// packet's whole proof chain is about 4 KB).
+pub const GROUP_SHARED_JSON_MAX: usize = 64 << 10;
+
 /// Sequences per [`Settlements`] range: sequence `q` is settled under
 /// `PacketSettlements{source, destination, q / SETTLEMENT_BUCKET_SIZE}`.
 pub const SETTLEMENT_BUCKET_SIZE: u64 = 64;

@@ -645,21 +645,41 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
     let finality = &page["packets"][2]["proof"]["finality"];
     let mut forged = finality.clone();
     forged["beacon_header"]["time_ms"] = json!(1);
+    // Beside them, a packet of the group that does not read.
+    let mut with_unreadable = group(&forged, &[2, 3]);
+    with_unreadable["packets"].as_array_mut().unwrap().push(json!({"sequence": "x"}));
+    // A group whose shared parts are larger than a group may carry (each packet would be
+    // checked with its own copy): every packet it holds is refused.
+    let shared = &page["packets"][2]["proof"];
+    let finality_json = finality.to_string();
+    let oversized = format!(
+        r#"{{"type":"packets","batch":{},"batch_proof":{},"header":{},"finality":{{{}{},"packets":{}}}"#,
+        shared["batch"],
+        shared["batch_proof"],
+        shared["header"],
+        " ".repeat(urbis_core::packet::GROUP_SHARED_JSON_MAX),
+        &finality_json[1..],
+        group(finality, &[2, 3])["packets"],
+    );
+    let body = format!(r#"{{"items":[{with_unreadable},{oversized},{}]}}"#, group(finality, &[]));
     let r = client
         .post(format!("{}/v1/packets/batch", b["shard_api"].as_str().unwrap()))
-        .json(&json!({"items": [group(&forged, &[2, 3]), group(finality, &[])]}))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let batch: Value = r.json().unwrap();
     let results = batch["results"].as_array().unwrap();
-    assert_eq!(results.len(), 3, "one result per packet of a group: {batch}");
-    for (result, case) in results[..2].iter().zip(["packet 3 in a group", "packet 4 in a group"]) {
-        let answer = (result["status"].as_u64().unwrap() as u16, result["problem"].clone());
-        refused(answer, 422, "invalid-proof", "beacon block", case);
-    }
-    let answer = (results[2]["status"].as_u64().unwrap() as u16, results[2]["problem"].clone());
-    refused(answer, 422, "invalid-record", "at least one packet", "an empty group");
+    assert_eq!(results.len(), 6, "one result per packet of a group: {batch}");
+    let answer =
+        |i: usize| (results[i]["status"].as_u64().unwrap() as u16, results[i]["problem"].clone());
+    refused(answer(0), 422, "invalid-proof", "beacon block", "packet 3 in a group");
+    refused(answer(1), 422, "invalid-proof", "beacon block", "packet 4 in a group");
+    refused(answer(2), 422, "invalid-record", "invalid type", "an unreadable packet in a group");
+    refused(answer(3), 422, "invalid-record", "shared parts", "packet 3 in an oversized group");
+    refused(answer(4), 422, "invalid-record", "shared parts", "packet 4 in an oversized group");
+    refused(answer(5), 422, "invalid-record", "at least one packet", "an empty group");
     refused(
         post_packet(&client, b, &group(finality, &[2, 3])),
         422,

@@ -375,8 +375,10 @@ pub struct PacketGroup {
     /// The header to a certified beacon block.
     #[schema(value_type = Object)]
     pub finality: FinalityProof,
-    /// The packets, at least one.
-    pub packets: Vec<GroupedPacket>,
+    /// The packets, at least one; each is read on its own (one that does not read is
+    /// refused alone).
+    #[schema(value_type = Vec<GroupedPacket>)]
+    pub packets: Vec<Box<serde_json::value::RawValue>>,
 }
 
 /// One packet of a [`PacketGroup`].
@@ -402,26 +404,38 @@ impl urbis_ops::tagged::TagFirst for PacketBatchEntry {
     const EXPECTING: &'static str = "a packet, acknowledgement, timeout or group of packets";
 
     fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_json::value::RawValue;
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Group {
             batch: OutboundBatch,
-            batch_proof: StateProof,
-            header: SignedShardHeader,
-            finality: FinalityProof,
-            packets: Vec<GroupedPacket>,
+            batch_proof: Box<RawValue>,
+            header: Box<RawValue>,
+            finality: Box<RawValue>,
+            packets: Vec<Box<RawValue>>,
         }
         if tag != "packets" {
             return <PacketRequest as urbis_ops::tagged::TagFirst>::variant(tag, rest)
                 .map(PacketBatchEntry::One);
         }
         let g = Group::deserialize(rest)?;
+        let shared = g.batch_proof.get().len() + g.header.get().len() + g.finality.get().len();
+        if shared > urbis_core::packet::GROUP_SHARED_JSON_MAX {
+            return Err(D::Error::custom(format!(
+                "the shared parts of a group take {shared} bytes; at most {}",
+                urbis_core::packet::GROUP_SHARED_JSON_MAX
+            )));
+        }
+        fn read<T: serde::de::DeserializeOwned, E: Error>(raw: &RawValue) -> Result<T, E> {
+            serde_json::from_str(raw.get()).map_err(E::custom)
+        }
         Ok(PacketBatchEntry::Group(Box::new(PacketGroup {
             kind: tag.to_string(),
             batch: g.batch,
-            batch_proof: g.batch_proof,
-            header: g.header,
-            finality: g.finality,
+            batch_proof: read(&g.batch_proof)?,
+            header: read(&g.header)?,
+            finality: read(&g.finality)?,
             packets: g.packets,
         })))
     }
@@ -445,8 +459,9 @@ impl PacketBatchEntry {
             return vec![Err(Problem::unprocessable("a group holds at least one packet"))];
         }
         g.packets
-            .into_iter()
-            .map(|p| {
+            .iter()
+            .map(|raw| {
+                let p: GroupedPacket = serde_json::from_str(raw.get()).map_err(json_problem)?;
                 Ok(PacketRequest::Packet {
                     proof: Box::new(PacketProof {
                         sequence: p.sequence,
@@ -500,7 +515,8 @@ struct RawBatch<'a> {
 fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRequest>>> {
     let too_many =
         |n: usize| Problem::too_large(format!("{n} items; at most {items_max} per batch"));
-    let entries: Vec<ApiResult<PacketBatchEntry>> =
+    // An entry, or an unreadable item's refusal with the number of answers it takes.
+    let entries: Vec<Result<PacketBatchEntry, (Problem, usize)>> =
         match serde_json::from_slice::<PacketBatchRequest>(body) {
             Ok(request) => request.items.into_iter().map(Ok).collect(),
             Err(_) => {
@@ -510,7 +526,10 @@ fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRe
                 }
                 raw.items
                     .iter()
-                    .map(|item| serde_json::from_str(item.get()).map_err(json_problem))
+                    .map(|item| {
+                        serde_json::from_str(item.get())
+                            .map_err(|e| (json_problem(e), unreadable_answers(item.get())))
+                    })
                     .collect()
             }
         };
@@ -518,7 +537,8 @@ fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRe
         .iter()
         .map(|e| match e {
             Ok(PacketBatchEntry::Group(g)) => g.packets.len().max(1),
-            _ => 1,
+            Ok(PacketBatchEntry::One(_)) => 1,
+            Err((_, n)) => *n,
         })
         .sum();
     if count > items_max {
@@ -528,9 +548,24 @@ fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRe
         .into_iter()
         .flat_map(|e| match e {
             Ok(e) => e.expand(),
-            Err(p) => vec![Err(p)],
+            Err((p, n)) => (0..n).map(|_| Err(p.clone())).collect(),
         })
         .collect())
+}
+
+/// How many answers an item that does not read takes: one for each packet of what reads as a
+/// group (so a relay's answers stay one per packet it sent), else one.
+fn unreadable_answers(item: &str) -> usize {
+    #[derive(Deserialize)]
+    struct Members {
+        #[serde(rename = "type")]
+        kind: String,
+        packets: Vec<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_str::<Members>(item) {
+        Ok(m) if m.kind == "packets" => m.packets.len().max(1),
+        _ => 1,
+    }
 }
 
 /// Hands the shard many packets, acknowledgements or timeouts at once; each is read, checked
