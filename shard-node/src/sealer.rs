@@ -1080,9 +1080,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    /// The sealer's view reads a key from the store once: the value (or its absence) it read
-    /// at the tip is answered from memory until a block writes the key, and then the written
-    /// value is.
+    /// The sealer's view reads a key from the store or the block in flight once: the value (or
+    /// its absence) it read at the tip is answered from memory until a block writes the key,
+    /// and then the written value is.
     #[test]
     fn the_view_reads_a_key_from_the_store_once_and_sees_the_blocks_that_write_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -1120,6 +1120,26 @@ mod tests {
         let hot2 = RefCell::new(HotState::new());
         let fresh = View { hot: &hot2, ..view(2) };
         assert_eq!(fresh.get(&present).unwrap(), Some(b"z".to_vec()));
+        // A block in flight (not yet in the store) answers for the keys it wrote, and what it
+        // answered is kept: read again without it, the view still gives the block's value,
+        // where the store has none yet.
+        let tree = JellyfishMerkleTree::<_, StateHasher>::new(&store);
+        let (_, update) = tree.put_value_set([(hash(&frozen), None)], 3).unwrap();
+        let pending = Pending {
+            nodes: Some((3, Arc::new(update.node_batch))),
+            records: Arc::new(Vec::new()),
+            by_id: HashMap::new(),
+            idempotency: HashSet::new(),
+            erases: false,
+            sent: Arc::new(Vec::new()),
+        };
+        let hot3 = RefCell::new(HotState::new());
+        let in_flight = View { hot: &hot3, pending: Some(&pending), ..view(3) };
+        assert_eq!(in_flight.get(&frozen).unwrap(), None);
+        assert_eq!(in_flight.get(&present).unwrap(), Some(b"z".to_vec()));
+        let after = View { hot: &hot3, ..view(3) };
+        assert_eq!(after.get(&frozen).unwrap(), None);
+        assert_eq!(store.state_value(3, hash(&frozen)).unwrap(), Some(vec![2]));
     }
 
     /// A tree store in memory, read through a hot state the way the sealer's view reads the
