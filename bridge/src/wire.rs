@@ -479,7 +479,8 @@ pub fn delivery_batch_body(packets: &[DeliveryOut<'_>]) -> Vec<u8> {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"sequence\":");
-            out.extend_from_slice(p.proof.id.sequence.to_string().as_bytes());
+            // Writing a number into memory does not fail.
+            let _ = serde_json::to_writer(&mut out, &p.proof.id.sequence);
             push_raw(&mut out, "path", p.proof.part(&own.path));
             push_raw(&mut out, "record", p.proof.part(&own.record));
             push_beside(&mut out, p);

@@ -384,6 +384,24 @@ fn post_packet(client: &Client, city: &Value, body: &Value) -> (u16, Value) {
     (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
 
+/// `POST /v1/packets/batch` of `body` (JSON) at `city`, which answers 200: its results.
+fn post_batch(client: &Client, city: &Value, body: String) -> Vec<Value> {
+    let r = client
+        .post(format!("{}/v1/packets/batch", city["shard_api"].as_str().unwrap()))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let batch: Value = r.json().unwrap();
+    batch["results"].as_array().unwrap().clone()
+}
+
+/// A batch result as `refused` reads an answer: its status and its problem.
+fn item_answer(result: &Value) -> (u16, Value) {
+    (result["status"].as_u64().unwrap() as u16, result["problem"].clone())
+}
+
 /// Asserts a refusal: its status, its problem type and a phrase of its detail.
 fn refused(answer: (u16, Value), status: u16, slug: &str, phrase: &str, case: &str) {
     let (got, problem) = answer;
@@ -662,18 +680,9 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         group(finality, &[2, 3])["packets"],
     );
     let body = format!(r#"{{"items":[{with_unreadable},{oversized},{}]}}"#, group(finality, &[]));
-    let r = client
-        .post(format!("{}/v1/packets/batch", b["shard_api"].as_str().unwrap()))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let batch: Value = r.json().unwrap();
-    let results = batch["results"].as_array().unwrap();
-    assert_eq!(results.len(), 6, "one result per packet of a group: {batch}");
-    let answer =
-        |i: usize| (results[i]["status"].as_u64().unwrap() as u16, results[i]["problem"].clone());
+    let results = post_batch(&client, b, body);
+    assert_eq!(results.len(), 6, "one result per packet of a group: {results:?}");
+    let answer = |i: usize| item_answer(&results[i]);
     refused(answer(0), 422, "invalid-proof", "beacon block", "packet 3 in a group");
     refused(answer(1), 422, "invalid-proof", "beacon block", "packet 4 in a group");
     refused(answer(2), 422, "invalid-record", "invalid type", "an unreadable packet in a group");
@@ -717,24 +726,18 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
     }
     // In a batch, an item that does not read as a packet is refused alone; the packet beside
     // it is received.
-    let r = client
-        .post(format!("{}/v1/packets/batch", b["shard_api"].as_str().unwrap()))
-        .json(&json!({"items": [{"type": "packet", "proof": {"sequence": "one"}}, packet(0)]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let batch: Value = r.json().unwrap();
-    let results = batch["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2, "{batch}");
+    let body = json!({"items": [{"type": "packet", "proof": {"sequence": "one"}}, packet(0)]});
+    let results = post_batch(&client, b, body.to_string());
+    assert_eq!(results.len(), 2, "{results:?}");
     refused(
-        (results[0]["status"].as_u64().unwrap() as u16, results[0]["problem"].clone()),
+        item_answer(&results[0]),
         422,
         "invalid-record",
         "invalid type",
         "an unreadable item in a batch",
     );
-    assert_eq!(results[1]["status"], 200, "{batch}");
-    assert_eq!(results[1]["response"]["state"], "received", "{batch}");
+    assert_eq!(results[1]["status"], 200, "{results:?}");
+    assert_eq!(results[1]["response"]["state"], "received", "{results:?}");
     refused(
         post_packet(&client, b, &packet(0)),
         409,

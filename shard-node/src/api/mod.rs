@@ -6,6 +6,7 @@ pub mod limit;
 pub mod packets;
 pub mod problem;
 pub mod receipts;
+pub mod recent;
 pub mod traces;
 pub mod types;
 
@@ -493,7 +494,7 @@ fn remember_traces(app: &AppState, outcome: &Outcome, trace: Option<(Vec<Option<
     };
     for (receipt, destination) in receipts.iter().zip(destinations) {
         if let (Some(sequence), Some(destination)) = (receipt.sequence, destination) {
-            app.packet_traces.insert(destination, sequence, traceparent.clone());
+            app.packet_traces.insert((destination, sequence), traceparent.clone());
         }
     }
 }

@@ -510,8 +510,9 @@ struct RawBatch<'a> {
 
 /// A batch's items, each read or refused on its own, a group standing for its packets. A
 /// batch whose items all read (what bridges send) is read in one pass; only one with an
-/// unreadable item is read again, item by item (an unreadable item is one refusal, whatever
-/// it held). At most `items_max` items, counting each packet of a group.
+/// unreadable item is read again, item by item (an unreadable item is refused once for each
+/// packet it holds, if it reads as a group, else once). At most `items_max` items, counting
+/// each packet of a group.
 fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRequest>>> {
     let too_many =
         |n: usize| Problem::too_large(format!("{n} items; at most {items_max} per batch"));
@@ -1372,7 +1373,7 @@ fn packet_proof(
             finality: block.finality.clone(),
         },
         payload,
-        trace_context: app.packet_traces.get(id.destination.0, id.sequence),
+        trace_context: app.packet_traces.get(&(id.destination.0, id.sequence)),
     }))
 }
 
