@@ -313,42 +313,45 @@ fn packet_url(bridge: &Bridge, id: &PacketId) -> String {
 /// The destination side: hand the packets to the shard in one batch, then wait for their
 /// final acknowledgements (or fetch the timeout proof of those the shard says timed out).
 async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
-    let packets = match request {
-        Request::Deliver { packets } => packets,
+    let items = match request {
+        Request::Deliver { items } => items,
         Request::Erase { source, record_id, proof } => {
             return wire::Answers { results: vec![erase(bridge, source, record_id, proof).await] };
         }
     };
-    let n = packets.len();
+    let arrived: Vec<wire::Arrived<'_>> = items.iter().flat_map(wire::Carried::packets).collect();
+    let n = arrived.len();
     if n == 0 || n > OUTBOUND_BATCH_MAX {
         return wire::Answers {
             results: vec![Response::Refused { status: 413, detail: format!("{n} packets") }],
         };
     }
     let mut ids = Vec::with_capacity(n);
-    let mut items = Vec::with_capacity(n);
+    let mut packets = Vec::with_capacity(n);
     let mut spans = Vec::with_capacity(n);
-    for d in &packets {
+    for a in arrived {
         let span = tracing::info_span!(
             "deliver packet",
             urbis.role = "bridge",
             urbis.city = %bridge.config.city,
-            packet.source = %city_name(&bridge.genesis, d.proof.id.source),
-            packet.sequence = d.proof.id.sequence,
+            packet.source = %city_name(&bridge.genesis, a.id.source),
+            packet.sequence = a.id.sequence,
             packet.result = tracing::field::Empty,
         );
-        if let Some(t) = &d.trace_context {
+        if let Some(t) = a.trace_context {
             urbis_ops::telemetry::set_remote_parent(&span, t);
         }
-        ids.push((d.proof.id, d.proof.timeout_height));
-        items.push(wire::DeliveryOut {
-            proof: &d.proof,
-            payload: &d.payload,
+        ids.push((a.id, a.timeout_height));
+        packets.push(wire::PacketOut {
+            proof: a.proof,
+            payload: a.payload,
             trace_context: urbis_ops::telemetry::traceparent(&span),
         });
         spans.push(span);
     }
-    let answers = deliver(bridge, n, ids, wire::delivery_batch_body(&items)).await;
+    let body = wire::delivery_batch_body(&packets);
+    drop(packets);
+    let answers = deliver(bridge, n, ids, body).await;
     for (span, answer) in spans.iter().zip(&answers.results) {
         span.record("packet.result", answer.name());
     }
@@ -514,12 +517,8 @@ async fn erasures(
             };
             // Not final yet (or present only at level committed): next round.
             let Some(proof) = proof.filter(|p| p.present && p.level == "final") else { break };
-            let request = Request::Erase {
-                source: source.clone(),
-                record_id: e.record_id,
-                proof: Box::new(proof.proof),
-            };
-            match call(&bridge, &destination, &address, &request).await {
+            let request = |_| wire::erase_request(&source, &e.record_id, &proof.proof);
+            match call(&bridge, &destination, &address, request).await {
                 Ok(a) if matches!(a.results.first(), Some(Response::Erased)) => {
                     bridge.cursors.lock().await.set(&cursor_name, e.height);
                     bridge
@@ -788,18 +787,17 @@ async fn relay(
             span
         })
         .collect();
-    let request = Request::Deliver {
-        packets: packets
-            .into_iter()
-            .zip(&spans)
-            .map(|(p, span)| wire::Delivery {
-                proof: p.proof,
-                payload: p.payload,
-                trace_context: urbis_ops::telemetry::traceparent(span),
-            })
-            .collect(),
-    };
-    let settled = settle(bridge, destination, address, &ids, &request).await;
+    let traces: Vec<Option<String>> = spans.iter().map(urbis_ops::telemetry::traceparent).collect();
+    let out: Vec<wire::PacketOut<'_>> = packets
+        .iter()
+        .zip(&traces)
+        .map(|(p, trace)| wire::PacketOut {
+            proof: p.proof.out(),
+            payload: p.payload.as_deref(),
+            trace_context: trace.clone(),
+        })
+        .collect();
+    let settled = settle(bridge, destination, address, &ids, &traces, &out).await;
     for (span, (done, result)) in spans.iter().zip(&settled) {
         span.record("packet.result", if *done { "settled" } else { result });
     }
@@ -813,7 +811,8 @@ async fn settle(
     destination: &str,
     address: &str,
     ids: &[PacketId],
-    request: &Request,
+    traces: &[Option<String>],
+    packets: &[wire::PacketOut<'_>],
 ) -> Vec<(bool, &'static str)> {
     let n = ids.len();
     let count = |result: &'static str, k: usize| {
@@ -823,6 +822,7 @@ async fn settle(
             .get_or_create(&metrics::ResultLabel { destination: destination.to_string(), result })
             .inc_by(k as u64);
     };
+    let request = |grouped| wire::deliver_request(packets, grouped);
     let answers = match call(bridge, destination, address, request).await {
         Ok(a) if a.results.len() == n => a.results,
         Ok(_) => {
@@ -835,10 +835,6 @@ async fn settle(
             count("unreachable", n);
             return vec![(false, "unreachable"); n];
         }
-    };
-    let traces: Vec<Option<String>> = match request {
-        Request::Deliver { packets } => packets.iter().map(|p| p.trace_context.clone()).collect(),
-        Request::Erase { .. } => vec![None; n],
     };
     let mut settled = vec![(false, "pending"); n];
     let mut items = Vec::new();
@@ -906,21 +902,20 @@ fn batch_body(items: Vec<wire::BatchItemOut<'_>>) -> Vec<u8> {
     urbis_ops::sized_json::to_vec(&wire::BatchRequestOut { items }, hint).unwrap_or_default()
 }
 
-/// One request to a city's bridge over QUIC (connection reused).
+/// One request to a city's bridge over QUIC (connection reused): `request` writes its body,
+/// grouped when the connection speaks `urbis-bridge/2`.
 async fn call(
     bridge: &Bridge,
     city: &str,
     address: &str,
-    request: &Request,
+    request: impl FnOnce(bool) -> Vec<u8>,
 ) -> Result<wire::Answers> {
     let connection = connection(bridge, city, address).await?;
+    let body = request(tls::speaks_groups(&connection));
     let result = async {
         let (mut send, mut recv) = connection.open_bi().await?;
-        let hint = match request {
-            Request::Deliver { packets } => packets.len() * wire::PACKET_JSON_BYTES,
-            Request::Erase { .. } => wire::PACKET_JSON_BYTES,
-        };
-        send.write_all(&urbis_ops::sized_json::to_vec(request, hint)?).await?;
+        send.write_all(&body).await?;
+        drop(body);
         send.finish()?;
         let bytes = recv.read_to_end(MESSAGE_BYTES_MAX).await?;
         Ok::<_, anyhow::Error>(serde_json::from_slice(&bytes)?)

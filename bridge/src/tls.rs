@@ -12,8 +12,25 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::sync::Arc;
 use urbis_core::genesis::ValidGenesis;
 
-/// ALPN of the bridge protocol.
-pub const ALPN: &[u8] = b"urbis-bridge/1";
+/// ALPN of the bridge protocol whose deliveries carry packets of one source block as a group.
+pub const ALPN_GROUPS: &[u8] = b"urbis-bridge/2";
+/// ALPN of the bridge protocol whose deliveries carry each packet with its whole proof.
+pub const ALPN_SINGLE: &[u8] = b"urbis-bridge/1";
+
+/// The protocols a bridge speaks, the one it prefers first: a bridge of a release before
+/// groups offers only `urbis-bridge/1`, and is spoken to in it.
+fn protocols() -> Vec<Vec<u8>> {
+    vec![ALPN_GROUPS.to_vec(), ALPN_SINGLE.to_vec()]
+}
+
+/// Whether the bridge at the other end of `connection` reads grouped deliveries.
+pub fn speaks_groups(connection: &quinn::Connection) -> bool {
+    connection
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == ALPN_GROUPS)
+}
 
 /// TLS setup failures.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +164,7 @@ impl BridgeTls {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), PrivateKeyDer::Pkcs8(self.key.clone_key()))
             .map_err(tls)?;
-        server.alpn_protocols = vec![ALPN.to_vec()];
+        server.alpn_protocols = protocols();
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(
             quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(tls)?,
         ));
@@ -160,6 +177,16 @@ impl BridgeTls {
         &self,
         genesis: &ValidGenesis,
         city: &str,
+    ) -> Result<quinn::ClientConfig, TlsError> {
+        self.client_offering(genesis, city, protocols())
+    }
+
+    /// The client side, offering `alpn`.
+    fn client_offering(
+        &self,
+        genesis: &ValidGenesis,
+        city: &str,
+        alpn: Vec<Vec<u8>>,
     ) -> Result<quinn::ClientConfig, TlsError> {
         let ca = genesis
             .genesis()
@@ -179,7 +206,7 @@ impl BridgeTls {
             .with_webpki_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), PrivateKeyDer::Pkcs8(self.key.clone_key()))
             .map_err(tls)?;
-        client.alpn_protocols = vec![ALPN.to_vec()];
+        client.alpn_protocols = alpn;
         let mut config = quinn::ClientConfig::new(Arc::new(
             quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(tls)?,
         ));
@@ -202,4 +229,47 @@ fn transport() -> Result<quinn::TransportConfig, TlsError> {
     ));
     transport.send_fairness(false);
     Ok(transport)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two bridges of this release speak `urbis-bridge/2`, and a bridge that offers only
+    /// `urbis-bridge/1` (a release before groups) is answered in it, so its peer writes it
+    /// deliveries it reads.
+    #[tokio::test]
+    async fn bridges_agree_on_groups_and_speak_singly_to_a_bridge_that_offers_only_them() {
+        let mut genesis =
+            urbis_core::testkit::Federation::new("alpn", 2, 4).genesis.genesis().clone();
+        let mut identities = Vec::new();
+        for city in &mut genesis.cities {
+            let ca = generate_ca(&city.name).unwrap();
+            let certificate = issue_bridge_certificate(&city.name, &ca).unwrap();
+            city.tls_ca_pem = ca.certificate_pem;
+            identities
+                .push(BridgeTls::new(&certificate.certificate_pem, &certificate.key_pem).unwrap());
+        }
+        let genesis = genesis.validate().unwrap();
+        let server = quinn::Endpoint::server(
+            identities[1].server(&genesis).unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let address = server.local_addr().unwrap();
+        let name = server_name(&genesis.genesis().cities[1].name);
+        let city = genesis.genesis().cities[1].name.clone();
+        for (offered, grouped) in [(protocols(), true), (vec![ALPN_SINGLE.to_vec()], false)] {
+            let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            client.set_default_client_config(
+                identities[0].client_offering(&genesis, &city, offered).unwrap(),
+            );
+            let (outgoing, incoming) = tokio::join!(
+                async { client.connect(address, &name).unwrap().await.unwrap() },
+                async { server.accept().await.unwrap().await.unwrap() },
+            );
+            assert_eq!(speaks_groups(&outgoing), grouped);
+            assert_eq!(speaks_groups(&incoming), grouped);
+        }
+    }
 }

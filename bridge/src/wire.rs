@@ -12,14 +12,14 @@ pub const PACKET_JSON_BYTES: usize = 5 << 10;
 /// About the most JSON one answer with an acknowledgement or timeout proof takes (a hint).
 pub const ANSWER_JSON_BYTES: usize = 3 << 10;
 
-/// A source bridge's request to a destination bridge.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// A source bridge's request to a destination bridge, as the destination reads it.
+#[derive(Debug)]
 pub enum Request {
     /// Hand these packets to your shard and answer each with its final acknowledgement.
     Deliver {
-        /// The packets, at most 256.
-        packets: Vec<Delivery>,
+        /// The packets, singly or in groups (`urbis-bridge/1` sends them singly), at most 256
+        /// in all.
+        items: Vec<Carried>,
     },
     /// A record sent to you had its payload erased at its source: erase your copy.
     Erase {
@@ -32,16 +32,226 @@ pub enum Request {
     },
 }
 
-// Both enums are read tag first (`urbis_ops::tagged`): a batch of proofs is not buffered into
-// a value tree before it is read. The JSON is what the derived form reads and writes.
+/// Packets of a delivery: one with its whole proof, or a group of one source block's packets
+/// whose shared parts are written once (`urbis-bridge/2`).
+#[derive(Debug)]
+pub enum Carried {
+    /// One packet.
+    One(Delivery),
+    /// Packets of one source block.
+    Group(CarriedGroup),
+}
+
+/// A group as it crossed from the source bridge: the four parts its packets' proofs share,
+/// as the source shard wrote them, and each packet's own parts.
+#[derive(Debug)]
+pub struct CarriedGroup {
+    /// `batch`.
+    pub batch: Box<RawValue>,
+    /// `batch_proof`.
+    pub batch_proof: Box<RawValue>,
+    /// `header`.
+    pub header: Box<RawValue>,
+    /// `finality`.
+    pub finality: Box<RawValue>,
+    /// The batch's timeout height, read from `batch`.
+    pub timeout_height: u64,
+    /// The packets, in order (at least one).
+    pub packets: Vec<GroupMember>,
+}
+
+/// A packet of a group.
+#[derive(Debug)]
+pub struct GroupMember {
+    /// The packet, named from its record and sequence (never trusted: the shard reads them
+    /// again).
+    pub id: PacketId,
+    /// `path`.
+    pub path: Box<RawValue>,
+    /// `record`.
+    pub record: Box<RawValue>,
+    /// Its off-chain payload.
+    pub payload: Option<Box<RawValue>>,
+    /// The source bridge's `traceparent` for it.
+    pub trace_context: Option<String>,
+}
+
+/// One packet of a delivery as the destination bridge hands it on: where its proof's JSON
+/// is, and what a bridge names it by.
+#[derive(Debug)]
+pub struct Arrived<'a> {
+    /// The packet.
+    pub id: PacketId,
+    /// Its batch's timeout height.
+    pub timeout_height: u64,
+    /// Its proof.
+    pub proof: ProofOut<'a>,
+    /// Its off-chain payload.
+    pub payload: Option<&'a RawValue>,
+    /// The source bridge's `traceparent` for it.
+    pub trace_context: Option<&'a str>,
+}
+
+impl Carried {
+    /// The packets, in order.
+    pub fn packets(&self) -> Vec<Arrived<'_>> {
+        match self {
+            Carried::One(d) => vec![Arrived {
+                id: d.proof.id,
+                timeout_height: d.proof.timeout_height,
+                proof: d.proof.out(),
+                payload: d.payload.as_deref(),
+                trace_context: d.trace_context.as_deref(),
+            }],
+            Carried::Group(g) => g
+                .packets
+                .iter()
+                .map(|m| Arrived {
+                    id: m.id,
+                    timeout_height: g.timeout_height,
+                    proof: ProofOut {
+                        whole: None,
+                        parts: Some(Parts {
+                            sequence: m.id.sequence,
+                            batch: g.batch.get(),
+                            batch_proof: g.batch_proof.get(),
+                            header: g.header.get(),
+                            finality: g.finality.get(),
+                            path: m.path.get(),
+                            record: m.record.get(),
+                        }),
+                    },
+                    payload: m.payload.as_deref(),
+                    trace_context: m.trace_context.as_deref(),
+                })
+                .collect(),
+        }
+    }
+
+    /// How many packets.
+    pub fn len(&self) -> usize {
+        match self {
+            Carried::One(_) => 1,
+            Carried::Group(g) => g.packets.len(),
+        }
+    }
+
+    /// Whether it holds no packet (never, as read).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A bridge reads a packet's source and destination from its record, and a batch's timeout
+/// height from the batch.
+#[derive(Deserialize)]
+struct NamedRecord {
+    city: CityId,
+    destination: Option<CityId>,
+}
+
+#[derive(Deserialize)]
+struct NamedBatch {
+    timeout_height: u64,
+}
+
+fn read_part<T: serde::de::DeserializeOwned, E: serde::de::Error>(raw: &RawValue) -> Result<T, E> {
+    serde_json::from_str(raw.get()).map_err(E::custom)
+}
+
+// Requests, their items and answers are read tag first (`urbis_ops::tagged`): a batch of proofs
+// is not buffered into a value tree before it is read.
+
+impl urbis_ops::tagged::TagFirst for Carried {
+    const EXPECTING: &'static str = "a packet or a group of packets";
+
+    fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        struct Group {
+            batch: Box<RawValue>,
+            batch_proof: Box<RawValue>,
+            header: Box<RawValue>,
+            finality: Box<RawValue>,
+            packets: Vec<Member>,
+        }
+        #[derive(Deserialize)]
+        struct Member {
+            sequence: u64,
+            path: Box<RawValue>,
+            record: Box<RawValue>,
+            #[serde(default)]
+            payload: Option<Box<RawValue>>,
+            #[serde(default)]
+            trace_context: Option<String>,
+        }
+        match tag {
+            "packet" => return Delivery::deserialize(rest).map(Carried::One),
+            "packets" => {}
+            other => return Err(D::Error::unknown_variant(other, &["packet", "packets"])),
+        }
+        let g = Group::deserialize(rest)?;
+        // The destination's shard checks each packet with its own copy of the shared parts:
+        // a group larger than it takes would be multiplied, not refused, if handed on singly.
+        let shared = g.batch_proof.get().len() + g.header.get().len() + g.finality.get().len();
+        if shared > urbis_core::packet::GROUP_SHARED_JSON_MAX {
+            return Err(D::Error::custom(format!(
+                "the shared parts of a group take {shared} bytes; at most {}",
+                urbis_core::packet::GROUP_SHARED_JSON_MAX
+            )));
+        }
+        if g.packets.is_empty() {
+            return Err(D::Error::custom("a group of no packets"));
+        }
+        let batch: NamedBatch = read_part(&g.batch)?;
+        let packets = g
+            .packets
+            .into_iter()
+            .map(|m| {
+                let record: NamedRecord = read_part(&m.record)?;
+                Ok(GroupMember {
+                    id: PacketId {
+                        source: record.city,
+                        destination: record.destination.unwrap_or(record.city),
+                        sequence: m.sequence,
+                    },
+                    path: m.path,
+                    record: m.record,
+                    payload: m.payload,
+                    trace_context: m.trace_context,
+                })
+            })
+            .collect::<Result<_, D::Error>>()?;
+        Ok(Carried::Group(CarriedGroup {
+            batch: g.batch,
+            batch_proof: g.batch_proof,
+            header: g.header,
+            finality: g.finality,
+            timeout_height: batch.timeout_height,
+            packets,
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for Carried {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        urbis_ops::tagged::deserialize(d)
+    }
+}
 
 impl urbis_ops::tagged::TagFirst for Request {
     const EXPECTING: &'static str = "a bridge request";
 
     fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        /// `urbis-bridge/1` sends `packets`, `urbis-bridge/2` sends `items`.
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
         struct Deliver {
-            packets: Vec<Delivery>,
+            #[serde(default)]
+            packets: Option<Vec<Delivery>>,
+            #[serde(default)]
+            items: Option<Vec<Carried>>,
         }
         #[derive(Deserialize)]
         struct Erase {
@@ -50,12 +260,20 @@ impl urbis_ops::tagged::TagFirst for Request {
             proof: Box<urbis_core::proof::ProofDocument>,
         }
         Ok(match tag {
-            "deliver" => Request::Deliver { packets: Deliver::deserialize(rest)?.packets },
+            "deliver" => {
+                let d = Deliver::deserialize(rest)?;
+                let items = match (d.packets, d.items) {
+                    (Some(packets), None) => packets.into_iter().map(Carried::One).collect(),
+                    (None, Some(items)) => items,
+                    _ => return Err(D::Error::custom("a delivery has `packets` or `items`")),
+                };
+                Request::Deliver { items }
+            }
             "erase" => {
                 let e = Erase::deserialize(rest)?;
                 Request::Erase { source: e.source, record_id: e.record_id, proof: e.proof }
             }
-            other => return Err(serde::de::Error::unknown_variant(other, &["deliver", "erase"])),
+            other => return Err(D::Error::unknown_variant(other, &["deliver", "erase"])),
         })
     }
 }
@@ -64,6 +282,24 @@ impl<'de> Deserialize<'de> for Request {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         urbis_ops::tagged::deserialize(d)
     }
+}
+
+/// The body of an erasure request.
+pub fn erase_request(
+    source: &str,
+    record_id: &urbis_core::hash::Hash32,
+    proof: &urbis_core::proof::ProofDocument,
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Erase<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        source: &'a str,
+        record_id: &'a urbis_core::hash::Hash32,
+        proof: &'a urbis_core::proof::ProofDocument,
+    }
+    // Serializing plain data into memory does not fail.
+    serde_json::to_vec(&Erase { kind: "erase", source, record_id, proof }).unwrap_or_default()
 }
 
 impl urbis_ops::tagged::TagFirst for Response {
@@ -154,29 +390,20 @@ pub struct ProofParts {
 }
 
 impl CarriedPacket {
-    /// The JSON of one part of the proof.
-    pub fn part(&self, range: &std::ops::Range<usize>) -> &str {
-        &self.json.get()[range.clone()]
-    }
-
-    /// The parts a group writes once, when there are all of them and they fit a group
-    /// (`urbis_core::packet::GROUP_SHARED_JSON_MAX`).
-    pub fn group_parts(&self) -> Option<&ProofParts> {
-        let p = self.parts.as_ref()?;
-        let shared = p.batch_proof.len() + p.header.len() + p.finality.len();
-        (shared <= urbis_core::packet::GROUP_SHARED_JSON_MAX).then_some(p)
-    }
-
-    /// Whether two packets share the parts a group writes once (byte for byte).
-    pub fn same_group(&self, other: &CarriedPacket) -> bool {
-        match (self.group_parts(), other.group_parts()) {
-            (Some(a), Some(b)) => {
-                self.part(&a.batch) == other.part(&b.batch)
-                    && self.part(&a.header) == other.part(&b.header)
-                    && self.part(&a.batch_proof) == other.part(&b.batch_proof)
-                    && self.part(&a.finality) == other.part(&b.finality)
-            }
-            _ => false,
+    /// Where its proof's JSON is.
+    pub fn out(&self) -> ProofOut<'_> {
+        let text = self.json.get();
+        ProofOut {
+            whole: Some(text),
+            parts: self.parts.as_ref().map(|p| Parts {
+                sequence: self.id.sequence,
+                batch: &text[p.batch.clone()],
+                batch_proof: &text[p.batch_proof.clone()],
+                header: &text[p.header.clone()],
+                finality: &text[p.finality.clone()],
+                path: &text[p.path.clone()],
+                record: &text[p.record.clone()],
+            }),
         }
     }
 }
@@ -207,21 +434,11 @@ impl<'de> Deserialize<'de> for CarriedPacket {
             #[serde(borrow, default)]
             finality: Option<&'a RawValue>,
         }
-        #[derive(Deserialize)]
-        struct Batch {
-            timeout_height: u64,
-        }
-        #[derive(Deserialize)]
-        struct Record {
-            city: CityId,
-            destination: Option<CityId>,
-        }
-        let custom = serde::de::Error::custom;
         let json = Box::<RawValue>::deserialize(d)?;
         let text = json.get();
-        let f: Fields<'_> = serde_json::from_str(text).map_err(custom)?;
-        let batch: Batch = serde_json::from_str(f.batch.get()).map_err(custom)?;
-        let record: Record = serde_json::from_str(f.record.get()).map_err(custom)?;
+        let f: Fields<'_> = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+        let batch: NamedBatch = read_part(f.batch)?;
+        let record: NamedRecord = read_part(f.record)?;
         // Each part's place in `text`, which it borrows from.
         let range = |part: &RawValue| {
             let start = part.get().as_ptr() as usize - text.as_ptr() as usize;
@@ -417,62 +634,143 @@ pub enum BatchItemOut<'a> {
     },
 }
 
-/// A packet to hand the own shard, with what travels beside it.
+/// The JSON of a packet proof's fields, each as its source shard wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts<'a> {
+    /// `sequence`.
+    pub sequence: u64,
+    /// `batch`.
+    pub batch: &'a str,
+    /// `batch_proof`.
+    pub batch_proof: &'a str,
+    /// `header`.
+    pub header: &'a str,
+    /// `finality`.
+    pub finality: &'a str,
+    /// `path`.
+    pub path: &'a str,
+    /// `record`.
+    pub record: &'a str,
+}
+
+impl Parts<'_> {
+    /// Whether the parts a group writes once fit a group
+    /// (`urbis_core::packet::GROUP_SHARED_JSON_MAX`).
+    fn fit_group(&self) -> bool {
+        self.batch_proof.len() + self.header.len() + self.finality.len()
+            <= urbis_core::packet::GROUP_SHARED_JSON_MAX
+    }
+
+    /// Whether two packets share the parts a group writes once, byte for byte (packets of
+    /// one group share the very bytes).
+    fn same_group(&self, other: &Parts<'_>) -> bool {
+        fn same(a: &str, b: &str) -> bool {
+            std::ptr::eq(a, b) || a == b
+        }
+        same(self.batch, other.batch)
+            && same(self.header, other.header)
+            && same(self.batch_proof, other.batch_proof)
+            && same(self.finality, other.finality)
+    }
+}
+
+/// Where a packet proof's JSON is: whole, as it came, or as its fields (at least one of the
+/// two).
+#[derive(Clone, Copy, Debug)]
+pub struct ProofOut<'a> {
+    /// The whole proof, when it came whole.
+    pub whole: Option<&'a str>,
+    /// Its fields, when it has all of them.
+    pub parts: Option<Parts<'a>>,
+}
+
+impl ProofOut<'_> {
+    /// The parts a group writes once, when there are all of them and they fit a group.
+    fn group_parts(&self) -> Option<&Parts<'_>> {
+        self.parts.as_ref().filter(|p| p.fit_group())
+    }
+
+    /// Writes the whole proof: as it came, or its fields in `PacketProof` order.
+    fn write_whole(&self, out: &mut Vec<u8>) {
+        match (self.whole, &self.parts) {
+            (Some(whole), _) => out.extend_from_slice(whole.as_bytes()),
+            (None, Some(p)) => {
+                out.extend_from_slice(b"{\"sequence\":");
+                // Writing a number into memory does not fail.
+                let _ = serde_json::to_writer(&mut *out, &p.sequence);
+                push_field(out, "batch", p.batch);
+                push_field(out, "batch_proof", p.batch_proof);
+                push_field(out, "path", p.path);
+                push_field(out, "record", p.record);
+                push_field(out, "header", p.header);
+                push_field(out, "finality", p.finality);
+                out.push(b'}');
+            }
+            (None, None) => out.extend_from_slice(b"null"),
+        }
+    }
+}
+
+/// One packet to write into a delivery or a shard batch, with what travels beside it.
 #[derive(Debug)]
-pub struct DeliveryOut<'a> {
-    /// The packet and its proof chain.
-    pub proof: &'a CarriedPacket,
+pub struct PacketOut<'a> {
+    /// The packet's proof.
+    pub proof: ProofOut<'a>,
     /// Its off-chain payload.
-    pub payload: &'a Option<Box<RawValue>>,
-    /// The relay's `traceparent`.
+    pub payload: Option<&'a RawValue>,
+    /// The writer's `traceparent` for it.
     pub trace_context: Option<String>,
 }
 
-/// The shard's `POST /v1/packets/batch` body for packets to hand it, answered one result per
-/// packet in order. Each run of consecutive packets of one source block (their `batch`,
-/// `batch_proof`, `header` and `finality` equal byte for byte) is one `packets` group, which
-/// writes those once; a packet whose proof lacks one of them is an item of its own. The parts
-/// are copied as the source shard wrote them. Packets whose shared parts are too large for a
-/// group go as items of their own too.
-pub fn delivery_batch_body(packets: &[DeliveryOut<'_>]) -> Vec<u8> {
-    fn push_raw(out: &mut Vec<u8>, name: &str, json: &str) {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
-        out.extend_from_slice(json.as_bytes());
+fn push_field(out: &mut Vec<u8>, name: &str, json: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(json.as_bytes());
+}
+
+/// `payload` and, when there is one, `trace_context`.
+fn push_beside(out: &mut Vec<u8>, p: &PacketOut<'_>) {
+    push_field(out, "payload", p.payload.map_or("null", RawValue::get));
+    if let Some(t) = &p.trace_context {
+        out.extend_from_slice(b",\"trace_context\":");
+        // Writing a string into memory does not fail.
+        let _ = serde_json::to_writer(&mut *out, t);
     }
-    fn push_beside(out: &mut Vec<u8>, p: &DeliveryOut<'_>) {
-        push_raw(out, "payload", p.payload.as_deref().map_or("null", RawValue::get));
-        if let Some(t) = &p.trace_context {
-            out.extend_from_slice(b",\"trace_context\":");
-            // Writing a string into memory does not fail.
-            let _ = serde_json::to_writer(&mut *out, t);
-        }
-    }
-    let mut out = Vec::with_capacity(64 + packets.len() * PACKET_JSON_BYTES / 3);
-    out.extend_from_slice(b"{\"items\":[");
+}
+
+/// Writes `packets` as items of a shard batch or an `urbis-bridge/2` delivery, separated by
+/// commas, answered one result per packet in order. Each run of consecutive packets of one
+/// source block (their `batch`, `batch_proof`, `header` and `finality` equal byte for byte) is
+/// one `packets` group, which writes those once; a packet whose proof lacks one of them, or
+/// whose shared parts are too large for a group, is an item of its own. The parts are copied
+/// as the source shard wrote them.
+fn write_items(out: &mut Vec<u8>, packets: &[PacketOut<'_>]) {
     let mut i = 0;
     while i < packets.len() {
         if i > 0 {
             out.push(b',');
         }
         let first = &packets[i];
-        let Some(parts) = first.proof.group_parts() else {
-            out.extend_from_slice(b"{\"type\":\"packet\"");
-            push_raw(&mut out, "proof", first.proof.json.get());
-            push_beside(&mut out, first);
+        let Some(shared) = first.proof.group_parts() else {
+            out.extend_from_slice(b"{\"type\":\"packet\",\"proof\":");
+            first.proof.write_whole(out);
+            push_beside(out, first);
             out.push(b'}');
             i += 1;
             continue;
         };
-        let end = i + packets[i..].iter().take_while(|p| p.proof.same_group(first.proof)).count();
+        let run = packets[i..]
+            .iter()
+            .take_while(|p| p.proof.group_parts().is_some_and(|own| own.same_group(shared)))
+            .count();
         out.extend_from_slice(b"{\"type\":\"packets\"");
-        push_raw(&mut out, "batch", first.proof.part(&parts.batch));
-        push_raw(&mut out, "batch_proof", first.proof.part(&parts.batch_proof));
-        push_raw(&mut out, "header", first.proof.part(&parts.header));
-        push_raw(&mut out, "finality", first.proof.part(&parts.finality));
+        push_field(out, "batch", shared.batch);
+        push_field(out, "batch_proof", shared.batch_proof);
+        push_field(out, "header", shared.header);
+        push_field(out, "finality", shared.finality);
         out.extend_from_slice(b",\"packets\":[");
-        for (k, p) in packets[i..end].iter().enumerate() {
+        for (k, p) in packets[i..i + run].iter().enumerate() {
             // In the run, so its parts are there.
             let Some(own) = &p.proof.parts else { continue };
             if k > 0 {
@@ -480,14 +778,48 @@ pub fn delivery_batch_body(packets: &[DeliveryOut<'_>]) -> Vec<u8> {
             }
             out.extend_from_slice(b"{\"sequence\":");
             // Writing a number into memory does not fail.
-            let _ = serde_json::to_writer(&mut out, &p.proof.id.sequence);
-            push_raw(&mut out, "path", p.proof.part(&own.path));
-            push_raw(&mut out, "record", p.proof.part(&own.record));
-            push_beside(&mut out, p);
+            let _ = serde_json::to_writer(&mut *out, &own.sequence);
+            push_field(out, "path", own.path);
+            push_field(out, "record", own.record);
+            push_beside(out, p);
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
-        i = end;
+        i += run;
+    }
+}
+
+/// The shard's `POST /v1/packets/batch` body for packets to hand it, answered one result per
+/// packet in order; packets of one source block go as a group (see [`write_items`]).
+pub fn delivery_batch_body(packets: &[PacketOut<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + packets.len() * PACKET_JSON_BYTES / 3);
+    out.extend_from_slice(b"{\"items\":[");
+    write_items(&mut out, packets);
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// A delivery to a destination bridge: under `urbis-bridge/2` (`grouped`) its `items` are
+/// written as a shard batch's are, packets of one source block as a group; under
+/// `urbis-bridge/1` each packet is `{"proof", "payload", "trace_context"?}` with its whole
+/// proof.
+pub fn deliver_request(packets: &[PacketOut<'_>], grouped: bool) -> Vec<u8> {
+    let per_packet = if grouped { PACKET_JSON_BYTES / 3 } else { PACKET_JSON_BYTES };
+    let mut out = Vec::with_capacity(64 + packets.len() * per_packet);
+    if grouped {
+        out.extend_from_slice(b"{\"type\":\"deliver\",\"items\":[");
+        write_items(&mut out, packets);
+    } else {
+        out.extend_from_slice(b"{\"type\":\"deliver\",\"packets\":[");
+        for (k, p) in packets.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"proof\":");
+            p.proof.write_whole(&mut out);
+            push_beside(&mut out, p);
+            out.push(b'}');
+        }
     }
     out.extend_from_slice(b"]}");
     out
@@ -503,16 +835,32 @@ pub struct BatchRequestOut<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use urbis_core::packet::PacketProof;
 
     /// A real packet proof (city 0 to city 1, sequence 1, timeout height 7) as its source
     /// shard serializes it.
-    fn packet_proof_json() -> (urbis_core::packet::PacketProof, String) {
+    fn packet_proof_json() -> (PacketProof, String) {
         let proof = urbis_core::testkit::first_packet(
             &urbis_core::testkit::Federation::new("wire", 2, 4),
             7,
         );
         let json = serde_json::to_string(&proof).unwrap();
         (proof, json)
+    }
+
+    const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// The packets of a delivery, in order.
+    fn arrived(request: &Request) -> Vec<Arrived<'_>> {
+        let Request::Deliver { items } = request else { panic!("not a delivery") };
+        items.iter().flat_map(Carried::packets).collect()
+    }
+
+    /// A proof's JSON as a bridge writes it whole, read back.
+    fn whole(proof: &ProofOut<'_>) -> serde_json::Value {
+        let mut out = Vec::new();
+        proof.write_whole(&mut out);
+        serde_json::from_slice(&out).unwrap()
     }
 
     /// A bridge passes a proof on byte for byte and names its packet from it: a delivery read
@@ -524,36 +872,46 @@ mod tests {
     fn proofs_are_carried_as_written() {
         let (proof, json) = packet_proof_json();
         let payload = r#"{"salt":"00ff","bytes":"c0ffee"}"#;
-        let delivery = format!(
-            r#"{{"proof":{json},"payload":{payload},"trace_context":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}"#
-        );
+        let delivery =
+            format!(r#"{{"proof":{json},"payload":{payload},"trace_context":"{TRACE}"}}"#);
         let first = format!(r#"{{"type":"deliver","packets":[{delivery}]}}"#);
         let last = format!(r#"{{"packets":[{delivery}],"type":"deliver"}}"#);
         for (input, verbatim) in [(&first, true), (&last, false)] {
             let request: Request = serde_json::from_str(input).unwrap();
-            let Request::Deliver { packets } = &request else { panic!("not a delivery") };
-            let carried = &packets[0].proof;
+            let packets = arrived(&request);
+            let carried = &packets[0];
             assert_eq!(
                 carried.id,
                 PacketId { source: CityId(0), destination: CityId(1), sequence: 1 }
             );
             assert_eq!(carried.timeout_height, 7);
-            let back: urbis_core::packet::PacketProof =
-                serde_json::from_str(carried.json.get()).unwrap();
-            assert_eq!(back, proof);
+            assert_eq!(
+                serde_json::from_value::<PacketProof>(whole(&carried.proof)).unwrap(),
+                proof
+            );
             if !verbatim {
                 // Through the fallback the proof is the same JSON value written again (checked
                 // above: it reads back as the same proof), not necessarily the same bytes.
                 continue;
             }
-            assert_eq!(serde_json::to_string(&request).unwrap(), first);
-            let out =
-                DeliveryOut { proof: carried, payload: &packets[0].payload, trace_context: None };
+            let out = |trace_context: Option<String>| PacketOut {
+                proof: carried.proof,
+                payload: carried.payload,
+                trace_context,
+            };
+            assert_eq!(
+                String::from_utf8(deliver_request(
+                    &[out(carried.trace_context.map(String::from))],
+                    false
+                ))
+                .unwrap(),
+                first
+            );
             fn part<T: Serialize>(v: &T) -> String {
                 serde_json::to_string(v).unwrap()
             }
             assert_eq!(
-                String::from_utf8(delivery_batch_body(&[out])).unwrap(),
+                String::from_utf8(delivery_batch_body(&[out(None)])).unwrap(),
                 format!(
                     r#"{{"items":[{{"type":"packets","batch":{},"batch_proof":{},"header":{},"finality":{},"packets":[{{"sequence":1,"path":{},"record":{},"payload":{payload}}}]}}]}}"#,
                     part(&proof.batch),
@@ -573,6 +931,60 @@ mod tests {
         assert!(error.contains("sequence"), "{error}");
     }
 
+    /// Five packets as a source shard serves them: two of one block, one of another, one
+    /// proof without `path`, and one whose shared parts are too large for a group (white space
+    /// inside its finality proof); the second carries a payload and a trace context.
+    struct Sample {
+        proofs: Vec<serde_json::Value>,
+        carried: Vec<CarriedPacket>,
+        payload: Option<Box<RawValue>>,
+    }
+
+    impl Sample {
+        fn new() -> Sample {
+            let (proof, _) = packet_proof_json();
+            let mut second = proof.clone();
+            second.sequence = 2;
+            second.path.leaf_index = 1;
+            let mut other_block = proof.clone();
+            other_block.header.header.height += 1;
+            let mut pathless = serde_json::to_value(&proof).unwrap();
+            pathless.as_object_mut().unwrap().remove("path");
+            let padding = " ".repeat(urbis_core::packet::GROUP_SHARED_JSON_MAX);
+            let oversized = serde_json::to_string(&proof).unwrap().replacen(
+                r#""finality":{"#,
+                &format!(r#""finality":{{{padding}"#),
+                1,
+            );
+            let texts = [
+                serde_json::to_string(&proof).unwrap(),
+                serde_json::to_string(&second).unwrap(),
+                serde_json::to_string(&other_block).unwrap(),
+                pathless.to_string(),
+                oversized,
+            ];
+            Sample {
+                proofs: texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect(),
+                carried: texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect(),
+                payload: Some(
+                    RawValue::from_string(r#"{"salt":"00ff","bytes":"c0ffee"}"#.into()).unwrap(),
+                ),
+            }
+        }
+
+        fn outs(&self) -> Vec<PacketOut<'_>> {
+            self.carried
+                .iter()
+                .enumerate()
+                .map(|(i, c)| PacketOut {
+                    proof: c.out(),
+                    payload: if i == 1 { self.payload.as_deref() } else { None },
+                    trace_context: (i == 1).then(|| TRACE.to_string()),
+                })
+                .collect()
+        }
+    }
+
     /// Packets of one source block go to the shard as one group that writes the parts their
     /// proofs share once, and each reads back, with the group's parts, as its proof exactly;
     /// a packet of another block starts another group; a proof without all its fields, or
@@ -580,53 +992,17 @@ mod tests {
     /// contexts stay with their packets.
     #[test]
     fn packets_of_one_block_are_handed_to_the_shard_as_one_group() {
-        use urbis_core::packet::PacketProof;
-        let (proof, _) = packet_proof_json();
-        let mut second = proof.clone();
-        second.sequence = 2;
-        second.path.leaf_index = 1;
-        let mut other_block = proof.clone();
-        other_block.header.header.height += 1;
-        let mut pathless = serde_json::to_value(&proof).unwrap();
-        pathless.as_object_mut().unwrap().remove("path");
-        // Shared parts larger than a group may carry (white space inside its finality proof).
-        let oversized = serde_json::to_string(&proof).unwrap().replacen(
-            r#""finality":{"#,
-            &format!(r#""finality":{{{}"#, " ".repeat(urbis_core::packet::GROUP_SHARED_JSON_MAX)),
-            1,
+        let sample = Sample::new();
+        assert!(sample.carried[3].parts.is_none());
+        assert!(
+            sample.carried[4].parts.is_some() && sample.carried[4].out().group_parts().is_none()
         );
-        let texts = [
-            serde_json::to_string(&proof).unwrap(),
-            serde_json::to_string(&second).unwrap(),
-            serde_json::to_string(&other_block).unwrap(),
-            pathless.to_string(),
-            oversized,
-        ];
-        let carried: Vec<CarriedPacket> =
-            texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect();
-        assert!(carried[3].parts.is_none());
-        assert!(carried[4].parts.is_some() && carried[4].group_parts().is_none());
-        let payload: Option<Box<RawValue>> =
-            Some(RawValue::from_string(r#"{"salt":"00ff","bytes":"c0ffee"}"#.into()).unwrap());
-        let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let outs: Vec<DeliveryOut<'_>> = carried
-            .iter()
-            .enumerate()
-            .map(|(i, c)| DeliveryOut {
-                proof: c,
-                payload: if i == 1 { &payload } else { &None },
-                trace_context: (i == 1).then(|| trace.to_string()),
-            })
-            .collect();
-        let body: serde_json::Value = serde_json::from_slice(&delivery_batch_body(&outs)).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&delivery_batch_body(&sample.outs())).unwrap();
         let items = body["items"].as_array().unwrap();
         assert_eq!(items.len(), 4, "{body}");
         let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["packets", "packets", "packet", "packet"]);
-        assert_eq!(
-            serde_json::from_value::<PacketProof>(items[3]["proof"].clone()).unwrap(),
-            proof
-        );
         // Each grouped packet, with its group's parts, is its proof.
         let mut read = Vec::new();
         for group in &items[..2] {
@@ -638,19 +1014,78 @@ mod tests {
                 for field in ["sequence", "path", "record"] {
                     whole.insert(field.into(), p[field].clone());
                 }
-                read.push((serde_json::from_value::<PacketProof>(whole.into()).unwrap(), p));
+                read.push((serde_json::Value::Object(whole), p));
             }
         }
-        let expected = [&proof, &second, &other_block];
         assert_eq!(read.len(), 3);
-        for ((got, p), want) in read.iter().zip(expected) {
-            assert_eq!(got, want);
-            assert_eq!(p.get("trace_context").is_some(), got.sequence == 2, "{p}");
+        for (i, (got, p)) in read.iter().enumerate() {
+            assert_eq!(got, &sample.proofs[i]);
+            assert_eq!(p.get("trace_context").is_some(), i == 1, "{p}");
         }
         assert_eq!(read[1].1["payload"]["bytes"], "c0ffee");
-        assert_eq!(read[1].1["trace_context"], trace);
+        assert_eq!(read[1].1["trace_context"], TRACE);
         assert!(read[0].1["payload"].is_null());
-        assert_eq!(items[2]["proof"], pathless);
+        assert_eq!(items[2]["proof"], sample.proofs[3]);
+        assert_eq!(items[3]["proof"], sample.proofs[4]);
+    }
+
+    /// Between bridges that speak `urbis-bridge/2`, a delivery carries packets of one block as
+    /// a group; the destination reads it as the same packets, in order, with their proofs,
+    /// payloads and trace contexts, and hands its shard the very batch the source's packets
+    /// would have made. The same packets sent under `urbis-bridge/1` read the same. A group
+    /// whose shared parts are too large, an empty group, and a delivery with both or neither
+    /// form are refused.
+    #[test]
+    fn a_grouped_delivery_reads_back_as_its_packets() {
+        let sample = Sample::new();
+        let outs = sample.outs();
+        let grouped = deliver_request(&outs, true);
+        let single = deliver_request(&outs, false);
+        assert!(grouped.len() < single.len());
+        let direct = delivery_batch_body(&outs);
+        for body in [&grouped, &single] {
+            let request: Request = serde_json::from_slice(body).unwrap();
+            let packets = arrived(&request);
+            assert_eq!(packets.len(), 5);
+            for (i, p) in packets.iter().enumerate() {
+                let sequence = if i == 1 { 2 } else { 1 };
+                assert_eq!(p.id, PacketId { source: CityId(0), destination: CityId(1), sequence });
+                assert_eq!(p.timeout_height, 7);
+                assert_eq!(whole(&p.proof), sample.proofs[i]);
+                assert_eq!(p.payload.map(RawValue::get), outs[i].payload.map(RawValue::get));
+                assert_eq!(p.trace_context, outs[i].trace_context.as_deref());
+            }
+            let handed: Vec<PacketOut<'_>> = packets
+                .iter()
+                .map(|p| PacketOut {
+                    proof: p.proof,
+                    payload: p.payload,
+                    trace_context: p.trace_context.map(String::from),
+                })
+                .collect();
+            assert_eq!(delivery_batch_body(&handed), direct);
+        }
+        let Request::Deliver { items } = serde_json::from_slice(&grouped).unwrap() else {
+            panic!("not a delivery")
+        };
+        let sizes: Vec<usize> = items.iter().map(Carried::len).collect();
+        assert_eq!(sizes, [2, 1, 1, 1]);
+        assert!(matches!(items[0], Carried::Group(_)) && matches!(items[3], Carried::One(_)));
+
+        // The first group's shared parts padded past what a group may carry.
+        let text = String::from_utf8(grouped).unwrap();
+        let padding = " ".repeat(urbis_core::packet::GROUP_SHARED_JSON_MAX);
+        let padded = text.replacen(r#""finality":{"#, &format!(r#""finality":{{{padding}"#), 1);
+        let error = serde_json::from_str::<Request>(&padded).unwrap_err().to_string();
+        assert!(error.contains("shared parts"), "{error}");
+        let mut empty: serde_json::Value = serde_json::from_str(&text).unwrap();
+        empty["items"][0]["packets"] = serde_json::json!([]);
+        let error = serde_json::from_value::<Request>(empty).unwrap_err().to_string();
+        assert!(error.contains("no packets"), "{error}");
+        let both = text.replacen(r#""items":"#, r#""packets":[],"items":"#, 1);
+        let error = serde_json::from_str::<Request>(&both).unwrap_err().to_string();
+        assert!(error.contains("`packets` or `items`"), "{error}");
+        assert!(serde_json::from_str::<Request>(r#"{"type":"deliver"}"#).is_err());
     }
 
     /// Answers and requests read back as written, with the tag first or last; an unknown
@@ -674,11 +1109,9 @@ mod tests {
         assert!(matches!(last, Response::Refused { status: 409, ref detail } if detail == "d"));
         assert!(serde_json::from_str::<Response>(r#"{"type":"accepted"}"#).is_err());
         assert!(serde_json::from_str::<Response>(r#"{"type":"refused","status":409}"#).is_err());
-        let request: Request = serde_json::from_str(
-            &serde_json::to_string(&Request::Deliver { packets: vec![] }).unwrap(),
-        )
-        .unwrap();
-        assert!(matches!(request, Request::Deliver { ref packets } if packets.is_empty()));
-        assert!(serde_json::from_str::<Request>(r#"{"type":"deliver"}"#).is_err());
+        for grouped in [true, false] {
+            let request: Request = serde_json::from_slice(&deliver_request(&[], grouped)).unwrap();
+            assert!(matches!(request, Request::Deliver { ref items } if items.is_empty()));
+        }
     }
 }
