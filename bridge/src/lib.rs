@@ -698,7 +698,7 @@ async fn outbound_pages(
     let mut set = tokio::task::JoinSet::new();
     for k in 0..pages {
         let url = format!(
-            "{}/v1/packets/outbound?destination={destination}&after={}&limit={OUTBOUND_BATCH_MAX}",
+            "{}/v1/packets/outbound/groups?destination={destination}&after={}&limit={OUTBOUND_BATCH_MAX}",
             bridge.config.shard_api.trim_end_matches('/'),
             after.saturating_add(k * OUTBOUND_BATCH_MAX as u64),
         );
@@ -769,7 +769,7 @@ async fn relay(
     packets: Vec<wire::OutboundPacketView>,
 ) -> Vec<bool> {
     let ids: Vec<PacketId> =
-        packets.iter().map(|p| PacketId { sequence: p.sequence, ..p.proof.id }).collect();
+        packets.iter().map(|p| PacketId { sequence: p.sequence, ..p.proof.id() }).collect();
     let spans: Vec<tracing::Span> = packets
         .iter()
         .map(|p| {

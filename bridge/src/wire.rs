@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use urbis_core::packet::PacketId;
 use urbis_core::record::CityId;
 
@@ -42,10 +43,19 @@ pub enum Carried {
     Group(CarriedGroup),
 }
 
-/// A group as it crossed from the source bridge: the four parts its packets' proofs share,
-/// as the source shard wrote them, and each packet's own parts.
+/// A group as it crossed from the source bridge (or came from the own shard's page): the
+/// parts its packets' proofs share, and each packet's own parts.
 #[derive(Debug)]
 pub struct CarriedGroup {
+    /// The shared parts.
+    pub shared: Arc<SharedParts>,
+    /// The packets, in order (at least one).
+    pub packets: Vec<GroupMember>,
+}
+
+/// The four parts the proofs of a group's packets share, as the source shard wrote them.
+#[derive(Debug)]
+pub struct SharedParts {
     /// `batch`.
     pub batch: Box<RawValue>,
     /// `batch_proof`.
@@ -56,8 +66,29 @@ pub struct CarriedGroup {
     pub finality: Box<RawValue>,
     /// The batch's timeout height, read from `batch`.
     pub timeout_height: u64,
-    /// The packets, in order (at least one).
-    pub packets: Vec<GroupMember>,
+}
+
+impl SharedParts {
+    /// The proof of a packet with these shared parts and its own.
+    fn proof<'a>(
+        &'a self,
+        sequence: u64,
+        path: &'a RawValue,
+        record: &'a RawValue,
+    ) -> ProofOut<'a> {
+        ProofOut {
+            whole: None,
+            parts: Some(Parts {
+                sequence,
+                batch: self.batch.get(),
+                batch_proof: self.batch_proof.get(),
+                header: self.header.get(),
+                finality: self.finality.get(),
+                path: path.get(),
+                record: record.get(),
+            }),
+        }
+    }
 }
 
 /// A packet of a group.
@@ -108,19 +139,8 @@ impl Carried {
                 .iter()
                 .map(|m| Arrived {
                     id: m.id,
-                    timeout_height: g.timeout_height,
-                    proof: ProofOut {
-                        whole: None,
-                        parts: Some(Parts {
-                            sequence: m.id.sequence,
-                            batch: g.batch.get(),
-                            batch_proof: g.batch_proof.get(),
-                            header: g.header.get(),
-                            finality: g.finality.get(),
-                            path: m.path.get(),
-                            record: m.record.get(),
-                        }),
-                    },
+                    timeout_height: g.shared.timeout_height,
+                    proof: g.shared.proof(m.id.sequence, &m.path, &m.record),
                     payload: m.payload.as_deref(),
                     trace_context: m.trace_context.as_deref(),
                 })
@@ -223,11 +243,13 @@ impl urbis_ops::tagged::TagFirst for Carried {
             })
             .collect::<Result<_, D::Error>>()?;
         Ok(Carried::Group(CarriedGroup {
-            batch: g.batch,
-            batch_proof: g.batch_proof,
-            header: g.header,
-            finality: g.finality,
-            timeout_height: batch.timeout_height,
+            shared: Arc::new(SharedParts {
+                batch: g.batch,
+                batch_proof: g.batch_proof,
+                header: g.header,
+                finality: g.finality,
+                timeout_height: batch.timeout_height,
+            }),
             packets,
         }))
     }
@@ -534,29 +556,107 @@ impl Response {
     }
 }
 
-/// One outbound packet as the shard serves it.
-#[derive(Debug, Deserialize)]
+/// One outbound packet from the shard's page.
+#[derive(Debug)]
 pub struct OutboundPacketView {
     /// Sequence.
     pub sequence: u64,
     /// The packet with its proof chain.
-    pub proof: CarriedPacket,
+    pub proof: CarriedProof,
     /// The off-chain payload, if any.
     pub payload: Option<Box<RawValue>>,
     /// The trace context of the submission that made the packet, if the shard kept it.
-    #[serde(default)]
     pub trace_context: Option<String>,
 }
 
-/// A page of the shard's unsettled outbound packets.
-#[derive(Debug, Deserialize)]
+/// A packet proof from the shard's page: whole, or a packet of a group.
+#[derive(Debug)]
+pub enum CarriedProof {
+    /// The whole proof.
+    Whole(CarriedPacket),
+    /// A packet of a group: the group's shared parts and its own.
+    Member {
+        /// The packet.
+        id: PacketId,
+        /// The group's shared parts.
+        shared: Arc<SharedParts>,
+        /// `path`.
+        path: Box<RawValue>,
+        /// `record`.
+        record: Box<RawValue>,
+    },
+}
+
+impl CarriedProof {
+    /// The packet it proves (as it names itself: never trusted).
+    pub fn id(&self) -> PacketId {
+        match self {
+            CarriedProof::Whole(p) => p.id,
+            CarriedProof::Member { id, .. } => *id,
+        }
+    }
+
+    /// Where its JSON is.
+    pub fn out(&self) -> ProofOut<'_> {
+        match self {
+            CarriedProof::Whole(p) => p.out(),
+            CarriedProof::Member { id, shared, path, record } => {
+                shared.proof(id.sequence, path, record)
+            }
+        }
+    }
+}
+
+/// A page of the shard's unsettled outbound packets (`GET /v1/packets/outbound/groups`).
+#[derive(Debug)]
 pub struct OutboundPage {
-    /// Final unsettled packets.
+    /// Final unsettled packets, in sequence order.
     pub packets: Vec<OutboundPacketView>,
     /// Packets sent on the channel so far.
     pub sent: u64,
     /// The first unsettled sequence not yet final.
     pub waiting_for_finality: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for OutboundPage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Page {
+            items: Vec<Carried>,
+            sent: u64,
+            waiting_for_finality: Option<u64>,
+        }
+        let page = Page::deserialize(d)?;
+        let mut packets = Vec::with_capacity(page.items.iter().map(Carried::len).sum());
+        for item in page.items {
+            match item {
+                Carried::One(d) => packets.push(OutboundPacketView {
+                    sequence: d.proof.id.sequence,
+                    proof: CarriedProof::Whole(d.proof),
+                    payload: d.payload,
+                    trace_context: d.trace_context,
+                }),
+                Carried::Group(g) => {
+                    packets.extend(g.packets.into_iter().map(|m| OutboundPacketView {
+                        sequence: m.id.sequence,
+                        proof: CarriedProof::Member {
+                            id: m.id,
+                            shared: g.shared.clone(),
+                            path: m.path,
+                            record: m.record,
+                        },
+                        payload: m.payload,
+                        trace_context: m.trace_context,
+                    }))
+                }
+            }
+        }
+        Ok(OutboundPage {
+            packets,
+            sent: page.sent,
+            waiting_for_finality: page.waiting_for_finality,
+        })
+    }
 }
 
 /// The shard's answer to `POST /v1/packets/batch`.
@@ -1065,6 +1165,22 @@ mod tests {
                 .collect();
             assert_eq!(delivery_batch_body(&handed), direct);
         }
+        // A shard's grouped outbound page holds the same items, and reads as the same packets.
+        let items = &grouped[r#"{"type":"deliver","items":"#.len()..grouped.len() - 1];
+        let page = format!(
+            r#"{{"items":{},"sent":9,"waiting_for_finality":null}}"#,
+            std::str::from_utf8(items).unwrap()
+        );
+        let page: OutboundPage = serde_json::from_str(&page).unwrap();
+        assert_eq!((page.packets.len(), page.sent), (5, 9));
+        for (i, p) in page.packets.iter().enumerate() {
+            assert_eq!(p.sequence, p.proof.id().sequence);
+            assert_eq!(whole(&p.proof.out()), sample.proofs[i]);
+            assert_eq!(p.payload.as_deref().map(RawValue::get), outs[i].payload.map(RawValue::get));
+            assert_eq!(p.trace_context, outs[i].trace_context);
+        }
+        assert!(matches!(page.packets[1].proof, CarriedProof::Member { .. }));
+        assert!(matches!(page.packets[4].proof, CarriedProof::Whole(_)));
         let Request::Deliver { items } = serde_json::from_slice(&grouped).unwrap() else {
             panic!("not a delivery")
         };

@@ -510,6 +510,37 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         assert!(Instant::now() < deadline, "packets did not become final: {page}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The same page grouped, as A's bridge reads it: one group per sending block (packets 3
+    // and 4 together), whose shared parts with each packet's own are its proof.
+    let groups: Value = client
+        .get(format!(
+            "{}/v1/packets/outbound/groups?destination={bn}",
+            a["shard_api"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let items = groups["items"].as_array().unwrap();
+    let sizes: Vec<usize> = items.iter().map(|g| g["packets"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, [1, 1, 2], "{groups}");
+    let grouped: Vec<Value> = items
+        .iter()
+        .flat_map(|g| {
+            g["packets"].as_array().unwrap().iter().map(move |p| {
+                let mut proof =
+                    json!({"sequence": p["sequence"], "path": p["path"], "record": p["record"]});
+                for field in ["batch", "batch_proof", "header", "finality"] {
+                    proof[field] = g[field].clone();
+                }
+                proof
+            })
+        })
+        .collect();
+    let plain: Vec<Value> =
+        page["packets"].as_array().unwrap().iter().map(|p| p["proof"].clone()).collect();
+    assert_eq!(grouped, plain);
+    assert_eq!(groups["sent"], page["sent"]);
     let packet = |i: usize| json!({"type": "packet", "proof": page["packets"][i]["proof"]});
     let timeout_height = page["packets"][2]["proof"]["batch"]["timeout_height"].as_u64().unwrap();
     // The two transfers of one request were sent by one block, as one batch.

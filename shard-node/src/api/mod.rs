@@ -120,8 +120,8 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     modifiers(&BearerScheme),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
-    paths(submit, submission_status, packets::post_packet, packets::post_packets_batch, packets::acknowledgements, packets::outbound, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, credentials::credential_status, packets::channel, packets::unfreeze, packets::outbound_erasures, packets::erasure_notice, packets::report_equivocation, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, startupz, readyz),
-    components(schemas(packets::PacketBatchRequest, packets::PacketBatchEntry, packets::PacketGroup, packets::GroupedPacket, packets::PacketBatchItem, packets::PacketBatchResponse, packets::AcknowledgementsRequest, packets::AcknowledgementsResponse, packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, packets::ChannelView, packets::OutboundErasures, packets::OutboundErasure, packets::ErasureNotice, packets::ErasureNoticeAnswer, credentials::CredentialStatusRequest, credentials::CredentialStatusView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
+    paths(submit, submission_status, packets::post_packet, packets::post_packets_batch, packets::acknowledgements, packets::outbound, packets::outbound_groups, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, credentials::credential_status, packets::channel, packets::unfreeze, packets::outbound_erasures, packets::erasure_notice, packets::report_equivocation, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, startupz, readyz),
+    components(schemas(packets::PacketBatchRequest, packets::PacketBatchEntry, packets::PacketGroup, packets::GroupedPacket, packets::PacketBatchItem, packets::PacketBatchResponse, packets::AcknowledgementsRequest, packets::AcknowledgementsResponse, packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundGroups, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, packets::ChannelView, packets::OutboundErasures, packets::OutboundErasure, packets::ErasureNotice, packets::ErasureNoticeAnswer, credentials::CredentialStatusRequest, credentials::CredentialStatusView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
 )]
 struct ApiDoc;
 
@@ -146,6 +146,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/state/{key}/proof", get(state_proof))
         .route("/v1/packets", post(packets::post_packet))
         .route("/v1/packets/outbound", get(packets::outbound))
+        .route("/v1/packets/outbound/groups", get(packets::outbound_groups))
         .route("/v1/packets/batch", post(packets::post_packets_batch))
         .route(
             "/v1/packets/erasures",

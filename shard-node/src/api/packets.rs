@@ -854,24 +854,102 @@ fn write_outbound_page(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Re
         if i > 0 {
             out.push(b',');
         }
-        let p = &v.proof;
         field(out, b"{\"sequence\":", &v.sequence)?;
-        field(out, b",\"proof\":{\"sequence\":", &p.sequence)?;
-        field(out, b",\"batch\":", &p.batch)?;
-        field(out, b",\"batch_proof\":", &p.batch_proof)?;
-        field(out, b",\"path\":", &p.path)?;
-        field(out, b",\"record\":", &p.record)?;
-        chains.write(out, &p.header, &p.finality)?;
-        field(out, b"},\"payload\":", &v.payload)?;
-        if let Some(t) = &v.trace_context {
-            field(out, b",\"trace_context\":", t)?;
-        }
+        out.extend_from_slice(b",\"proof\":");
+        write_packet_proof(out, &mut chains, &v.proof)?;
+        write_beside(out, v)?;
         out.push(b'}');
     }
+    write_page_end(out, page)
+}
+
+/// A `PacketProof`, its header and finality through `chains`.
+fn write_packet_proof<'a>(
+    out: &mut Vec<u8>,
+    chains: &mut Chains<'a>,
+    p: &'a PacketProof,
+) -> serde_json::Result<()> {
+    field(out, b"{\"sequence\":", &p.sequence)?;
+    field(out, b",\"batch\":", &p.batch)?;
+    field(out, b",\"batch_proof\":", &p.batch_proof)?;
+    field(out, b",\"path\":", &p.path)?;
+    field(out, b",\"record\":", &p.record)?;
+    chains.write(out, &p.header, &p.finality)?;
+    out.push(b'}');
+    Ok(())
+}
+
+/// An outbound packet's `payload` and `trace_context` (when there is one).
+fn write_beside(out: &mut Vec<u8>, v: &OutboundPacketView) -> serde_json::Result<()> {
+    field(out, b",\"payload\":", &v.payload)?;
+    if let Some(t) = &v.trace_context {
+        field(out, b",\"trace_context\":", t)?;
+    }
+    Ok(())
+}
+
+fn write_page_end(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Result<()> {
     field(out, b"],\"sent\":", &page.sent)?;
     field(out, b",\"waiting_for_finality\":", &page.waiting_for_finality)?;
     out.push(b'}');
     Ok(())
+}
+
+/// The page as `OutboundGroups`: each run of consecutive packets one block sent (one batch,
+/// so one batch proof, header and finality) is a group that writes those once, unless they
+/// take more than a group may carry (`GROUP_SHARED_JSON_MAX`), when its packets are items of
+/// their own.
+fn write_outbound_groups(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Result<()> {
+    let mut chains = Chains::new();
+    out.extend_from_slice(b"{\"items\":[");
+    let mut i = 0;
+    while i < page.packets.len() {
+        let first = &page.packets[i].proof;
+        let run = page.packets[i..]
+            .iter()
+            .take_while(|v| {
+                v.proof.header.header.height == first.header.header.height
+                    && v.proof.batch == first.batch
+            })
+            .count();
+        let packets = &page.packets[i..i + run];
+        if i > 0 {
+            out.push(b',');
+        }
+        i += run;
+        let start = out.len();
+        out.extend_from_slice(b"{\"type\":\"packets\"");
+        field(out, b",\"batch\":", &first.batch)?;
+        let shared_start = out.len();
+        field(out, b",\"batch_proof\":", &first.batch_proof)?;
+        chains.write(out, &first.header, &first.finality)?;
+        if out.len() - shared_start <= urbis_core::packet::GROUP_SHARED_JSON_MAX {
+            out.extend_from_slice(b",\"packets\":[");
+            for (k, v) in packets.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                field(out, b"{\"sequence\":", &v.sequence)?;
+                field(out, b",\"path\":", &v.proof.path)?;
+                field(out, b",\"record\":", &v.proof.record)?;
+                write_beside(out, v)?;
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"]}");
+            continue;
+        }
+        out.truncate(start);
+        for (k, v) in packets.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"type\":\"packet\",\"proof\":");
+            write_packet_proof(out, &mut chains, &v.proof)?;
+            write_beside(out, v)?;
+            out.push(b'}');
+        }
+    }
+    write_page_end(out, page)
 }
 
 /// About the JSON one acknowledgement proof takes (a buffer hint, not a limit).
@@ -1179,6 +1257,19 @@ pub struct OutboundPacketView {
     pub trace_context: Option<String>,
 }
 
+/// `GET /v1/packets/outbound/groups`: the page's packets in sequence order, those one source
+/// block sent as a group.
+#[derive(Deserialize, ToSchema)]
+pub struct OutboundGroups {
+    /// Each a packet (`{"type": "packet", "proof", "payload", "trace_context"?}`) or a group
+    /// (`PacketGroup`), as `POST /v1/packets/batch` takes them.
+    pub items: Vec<PacketBatchEntry>,
+    /// Sequences on the channel so far.
+    pub sent: u64,
+    /// The first unsettled sequence whose block is not final yet, if any.
+    pub waiting_for_finality: Option<u64>,
+}
+
 /// A page of unsettled outbound packets, in sequence order.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct OutboundPage {
@@ -1199,6 +1290,26 @@ pub async fn outbound(
     State(app): State<Arc<AppState>>,
     query: Result<Query<OutboundQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<RawJson> {
+    outbound_written(app, query, write_outbound_page).await
+}
+
+/// The same page as `GET /v1/packets/outbound`, with the packets one source block sent
+/// written as a group (the form `POST /v1/packets/batch` and bridges take): their batch,
+/// batch proof, header and finality once.
+#[utoipa::path(get, path = "/v1/packets/outbound/groups", params(OutboundQuery),
+    responses((status = 200, body = OutboundGroups), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn outbound_groups(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<OutboundQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<RawJson> {
+    outbound_written(app, query, write_outbound_groups).await
+}
+
+async fn outbound_written(
+    app: Arc<AppState>,
+    query: Result<Query<OutboundQuery>, axum::extract::rejection::QueryRejection>,
+    write: fn(&mut Vec<u8>, &OutboundPage) -> serde_json::Result<()>,
+) -> ApiResult<RawJson> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let destination = city_by_name(&app, &q.destination)?;
     let limit = q.limit.unwrap_or(OUTBOUND_PAGE_MAX).clamp(1, OUTBOUND_PAGE_MAX);
@@ -1207,7 +1318,7 @@ pub async fn outbound(
         .map_err(internal)?
         .and_then(|page| {
             let mut out = Vec::with_capacity(128 + page.packets.len() * OUTBOUND_PACKET_JSON_BYTES);
-            write_outbound_page(&mut out, &page).map_err(internal)?;
+            write(&mut out, &page).map_err(internal)?;
             Ok(RawJson(out))
         })
 }
@@ -2118,12 +2229,14 @@ mod tests {
         assert_eq!(walk(6, 1, 8), None);
     }
 
-    /// The page and acknowledgement writers give the bytes serializing the values whole
-    /// gives: packets in two blocks (headers and finality proofs repeated, then changing),
-    /// with and without payloads and trace contexts, and answers with gaps.
-    #[test]
+    /// Six outbound packets sent by two blocks of three (with and without payloads and trace
+    /// contexts), acknowledgements of them with gaps, and a light-client update.
     #[allow(clippy::unwrap_used)]
-    fn pages_and_acknowledgements_are_written_as_serde_json_writes_them() {
+    fn written_fixture() -> (
+        super::OutboundPage,
+        Vec<Option<urbis_core::packet::AcknowledgementProof>>,
+        urbis_core::light_client::LightClientUpdate,
+    ) {
         use super::*;
         use urbis_core::beacon::Crosslink;
         use urbis_core::packet::AckError;
@@ -2184,7 +2297,18 @@ mod tests {
                 }));
             }
         }
-        let page = OutboundPage { packets, sent: 6, waiting_for_finality: Some(7) };
+        let update = beacon.update(1);
+        (OutboundPage { packets, sent: 6, waiting_for_finality: Some(7) }, acks, update)
+    }
+
+    /// The page and acknowledgement writers give the bytes serializing the values whole
+    /// gives: packets in two blocks (headers and finality proofs repeated, then changing),
+    /// with and without payloads and trace contexts, and answers with gaps.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn pages_and_acknowledgements_are_written_as_serde_json_writes_them() {
+        use super::*;
+        let (page, acks, _) = written_fixture();
         let mut out = vec![];
         write_outbound_page(&mut out, &page).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&page).unwrap());
@@ -2198,5 +2322,72 @@ mod tests {
             let whole = AcknowledgementsResponse { acknowledgements: answer };
             assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&whole).unwrap());
         }
+    }
+
+    /// The grouped page writes each block's packets as one group whose shared parts, with each
+    /// packet's own, are exactly its proof, and reads as a batch's items; a block whose shared
+    /// parts are larger than a group may carry has its packets written one by one.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_grouped_page_holds_each_blocks_packets_once_as_written_whole() {
+        use super::*;
+        let (mut page, _, update) = written_fixture();
+        let wanted: Vec<serde_json::Value> =
+            page.packets.iter().map(|v| serde_json::to_value(v).unwrap()).collect();
+        // Each item's packets, each as the page writes it whole.
+        let expand = |page: &OutboundPage| {
+            let mut out = vec![];
+            write_outbound_groups(&mut out, page).unwrap();
+            let typed: OutboundGroups = serde_json::from_slice(&out).unwrap();
+            assert_eq!((typed.sent, typed.waiting_for_finality), (6, Some(7)));
+            let body: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let mut kinds = vec![];
+            let mut packets = vec![];
+            for item in body["items"].as_array().unwrap() {
+                kinds.push(item["type"].as_str().unwrap().to_string());
+                if item["type"] == "packet" {
+                    let mut view = item.clone();
+                    view.as_object_mut().unwrap().remove("type");
+                    view["sequence"] = item["proof"]["sequence"].clone();
+                    packets.push(view);
+                    continue;
+                }
+                for p in item["packets"].as_array().unwrap() {
+                    let mut proof = serde_json::Map::new();
+                    proof.insert("sequence".into(), p["sequence"].clone());
+                    for field in ["batch", "batch_proof"] {
+                        proof.insert(field.into(), item[field].clone());
+                    }
+                    for field in ["path", "record"] {
+                        proof.insert(field.into(), p[field].clone());
+                    }
+                    for field in ["header", "finality"] {
+                        proof.insert(field.into(), item[field].clone());
+                    }
+                    let mut view = p.clone();
+                    for field in ["path", "record"] {
+                        view.as_object_mut().unwrap().remove(field);
+                    }
+                    view["proof"] = proof.into();
+                    packets.push(view);
+                }
+            }
+            (kinds, packets)
+        };
+        let (kinds, packets) = expand(&page);
+        assert_eq!(kinds, ["packets", "packets"]);
+        assert_eq!(packets, wanted);
+        // The second block's finality proof carries set changes past what a group may carry.
+        let updates = urbis_core::packet::GROUP_SHARED_JSON_MAX
+            / serde_json::to_string(&update).unwrap().len()
+            + 1;
+        for v in &mut page.packets[3..] {
+            v.proof.finality.set_updates = vec![update.clone(); updates];
+        }
+        let wanted: Vec<serde_json::Value> =
+            page.packets.iter().map(|v| serde_json::to_value(v).unwrap()).collect();
+        let (kinds, packets) = expand(&page);
+        assert_eq!(kinds, ["packets", "packet", "packet", "packet"]);
+        assert_eq!(packets, wanted);
     }
 }
