@@ -351,6 +351,49 @@ pub enum PacketBatchEntry {
     One(PacketRequest),
     /// Packets of one source block.
     Group(Box<PacketGroup>),
+    /// Acknowledgements proven through one destination header.
+    Acknowledgements(Box<AcknowledgementGroup>),
+}
+
+/// Acknowledgements of packets this city sent, proven through one destination header, with
+/// that header and its finality written once: each one's `AcknowledgementProof` is
+/// `{acknowledgement, proof, header, finality}` from its own `acknowledgement` and `proof` and
+/// the group's `header` and `finality`. The shard reads the group as those acknowledgements,
+/// in order, and answers each on its own.
+#[derive(Debug, ToSchema)]
+pub struct AcknowledgementGroup {
+    /// Always `acknowledgements`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^acknowledgements$")]
+    pub kind: String,
+    /// The destination header, sealed.
+    #[schema(value_type = Object)]
+    pub header: SignedShardHeader,
+    /// The header to a certified beacon block.
+    #[schema(value_type = Object)]
+    pub finality: FinalityProof,
+    /// The acknowledgements, at least one; each is read on its own (one that does not read is
+    /// refused alone).
+    #[schema(value_type = Vec<GroupedAcknowledgement>)]
+    pub acknowledgements: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// One acknowledgement of an [`AcknowledgementGroup`].
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupedAcknowledgement {
+    /// The packet.
+    #[schema(value_type = Object)]
+    pub packet: PacketId,
+    /// The acknowledgement.
+    #[schema(value_type = Object)]
+    pub acknowledgement: Acknowledgement,
+    /// Membership of the receipt holding it under the header's `state_root`.
+    #[schema(value_type = Object)]
+    pub proof: StateProof,
+    /// The relay's `traceparent`, as on a single acknowledgement.
+    #[serde(default)]
+    pub trace_context: Option<String>,
 }
 
 /// Packets one source block sent on one channel, with the parts of their proofs they share
@@ -401,7 +444,8 @@ pub struct GroupedPacket {
 }
 
 impl urbis_ops::tagged::TagFirst for PacketBatchEntry {
-    const EXPECTING: &'static str = "a packet, acknowledgement, timeout or group of packets";
+    const EXPECTING: &'static str =
+        "a packet, acknowledgement, timeout, or group of packets or of acknowledgements";
 
     fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
         use serde::de::Error;
@@ -415,21 +459,45 @@ impl urbis_ops::tagged::TagFirst for PacketBatchEntry {
             finality: Box<RawValue>,
             packets: Vec<Box<RawValue>>,
         }
-        if tag != "packets" {
-            return <PacketRequest as urbis_ops::tagged::TagFirst>::variant(tag, rest)
-                .map(PacketBatchEntry::One);
-        }
-        let g = Group::deserialize(rest)?;
-        let shared = g.batch_proof.get().len() + g.header.get().len() + g.finality.get().len();
-        if shared > urbis_core::packet::GROUP_SHARED_JSON_MAX {
-            return Err(D::Error::custom(format!(
-                "the shared parts of a group take {shared} bytes; at most {}",
-                urbis_core::packet::GROUP_SHARED_JSON_MAX
-            )));
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Acknowledgements {
+            header: Box<RawValue>,
+            finality: Box<RawValue>,
+            acknowledgements: Vec<Box<RawValue>>,
         }
         fn read<T: serde::de::DeserializeOwned, E: Error>(raw: &RawValue) -> Result<T, E> {
             serde_json::from_str(raw.get()).map_err(E::custom)
         }
+        // Each member is checked with its own copy of the shared parts: they are bounded.
+        fn bounded<E: Error>(shared: usize) -> Result<(), E> {
+            if shared > urbis_core::packet::GROUP_SHARED_JSON_MAX {
+                return Err(E::custom(format!(
+                    "the shared parts of a group take {shared} bytes; at most {}",
+                    urbis_core::packet::GROUP_SHARED_JSON_MAX
+                )));
+            }
+            Ok(())
+        }
+        match tag {
+            "packets" => {}
+            "acknowledgements" => {
+                let g = Acknowledgements::deserialize(rest)?;
+                bounded(g.header.get().len() + g.finality.get().len())?;
+                return Ok(PacketBatchEntry::Acknowledgements(Box::new(AcknowledgementGroup {
+                    kind: tag.to_string(),
+                    header: read(&g.header)?,
+                    finality: read(&g.finality)?,
+                    acknowledgements: g.acknowledgements,
+                })));
+            }
+            _ => {
+                return <PacketRequest as urbis_ops::tagged::TagFirst>::variant(tag, rest)
+                    .map(PacketBatchEntry::One);
+            }
+        }
+        let g = Group::deserialize(rest)?;
+        bounded(g.batch_proof.get().len() + g.header.get().len() + g.finality.get().len())?;
         Ok(PacketBatchEntry::Group(Box::new(PacketGroup {
             kind: tag.to_string(),
             batch: g.batch,
@@ -454,6 +522,7 @@ impl PacketBatchEntry {
         let g = match self {
             PacketBatchEntry::One(r) => return vec![Ok(r)],
             PacketBatchEntry::Group(g) => g,
+            PacketBatchEntry::Acknowledgements(g) => return g.expand(),
         };
         if g.packets.is_empty() {
             return vec![Err(Problem::unprocessable("a group holds at least one packet"))];
@@ -477,6 +546,37 @@ impl PacketBatchEntry {
                 })
             })
             .collect()
+    }
+}
+
+impl AcknowledgementGroup {
+    /// Each acknowledgement with its whole proof. An empty group is refused.
+    fn expand(self) -> Vec<ApiResult<PacketRequest>> {
+        if self.acknowledgements.is_empty() {
+            return vec![Err(Problem::unprocessable("a group holds at least one acknowledgement"))];
+        }
+        self.acknowledgements
+            .iter()
+            .map(|raw| {
+                let a: GroupedAcknowledgement =
+                    serde_json::from_str(raw.get()).map_err(json_problem)?;
+                Ok(PacketRequest::Acknowledgement {
+                    proof: Box::new(AcknowledgementProof {
+                        acknowledgement: a.acknowledgement,
+                        proof: a.proof,
+                        header: self.header.clone(),
+                        finality: self.finality.clone(),
+                    }),
+                    packet: a.packet,
+                    trace_context: a.trace_context,
+                })
+            })
+            .collect()
+    }
+
+    /// How many answers it takes.
+    fn len(&self) -> usize {
+        self.acknowledgements.len()
     }
 }
 
@@ -538,6 +638,7 @@ fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRe
         .iter()
         .map(|e| match e {
             Ok(PacketBatchEntry::Group(g)) => g.packets.len().max(1),
+            Ok(PacketBatchEntry::Acknowledgements(g)) => g.len().max(1),
             Ok(PacketBatchEntry::One(_)) => 1,
             Err((_, n)) => *n,
         })
@@ -554,17 +655,21 @@ fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRe
         .collect())
 }
 
-/// How many answers an item that does not read takes: one for each packet of what reads as a
+/// How many answers an item that does not read takes: one for each member of what reads as a
 /// group (so a relay's answers stay one per packet it sent), else one.
 fn unreadable_answers(item: &str) -> usize {
     #[derive(Deserialize)]
     struct Members {
         #[serde(rename = "type")]
         kind: String,
+        #[serde(default)]
         packets: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        acknowledgements: Vec<serde::de::IgnoredAny>,
     }
     match serde_json::from_str::<Members>(item) {
         Ok(m) if m.kind == "packets" => m.packets.len().max(1),
+        Ok(m) if m.kind == "acknowledgements" => m.acknowledgements.len().max(1),
         _ => 1,
     }
 }
@@ -675,6 +780,34 @@ pub struct AcknowledgementsResponse {
     pub acknowledgements: Vec<Option<AcknowledgementProof>>,
 }
 
+/// `POST /v1/packets/acknowledgements/groups`: each `AcknowledgementProof` of the answer is
+/// `{acknowledgement, proof, header, finality}` from its entry and the answer's `header` and
+/// `finality`.
+#[derive(Deserialize, ToSchema)]
+pub struct AcknowledgementGroupResponse {
+    /// The destination header every proof is against (`null` when none is final).
+    #[schema(value_type = Option<Object>)]
+    pub header: Option<SignedShardHeader>,
+    /// That header to a certified beacon block.
+    #[schema(value_type = Option<Object>)]
+    pub finality: Option<FinalityProof>,
+    /// One per packet asked about, in order: `{acknowledgement, proof}`, or `null` while the
+    /// packet has no final acknowledgement.
+    pub acknowledgements: Vec<Option<GroupedAcknowledgementProof>>,
+}
+
+/// An acknowledgement proof without the header and finality its answer or group holds once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupedAcknowledgementProof {
+    /// The acknowledgement.
+    #[schema(value_type = Object)]
+    pub acknowledgement: Acknowledgement,
+    /// Membership of the receipt holding it under the header's `state_root`.
+    #[schema(value_type = Object)]
+    pub proof: StateProof,
+}
+
 /// Query of the acknowledgements request.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -702,6 +835,35 @@ pub async fn acknowledgements(
     query: Result<Query<AcknowledgementsQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<RawJson> {
+    acknowledgements_written(app, query, body, write_acknowledgements).await
+}
+
+/// The same answer as `POST /v1/packets/acknowledgements`, with the header and finality all
+/// its proofs share written once.
+#[utoipa::path(post, path = "/v1/packets/acknowledgements/groups", request_body = AcknowledgementsRequest,
+    params(AcknowledgementsQuery),
+    responses((status = 200, body = AcknowledgementGroupResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn acknowledgement_groups(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<AcknowledgementsQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<RawJson> {
+    acknowledgements_written(app, query, body, write_acknowledgement_group).await
+}
+
+/// How an acknowledgements answer is written.
+type AcknowledgementsWriter =
+    fn(&mut Vec<u8>, &[Option<AcknowledgementProof>]) -> serde_json::Result<()>;
+
+async fn acknowledgements_written(
+    app: Arc<AppState>,
+    query: Result<Query<AcknowledgementsQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+    write: AcknowledgementsWriter,
+) -> ApiResult<RawJson> {
     let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let (_, request): (_, AcknowledgementsRequest) = json_body(body, app.limits.body_bytes_max)?;
     if request.packets.len() > app.limits.batch_reads_max {
@@ -725,31 +887,25 @@ pub async fn acknowledgements(
                 .map(|proofs| (proofs, written))
         })
     };
+    let json = |acknowledgements: Vec<Option<AcknowledgementProof>>| {
+        let hint = 64 + acknowledgements.iter().flatten().count() * ACK_PROOF_JSON_BYTES;
+        let mut out = Vec::with_capacity(hint);
+        write(&mut out, &acknowledgements).map_err(internal)?;
+        Ok(RawJson(out))
+    };
     let (first, written) = look(vec![None; request.packets.len()]).await.map_err(internal)??;
     if wait.is_zero() || request.packets.is_empty() || first.iter().any(Option::is_some) {
-        return acknowledgements_json(first);
+        return json(first);
     }
     match tokio::time::timeout(wait, crosslinked.changed()).await {
         Ok(Ok(())) => {
             // The receipts the first look found written are not looked up again.
             let (again, _) = look(written).await.map_err(internal)??;
-            acknowledgements_json(again)
+            json(again)
         }
         // Nothing new became final within the wait (or the follower stopped).
-        _ => acknowledgements_json(first),
+        _ => json(first),
     }
-}
-
-/// The answer as JSON. Every proof of one answer is against the same header and finality,
-/// which are most of each proof's JSON: they are serialized once and copied (the bytes are
-/// what serializing the answer whole gives).
-fn acknowledgements_json(
-    acknowledgements: Vec<Option<AcknowledgementProof>>,
-) -> ApiResult<RawJson> {
-    let hint = 64 + acknowledgements.iter().flatten().count() * ACK_PROOF_JSON_BYTES;
-    let mut out = Vec::with_capacity(hint);
-    write_acknowledgements(&mut out, &acknowledgements).map_err(internal)?;
-    Ok(RawJson(out))
 }
 
 /// JSON bytes already written.
@@ -840,6 +996,38 @@ fn write_acknowledgements(
         field(out, b"{\"acknowledgement\":", &a.acknowledgement)?;
         field(out, b",\"proof\":", &a.proof)?;
         chains.write(out, &a.header, &a.finality)?;
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Ok(())
+}
+
+/// The answer as an `AcknowledgementGroupResponse`: the header and finality every proof of
+/// one answer is against (`acknowledgement_proofs` proves them all at one header), once.
+fn write_acknowledgement_group(
+    out: &mut Vec<u8>,
+    acknowledgements: &[Option<AcknowledgementProof>],
+) -> serde_json::Result<()> {
+    let first = acknowledgements.iter().flatten().next();
+    debug_assert!(
+        acknowledgements
+            .iter()
+            .flatten()
+            .all(|a| { first.is_some_and(|f| a.header == f.header && a.finality == f.finality) })
+    );
+    field(out, b"{\"header\":", &first.map(|a| &a.header))?;
+    field(out, b",\"finality\":", &first.map(|a| &a.finality))?;
+    out.extend_from_slice(b",\"acknowledgements\":[");
+    for (i, a) in acknowledgements.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let Some(a) = a else {
+            out.extend_from_slice(b"null");
+            continue;
+        };
+        field(out, b"{\"acknowledgement\":", &a.acknowledgement)?;
+        field(out, b",\"proof\":", &a.proof)?;
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
@@ -2389,5 +2577,73 @@ mod tests {
         let (kinds, packets) = expand(&page);
         assert_eq!(kinds, ["packets", "packet", "packet", "packet"]);
         assert_eq!(packets, wanted);
+    }
+
+    /// An acknowledgements answer with its header and finality once reads back, with them, as
+    /// the proofs; a batch's acknowledgements group reads as those acknowledgements, each on
+    /// its own: a member that does not read is refused alone, an empty group once, and a group
+    /// whose shared parts are too large once per member.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn acknowledgements_are_grouped_through_their_one_header() {
+        use super::*;
+        use serde_json::json;
+        let (_, acks, update) = written_fixture();
+        // The answers of one block: the first and third acknowledged, the second not yet.
+        let answer = &acks[..3];
+        let mut out = vec![];
+        write_acknowledgement_group(&mut out, answer).unwrap();
+        let grouped: AcknowledgementGroupResponse = serde_json::from_slice(&out).unwrap();
+        let (header, finality) = (grouped.header.unwrap(), grouped.finality.unwrap());
+        assert_eq!(grouped.acknowledgements.len(), 3);
+        for (got, want) in grouped.acknowledgements.iter().zip(answer) {
+            let got = got.as_ref().map(|g| AcknowledgementProof {
+                acknowledgement: g.acknowledgement.clone(),
+                proof: g.proof.clone(),
+                header: header.clone(),
+                finality: finality.clone(),
+            });
+            assert_eq!(&got, want);
+        }
+        let mut none = vec![];
+        write_acknowledgement_group(&mut none, &[None]).unwrap();
+        assert_eq!(none, br#"{"header":null,"finality":null,"acknowledgements":[null]}"#);
+
+        let packet =
+            |sequence: u64| PacketId { source: CityId(0), destination: CityId(1), sequence };
+        let member = |i: usize| {
+            let a = answer[i].as_ref().unwrap();
+            json!({"packet": packet(i as u64 + 1), "acknowledgement": a.acknowledgement, "proof": a.proof})
+        };
+        let group = |members: Vec<serde_json::Value>, finality: &FinalityProof| json!({"type": "acknowledgements", "header": header, "finality": finality, "acknowledgements": members});
+        let mut padded = finality.clone();
+        let copies = urbis_core::packet::GROUP_SHARED_JSON_MAX
+            / serde_json::to_string(&update).unwrap().len()
+            + 1;
+        padded.set_updates = vec![update; copies];
+        let body = json!({"items": [
+            group(vec![member(0), json!({"packet": packet(2)}), member(2)], &finality),
+            group(vec![], &finality),
+            group(vec![member(0), member(2)], &padded),
+        ]});
+        let read = read_batch(&serde_json::to_vec(&body).unwrap(), 100).unwrap();
+        assert_eq!(read.len(), 6);
+        for (i, want) in [(0, 0), (2, 2)] {
+            match &read[i] {
+                Ok(PacketRequest::Acknowledgement { proof, packet: p, .. }) => {
+                    assert_eq!(Some(&**proof), answer[want].as_ref());
+                    assert_eq!(*p, packet(want as u64 + 1));
+                }
+                other => panic!("item {i}: {other:?}"),
+            }
+        }
+        let detail = |i: usize| read[i].as_ref().unwrap_err().detail.clone();
+        assert!(detail(1).contains("missing field"), "{}", detail(1));
+        assert!(detail(3).contains("at least one acknowledgement"), "{}", detail(3));
+        assert!(
+            detail(4).contains("shared parts") && detail(5).contains("shared parts"),
+            "{}",
+            detail(4)
+        );
     }
 }
