@@ -256,6 +256,7 @@ async fn accept(bridge: Arc<Bridge>) {
                     return;
                 }
             };
+            let grouped = tls::speaks_groups(&connection);
             while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                 let bridge = bridge.clone();
                 tokio::spawn(async move {
@@ -269,12 +270,11 @@ async fn accept(bridge: Arc<Bridge>) {
                         },
                         Err(e) => refused(413, e.to_string()),
                     };
-                    let hint = response.results.len() * wire::ANSWER_JSON_BYTES;
-                    if let Ok(bytes) = urbis_ops::sized_json::to_vec(&response, hint) {
-                        let _ = send.write_all(&bytes).await;
-                        let _ = send.finish();
-                        let _ = send.stopped().await;
-                    }
+                    let bytes = wire::answers_body(&response, grouped);
+                    drop(response);
+                    let _ = send.write_all(&bytes).await;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
                 });
             }
         });
@@ -419,12 +419,12 @@ async fn deliver(
         let asked = tokio::time::Instant::now();
         if let Ok(r) = bridge
             .http
-            .post(format!("{shard}/v1/packets/acknowledgements?wait_ms={wait_ms}"))
+            .post(format!("{shard}/v1/packets/acknowledgements/groups?wait_ms={wait_ms}"))
             .json(&serde_json::json!({ "packets": packets }))
             .send()
             .await
             && r.status().is_success()
-            && let Ok(acks) = r.json::<wire::Acknowledgements>().await
+            && let Ok(acks) = r.json::<wire::AcknowledgementGroup>().await
             && acks.acknowledgements.len() == awaiting.len()
         {
             let mut still = Vec::new();
@@ -840,14 +840,9 @@ async fn settle(
     let mut items = Vec::new();
     let mut positions = Vec::new();
     for (i, (id, answer)) in ids.iter().zip(&answers).enumerate() {
-        let trace = &traces[i];
-        let item = match answer {
-            Response::Acknowledged { proof } => {
-                wire::BatchItemOut::Acknowledgement { packet: id, proof, trace_context: trace }
-            }
-            Response::TimedOut { proof } => {
-                wire::BatchItemOut::Timeout { packet: id, proof, trace_context: trace }
-            }
+        let proof = match answer {
+            Response::Acknowledged { proof } => wire::SettlementProof::Acknowledgement(proof),
+            Response::TimedOut { proof } => wire::SettlementProof::Timeout(proof),
             Response::Pending { detail } => {
                 tracing::debug!(packet = %id, %detail, "packet pending at the destination");
                 count("pending", 1);
@@ -861,7 +856,7 @@ async fn settle(
             }
             Response::Erased => continue,
         };
-        items.push(item);
+        items.push(wire::SettlementOut { packet: id, proof, trace_context: &traces[i] });
         positions.push(i);
     }
     if items.is_empty() {
@@ -872,7 +867,7 @@ async fn settle(
         .http
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(batch_body(items));
+        .body(wire::settlement_batch_body(&items));
     match request.send().await {
         Ok(r) if r.status().is_success() => match r.json::<wire::BatchAnswer>().await {
             Ok(answer) if answer.results.len() == positions.len() => {
@@ -892,14 +887,6 @@ async fn settle(
     }
     count("settled", settled.iter().filter(|s| s.0).count());
     settled
-}
-
-/// The JSON of a batch for the shard's `POST /v1/packets/batch`, written into a buffer sized
-/// for its items.
-fn batch_body(items: Vec<wire::BatchItemOut<'_>>) -> Vec<u8> {
-    let hint = items.len() * wire::PACKET_JSON_BYTES;
-    // Serializing plain data into memory does not fail; an empty body would be refused (400).
-    urbis_ops::sized_json::to_vec(&wire::BatchRequestOut { items }, hint).unwrap_or_default()
 }
 
 /// One request to a city's bridge over QUIC (connection reused): `request` writes its body,

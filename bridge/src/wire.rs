@@ -342,9 +342,9 @@ impl urbis_ops::tagged::TagFirst for Response {
             detail: String,
         }
         Ok(match tag {
-            "acknowledged" => {
-                Response::Acknowledged { proof: Proof::<Box<RawValue>>::deserialize(rest)?.proof }
-            }
+            "acknowledged" => Response::Acknowledged {
+                proof: CarriedAck::Whole(Proof::<Box<RawValue>>::deserialize(rest)?.proof),
+            },
             "timed_out" => {
                 Response::TimedOut { proof: Proof::<Box<RawValue>>::deserialize(rest)?.proof }
             }
@@ -506,21 +506,280 @@ pub struct Delivery {
 }
 
 /// The answers to a request, one per packet in request order.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub struct Answers {
     /// One per packet.
     pub results: Vec<Response>,
 }
 
+/// An acknowledgement proof as bridges carry it: whole, or its own parts with the header and
+/// finality it shares with the other proofs of one answer of the destination shard.
+#[derive(Debug)]
+pub enum CarriedAck {
+    /// The whole `AcknowledgementProof`.
+    Whole(Box<RawValue>),
+    /// Its `acknowledgement` and `proof`, and the shared `header` and `finality`.
+    Part {
+        /// The shared parts.
+        shared: Arc<AckShared>,
+        /// `acknowledgement`.
+        acknowledgement: Box<RawValue>,
+        /// `proof`.
+        proof: Box<RawValue>,
+    },
+}
+
+/// The header and finality the proofs of one acknowledgements answer share.
+#[derive(Debug, Deserialize)]
+pub struct AckShared {
+    /// `header`.
+    pub header: Box<RawValue>,
+    /// `finality`.
+    pub finality: Box<RawValue>,
+}
+
+impl AckShared {
+    /// Whether they fit a group (`urbis_core::packet::GROUP_SHARED_JSON_MAX`).
+    fn fit_group(&self) -> bool {
+        self.header.get().len() + self.finality.get().len()
+            <= urbis_core::packet::GROUP_SHARED_JSON_MAX
+    }
+}
+
+impl CarriedAck {
+    /// Writes the whole proof: as it came, or its fields in `AcknowledgementProof` order.
+    fn write_whole(&self, out: &mut Vec<u8>) {
+        match self {
+            CarriedAck::Whole(json) => out.extend_from_slice(json.get().as_bytes()),
+            CarriedAck::Part { shared, acknowledgement, proof } => {
+                out.extend_from_slice(b"{\"acknowledgement\":");
+                out.extend_from_slice(acknowledgement.get().as_bytes());
+                push_field(out, "proof", proof.get());
+                push_field(out, "header", shared.header.get());
+                push_field(out, "finality", shared.finality.get());
+                out.push(b'}');
+            }
+        }
+    }
+
+    /// The shared parts, when it has them and they fit a group.
+    fn group(&self) -> Option<&Arc<AckShared>> {
+        match self {
+            CarriedAck::Part { shared, .. } if shared.fit_group() => Some(shared),
+            _ => None,
+        }
+    }
+}
+
+/// The destination shard's `POST /v1/packets/acknowledgements/groups` answer: one header and
+/// finality, and each packet's acknowledgement and receipt proof (or `null`).
+#[derive(Debug)]
+pub struct AcknowledgementGroup {
+    /// One per packet asked about.
+    pub acknowledgements: Vec<Option<CarriedAck>>,
+}
+
+impl<'de> Deserialize<'de> for AcknowledgementGroup {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Own {
+            acknowledgement: Box<RawValue>,
+            proof: Box<RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            header: Option<Box<RawValue>>,
+            finality: Option<Box<RawValue>>,
+            acknowledgements: Vec<Option<Own>>,
+        }
+        let a = Answer::deserialize(d)?;
+        let shared = match (a.header, a.finality) {
+            (Some(header), Some(finality)) => Some(Arc::new(AckShared { header, finality })),
+            _ => None,
+        };
+        let acknowledgements = a
+            .acknowledgements
+            .into_iter()
+            .map(|own| match (own, &shared) {
+                (None, _) => Ok(None),
+                (Some(own), Some(shared)) => Ok(Some(CarriedAck::Part {
+                    shared: shared.clone(),
+                    acknowledgement: own.acknowledgement,
+                    proof: own.proof,
+                })),
+                (Some(_), None) => {
+                    Err(serde::de::Error::custom("an acknowledgement without a header"))
+                }
+            })
+            .collect::<Result<_, D::Error>>()?;
+        Ok(AcknowledgementGroup { acknowledgements })
+    }
+}
+
+/// The answers as JSON: under `urbis-bridge/2` (`grouped`) the header and finality a run of
+/// acknowledgements shares are written once in `shared`, and each such acknowledgement names
+/// its entry there; under `urbis-bridge/1` each acknowledgement is whole.
+pub fn answers_body(answers: &Answers, grouped: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + answers.results.len() * ANSWER_JSON_BYTES / 3);
+    // Each distinct shared part once, in order of first use.
+    let mut shared: Vec<&Arc<AckShared>> = Vec::new();
+    let mut index = Vec::with_capacity(answers.results.len());
+    for r in &answers.results {
+        index.push(match r {
+            Response::Acknowledged { proof } if grouped => proof.group().map(|g| {
+                shared.iter().position(|s| Arc::ptr_eq(s, g)).unwrap_or_else(|| {
+                    shared.push(g);
+                    shared.len() - 1
+                })
+            }),
+            _ => None,
+        });
+    }
+    out.push(b'{');
+    if !shared.is_empty() {
+        out.extend_from_slice(b"\"shared\":[");
+        for (k, s) in shared.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"header\":");
+            out.extend_from_slice(s.header.get().as_bytes());
+            push_field(&mut out, "finality", s.finality.get());
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],");
+    }
+    out.extend_from_slice(b"\"results\":[");
+    for (i, (r, k)) in answers.results.iter().zip(index).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing plain data into memory does not fail.
+        let _ = match (r, k) {
+            (
+                Response::Acknowledged { proof: CarriedAck::Part { acknowledgement, proof, .. } },
+                Some(k),
+            ) => {
+                out.extend_from_slice(b"{\"type\":\"acknowledged\",\"shared\":");
+                let _ = serde_json::to_writer(&mut out, &k);
+                push_field(&mut out, "acknowledgement", acknowledgement.get());
+                push_field(&mut out, "proof", proof.get());
+                out.push(b'}');
+                Ok(())
+            }
+            (Response::Acknowledged { proof }, _) => {
+                out.extend_from_slice(b"{\"type\":\"acknowledged\",\"proof\":");
+                proof.write_whole(&mut out);
+                out.push(b'}');
+                Ok(())
+            }
+            (Response::TimedOut { proof }, _) => {
+                out.extend_from_slice(b"{\"type\":\"timed_out\",\"proof\":");
+                out.extend_from_slice(proof.get().as_bytes());
+                out.push(b'}');
+                Ok(())
+            }
+            (Response::Pending { detail }, _) => serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({"type": "pending", "detail": detail}),
+            ),
+            (Response::Erased, _) => {
+                out.extend_from_slice(br#"{"type":"erased"}"#);
+                Ok(())
+            }
+            (Response::Refused { status, detail }, _) => serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({"type": "refused", "status": status, "detail": detail}),
+            ),
+        };
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+impl<'de> Deserialize<'de> for Answers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            shared: Vec<AckShared>,
+            results: Vec<ResponseIn>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let shared: Vec<Arc<AckShared>> = raw.shared.into_iter().map(Arc::new).collect();
+        let results = raw
+            .results
+            .into_iter()
+            .map(|r| match r {
+                ResponseIn::Ready(r) => Ok(r),
+                ResponseIn::Shared { shared: k, acknowledgement, proof } => {
+                    let shared = shared.get(k).ok_or_else(|| {
+                        serde::de::Error::custom(format!("no shared parts numbered {k}"))
+                    })?;
+                    Ok(Response::Acknowledged {
+                        proof: CarriedAck::Part { shared: shared.clone(), acknowledgement, proof },
+                    })
+                }
+            })
+            .collect::<Result<_, D::Error>>()?;
+        Ok(Answers { results })
+    }
+}
+
+/// An answer as read, before an acknowledgement that names shared parts is given them.
+enum ResponseIn {
+    Ready(Response),
+    Shared { shared: usize, acknowledgement: Box<RawValue>, proof: Box<RawValue> },
+}
+
+impl urbis_ops::tagged::TagFirst for ResponseIn {
+    const EXPECTING: &'static str = "a bridge answer";
+
+    fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Acknowledged {
+            #[serde(default)]
+            shared: Option<usize>,
+            #[serde(default)]
+            acknowledgement: Option<Box<RawValue>>,
+            proof: Box<RawValue>,
+        }
+        if tag != "acknowledged" {
+            return <Response as urbis_ops::tagged::TagFirst>::variant(tag, rest)
+                .map(ResponseIn::Ready);
+        }
+        let a = Acknowledged::deserialize(rest)?;
+        Ok(match (a.shared, a.acknowledgement) {
+            (None, None) => {
+                ResponseIn::Ready(Response::Acknowledged { proof: CarriedAck::Whole(a.proof) })
+            }
+            (Some(shared), Some(acknowledgement)) => {
+                ResponseIn::Shared { shared, acknowledgement, proof: a.proof }
+            }
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "an acknowledgement with shared parts names them and carries its own",
+                ));
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ResponseIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        urbis_ops::tagged::deserialize(d)
+    }
+}
+
 /// A destination bridge's answer.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug)]
 pub enum Response {
     /// The destination shard received the packet; its acknowledgement is final.
     Acknowledged {
         /// The acknowledgement with its proof chain (an `AcknowledgementProof`, as the
         /// destination shard wrote it).
-        proof: Box<RawValue>,
+        proof: CarriedAck,
     },
     /// The destination shard refused the packet as timed out; the receipt's absence is proven.
     TimedOut {
@@ -675,13 +934,6 @@ pub struct BatchItem {
     pub problem: Option<crate::Problem>,
 }
 
-/// The shard's answer to `POST /v1/packets/acknowledgements`.
-#[derive(Debug, Deserialize)]
-pub struct Acknowledgements {
-    /// One per packet asked about (`AcknowledgementProof`s, as the shard wrote them).
-    pub acknowledgements: Vec<Option<Box<RawValue>>>,
-}
-
 /// The shard's erasures of records sent to one city.
 #[derive(Debug, Deserialize)]
 pub struct OutboundErasures {
@@ -709,29 +961,103 @@ pub struct StateProofView {
     pub proof: urbis_core::proof::ProofDocument,
 }
 
-/// One item of the shard's `POST /v1/packets/batch`, borrowing what it carries: written
-/// straight from the parsed proofs, without building a JSON value tree of each first.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum BatchItemOut<'a> {
-    /// The destination's acknowledgement of a packet the shard's city sent.
-    Acknowledgement {
-        /// The packet.
-        packet: &'a PacketId,
-        /// The acknowledgement and its proof chain.
-        proof: &'a RawValue,
-        /// The relay's `traceparent`.
-        trace_context: &'a Option<String>,
-    },
-    /// The proof that a packet the shard's city sent timed out unreceived.
-    Timeout {
-        /// The packet.
-        packet: &'a PacketId,
-        /// The receipt's absence and its proof chain.
-        proof: &'a RawValue,
-        /// The relay's `traceparent`.
-        trace_context: &'a Option<String>,
-    },
+/// A settlement to hand the own shard: a destination's answer about a packet this city sent.
+#[derive(Debug)]
+pub struct SettlementOut<'a> {
+    /// The packet.
+    pub packet: &'a PacketId,
+    /// Its acknowledgement or timeout proof.
+    pub proof: SettlementProof<'a>,
+    /// The relay's `traceparent`.
+    pub trace_context: &'a Option<String>,
+}
+
+/// What settles a packet.
+#[derive(Debug, Clone, Copy)]
+pub enum SettlementProof<'a> {
+    /// The destination's acknowledgement.
+    Acknowledgement(&'a CarriedAck),
+    /// The receipt's absence at the timeout (a `TimeoutProof`).
+    Timeout(&'a RawValue),
+}
+
+/// The shard's `POST /v1/packets/batch` body for settlements, answered one result per
+/// settlement in order. Each run of consecutive acknowledgements that share their header and
+/// finality (from one answer of the destination) is one `acknowledgements` group, which writes
+/// those once; any other settlement is an item of its own.
+pub fn settlement_batch_body(items: &[SettlementOut<'_>]) -> Vec<u8> {
+    fn push_packet(out: &mut Vec<u8>, s: &SettlementOut<'_>) {
+        out.extend_from_slice(b"\"packet\":");
+        // Writing plain data into memory does not fail.
+        let _ = serde_json::to_writer(&mut *out, s.packet);
+    }
+    fn push_trace(out: &mut Vec<u8>, s: &SettlementOut<'_>) {
+        if let Some(t) = s.trace_context {
+            out.extend_from_slice(b",\"trace_context\":");
+            let _ = serde_json::to_writer(&mut *out, t);
+        }
+    }
+    fn shared_of<'a>(s: &SettlementOut<'a>) -> Option<&'a Arc<AckShared>> {
+        match s.proof {
+            SettlementProof::Acknowledgement(a) => a.group(),
+            SettlementProof::Timeout(_) => None,
+        }
+    }
+    let mut out = Vec::with_capacity(64 + items.len() * ANSWER_JSON_BYTES);
+    out.extend_from_slice(b"{\"items\":[");
+    let mut i = 0;
+    while i < items.len() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let first = &items[i];
+        let Some(shared) = shared_of(first) else {
+            out.extend_from_slice(match first.proof {
+                SettlementProof::Acknowledgement(_) => b"{\"type\":\"acknowledgement\",",
+                SettlementProof::Timeout(_) => b"{\"type\":\"timeout\",",
+            });
+            push_packet(&mut out, first);
+            out.extend_from_slice(b",\"proof\":");
+            match first.proof {
+                SettlementProof::Acknowledgement(a) => a.write_whole(&mut out),
+                SettlementProof::Timeout(t) => out.extend_from_slice(t.get().as_bytes()),
+            }
+            push_trace(&mut out, first);
+            out.push(b'}');
+            i += 1;
+            continue;
+        };
+        let run = items[i..]
+            .iter()
+            .take_while(|s| shared_of(s).is_some_and(|g| Arc::ptr_eq(g, shared)))
+            .count();
+        out.extend_from_slice(b"{\"type\":\"acknowledgements\"");
+        push_field(&mut out, "header", shared.header.get());
+        push_field(&mut out, "finality", shared.finality.get());
+        out.extend_from_slice(b",\"acknowledgements\":[");
+        for (k, s) in items[i..i + run].iter().enumerate() {
+            // In the run, so its parts are there.
+            let SettlementProof::Acknowledgement(CarriedAck::Part {
+                acknowledgement, proof, ..
+            }) = s.proof
+            else {
+                continue;
+            };
+            if k > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            push_packet(&mut out, s);
+            push_field(&mut out, "acknowledgement", acknowledgement.get());
+            push_field(&mut out, "proof", proof.get());
+            push_trace(&mut out, s);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        i += run;
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// The JSON of a packet proof's fields, each as its source shard wrote it.
@@ -923,13 +1249,6 @@ pub fn deliver_request(packets: &[PacketOut<'_>], grouped: bool) -> Vec<u8> {
     }
     out.extend_from_slice(b"]}");
     out
-}
-
-/// The shard's `POST /v1/packets/batch` body.
-#[derive(Debug, Serialize)]
-pub struct BatchRequestOut<'a> {
-    /// The items, answered in order.
-    pub items: Vec<BatchItemOut<'a>>,
 }
 
 #[cfg(test)]
@@ -1204,22 +1523,116 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"type":"deliver"}"#).is_err());
     }
 
-    /// Answers and requests read back as written, with the tag first or last; an unknown
-    /// variant and a missing field are refused. (Proof-carrying variants are read by the
-    /// bridges of the packet tests, end to end.)
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_string()).unwrap()
+    }
+
+    /// Shared parts of an acknowledgements answer (bridges never decode them: any JSON does).
+    fn ack_shared(n: u64) -> Arc<AckShared> {
+        Arc::new(AckShared {
+            header: raw(&format!(r#"{{"header":{{"height":{n}}},"signature":"aa"}}"#)),
+            finality: raw(&format!(r#"{{"beacon_header":{{"height":{n}}},"set_updates":[]}}"#)),
+        })
+    }
+
+    fn part(shared: &Arc<AckShared>, i: u64) -> CarriedAck {
+        CarriedAck::Part {
+            shared: shared.clone(),
+            acknowledgement: raw(r#""success""#),
+            proof: raw(&format!(r#"{{"leaf":null,"siblings":["{i:02x}"]}}"#)),
+        }
+    }
+
+    fn whole_ack(a: &CarriedAck) -> serde_json::Value {
+        let mut out = Vec::new();
+        a.write_whole(&mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// The destination shard's grouped acknowledgements answer reads as its proofs, each with
+    /// the answer's header and finality; entries without a header are refused.
     #[test]
-    fn requests_and_answers_read_back_as_written() {
+    fn a_shards_grouped_acknowledgements_read_as_their_proofs() {
+        let answer = r#"{"header":{"h":1},"finality":{"f":2},"acknowledgements":[{"acknowledgement":"success","proof":{"s":3}},null]}"#;
+        let group: AcknowledgementGroup = serde_json::from_str(answer).unwrap();
+        assert_eq!(group.acknowledgements.len(), 2);
+        assert_eq!(
+            whole_ack(group.acknowledgements[0].as_ref().unwrap()),
+            serde_json::json!({"acknowledgement": "success", "proof": {"s": 3}, "header": {"h": 1}, "finality": {"f": 2}})
+        );
+        assert!(group.acknowledgements[1].is_none());
+        let none: AcknowledgementGroup = serde_json::from_str(
+            r#"{"header":null,"finality":null,"acknowledgements":[null,null]}"#,
+        )
+        .unwrap();
+        assert!(none.acknowledgements.iter().all(Option::is_none));
+        let headless = answer.replacen(r#""header":{"h":1}"#, r#""header":null"#, 1);
+        assert!(serde_json::from_str::<AcknowledgementGroup>(&headless).is_err());
+    }
+
+    /// Answers read back as written, under `urbis-bridge/2` with each answer's shared header
+    /// and finality once and under `urbis-bridge/1` with each acknowledgement whole; a shared
+    /// reference that names nothing, or comes without its acknowledgement, is refused.
+    #[test]
+    fn answers_read_back_as_written() {
+        let (one, two) = (ack_shared(1), ack_shared(2));
         let answers = Answers {
             results: vec![
+                Response::Acknowledged { proof: part(&one, 1) },
                 Response::Pending { detail: "busy".into() },
+                Response::Acknowledged { proof: part(&one, 2) },
+                Response::Acknowledged { proof: part(&two, 3) },
+                Response::Acknowledged { proof: CarriedAck::Whole(raw(r#"{"whole":true}"#)) },
+                Response::TimedOut { proof: raw(r#"{"receipt_absence":{}}"#) },
                 Response::Erased,
                 Response::Refused { status: 422, detail: "no".into() },
             ],
         };
-        let json = serde_json::to_string(&answers).unwrap();
-        assert!(json.contains(r#"{"type":"pending","detail":"busy"}"#), "{json}");
-        let back: Answers = serde_json::from_str(&json).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        let grouped = answers_body(&answers, true);
+        let single = answers_body(&answers, false);
+        let text = String::from_utf8(grouped.clone()).unwrap();
+        assert!(text.starts_with(r#"{"shared":[{"header""#), "{text}");
+        assert_eq!(text.matches(r#""set_updates""#).count(), 2, "{text}");
+        assert!(!String::from_utf8(single.clone()).unwrap().contains(r#""shared""#));
+        for body in [&grouped, &single] {
+            let back: Answers = serde_json::from_slice(body).unwrap();
+            let names: Vec<&str> = back.results.iter().map(Response::name).collect();
+            let wanted: Vec<&str> = answers.results.iter().map(Response::name).collect();
+            assert_eq!(names, wanted);
+            for (got, want) in back.results.iter().zip(&answers.results) {
+                match (got, want) {
+                    (Response::Acknowledged { proof: g }, Response::Acknowledged { proof: w }) => {
+                        assert_eq!(whole_ack(g), whole_ack(w))
+                    }
+                    (Response::TimedOut { proof: g }, Response::TimedOut { proof: w }) => {
+                        assert_eq!(g.get(), w.get())
+                    }
+                    (Response::Refused { status: 422, detail }, Response::Refused { .. }) => {
+                        assert_eq!(detail, "no")
+                    }
+                    (Response::Pending { detail }, _) => assert_eq!(detail, "busy"),
+                    (Response::Erased, Response::Erased) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            // Read grouped, the acknowledgements of one answer share their parts again.
+            if body == &grouped {
+                let shared = |i: usize| match &back.results[i] {
+                    Response::Acknowledged { proof: CarriedAck::Part { shared, .. } } => {
+                        shared.clone()
+                    }
+                    other => panic!("{other:?}"),
+                };
+                assert!(Arc::ptr_eq(&shared(0), &shared(2)));
+                assert!(!Arc::ptr_eq(&shared(0), &shared(3)));
+            }
+        }
+        let dangling = text.replacen(r#""shared":1"#, r#""shared":7"#, 1);
+        assert_ne!(dangling, text);
+        let error = serde_json::from_str::<Answers>(&dangling).unwrap_err().to_string();
+        assert!(error.contains("numbered 7"), "{error}");
+        let alone = r#"{"results":[{"type":"acknowledged","shared":0,"proof":{}}]}"#;
+        assert!(serde_json::from_str::<Answers>(alone).is_err());
         let last: Response =
             serde_json::from_str(r#"{"status":409,"detail":"d","type":"refused"}"#).unwrap();
         assert!(matches!(last, Response::Refused { status: 409, ref detail } if detail == "d"));
@@ -1229,5 +1642,92 @@ mod tests {
             let request: Request = serde_json::from_slice(&deliver_request(&[], grouped)).unwrap();
             assert!(matches!(request, Request::Deliver { ref items } if items.is_empty()));
         }
+    }
+
+    /// Settlements go to the own shard with each run of acknowledgements from one answer as
+    /// one group (its header and finality once), each reading back, with them, as its whole
+    /// proof; a timeout, a whole acknowledgement, or one whose shared parts are too large for a
+    /// group is an item of its own.
+    #[test]
+    fn acknowledgements_of_one_answer_settle_as_one_group() {
+        let (one, two) = (ack_shared(1), ack_shared(2));
+        let large = Arc::new(AckShared {
+            header: raw(&format!(
+                r#"{{"pad":"{}"}}"#,
+                "x".repeat(urbis_core::packet::GROUP_SHARED_JSON_MAX)
+            )),
+            finality: raw("{}"),
+        });
+        let acks = [
+            part(&one, 1),
+            part(&one, 2),
+            CarriedAck::Whole(raw(r#"{"whole":true}"#)),
+            part(&two, 4),
+            part(&large, 5),
+        ];
+        let timeout = raw(r#"{"receipt_absence":{}}"#);
+        let ids: Vec<PacketId> = (1..=6)
+            .map(|sequence| PacketId { source: CityId(0), destination: CityId(1), sequence })
+            .collect();
+        let trace = Some(TRACE.to_string());
+        let none = None;
+        let mut items: Vec<SettlementOut<'_>> = acks
+            .iter()
+            .zip(&ids)
+            .map(|(a, id)| SettlementOut {
+                packet: id,
+                proof: SettlementProof::Acknowledgement(a),
+                trace_context: if id.sequence == 2 { &trace } else { &none },
+            })
+            .collect();
+        items.insert(
+            2,
+            SettlementOut {
+                packet: &ids[5],
+                proof: SettlementProof::Timeout(&timeout),
+                trace_context: &none,
+            },
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(&settlement_batch_body(&items)).unwrap();
+        let out = body["items"].as_array().unwrap();
+        let kinds: Vec<&str> = out.iter().map(|i| i["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "acknowledgements",
+                "timeout",
+                "acknowledgement",
+                "acknowledgements",
+                "acknowledgement"
+            ]
+        );
+        // Each settlement as the shard reads it: its packet, whole proof and trace context.
+        let mut read = Vec::new();
+        for item in out {
+            if item["type"] != "acknowledgements" {
+                read.push((
+                    item["packet"].clone(),
+                    item["proof"].clone(),
+                    item.get("trace_context").cloned(),
+                ));
+                continue;
+            }
+            for a in item["acknowledgements"].as_array().unwrap() {
+                let proof = serde_json::json!({"acknowledgement": a["acknowledgement"], "proof": a["proof"], "header": item["header"], "finality": item["finality"]});
+                read.push((a["packet"].clone(), proof, a.get("trace_context").cloned()));
+            }
+        }
+        assert_eq!(read.len(), items.len());
+        for (got, want) in read.iter().zip(&items) {
+            assert_eq!(got.0, serde_json::to_value(want.packet).unwrap());
+            let proof = match want.proof {
+                SettlementProof::Acknowledgement(a) => whole_ack(a),
+                SettlementProof::Timeout(t) => serde_json::from_str(t.get()).unwrap(),
+            };
+            assert_eq!(got.1, proof);
+            assert_eq!(got.2, want.trace_context.as_ref().map(|t| serde_json::json!(t)));
+        }
+        assert_eq!(out[0]["acknowledgements"].as_array().unwrap().len(), 2);
     }
 }

@@ -840,6 +840,16 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         "acknowledgement path",
         "an error acknowledgement where B wrote success",
     );
+    // The same two in an acknowledgements group (header and finality once): each is refused
+    // on its own, with its own error.
+    let member = |packet: Value, proof: &Value| json!({"packet": packet, "acknowledgement": proof["acknowledgement"], "proof": proof["proof"]});
+    let group = json!({"items": [{"type": "acknowledgements", "header": ack1["header"], "finality": ack1["finality"],
+        "acknowledgements": [member(id(3), &ack1), member(id(1), &forged)]}]});
+    let results = post_batch(&client, a, group.to_string());
+    assert_eq!(results.len(), 2, "{results:?}");
+    for (result, case) in results.iter().zip(["another packet's, grouped", "forged, grouped"]) {
+        refused(item_answer(result), 422, "invalid-proof", "acknowledgement path", case);
+    }
     let (status, v) = post_packet(
         &client,
         a,

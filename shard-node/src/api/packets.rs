@@ -2598,7 +2598,7 @@ mod tests {
         assert_eq!(grouped.acknowledgements.len(), 3);
         for (got, want) in grouped.acknowledgements.iter().zip(answer) {
             let got = got.as_ref().map(|g| AcknowledgementProof {
-                acknowledgement: g.acknowledgement.clone(),
+                acknowledgement: g.acknowledgement,
                 proof: g.proof.clone(),
                 header: header.clone(),
                 finality: finality.clone(),
