@@ -430,12 +430,6 @@ impl CarriedPacket {
     }
 }
 
-impl Serialize for CarriedPacket {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(s)
-    }
-}
-
 impl<'de> Deserialize<'de> for CarriedPacket {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // The proof's fields, each kept as its JSON; a bridge reads only the few it names
@@ -492,7 +486,7 @@ impl<'de> Deserialize<'de> for CarriedPacket {
 }
 
 /// One packet with what travels beside it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct Delivery {
     /// The packet with its proof chain.
     pub proof: CarriedPacket,
@@ -501,7 +495,7 @@ pub struct Delivery {
     pub payload: Option<Box<RawValue>>,
     /// The W3C `traceparent` of the source bridge's span for this packet. Not authenticated
     /// and never checked: it only links spans.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub trace_context: Option<String>,
 }
 
