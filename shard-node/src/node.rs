@@ -369,7 +369,7 @@ pub async fn run(
         beacon_view,
         unsettled_from: Default::default(),
         packet_traces: Default::default(),
-        receipt_heights: Default::default(),
+        recent_receipts: Default::default(),
         crosslinked,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)

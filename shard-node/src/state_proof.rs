@@ -20,6 +20,24 @@ pub fn prove(
     key: KeyHash,
     version: Version,
 ) -> anyhow::Result<(Option<OwnedValue>, StateProof)> {
+    let (present, proof) = prove_presence(reader, key, version)?;
+    let value = if present {
+        Some(reader.get_value_option(version, key)?.ok_or_else(|| {
+            anyhow::anyhow!("state value missing for a leaf at version {version}")
+        })?)
+    } else {
+        None
+    };
+    Ok((value, proof))
+}
+
+/// Whether `key` is in the tree at `version`, and the proof of that, without reading its
+/// value (for a caller that knows it).
+pub fn prove_presence(
+    reader: &impl TreeReader,
+    key: KeyHash,
+    version: Version,
+) -> anyhow::Result<(bool, StateProof)> {
     let mut path: Vec<u8> = Vec::with_capacity(64);
     let mut node_key = node_key_for(version, &path)?;
     // Top-down while walking; the proof lists them bottom-up.
@@ -31,23 +49,16 @@ pub fn prove(
         })?;
         match node {
             Node::Null if depth == 0 => {
-                return Ok((None, StateProof { leaf: None, siblings: vec![] }));
+                return Ok((false, StateProof { leaf: None, siblings: vec![] }));
             }
             Node::Null => anyhow::bail!("a null node below the root at depth {depth}"),
             Node::Leaf(leaf) => {
                 // borsh(LeafNode) = key_hash ‖ value_hash.
                 let (key_hash, value_hash): ([u8; 32], [u8; 32]) = decode(&encode(&leaf))
                     .map_err(|_| anyhow::anyhow!("state leaf does not decode"))?;
-                let value = if key_hash == key.0 {
-                    Some(reader.get_value_option(version, key)?.ok_or_else(|| {
-                        anyhow::anyhow!("state value missing for a leaf at version {version}")
-                    })?)
-                } else {
-                    None
-                };
                 siblings.reverse();
                 let leaf = StateLeaf { key_hash: Hash32(key_hash), value_hash: Hash32(value_hash) };
-                return Ok((value, StateProof { leaf: Some(leaf), siblings }));
+                return Ok((key_hash == key.0, StateProof { leaf: Some(leaf), siblings }));
             }
             Node::Internal(internal) => {
                 let Some(&byte) = key.0.get(depth / 2) else {
@@ -71,7 +82,7 @@ pub fn prove(
                     if range == 0 {
                         // Nothing under the key's half: the path ends in an empty subtree.
                         siblings.reverse();
-                        return Ok((None, StateProof { leaf: None, siblings }));
+                        return Ok((false, StateProof { leaf: None, siblings }));
                     }
                     if only_child(width, range, range_leaves) {
                         // The only child in the key's half (a leaf, or the key's own slot at

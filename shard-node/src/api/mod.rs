@@ -88,7 +88,7 @@ pub struct AppState {
     /// The trace context of recent outbound packets.
     pub packet_traces: traces::PacketTraces,
     /// The height that received each recent inbound packet (acknowledgement long polls).
-    pub receipt_heights: receipts::ReceiptHeights,
+    pub recent_receipts: receipts::RecentReceipts,
     /// This city's latest crosslinked height, as the follower records it: what makes new
     /// acknowledgements final (long polls wait on it).
     pub crosslinked: tokio::sync::watch::Receiver<Option<u64>>,

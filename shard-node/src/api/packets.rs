@@ -282,10 +282,11 @@ async fn handle_packet(
     Ok(Json(answer))
 }
 
-/// Remembers the height that received a packet, for the acknowledgement long polls.
+/// Remembers the height that received a packet and the acknowledgement it wrote, for the
+/// acknowledgement long polls.
 fn remember_receipt(app: &AppState, op: &PacketOp, answer: &PacketResponse) {
-    if let PacketOp::Receive(v) = op {
-        app.receipt_heights.insert(v.id, answer.height);
+    if let (PacketOp::Receive(v), Some(acknowledgement)) = (op, answer.acknowledgement) {
+        app.recent_receipts.insert(v.id, (answer.height, acknowledgement));
     }
 }
 
@@ -1145,13 +1146,20 @@ const ACK_PROOF_JSON_BYTES: usize = 3 << 10;
 /// About the JSON one outbound packet with its proof chain takes (a buffer hint).
 const OUTBOUND_PACKET_JSON_BYTES: usize = 5 << 10;
 
-/// Where a receipt was written (a receipt is written once and never changed or deleted).
+/// Where a receipt was written (a receipt is written once and never changed or deleted), and
+/// the acknowledgement it holds.
 #[derive(Clone, Copy, Debug)]
-enum Written {
+struct Written {
+    at: WrittenAt,
+    acknowledgement: Acknowledgement,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum WrittenAt {
     /// By the block at this height.
-    AtHeight(u64),
+    Height(u64),
     /// At this state version.
-    AtVersion(u64),
+    Version(u64),
 }
 
 /// The final acknowledgement proofs of `packets` against the latest final header.
@@ -1179,34 +1187,49 @@ fn acknowledgement_proofs(
         // would seek backwards through the key's versions for every receipt not yet final).
         let key = id.receipt_key();
         if written.is_none() {
-            *written = match app.receipt_heights.get(id) {
-                Some(height) => Some(Written::AtHeight(height)),
-                None => app
+            *written = match app.recent_receipts.get(id) {
+                Some((height, acknowledgement)) => {
+                    Some(Written { at: WrittenAt::Height(height), acknowledgement })
+                }
+                None => match app
                     .store
                     .state_newest(jmt::KeyHash(key.key_hash().0))
                     .map_err(internal)?
-                    .and_then(|(at, value)| value.map(|_| Written::AtVersion(at))),
+                {
+                    Some((at, Some(value))) => Some(Written {
+                        at: WrittenAt::Version(at),
+                        acknowledgement: decode::<Receipt>(&value)
+                            .map_err(internal)?
+                            .acknowledgement,
+                    }),
+                    _ => None,
+                },
             };
         }
-        let present = match *written {
-            Some(Written::AtHeight(height)) => height <= m,
-            Some(Written::AtVersion(at)) => version.is_some_and(|v| at <= v),
-            None => false,
-        };
-        if !present {
+        let Some(w) = *written else {
             out.push(None);
             continue;
-        }
-        let (value, proof) = prove_in(app, &key, version)?;
-        out.push(match value {
-            None => None,
-            Some(v) => Some(AcknowledgementProof {
-                acknowledgement: decode::<Receipt>(&v).map_err(internal)?.acknowledgement,
-                proof,
-                header: header.clone(),
-                finality: finality.clone(),
-            }),
-        });
+        };
+        let final_at_v = match (w.at, version) {
+            (WrittenAt::Height(height), Some(_)) => height <= m,
+            (WrittenAt::Version(at), Some(v)) => at <= v,
+            (_, None) => false,
+        };
+        let Some(v) = version.filter(|_| final_at_v) else {
+            out.push(None);
+            continue;
+        };
+        // The receipt's value is known (the acknowledgement it was written with): the proof
+        // needs only its path, and a wrong value would fail the source's check of the leaf.
+        let (present, proof) =
+            crate::state_proof::prove_presence(&*app.store, jmt::KeyHash(key.key_hash().0), v)
+                .map_err(internal)?;
+        out.push(present.then(|| AcknowledgementProof {
+            acknowledgement: w.acknowledgement,
+            proof,
+            header: header.clone(),
+            finality: finality.clone(),
+        }));
     }
     Ok(out)
 }
