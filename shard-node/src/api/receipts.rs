@@ -6,7 +6,5 @@
 //! wrong: a receipt is written once, by the block at that height, and never changed.
 
 /// Packet → height of the block that wrote its receipt, and the receipt's acknowledgement.
-pub type RecentReceipts = super::recent::Recent<
-    urbis_core::packet::PacketId,
-    (u64, urbis_core::packet::Acknowledgement),
->;
+pub type RecentReceipts =
+    super::recent::Recent<urbis_core::packet::PacketId, (u64, urbis_core::packet::Acknowledgement)>;
