@@ -319,13 +319,14 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
             return wire::Answers { results: vec![erase(bridge, source, record_id, proof).await] };
         }
     };
-    let arrived: Vec<wire::Arrived<'_>> = items.iter().flat_map(wire::Carried::packets).collect();
-    let n = arrived.len();
+    // Counted before the packets are laid out one by one.
+    let n: usize = items.iter().map(wire::Carried::len).sum();
     if n == 0 || n > OUTBOUND_BATCH_MAX {
         return wire::Answers {
             results: vec![Response::Refused { status: 413, detail: format!("{n} packets") }],
         };
     }
+    let arrived: Vec<wire::Arrived<'_>> = items.iter().flat_map(wire::Carried::packets).collect();
     let mut ids = Vec::with_capacity(n);
     let mut packets = Vec::with_capacity(n);
     let mut spans = Vec::with_capacity(n);
@@ -351,6 +352,8 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
     }
     let body = wire::delivery_batch_body(&packets);
     drop(packets);
+    // What came is in `body` now; the wait for acknowledgements need not hold it twice.
+    drop(items);
     let answers = deliver(bridge, n, ids, body).await;
     for (span, answer) in spans.iter().zip(&answers.results) {
         span.record("packet.result", answer.name());

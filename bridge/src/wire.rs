@@ -170,6 +170,14 @@ struct NamedRecord {
     destination: Option<CityId>,
 }
 
+impl NamedRecord {
+    /// The packet of this record with `sequence` (a record without a destination names its
+    /// own city as both).
+    fn packet(&self, sequence: u64) -> PacketId {
+        PacketId { source: self.city, destination: self.destination.unwrap_or(self.city), sequence }
+    }
+}
+
 #[derive(Deserialize)]
 struct NamedBatch {
     timeout_height: u64,
@@ -213,15 +221,16 @@ impl urbis_ops::tagged::TagFirst for Carried {
         let g = Group::deserialize(rest)?;
         // The destination's shard checks each packet with its own copy of the shared parts:
         // a group larger than it takes would be multiplied, not refused, if handed on singly.
-        let shared = g.batch_proof.get().len() + g.header.get().len() + g.finality.get().len();
-        if shared > urbis_core::packet::GROUP_SHARED_JSON_MAX {
+        urbis_core::packet::check_group_shared(
+            g.batch_proof.get().len() + g.header.get().len() + g.finality.get().len(),
+        )
+        .map_err(D::Error::custom)?;
+        if g.packets.is_empty() || g.packets.len() > crate::OUTBOUND_BATCH_MAX {
             return Err(D::Error::custom(format!(
-                "the shared parts of a group take {shared} bytes; at most {}",
-                urbis_core::packet::GROUP_SHARED_JSON_MAX
+                "a group of {} packets; at least one and at most {}",
+                g.packets.len(),
+                crate::OUTBOUND_BATCH_MAX
             )));
-        }
-        if g.packets.is_empty() {
-            return Err(D::Error::custom("a group of no packets"));
         }
         let batch: NamedBatch = read_part(&g.batch)?;
         let packets = g
@@ -230,11 +239,7 @@ impl urbis_ops::tagged::TagFirst for Carried {
             .map(|m| {
                 let record: NamedRecord = read_part(&m.record)?;
                 Ok(GroupMember {
-                    id: PacketId {
-                        source: record.city,
-                        destination: record.destination.unwrap_or(record.city),
-                        sequence: m.sequence,
-                    },
+                    id: record.packet(m.sequence),
                     path: m.path,
                     record: m.record,
                     payload: m.payload,
@@ -322,55 +327,6 @@ pub fn erase_request(
     }
     // Serializing plain data into memory does not fail.
     serde_json::to_vec(&Erase { kind: "erase", source, record_id, proof }).unwrap_or_default()
-}
-
-impl urbis_ops::tagged::TagFirst for Response {
-    const EXPECTING: &'static str = "a bridge answer";
-
-    fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Proof<P> {
-            proof: P,
-        }
-        #[derive(Deserialize)]
-        struct Detail {
-            detail: String,
-        }
-        #[derive(Deserialize)]
-        struct Refused {
-            status: u16,
-            detail: String,
-        }
-        Ok(match tag {
-            "acknowledged" => Response::Acknowledged {
-                proof: CarriedAck::Whole(Proof::<Box<RawValue>>::deserialize(rest)?.proof),
-            },
-            "timed_out" => {
-                Response::TimedOut { proof: Proof::<Box<RawValue>>::deserialize(rest)?.proof }
-            }
-            "pending" => Response::Pending { detail: Detail::deserialize(rest)?.detail },
-            "erased" => {
-                serde::de::IgnoredAny::deserialize(rest)?;
-                Response::Erased
-            }
-            "refused" => {
-                let r = Refused::deserialize(rest)?;
-                Response::Refused { status: r.status, detail: r.detail }
-            }
-            other => {
-                return Err(serde::de::Error::unknown_variant(
-                    other,
-                    &["acknowledged", "timed_out", "pending", "erased", "refused"],
-                ));
-            }
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Response {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        urbis_ops::tagged::deserialize(d)
-    }
 }
 
 /// A packet proof as a bridge carries it: the JSON its source shard wrote, passed on as it
@@ -471,13 +427,8 @@ impl<'de> Deserialize<'de> for CarriedPacket {
             }),
             _ => None,
         };
-        let source = record.city;
         Ok(CarriedPacket {
-            id: PacketId {
-                source,
-                destination: record.destination.unwrap_or(source),
-                sequence: f.sequence,
-            },
+            id: record.packet(f.sequence),
             timeout_height: batch.timeout_height,
             parts,
             json,
@@ -535,8 +486,11 @@ pub struct AckShared {
 impl AckShared {
     /// Whether they fit a group (`urbis_core::packet::GROUP_SHARED_JSON_MAX`).
     fn fit_group(&self) -> bool {
-        self.header.get().len() + self.finality.get().len()
-            <= urbis_core::packet::GROUP_SHARED_JSON_MAX
+        self.check().is_ok()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        urbis_core::packet::check_group_shared(self.header.get().len() + self.finality.get().len())
     }
 }
 
@@ -700,7 +654,13 @@ impl<'de> Deserialize<'de> for Answers {
             results: Vec<ResponseIn>,
         }
         let raw = Raw::deserialize(d)?;
-        let shared: Vec<Arc<AckShared>> = raw.shared.into_iter().map(Arc::new).collect();
+        // A source bridge writes an acknowledgement whole for its shard when its shared parts
+        // do not fit a group: parts named by many would be multiplied, not refused.
+        let shared: Vec<Arc<AckShared>> = raw
+            .shared
+            .into_iter()
+            .map(|s| s.check().map(|()| Arc::new(s)).map_err(serde::de::Error::custom))
+            .collect::<Result<_, D::Error>>()?;
         let results = raw
             .results
             .into_iter()
@@ -739,24 +699,52 @@ impl urbis_ops::tagged::TagFirst for ResponseIn {
             acknowledgement: Option<Box<RawValue>>,
             proof: Box<RawValue>,
         }
-        if tag != "acknowledged" {
-            return <Response as urbis_ops::tagged::TagFirst>::variant(tag, rest)
-                .map(ResponseIn::Ready);
+        #[derive(Deserialize)]
+        struct Proof {
+            proof: Box<RawValue>,
         }
-        let a = Acknowledged::deserialize(rest)?;
-        Ok(match (a.shared, a.acknowledgement) {
-            (None, None) => {
-                ResponseIn::Ready(Response::Acknowledged { proof: CarriedAck::Whole(a.proof) })
+        #[derive(Deserialize)]
+        struct Detail {
+            detail: String,
+        }
+        #[derive(Deserialize)]
+        struct Refused {
+            status: u16,
+            detail: String,
+        }
+        let ready = match tag {
+            "acknowledged" => {
+                let a = Acknowledged::deserialize(rest)?;
+                return match (a.shared, a.acknowledgement) {
+                    (None, None) => Ok(ResponseIn::Ready(Response::Acknowledged {
+                        proof: CarriedAck::Whole(a.proof),
+                    })),
+                    (Some(shared), Some(acknowledgement)) => {
+                        Ok(ResponseIn::Shared { shared, acknowledgement, proof: a.proof })
+                    }
+                    _ => Err(serde::de::Error::custom(
+                        "an acknowledgement with shared parts names them and carries its own",
+                    )),
+                };
             }
-            (Some(shared), Some(acknowledgement)) => {
-                ResponseIn::Shared { shared, acknowledgement, proof: a.proof }
+            "timed_out" => Response::TimedOut { proof: Proof::deserialize(rest)?.proof },
+            "pending" => Response::Pending { detail: Detail::deserialize(rest)?.detail },
+            "erased" => {
+                serde::de::IgnoredAny::deserialize(rest)?;
+                Response::Erased
             }
-            _ => {
-                return Err(serde::de::Error::custom(
-                    "an acknowledgement with shared parts names them and carries its own",
+            "refused" => {
+                let r = Refused::deserialize(rest)?;
+                Response::Refused { status: r.status, detail: r.detail }
+            }
+            other => {
+                return Err(serde::de::Error::unknown_variant(
+                    other,
+                    &["acknowledged", "timed_out", "pending", "erased", "refused"],
                 ));
             }
-        })
+        };
+        Ok(ResponseIn::Ready(ready))
     }
 }
 
@@ -986,10 +974,7 @@ pub fn settlement_batch_body(items: &[SettlementOut<'_>]) -> Vec<u8> {
         let _ = serde_json::to_writer(&mut *out, s.packet);
     }
     fn push_trace(out: &mut Vec<u8>, s: &SettlementOut<'_>) {
-        if let Some(t) = s.trace_context {
-            out.extend_from_slice(b",\"trace_context\":");
-            let _ = serde_json::to_writer(&mut *out, t);
-        }
+        push_trace_context(out, s.trace_context.as_deref());
     }
     fn shared_of<'a>(s: &SettlementOut<'a>) -> Option<&'a Arc<AckShared>> {
         match s.proof {
@@ -1021,25 +1006,25 @@ pub fn settlement_batch_body(items: &[SettlementOut<'_>]) -> Vec<u8> {
             i += 1;
             continue;
         };
-        let run = items[i..]
-            .iter()
-            .take_while(|s| shared_of(s).is_some_and(|g| Arc::ptr_eq(g, shared)))
-            .count();
         out.extend_from_slice(b"{\"type\":\"acknowledgements\"");
         push_field(&mut out, "header", shared.header.get());
         push_field(&mut out, "finality", shared.finality.get());
         out.extend_from_slice(b",\"acknowledgements\":[");
-        for (k, s) in items[i..i + run].iter().enumerate() {
-            // In the run, so its parts are there.
-            let SettlementProof::Acknowledgement(CarriedAck::Part {
-                acknowledgement, proof, ..
-            }) = s.proof
-            else {
-                continue;
-            };
+        // The run: the acknowledgements from here that carry these very shared parts.
+        let run = items[i..].iter().map_while(|s| match s.proof {
+            SettlementProof::Acknowledgement(CarriedAck::Part {
+                shared: own,
+                acknowledgement,
+                proof,
+            }) if Arc::ptr_eq(own, shared) => Some((s, acknowledgement, proof)),
+            _ => None,
+        });
+        let mut k = 0;
+        for (s, acknowledgement, proof) in run {
             if k > 0 {
                 out.push(b',');
             }
+            k += 1;
             out.push(b'{');
             push_packet(&mut out, s);
             push_field(&mut out, "acknowledgement", acknowledgement.get());
@@ -1048,7 +1033,7 @@ pub fn settlement_batch_body(items: &[SettlementOut<'_>]) -> Vec<u8> {
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
-        i += run;
+        i += k;
     }
     out.extend_from_slice(b"]}");
     out
@@ -1077,8 +1062,10 @@ impl Parts<'_> {
     /// Whether the parts a group writes once fit a group
     /// (`urbis_core::packet::GROUP_SHARED_JSON_MAX`).
     fn fit_group(&self) -> bool {
-        self.batch_proof.len() + self.header.len() + self.finality.len()
-            <= urbis_core::packet::GROUP_SHARED_JSON_MAX
+        urbis_core::packet::check_group_shared(
+            self.batch_proof.len() + self.header.len() + self.finality.len(),
+        )
+        .is_ok()
     }
 
     /// Whether two packets share the parts a group writes once, byte for byte (packets of
@@ -1152,7 +1139,12 @@ fn push_field(out: &mut Vec<u8>, name: &str, json: &str) {
 /// `payload` and, when there is one, `trace_context`.
 fn push_beside(out: &mut Vec<u8>, p: &PacketOut<'_>) {
     push_field(out, "payload", p.payload.map_or("null", RawValue::get));
-    if let Some(t) = &p.trace_context {
+    push_trace_context(out, p.trace_context.as_deref());
+}
+
+/// `trace_context`, when there is one.
+fn push_trace_context(out: &mut Vec<u8>, trace_context: Option<&str>) {
+    if let Some(t) = trace_context {
         out.extend_from_slice(b",\"trace_context\":");
         // Writing a string into memory does not fail.
         let _ = serde_json::to_writer(&mut *out, t);
@@ -1180,22 +1172,22 @@ fn write_items(out: &mut Vec<u8>, packets: &[PacketOut<'_>]) {
             i += 1;
             continue;
         };
-        let run = packets[i..]
-            .iter()
-            .take_while(|p| p.proof.group_parts().is_some_and(|own| own.same_group(shared)))
-            .count();
         out.extend_from_slice(b"{\"type\":\"packets\"");
         push_field(out, "batch", shared.batch);
         push_field(out, "batch_proof", shared.batch_proof);
         push_field(out, "header", shared.header);
         push_field(out, "finality", shared.finality);
         out.extend_from_slice(b",\"packets\":[");
-        for (k, p) in packets[i..i + run].iter().enumerate() {
-            // In the run, so its parts are there.
-            let Some(own) = &p.proof.parts else { continue };
+        // The run: the packets from here of the same source block.
+        let run = packets[i..].iter().map_while(|p| {
+            p.proof.group_parts().filter(|own| own.same_group(shared)).map(|own| (p, own))
+        });
+        let mut k = 0;
+        for (p, own) in run {
             if k > 0 {
                 out.push(b',');
             }
+            k += 1;
             out.extend_from_slice(b"{\"sequence\":");
             // Writing a number into memory does not fail.
             let _ = serde_json::to_writer(&mut *out, &own.sequence);
@@ -1205,7 +1197,7 @@ fn write_items(out: &mut Vec<u8>, packets: &[PacketOut<'_>]) {
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
-        i += run;
+        i += k;
     }
 }
 
@@ -1510,7 +1502,25 @@ mod tests {
         let mut empty: serde_json::Value = serde_json::from_str(&text).unwrap();
         empty["items"][0]["packets"] = serde_json::json!([]);
         let error = serde_json::from_value::<Request>(empty).unwrap_err().to_string();
-        assert!(error.contains("no packets"), "{error}");
+        assert!(error.contains("a group of 0 packets"), "{error}");
+        // A group of more packets than a delivery may hold is refused as it is read.
+        let mut large: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let member = large["items"][0]["packets"][0].clone();
+        for n in [crate::OUTBOUND_BATCH_MAX, crate::OUTBOUND_BATCH_MAX + 1] {
+            large["items"][0]["packets"] = serde_json::Value::Array(vec![member.clone(); n]);
+            let read = serde_json::from_value::<Request>(large.clone());
+            match read {
+                Ok(Request::Deliver { items }) => {
+                    assert_eq!(n, crate::OUTBOUND_BATCH_MAX);
+                    assert_eq!(items[0].len(), n);
+                }
+                Err(e) => {
+                    assert_eq!(n, crate::OUTBOUND_BATCH_MAX + 1);
+                    assert!(e.to_string().contains("a group of 257 packets"), "{e}");
+                }
+                Ok(other) => panic!("{other:?}"),
+            }
+        }
         let both = text.replacen(r#""items":"#, r#""packets":[],"items":"#, 1);
         let error = serde_json::from_str::<Request>(&both).unwrap_err().to_string();
         assert!(error.contains("`packets` or `items`"), "{error}");
@@ -1625,13 +1635,22 @@ mod tests {
         assert_ne!(dangling, text);
         let error = serde_json::from_str::<Answers>(&dangling).unwrap_err().to_string();
         assert!(error.contains("numbered 7"), "{error}");
+        // Shared parts larger than a group may carry are refused, not multiplied.
+        let padding = " ".repeat(urbis_core::packet::GROUP_SHARED_JSON_MAX);
+        let padded = text.replacen(r#""finality":{"#, &format!(r#""finality":{{{padding}"#), 1);
+        assert_ne!(padded, text);
+        let error = serde_json::from_str::<Answers>(&padded).unwrap_err().to_string();
+        assert!(error.contains("shared parts"), "{error}");
         let alone = r#"{"results":[{"type":"acknowledged","shared":0,"proof":{}}]}"#;
         assert!(serde_json::from_str::<Answers>(alone).is_err());
-        let last: Response =
+        let last: ResponseIn =
             serde_json::from_str(r#"{"status":409,"detail":"d","type":"refused"}"#).unwrap();
-        assert!(matches!(last, Response::Refused { status: 409, ref detail } if detail == "d"));
-        assert!(serde_json::from_str::<Response>(r#"{"type":"accepted"}"#).is_err());
-        assert!(serde_json::from_str::<Response>(r#"{"type":"refused","status":409}"#).is_err());
+        assert!(matches!(
+            last,
+            ResponseIn::Ready(Response::Refused { status: 409, ref detail }) if detail == "d"
+        ));
+        assert!(serde_json::from_str::<ResponseIn>(r#"{"type":"accepted"}"#).is_err());
+        assert!(serde_json::from_str::<ResponseIn>(r#"{"type":"refused","status":409}"#).is_err());
         for grouped in [true, false] {
             let request: Request = serde_json::from_slice(&deliver_request(&[], grouped)).unwrap();
             assert!(matches!(request, Request::Deliver { ref items } if items.is_empty()));

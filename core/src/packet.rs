@@ -234,6 +234,17 @@ pub enum PacketOutcome {
 /// packet's whole proof chain is about 4 KB).
 pub const GROUP_SHARED_JSON_MAX: usize = 64 << 10;
 
+/// Whether parts a group shares, `bytes` of JSON together, fit a group
+/// ([`GROUP_SHARED_JSON_MAX`]); the error says how large they are.
+pub fn check_group_shared(bytes: usize) -> Result<(), String> {
+    if bytes > GROUP_SHARED_JSON_MAX {
+        return Err(format!(
+            "the shared parts of a group take {bytes} bytes; at most {GROUP_SHARED_JSON_MAX}"
+        ));
+    }
+    Ok(())
+}
+
 /// Sequences per [`Settlements`] range: sequence `q` is settled under
 /// `PacketSettlements{source, destination, q / SETTLEMENT_BUCKET_SIZE}`.
 pub const SETTLEMENT_BUCKET_SIZE: u64 = 64;

@@ -472,13 +472,7 @@ impl urbis_ops::tagged::TagFirst for PacketBatchEntry {
         }
         // Each member is checked with its own copy of the shared parts: they are bounded.
         fn bounded<E: Error>(shared: usize) -> Result<(), E> {
-            if shared > urbis_core::packet::GROUP_SHARED_JSON_MAX {
-                return Err(E::custom(format!(
-                    "the shared parts of a group take {shared} bytes; at most {}",
-                    urbis_core::packet::GROUP_SHARED_JSON_MAX
-                )));
-            }
-            Ok(())
+            urbis_core::packet::check_group_shared(shared).map_err(E::custom)
         }
         match tag {
             "packets" => {}
@@ -525,54 +519,57 @@ impl PacketBatchEntry {
             PacketBatchEntry::Group(g) => g,
             PacketBatchEntry::Acknowledgements(g) => return g.expand(),
         };
-        if g.packets.is_empty() {
-            return vec![Err(Problem::unprocessable("a group holds at least one packet"))];
-        }
-        g.packets
-            .iter()
-            .map(|raw| {
-                let p: GroupedPacket = serde_json::from_str(raw.get()).map_err(json_problem)?;
-                Ok(PacketRequest::Packet {
-                    proof: Box::new(PacketProof {
-                        sequence: p.sequence,
-                        batch: g.batch,
-                        batch_proof: g.batch_proof.clone(),
-                        path: p.path,
-                        record: p.record,
-                        header: g.header.clone(),
-                        finality: g.finality.clone(),
-                    }),
-                    payload: p.payload,
-                    trace_context: p.trace_context,
-                })
-            })
-            .collect()
+        expand_members(&g.packets, "a group holds at least one packet", |p: GroupedPacket| {
+            PacketRequest::Packet {
+                proof: Box::new(PacketProof {
+                    sequence: p.sequence,
+                    batch: g.batch,
+                    batch_proof: g.batch_proof.clone(),
+                    path: p.path,
+                    record: p.record,
+                    header: g.header.clone(),
+                    finality: g.finality.clone(),
+                }),
+                payload: p.payload,
+                trace_context: p.trace_context,
+            }
+        })
     }
+}
+
+/// A group's members, each read on its own (one that does not read is refused alone) and made
+/// whole with the group's shared parts by `whole`; a group of none is one refusal.
+fn expand_members<M: serde::de::DeserializeOwned>(
+    members: &[Box<serde_json::value::RawValue>],
+    empty: &'static str,
+    whole: impl Fn(M) -> PacketRequest,
+) -> Vec<ApiResult<PacketRequest>> {
+    if members.is_empty() {
+        return vec![Err(Problem::unprocessable(empty))];
+    }
+    members
+        .iter()
+        .map(|raw| serde_json::from_str(raw.get()).map(&whole).map_err(json_problem))
+        .collect()
 }
 
 impl AcknowledgementGroup {
     /// Each acknowledgement with its whole proof. An empty group is refused.
     fn expand(self) -> Vec<ApiResult<PacketRequest>> {
-        if self.acknowledgements.is_empty() {
-            return vec![Err(Problem::unprocessable("a group holds at least one acknowledgement"))];
-        }
-        self.acknowledgements
-            .iter()
-            .map(|raw| {
-                let a: GroupedAcknowledgement =
-                    serde_json::from_str(raw.get()).map_err(json_problem)?;
-                Ok(PacketRequest::Acknowledgement {
-                    proof: Box::new(AcknowledgementProof {
-                        acknowledgement: a.acknowledgement,
-                        proof: a.proof,
-                        header: self.header.clone(),
-                        finality: self.finality.clone(),
-                    }),
-                    packet: a.packet,
-                    trace_context: a.trace_context,
-                })
-            })
-            .collect()
+        expand_members(
+            &self.acknowledgements,
+            "a group holds at least one acknowledgement",
+            |a: GroupedAcknowledgement| PacketRequest::Acknowledgement {
+                proof: Box::new(AcknowledgementProof {
+                    acknowledgement: a.acknowledgement,
+                    proof: a.proof,
+                    header: self.header.clone(),
+                    finality: self.finality.clone(),
+                }),
+                packet: a.packet,
+                trace_context: a.trace_context,
+            },
+        )
     }
 
     /// How many answers it takes.
