@@ -183,18 +183,46 @@ impl PacketRequest {
     }
 }
 
-/// The packets among `ops` that were received and may carry an off-chain payload (credit and
-/// talent records): (source, sequence, record id).
-fn received(ops: &[PacketOp]) -> Vec<(CityId, u64, Hash32)> {
-    ops.iter()
-        .filter_map(|op| match op {
-            PacketOp::Receive(v)
-                if matches!(
+/// What answering a packet operation needs of it once the sealer has it: the operation itself
+/// (its record and proof among it) goes to the sealer, not a copy.
+#[derive(Clone, Copy)]
+enum Handed {
+    /// A packet received: its id, and its record's id when the record may carry an off-chain
+    /// payload (credit and talent records).
+    Receive { id: PacketId, private_record: Option<Hash32> },
+    /// A successful acknowledgement.
+    Acknowledged,
+    /// An error acknowledgement, a timeout or an erasure.
+    Other,
+}
+
+impl Handed {
+    fn of(op: &PacketOp) -> Self {
+        match op {
+            PacketOp::Receive(v) => Handed::Receive {
+                id: v.id,
+                private_record: matches!(
                     v.record.body,
                     RecordBody::Credit(_) | RecordBody::Talent(TalentPayload::Issue { .. })
-                ) =>
-            {
-                Some((v.id.source, v.id.sequence, v.record_id))
+                )
+                .then_some(v.record_id),
+            },
+            PacketOp::Acknowledge { acknowledgement: Acknowledgement::Success, .. } => {
+                Handed::Acknowledged
+            }
+            _ => Handed::Other,
+        }
+    }
+}
+
+/// The packets among `handed` that were received and may carry an off-chain payload:
+/// (source, sequence, record id).
+fn received(handed: &[Handed]) -> Vec<(CityId, u64, Hash32)> {
+    handed
+        .iter()
+        .filter_map(|h| match h {
+            Handed::Receive { id, private_record: Some(record_id) } => {
+                Some((id.source, id.sequence, *record_id))
             }
             _ => None,
         })
@@ -272,21 +300,22 @@ async fn handle_packet(
     })
     .await
     .map_err(internal)??;
+    let handed = Handed::of(&op);
     let (reply, wait) = tokio::sync::oneshot::channel();
-    let submission = Submission::packet(op.clone(), payload, reply);
+    let submission = Submission::packet(op, payload, reply);
     let outcome = super::seal(&app, submission, wait, "ask where the packet is").await?;
-    let answer = packet_outcome(&op, outcome)?;
+    let answer = packet_outcome(handed, outcome)?;
     count_packet(&app, &answer);
-    remember_receipt(&app, &op, &answer);
-    erase_late_copies(&app, &received(std::slice::from_ref(&op))).await;
+    remember_receipt(&app, handed, &answer);
+    erase_late_copies(&app, &received(&[handed])).await;
     Ok(Json(answer))
 }
 
 /// Remembers the height that received a packet and the acknowledgement it wrote, for the
 /// acknowledgement long polls.
-fn remember_receipt(app: &AppState, op: &PacketOp, answer: &PacketResponse) {
-    if let (PacketOp::Receive(v), Some(acknowledgement)) = (op, answer.acknowledgement) {
-        app.recent_receipts.insert(v.id, (answer.height, acknowledgement));
+fn remember_receipt(app: &AppState, handed: Handed, answer: &PacketResponse) {
+    if let (Handed::Receive { id, .. }, Some(acknowledgement)) = (handed, answer.acknowledgement) {
+        app.recent_receipts.insert(id, (answer.height, acknowledgement));
     }
 }
 
@@ -301,15 +330,13 @@ fn count_packet(app: &AppState, answer: &PacketResponse) {
 }
 
 /// The answer to a sealed (or refused) packet operation.
-fn packet_outcome(op: &PacketOp, outcome: Outcome) -> ApiResult<PacketResponse> {
+fn packet_outcome(handed: Handed, outcome: Outcome) -> ApiResult<PacketResponse> {
     match outcome {
         Outcome::PacketSealed { height, acknowledgement } => {
-            let state = match (op, acknowledgement) {
-                (PacketOp::Receive(_), Some(Acknowledgement::Success)) => "received",
-                (PacketOp::Receive(_), _) => "error_acknowledged",
-                (PacketOp::Acknowledge { acknowledgement: Acknowledgement::Success, .. }, _) => {
-                    "acknowledged"
-                }
+            let state = match (handed, acknowledgement) {
+                (Handed::Receive { .. }, Some(Acknowledgement::Success)) => "received",
+                (Handed::Receive { .. }, _) => "error_acknowledged",
+                (Handed::Acknowledged, _) => "acknowledged",
                 _ => "refunded",
             };
             Ok(PacketResponse { state: state.into(), height, acknowledgement })
@@ -710,7 +737,7 @@ pub async fn post_packets_batch(
         .map_err(internal)?;
     enum Pending {
         Done(Problem),
-        Waiting(PacketOp, tokio::sync::oneshot::Receiver<Outcome>),
+        Waiting(Handed, tokio::sync::oneshot::Receiver<Outcome>),
     }
     let mut pending = Vec::with_capacity(checked.len());
     for item in checked {
@@ -721,10 +748,11 @@ pub async fn post_packets_batch(
                 continue;
             }
         };
+        let handed = Handed::of(&op);
         let (reply, wait) = tokio::sync::oneshot::channel();
-        let submission = Submission::packet(op.clone(), payload, reply);
+        let submission = Submission::packet(op, payload, reply);
         match app.sealer.submit_wait(submission).await {
-            Ok(()) => pending.push(Pending::Waiting(op, wait)),
+            Ok(()) => pending.push(Pending::Waiting(handed, wait)),
             Err(_) => pending.push(Pending::Done(Problem::unavailable("the sealer has stopped"))),
         }
     }
@@ -735,11 +763,11 @@ pub async fn post_packets_batch(
     for p in pending {
         let answer = match p {
             Pending::Done(problem) => Err(problem),
-            Pending::Waiting(op, wait) => match tokio::time::timeout_at(deadline, wait).await {
-                Ok(Ok(outcome)) => packet_outcome(&op, outcome).inspect(|a| {
+            Pending::Waiting(handed, wait) => match tokio::time::timeout_at(deadline, wait).await {
+                Ok(Ok(outcome)) => packet_outcome(handed, outcome).inspect(|a| {
                     count_packet(&app, a);
-                    remember_receipt(&app, &op, a);
-                    sealed.push(op.clone());
+                    remember_receipt(&app, handed, a);
+                    sealed.push(handed);
                 }),
                 Ok(Err(_)) => Err(Problem::unavailable("the sealer stopped before answering")),
                 Err(_) => Err(Problem::unavailable("sealing did not finish in time")),
@@ -1159,6 +1187,19 @@ enum WrittenAt {
     Version(u64),
 }
 
+impl WrittenAt {
+    /// Whether a receipt written here is in the state of the final header at height `m`,
+    /// whose state version is `version` (`None`: the empty tree, which holds no receipt).
+    /// A receipt is written once and never changed or deleted.
+    fn is_final(self, m: u64, version: Option<jmt::Version>) -> bool {
+        match (self, version) {
+            (WrittenAt::Height(height), Some(_)) => height <= m,
+            (WrittenAt::Version(at), Some(v)) => at <= v,
+            (_, None) => false,
+        }
+    }
+}
+
 /// The final acknowledgement proofs of `packets` against the latest final header.
 /// `written[i]`, when known, is where packet `i`'s receipt was written; what is found out is
 /// put there, so a second look of the same request does not look it up again.
@@ -1170,6 +1211,8 @@ fn acknowledgement_proofs(
     let Some((m, finality)) = final_height(app)? else { return Ok(vec![None; packets.len()]) };
     // One header and one state version for every packet asked about.
     let (header, version) = sealed_at(app, m)?;
+    // The receipts of a block share the top of their paths: walked once for all of them.
+    let mut memo = crate::state_proof::PathMemo::default();
     let mut out = Vec::with_capacity(packets.len());
     for (id, written) in packets.iter().zip(written.iter_mut()) {
         if id.destination != app.city {
@@ -1207,20 +1250,19 @@ fn acknowledgement_proofs(
             out.push(None);
             continue;
         };
-        let final_at_v = match (w.at, version) {
-            (WrittenAt::Height(height), Some(_)) => height <= m,
-            (WrittenAt::Version(at), Some(v)) => at <= v,
-            (_, None) => false,
-        };
-        let Some(v) = version.filter(|_| final_at_v) else {
+        let Some(v) = version.filter(|_| w.at.is_final(m, version)) else {
             out.push(None);
             continue;
         };
         // The receipt's value is known (the acknowledgement it was written with): the proof
         // needs only its path, and a wrong value would fail the source's check of the leaf.
-        let (present, proof) =
-            crate::state_proof::prove_presence(&*app.store, jmt::KeyHash(key.key_hash().0), v)
-                .map_err(internal)?;
+        let (present, proof) = crate::state_proof::prove_presence_with(
+            &*app.store,
+            jmt::KeyHash(key.key_hash().0),
+            v,
+            &mut memo,
+        )
+        .map_err(internal)?;
         out.push(present.then(|| AcknowledgementProof {
             acknowledgement: w.acknowledgement,
             proof,
@@ -2435,6 +2477,22 @@ mod tests {
         assert_eq!(walk(1, 1, 4), Some(4));
         assert_eq!(walk(5, 5, 8), Some(5));
         assert_eq!(walk(6, 1, 8), None);
+    }
+
+    /// A receipt remembered with the height that wrote it is final from that height's header
+    /// on, not one before; one found at a state version, from that version on; none is in the
+    /// empty tree.
+    #[test]
+    fn a_receipt_is_final_from_the_header_that_wrote_it() {
+        use super::WrittenAt;
+        let m = 40;
+        assert!(WrittenAt::Height(m).is_final(m, Some(7)));
+        assert!(WrittenAt::Height(m - 1).is_final(m, Some(7)));
+        assert!(!WrittenAt::Height(m + 1).is_final(m, Some(7)));
+        assert!(!WrittenAt::Height(m).is_final(m, None));
+        assert!(WrittenAt::Version(7).is_final(m, Some(7)));
+        assert!(!WrittenAt::Version(8).is_final(m, Some(7)));
+        assert!(!WrittenAt::Version(0).is_final(m, None));
     }
 
     /// Six outbound packets sent by two blocks of three (with and without payloads and trace
