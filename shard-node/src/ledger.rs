@@ -303,8 +303,8 @@ pub struct BlockBuilder<'a, V: StateView> {
     staged_flight: Vec<(String, CityId, u128)>,
     /// Packets this block sends, by destination: the first sequence and the record ids.
     outbound: BTreeMap<CityId, (u64, Vec<Hash32>)>,
-    /// Packets of the submission being added, kept only if all of it is.
-    staged_packets: Vec<(CityId, Hash32)>,
+    /// Packets of the submission being added, by destination, kept only if all of it is.
+    staged_packets: BTreeMap<CityId, Vec<Hash32>>,
     ids: Vec<Hash32>,
     seen: std::collections::HashSet<Hash32>,
     writes: Overlay,
@@ -335,7 +335,7 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
             in_flight: BTreeMap::new(),
             staged_flight: Vec::new(),
             outbound: BTreeMap::new(),
-            staged_packets: Vec::new(),
+            staged_packets: BTreeMap::new(),
             ids: vec![],
             seen: Default::default(),
             writes: BTreeMap::new(),
@@ -633,9 +633,9 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
         for (asset, city, amount) in std::mem::take(&mut self.staged_flight) {
             *self.in_flight.entry((asset, city)).or_default() += amount as i128;
         }
-        for (destination, id) in std::mem::take(&mut self.staged_packets) {
+        for (destination, staged) in std::mem::take(&mut self.staged_packets) {
             if let Some((_, ids)) = self.outbound.get_mut(&destination) {
-                ids.push(id);
+                ids.extend(staged);
             }
         }
         Ok((first..first + records.len() as u64).zip(sequences).collect())
@@ -810,9 +810,9 @@ impl<'a, V: StateView> BlockBuilder<'a, V> {
                 next
             }
         };
-        let staged = self.staged_packets.iter().filter(|(d, _)| *d == destination).count() as u64;
-        self.staged_packets.push((destination, *id));
-        self.sequence = Some(sent + staged);
+        let staged = self.staged_packets.entry(destination).or_default();
+        self.sequence = Some(sent + staged.len() as u64);
+        staged.push(*id);
         Ok(())
     }
 
