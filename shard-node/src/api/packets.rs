@@ -1511,13 +1511,41 @@ pub struct OutboundPacketView {
 /// block sent as a group.
 #[derive(Deserialize, ToSchema)]
 pub struct OutboundGroups {
-    /// Each a packet (`{"type": "packet", "proof", "payload", "trace_context"?}`) or a group
-    /// (`PacketGroup`), as `POST /v1/packets/batch` takes them.
+    /// Each a packet alone or a group (`PacketGroup`), as `POST /v1/packets/batch` takes them.
+    #[schema(value_type = Vec<OutboundGroupsItem>)]
     pub items: Vec<PacketBatchEntry>,
     /// Sequences on the channel so far.
     pub sent: u64,
     /// The first unsettled sequence whose block is not final yet, if any.
     pub waiting_for_finality: Option<u64>,
+}
+
+/// One item of an outbound groups page: a packet alone (its block's shared parts take more
+/// than a group may carry), or the packets of one source block. The page holds no
+/// acknowledgement, timeout or acknowledgements item.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum OutboundGroupsItem {
+    /// A packet alone, as `POST /v1/packets` takes it.
+    Packet(OutboundPacketItem),
+    /// Packets of one source block.
+    Group(Box<PacketGroup>),
+}
+
+/// A packet alone on an outbound groups page.
+#[derive(ToSchema)]
+pub struct OutboundPacketItem {
+    /// Always `packet`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^packet$")]
+    pub kind: String,
+    /// The packet and its proof chain.
+    #[schema(value_type = Object)]
+    pub proof: Box<PacketProof>,
+    /// The off-chain payload of a credit or talent packet (`null` for other kinds).
+    pub payload: Option<CarriedPayload>,
+    /// The W3C `traceparent` of the source's span, when it has one.
+    pub trace_context: Option<String>,
 }
 
 /// A page of unsettled outbound packets, in sequence order.
