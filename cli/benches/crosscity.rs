@@ -306,8 +306,9 @@ fn main() {
     let verify_following = rate(&following);
 
     // 2. Throughput: a burst from A to B, until every packet is settled at A.
-    // Four clients submit the burst in requests of 500, as the ingest phase below does: one
-    // client waiting for each block to be durable would bound the rate by its round trip.
+    // Four clients submit the burst in requests of 500 (four clients, as in the ingest phase
+    // below, whose requests of 1 000 are the shard's own capacity measure): one client
+    // waiting for each block to be durable would bound the rate by its round trip.
     let start_seq = n;
     let cpu_before_burst = cpu_all();
     let cpu_b_before_burst = cpu_b();
