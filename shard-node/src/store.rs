@@ -178,6 +178,9 @@ pub struct BlockBatch {
     height: u64,
     /// The block's new state-tree nodes, remembered for proofs once the batch is durable.
     nodes: Vec<(NodeKey, Node)>,
+    /// The packets the block sends and their records, remembered once the batch is durable:
+    /// their pages and settlements read them again within seconds.
+    sent: SentParts,
 }
 
 /// Everything one sealed block writes.
@@ -242,6 +245,7 @@ pub struct CapitalTotals {
 pub struct Store {
     db: DB,
     recent: RecentNodes,
+    recent_sent: RecentSent,
     /// Whether `jmt_latest` holds every state key ever written ([`LATEST_COMPLETE_KEY`]).
     latest_complete: bool,
 }
@@ -282,6 +286,74 @@ impl RecentNodes {
                 g[1] = std::mem::take(&mut g[0]);
             }
             g[0].insert(key, node);
+        }
+    }
+}
+
+/// The packets the latest durable blocks sent and their records, by packet and by record id:
+/// an outbound page carries each again and settling a packet reads both again, within seconds
+/// of their block, where a store lookup reads and decodes each from a table.
+///
+/// Never wrong: neither ever changes once written. Only those of durable blocks enter (after
+/// their synced write). Two generations bound the memory by the records' encoded size, as
+/// [`RecentNodes`] bounds its nodes by count.
+struct RecentSent {
+    generations: std::sync::Mutex<[SentGeneration; 2]>,
+    limit_bytes: usize,
+}
+
+#[derive(Default)]
+struct SentGeneration {
+    records: ahash::AHashMap<Hash32, StoredRecord>,
+    packets: ahash::AHashMap<(u32, u64), SentPacket>,
+    bytes: usize,
+}
+
+/// What one block sent: `(record id, record, its encoded size)` and `((destination,
+/// sequence), packet)`.
+#[derive(Default)]
+struct SentParts {
+    records: Vec<(Hash32, StoredRecord, usize)>,
+    packets: Vec<((u32, u64), SentPacket)>,
+}
+
+impl RecentSent {
+    /// Encoded bytes per generation: records of about 300 bytes fill one with over 20 000, the
+    /// seconds a packet takes to be settled at several thousand packets a second; a record of
+    /// up to `record_bytes_max` counts its full size, a packet 64 bytes.
+    const BYTES: usize = 8 << 20;
+    const PACKET_BYTES: usize = 64;
+
+    fn new(limit_bytes: usize) -> Self {
+        RecentSent { generations: Default::default(), limit_bytes }
+    }
+
+    fn record(&self, id: &Hash32) -> Option<StoredRecord> {
+        let g = self.generations.lock().ok()?;
+        g[0].records.get(id).or_else(|| g[1].records.get(id)).cloned()
+    }
+
+    fn packet(&self, destination: u32, sequence: u64) -> Option<SentPacket> {
+        let g = self.generations.lock().ok()?;
+        let key = (destination, sequence);
+        g[0].packets.get(&key).or_else(|| g[1].packets.get(&key)).copied()
+    }
+
+    fn remember(&self, sent: SentParts) {
+        let Ok(mut g) = self.generations.lock() else { return };
+        let make_room = |g: &mut [SentGeneration; 2], bytes: usize| {
+            if g[0].bytes + bytes > self.limit_bytes && g[0].bytes > 0 {
+                g[1] = std::mem::take(&mut g[0]);
+            }
+            g[0].bytes += bytes;
+        };
+        for (key, packet) in sent.packets {
+            make_room(&mut g, Self::PACKET_BYTES);
+            g[0].packets.insert(key, packet);
+        }
+        for (id, record, bytes) in sent.records {
+            make_room(&mut g, bytes);
+            g[0].records.insert(id, record);
         }
     }
 }
@@ -344,8 +416,12 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let mut store =
-            Store { db, recent: RecentNodes::new(RecentNodes::NODES), latest_complete: false };
+        let mut store = Store {
+            db,
+            recent: RecentNodes::new(RecentNodes::NODES),
+            recent_sent: RecentSent::new(RecentSent::BYTES),
+            latest_complete: false,
+        };
         match store.get(CF_META, FORMAT_KEY)? {
             None => {
                 // A new store: its index of newest values starts complete.
@@ -479,18 +555,33 @@ impl Store {
                 inbound_key(*source, *sequence),
             );
         }
-        for sent in block.sent {
-            for (sequence, packet) in sent.packets() {
+        let mut sent = SentParts::default();
+        for batch_sent in block.sent {
+            for (sequence, packet) in batch_sent.packets() {
+                let packet = SentPacket { packet, height };
                 batch.put_cf(
                     self.cf(CF_OUTBOUND),
-                    inbound_key(sent.destination.0, sequence),
-                    encode(&SentPacket { packet, height }),
+                    inbound_key(batch_sent.destination.0, sequence),
+                    encode(&packet),
                 );
+                sent.packets.push(((batch_sent.destination.0, sequence), packet));
             }
         }
         batch.put_cf(self.cf(CF_TOTALS), [0u8], height.to_be_bytes());
         batch.put_cf(self.cf(CF_META), TIP_KEY, encode(&block.tip));
-        BlockBatch { batch, height, nodes: new_nodes }
+        sent.records = block
+            .records
+            .iter()
+            .zip(block.ids)
+            .zip(block.encoded)
+            .enumerate()
+            .filter(|(_, ((r, _), _))| r.destination.is_some())
+            .map(|(index, ((record, id), encoded))| {
+                let stored = StoredRecord { record: record.clone(), height, index: index as u64 };
+                (*id, stored, encoded.len())
+            })
+            .collect();
+        BlockBatch { batch, height, nodes: new_nodes, sent }
     }
 
     /// Writes a state-tree batch alone (tests of the readers above the store).
@@ -529,7 +620,7 @@ impl Store {
         erase_inbound: &[(u32, u64)],
         capital: &[(crate::ledger::TotalKey, i128)],
     ) -> Result<(), StoreError> {
-        let BlockBatch { mut batch, height, nodes } = block;
+        let BlockBatch { mut batch, height, nodes, sent } = block;
         for id in erased {
             if let Some(payload) = self.payload(id)?
                 && let Some((service, key)) = &payload.idempotency
@@ -581,6 +672,7 @@ impl Store {
         }
         self.write(batch)?;
         self.recent.remember(nodes);
+        self.recent_sent.remember(sent);
         Ok(())
     }
 
@@ -786,6 +878,9 @@ impl Store {
         destination: u32,
         sequence: u64,
     ) -> Result<Option<SentPacket>, StoreError> {
+        if let Some(sent) = self.recent_sent.packet(destination, sequence) {
+            return Ok(Some(sent));
+        }
         self.get_decoded(CF_OUTBOUND, &inbound_key(destination, sequence), "sent packet")
     }
 
@@ -834,6 +929,9 @@ impl Store {
 
     /// A record by id.
     pub fn record(&self, id: &Hash32) -> Result<Option<StoredRecord>, StoreError> {
+        if let Some(stored) = self.recent_sent.record(id) {
+            return Ok(Some(stored));
+        }
         self.get_decoded(CF_RECORDS, id.as_bytes(), "record")
     }
 
@@ -998,6 +1096,100 @@ impl TreeReader for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A packet the block sends and its record are read back from memory once the block is
+    /// durable (what the tables hold), not before; a record kept at home is read from the
+    /// table.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn records_sent_to_other_cities_are_remembered_once_durable() {
+        use urbis_core::record::CityId;
+        use urbis_core::testkit::{Federation, information_record, seed};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let fed = Federation::new("store", 2, 4);
+        let (a, b) = (CityId(0), CityId(1));
+        let mut sent = information_record(a, 1);
+        sent.destination = Some(b);
+        let records = vec![information_record(a, 2), sent];
+        let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
+        let encoded: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let ids: Vec<Hash32> = records.iter().map(Record::id).collect();
+        let key = urbis_core::sealing::SealingKey::from_seed(&seed("store/city0"));
+        let history = urbis_core::merkle::Frontier::default();
+        let header = crate::ledger::header(a, 0, 1, Hash32::ZERO, &ids, Hash32::ZERO, &history)
+            .seal(&fed.genesis.federation_id(), &key);
+        let sent_batches = [crate::ledger::SentBatch {
+            destination: b,
+            batch: urbis_core::packet::OutboundBatch::new(0, 7, 20, &ids[1..]),
+            record_ids: ids[1..].to_vec(),
+        }];
+        let tip = Tip {
+            height: 0,
+            header_hash: header.header.hash(),
+            state_version: None,
+            newest_record_ms: 1,
+        };
+        let block = store.block_batch(&BlockWrite {
+            header: &header,
+            records: &records,
+            ids: &ids,
+            encoded: &encoded,
+            payloads: &[],
+            state_nodes: None,
+            tip,
+            idempotency: &[],
+            erased: &[],
+            history: &[],
+            inbound: &[],
+            erase_inbound: &[],
+            sent: &sent_batches,
+        });
+        assert!(store.recent_sent.record(&ids[1]).is_none(), "remembered before the write");
+        assert!(store.recent_sent.packet(1, 7).is_none(), "remembered before the write");
+        store.write_block(block, &[], &[], &[]).unwrap();
+        let table = |id: &Hash32| -> StoredRecord {
+            store.get_decoded(CF_RECORDS, id.as_bytes(), "record").unwrap().unwrap()
+        };
+        let remembered = store.recent_sent.record(&ids[1]).unwrap();
+        assert_eq!(remembered, table(&ids[1]));
+        assert_eq!((remembered.height, remembered.index), (0, 1));
+        assert_eq!(store.record(&ids[1]).unwrap(), Some(table(&ids[1])));
+        let packet: SentPacket =
+            store.get_decoded(CF_OUTBOUND, &inbound_key(1, 7), "sent packet").unwrap().unwrap();
+        assert_eq!(packet.packet.record_id, ids[1]);
+        assert_eq!(store.recent_sent.packet(1, 7), Some(packet));
+        assert_eq!(store.sent_packet(1, 7).unwrap(), Some(packet));
+        assert_eq!(store.sent_packet(1, 8).unwrap(), None);
+        assert!(store.recent_sent.record(&ids[0]).is_none(), "a record kept at home");
+        assert_eq!(store.record(&ids[0]).unwrap(), Some(table(&ids[0])));
+    }
+
+    /// The memory of sent records holds two generations of at most its byte limit: a record
+    /// three generations old is forgotten, the newest ones are kept, and one record larger than
+    /// the limit still enters.
+    #[test]
+    fn the_memory_of_sent_records_is_bounded_by_their_size() {
+        use urbis_core::record::CityId;
+        let recent = RecentSent::new(1_000);
+        let stored = |n: u64| StoredRecord {
+            record: urbis_core::testkit::information_record(CityId(0), n),
+            height: n,
+            index: 0,
+        };
+        let id = |n: u64| Hash32([n as u8; 32]);
+        recent.remember(SentParts {
+            records: (0..30).map(|n| (id(n), stored(n), 100)).collect(),
+            packets: vec![],
+        });
+        assert!(recent.record(&id(0)).is_none(), "three generations old");
+        assert!(recent.record(&id(15)).is_some());
+        assert!(recent.record(&id(29)).is_some());
+        recent.remember(SentParts { records: vec![(id(99), stored(99), 5_000)], packets: vec![] });
+        assert_eq!(recent.record(&id(99)).map(|s| s.height), Some(99));
+        let g = recent.generations.lock().unwrap();
+        assert!(g.iter().all(|g| g.records.len() <= 10 || g.bytes > 1_000));
+    }
 
     /// State reads answer the same whether they take the newest-value index or seek: at every
     /// version, for keys written before and after the index existed, and for deleted keys.
