@@ -244,118 +244,72 @@ pub struct CapitalTotals {
 /// The store.
 pub struct Store {
     db: DB,
-    recent: RecentNodes,
-    recent_sent: RecentSent,
+    recent: Generations<NodeKey, Node>,
+    recent_records: Generations<Hash32, StoredRecord>,
+    recent_packets: Generations<(u32, u64), SentPacket>,
     /// Whether `jmt_latest` holds every state key ever written ([`LATEST_COMPLETE_KEY`]).
     latest_complete: bool,
 }
 
-/// The state-tree nodes of the latest blocks, and internal nodes read since, kept in memory
-/// for proofs: every packet and acknowledgement is proven a block or two after its key was
-/// written, through a path of nodes those blocks wrote, and reading each from RocksDB (a
-/// memtable search and a decode per node) was the largest part of building a proof.
-///
-/// Never wrong: a node never changes under its key (version and nibble path). Only nodes of
-/// durable blocks enter (after their synced write), so a block that failed to write and was
-/// sealed again differently cannot leave its nodes behind. Two generations bound the memory:
-/// when the newer one is full it becomes the older one and the older one is dropped.
-struct RecentNodes {
-    generations: std::sync::Mutex<[ahash::AHashMap<NodeKey, Node>; 2]>,
+/// A bounded memory of values that never change under their keys. Two generations bound it:
+/// when what the newer one holds would weigh more than the limit, it becomes the older one and
+/// the older one is dropped. Only what durable blocks wrote enters it (after their synced
+/// write), so a block that failed to write and was sealed again differently leaves nothing
+/// behind.
+struct Generations<K, V> {
+    generations: std::sync::Mutex<[(ahash::AHashMap<K, V>, usize); 2]>,
     limit: usize,
 }
 
-impl RecentNodes {
-    /// Nodes per generation: an internal node takes up to about 1.1 KB (16 child slots), so
-    /// both generations stay under about 75 MB; a block of 500 packets writes about 2 000
-    /// nodes, so the newer generation alone spans over a dozen such blocks.
-    const NODES: usize = 32_768;
-
+impl<K: std::hash::Hash + Eq, V: Clone> Generations<K, V> {
     fn new(limit: usize) -> Self {
-        RecentNodes { generations: Default::default(), limit }
+        Generations { generations: Default::default(), limit }
     }
 
-    fn get(&self, key: &NodeKey) -> Option<Node> {
+    fn get(&self, key: &K) -> Option<V> {
         let g = self.generations.lock().ok()?;
-        g[0].get(key).or_else(|| g[1].get(key)).cloned()
+        g[0].0.get(key).or_else(|| g[1].0.get(key)).cloned()
     }
 
-    fn remember(&self, nodes: impl IntoIterator<Item = (NodeKey, Node)>) {
+    /// Remembers `(key, value, weight)`; a value heavier than the limit still enters.
+    fn remember(&self, items: impl IntoIterator<Item = (K, V, usize)>) {
         let Ok(mut g) = self.generations.lock() else { return };
-        for (key, node) in nodes {
-            if g[0].len() >= self.limit {
+        for (key, value, weight) in items {
+            if g[0].1 + weight > self.limit && g[0].1 > 0 {
                 g[1] = std::mem::take(&mut g[0]);
             }
-            g[0].insert(key, node);
+            g[0].0.insert(key, value);
+            g[0].1 += weight;
         }
     }
 }
 
-/// The packets the latest durable blocks sent and their records, by packet and by record id:
-/// an outbound page carries each again and settling a packet reads both again, within seconds
-/// of their block, where a store lookup reads and decodes each from a table.
-///
-/// Never wrong: neither ever changes once written. Only those of durable blocks enter (after
-/// their synced write). Two generations bound the memory by the records' encoded size, as
-/// [`RecentNodes`] bounds its nodes by count.
-struct RecentSent {
-    generations: std::sync::Mutex<[SentGeneration; 2]>,
-    limit_bytes: usize,
-}
+/// The state-tree nodes of the latest blocks, and internal nodes read since, kept for proofs:
+/// every packet and acknowledgement is proven a block or two after its key was written,
+/// through a path of nodes those blocks wrote, and reading each from RocksDB (a memtable
+/// search and a decode per node) was the largest part of building a proof. Each node weighs
+/// one: an internal node takes up to about 1.1 KB (16 child slots), so both generations stay
+/// under about 75 MB; a block of 500 packets writes about 2 000 nodes, so the newer generation
+/// alone spans over a dozen such blocks.
+const RECENT_NODES: usize = 32_768;
 
-#[derive(Default)]
-struct SentGeneration {
-    records: ahash::AHashMap<Hash32, StoredRecord>,
-    packets: ahash::AHashMap<(u32, u64), SentPacket>,
-    bytes: usize,
-}
+/// The records the latest durable blocks sent to other cities, weighed by their encoded size:
+/// an outbound page carries each again and settling its packet reads it again, within seconds
+/// of its block, where a store lookup reads and decodes it from a table. Records of about 300
+/// bytes fill a generation with over 20 000, the seconds a packet takes to be settled at
+/// several thousand packets a second; a record of up to `record_bytes_max` weighs its size.
+const RECENT_SENT_RECORD_BYTES: usize = 8 << 20;
 
-/// What one block sent: `(record id, record, its encoded size)` and `((destination,
-/// sequence), packet)`.
+/// The packets the latest durable blocks sent, each weighing one (about 64 bytes in memory),
+/// read again by the same pages and settlements.
+const RECENT_SENT_PACKETS: usize = 65_536;
+
+/// What one block sent, remembered once it is durable: `(record id, record, its encoded
+/// size)` and `((destination, sequence), packet)`.
 #[derive(Default)]
 struct SentParts {
     records: Vec<(Hash32, StoredRecord, usize)>,
     packets: Vec<((u32, u64), SentPacket)>,
-}
-
-impl RecentSent {
-    /// Encoded bytes per generation: records of about 300 bytes fill one with over 20 000, the
-    /// seconds a packet takes to be settled at several thousand packets a second; a record of
-    /// up to `record_bytes_max` counts its full size, a packet 64 bytes.
-    const BYTES: usize = 8 << 20;
-    const PACKET_BYTES: usize = 64;
-
-    fn new(limit_bytes: usize) -> Self {
-        RecentSent { generations: Default::default(), limit_bytes }
-    }
-
-    fn record(&self, id: &Hash32) -> Option<StoredRecord> {
-        let g = self.generations.lock().ok()?;
-        g[0].records.get(id).or_else(|| g[1].records.get(id)).cloned()
-    }
-
-    fn packet(&self, destination: u32, sequence: u64) -> Option<SentPacket> {
-        let g = self.generations.lock().ok()?;
-        let key = (destination, sequence);
-        g[0].packets.get(&key).or_else(|| g[1].packets.get(&key)).copied()
-    }
-
-    fn remember(&self, sent: SentParts) {
-        let Ok(mut g) = self.generations.lock() else { return };
-        let make_room = |g: &mut [SentGeneration; 2], bytes: usize| {
-            if g[0].bytes + bytes > self.limit_bytes && g[0].bytes > 0 {
-                g[1] = std::mem::take(&mut g[0]);
-            }
-            g[0].bytes += bytes;
-        };
-        for (key, packet) in sent.packets {
-            make_room(&mut g, Self::PACKET_BYTES);
-            g[0].packets.insert(key, packet);
-        }
-        for (id, record, bytes) in sent.records {
-            make_room(&mut g, bytes);
-            g[0].records.insert(id, record);
-        }
-    }
 }
 
 fn height_key(h: u64) -> [u8; 8] {
@@ -418,8 +372,9 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let mut store = Store {
             db,
-            recent: RecentNodes::new(RecentNodes::NODES),
-            recent_sent: RecentSent::new(RecentSent::BYTES),
+            recent: Generations::new(RECENT_NODES),
+            recent_records: Generations::new(RECENT_SENT_RECORD_BYTES),
+            recent_packets: Generations::new(RECENT_SENT_PACKETS),
             latest_complete: false,
         };
         match store.get(CF_META, FORMAT_KEY)? {
@@ -671,8 +626,9 @@ impl Store {
             }
         }
         self.write(batch)?;
-        self.recent.remember(nodes);
-        self.recent_sent.remember(sent);
+        self.recent.remember(nodes.into_iter().map(|(k, n)| (k, n, 1)));
+        self.recent_records.remember(sent.records);
+        self.recent_packets.remember(sent.packets.into_iter().map(|(k, p)| (k, p, 1)));
         Ok(())
     }
 
@@ -878,7 +834,7 @@ impl Store {
         destination: u32,
         sequence: u64,
     ) -> Result<Option<SentPacket>, StoreError> {
-        if let Some(sent) = self.recent_sent.packet(destination, sequence) {
+        if let Some(sent) = self.recent_packets.get(&(destination, sequence)) {
             return Ok(Some(sent));
         }
         self.get_decoded(CF_OUTBOUND, &inbound_key(destination, sequence), "sent packet")
@@ -929,7 +885,7 @@ impl Store {
 
     /// A record by id.
     pub fn record(&self, id: &Hash32) -> Result<Option<StoredRecord>, StoreError> {
-        if let Some(stored) = self.recent_sent.record(id) {
+        if let Some(stored) = self.recent_records.get(id) {
             return Ok(Some(stored));
         }
         self.get_decoded(CF_RECORDS, id.as_bytes(), "record")
@@ -1073,7 +1029,7 @@ impl TreeReader for Store {
                     decode(&bytes).map_err(|_| StoreError::Corrupt { what: "state node" })?;
                 if let Node::Internal(_) = node {
                     // Internal nodes are on many paths; a leaf is mostly read once.
-                    self.recent.remember([(node_key.clone(), node.clone())]);
+                    self.recent.remember([(node_key.clone(), node.clone(), 1)]);
                 }
                 Ok(Some(node))
             }
@@ -1145,50 +1101,47 @@ mod tests {
             erase_inbound: &[],
             sent: &sent_batches,
         });
-        assert!(store.recent_sent.record(&ids[1]).is_none(), "remembered before the write");
-        assert!(store.recent_sent.packet(1, 7).is_none(), "remembered before the write");
+        assert!(store.recent_records.get(&ids[1]).is_none(), "remembered before the write");
+        assert!(store.recent_packets.get(&(1, 7)).is_none(), "remembered before the write");
         store.write_block(block, &[], &[], &[]).unwrap();
         let table = |id: &Hash32| -> StoredRecord {
             store.get_decoded(CF_RECORDS, id.as_bytes(), "record").unwrap().unwrap()
         };
-        let remembered = store.recent_sent.record(&ids[1]).unwrap();
+        let remembered = store.recent_records.get(&ids[1]).unwrap();
         assert_eq!(remembered, table(&ids[1]));
         assert_eq!((remembered.height, remembered.index), (0, 1));
         assert_eq!(store.record(&ids[1]).unwrap(), Some(table(&ids[1])));
         let packet: SentPacket =
             store.get_decoded(CF_OUTBOUND, &inbound_key(1, 7), "sent packet").unwrap().unwrap();
         assert_eq!(packet.packet.record_id, ids[1]);
-        assert_eq!(store.recent_sent.packet(1, 7), Some(packet));
+        assert_eq!(store.recent_packets.get(&(1, 7)), Some(packet));
         assert_eq!(store.sent_packet(1, 7).unwrap(), Some(packet));
         assert_eq!(store.sent_packet(1, 8).unwrap(), None);
-        assert!(store.recent_sent.record(&ids[0]).is_none(), "a record kept at home");
+        assert!(store.recent_records.get(&ids[0]).is_none(), "a record kept at home");
         assert_eq!(store.record(&ids[0]).unwrap(), Some(table(&ids[0])));
     }
 
-    /// The memory of sent records holds two generations of at most its byte limit: a record
-    /// three generations old is forgotten, the newest ones are kept, and one record larger than
-    /// the limit still enters.
+    /// A memory weighed by size holds two generations of at most its limit: a record three
+    /// generations old is forgotten, the newest ones are kept, and one record heavier than the
+    /// limit still enters.
     #[test]
     fn the_memory_of_sent_records_is_bounded_by_their_size() {
         use urbis_core::record::CityId;
-        let recent = RecentSent::new(1_000);
+        let recent = Generations::new(1_000);
         let stored = |n: u64| StoredRecord {
             record: urbis_core::testkit::information_record(CityId(0), n),
             height: n,
             index: 0,
         };
         let id = |n: u64| Hash32([n as u8; 32]);
-        recent.remember(SentParts {
-            records: (0..30).map(|n| (id(n), stored(n), 100)).collect(),
-            packets: vec![],
-        });
-        assert!(recent.record(&id(0)).is_none(), "three generations old");
-        assert!(recent.record(&id(15)).is_some());
-        assert!(recent.record(&id(29)).is_some());
-        recent.remember(SentParts { records: vec![(id(99), stored(99), 5_000)], packets: vec![] });
-        assert_eq!(recent.record(&id(99)).map(|s| s.height), Some(99));
+        recent.remember((0..30).map(|n| (id(n), stored(n), 100)));
+        assert!(recent.get(&id(0)).is_none(), "three generations old");
+        assert!(recent.get(&id(15)).is_some());
+        assert!(recent.get(&id(29)).is_some());
+        recent.remember([(id(99), stored(99), 5_000)]);
+        assert_eq!(recent.get(&id(99)).map(|s| s.height), Some(99));
         let g = recent.generations.lock().unwrap();
-        assert!(g.iter().all(|g| g.records.len() <= 10 || g.bytes > 1_000));
+        assert!(g.iter().all(|(m, weight)| m.len() <= 10 || *weight > 1_000));
     }
 
     /// State reads answer the same whether they take the newest-value index or seek: at every
@@ -1287,7 +1240,7 @@ mod tests {
         #[allow(clippy::unwrap_used)]
         let g = store.recent.generations.lock().unwrap();
         g.iter()
-            .flat_map(|g| g.keys())
+            .flat_map(|(g, _)| g.keys())
             .any(|k| k.version() == version && k.nibble_path().is_empty())
     }
 
@@ -1300,7 +1253,7 @@ mod tests {
         use urbis_core::state::StateHasher;
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        store.recent = RecentNodes::new(24);
+        store.recent = Generations::new(24);
         let key = |i: u64| KeyHash(*blake3::hash(&i.to_le_bytes()).as_bytes());
         let versions = 40u64;
         for version in 0..versions {
@@ -1318,7 +1271,7 @@ mod tests {
             store.write(batch).unwrap();
             store
                 .recent
-                .remember(update.node_batch.nodes().iter().map(|(k, n)| (k.clone(), n.clone())));
+                .remember(update.node_batch.nodes().iter().map(|(k, n)| (k.clone(), n.clone(), 1)));
         }
         // The newest roots are in memory; the oldest were forgotten (and are read from RocksDB).
         let remembered = (0..versions).filter(|v| root_remembered(&store, *v)).count() as u64;
@@ -1341,6 +1294,6 @@ mod tests {
                 );
             }
         }
-        assert!(store.recent.generations.lock().unwrap().iter().all(|g| g.len() <= 24));
+        assert!(store.recent.generations.lock().unwrap().iter().all(|(g, _)| g.len() <= 24));
     }
 }
