@@ -39,7 +39,7 @@ pub fn prove_presence(
     key: KeyHash,
     version: Version,
 ) -> anyhow::Result<(bool, StateProof)> {
-    prove_presence_with(reader, key, version, &mut PathMemo::default())
+    walk(reader, key, version, None)
 }
 
 /// What the internal nodes already walked contribute to a path, for proving many keys of one
@@ -68,6 +68,17 @@ pub fn prove_presence_with(
     version: Version,
     memo: &mut PathMemo,
 ) -> anyhow::Result<(bool, StateProof)> {
+    walk(reader, key, version, Some(memo))
+}
+
+/// The path of `key` at `version`, through `memo` when there is one (a single proof keeps
+/// none).
+fn walk(
+    reader: &impl TreeReader,
+    key: KeyHash,
+    version: Version,
+    mut memo: Option<&mut PathMemo>,
+) -> anyhow::Result<(bool, StateProof)> {
     let mut path: Vec<u8> = Vec::with_capacity(64);
     let mut node_key = node_key_for(version, &path)?;
     // Top-down while walking; the proof lists them bottom-up.
@@ -76,8 +87,9 @@ pub fn prove_presence_with(
     for depth in 0..=64usize {
         // The key's nibble at this depth (none past the 64th: only a leaf can be there).
         let n = key.0.get(depth / 2).map(|b| if depth % 2 == 0 { b >> 4 } else { b & 0x0f });
-        let known =
-            n.and_then(|n| memo.steps.get(&node_key).and_then(|s| s.iter().find(|(m, _)| *m == n)));
+        let known = n.zip(memo.as_deref()).and_then(|(n, memo)| {
+            memo.steps.get(&node_key).and_then(|s| s.iter().find(|(m, _)| *m == n))
+        });
         let step = match known {
             Some((_, step)) => *step,
             None => {
@@ -114,7 +126,9 @@ pub fn prove_presence_with(
                         let (existence, leaves) = internal.generate_bitmaps();
                         let slots = Slots { children: &children, existence, leaves };
                         let step = slots.step(n, depth)?;
-                        memo.steps.entry(node_key.clone()).or_default().push((n, step));
+                        if let Some(memo) = memo.as_deref_mut() {
+                            memo.steps.entry(node_key.clone()).or_default().push((n, step));
+                        }
                         step
                     }
                 }
