@@ -9,8 +9,9 @@
 //!    burst (with the pipeline's fill and drain) and in steady flow (from a fifth of the burst
 //!    settled at A to four fifths, read off A's `urbis_shard_packets_total` every 50 ms);
 //! 3. the limits beside them: B's own durable ingest rate through its batch API (records/s:
-//!    the records durable over the time until the last request is answered), and the rate at which one core verifies a packet's proof chain, both with a beacon block
-//!    the verifier has not seen (one pairing) and with one it already follows (no pairing);
+//!    the records durable over the time until the last request is answered), and the rate
+//!    at which one core verifies a packet's proof chain, both with a beacon block the
+//!    verifier has not seen (one pairing) and with one it already follows (no pairing);
 //! 4. where sealing time goes, from each shard's `urbis_shard_seal_phase_seconds_total`: per
 //!    packet of the burst at A and at B, and per record of B's ingest.
 //!
