@@ -8,11 +8,12 @@
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, and `OTEL_SDK_DISABLED`
 //! / `OTEL_TRACES_EXPORTER=none` to turn export off. The export protocol is `http/protobuf`.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -211,28 +212,71 @@ where
 }
 
 /// The `traceparent` of a span (its trace and its own id), or `None` when it has no valid
-/// trace context.
+/// trace context. Written directly (one string per span, where the propagator's carrier is a
+/// map): a bridge writes one for every packet it relays.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
     let cx = span.context();
-    if !cx.span().span_context().is_valid() {
+    let sc = cx.span().span_context().clone();
+    if !sc.is_valid() {
         return None;
     }
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove(TRACEPARENT)
+    let flags = sc.trace_flags() & TraceFlags::SAMPLED;
+    Some(format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), flags.to_u8()))
 }
 
 /// Makes the remote span named by `traceparent` the parent of `span`. A malformed value
 /// (untrusted input) is ignored: the span keeps its own trace.
 pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
-    if traceparent.len() > 128 {
-        return;
+    if let Some(sc) = parse_traceparent(traceparent) {
+        let _ = span.set_parent(opentelemetry::Context::current().with_remote_span_context(sc));
     }
-    let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    if cx.span().span_context().is_valid() {
-        let _ = span.set_parent(cx);
+}
+
+/// The remote span context a `traceparent` value names (W3C Trace Context, level 1), read
+/// directly: `<version>-<trace id>-<parent id>-<flags>`, lowercase hex of 2, 32, 16 and 2
+/// digits, the version not `ff`, neither id all zeros; version `00` has exactly these four
+/// parts, a later version may add parts after a `-`. Only the sampled flag is kept. `None` for
+/// anything else, and for values over 128 bytes (untrusted input).
+fn parse_traceparent(value: &str) -> Option<SpanContext> {
+    let v = value.trim().as_bytes();
+    if v.len() > 128 || v.len() < 55 {
+        return None;
     }
+    let (head, rest) = v.split_at(55);
+    let version = hex_field(head.get(0..2)?)?;
+    if version == 0xff
+        || (version == 0 && !rest.is_empty())
+        || rest.first().is_some_and(|b| *b != b'-')
+    {
+        return None;
+    }
+    if head.get(2) != Some(&b'-') || head.get(35) != Some(&b'-') || head.get(52) != Some(&b'-') {
+        return None;
+    }
+    let trace_id = TraceId::from_bytes(hex_field(head.get(3..35)?)?.to_be_bytes());
+    let span_id =
+        SpanId::from_bytes(u64::try_from(hex_field(head.get(36..52)?)?).ok()?.to_be_bytes());
+    let flags = u8::try_from(hex_field(head.get(53..55)?)?).ok()?;
+    let sc = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    sc.is_valid().then_some(sc)
+}
+
+/// A field of lowercase hex digits (at most 32) as a number.
+fn hex_field(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |n, d| {
+        let d = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        Some((n << 4) | u128::from(d))
+    })
 }
 
 /// Makes the span named by a request's W3C trace-context headers the parent of `span`.
@@ -240,5 +284,92 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &axum::http::Heade
     let cx = TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
     if cx.span().span_context().is_valid() {
         let _ = span.set_parent(cx);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// What the OpenTelemetry propagator reads from a `traceparent`.
+    fn by_propagator(value: &str) -> Option<SpanContext> {
+        let carrier = HashMap::from([(TRACEPARENT.to_string(), value.to_string())]);
+        let cx = TraceContextPropagator::new()
+            .extract_with_context(&opentelemetry::Context::new(), &carrier);
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some(sc)
+    }
+
+    /// What the OpenTelemetry propagator writes for a span context.
+    fn written_by_propagator(sc: &SpanContext) -> String {
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new().inject_context(
+            &opentelemetry::Context::new().with_remote_span_context(sc.clone()),
+            &mut carrier,
+        );
+        carrier.remove(TRACEPARENT).unwrap()
+    }
+
+    /// Values read the same as the propagator reads them (well-formed ones of each flag, later
+    /// versions with more parts, the malformed ones it refuses), but for ids of fewer digits,
+    /// which it pads and W3C Trace Context refuses.
+    #[test]
+    fn a_traceparent_reads_as_the_propagator_reads_it() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let span = "00f067aa0ba902b7";
+        let cases = [
+            format!("00-{id}-{span}-01"),
+            format!("00-{id}-{span}-00"),
+            format!(" 00-{id}-{span}-01 "),
+            format!("01-{id}-{span}-01"),
+            format!("01-{id}-{span}-01-what-comes-later"),
+            format!("cc-{id}-{span}-09-x"),
+            format!("ff-{id}-{span}-01"),
+            format!("00-{id}-{span}-01-x"),
+            format!("00-{}-{span}-01", "0".repeat(32)),
+            format!("00-{id}-{}-01", "0".repeat(16)),
+            format!("00-{}-{span}-01", id.to_uppercase()),
+            format!("00-{id}-{}-01", span.to_uppercase()),
+            format!("00-{id}-{span}-0g"),
+            format!("00-{id}-{span}"),
+            format!("00_{id}-{span}-01"),
+            format!("00-{id}x{span}-01"),
+            format!("0x-{id}-{span}-01"),
+            String::new(),
+            "00".to_string(),
+        ];
+        for value in &cases {
+            assert_eq!(parse_traceparent(value), by_propagator(value), "{value:?}");
+        }
+        // Stricter than the propagator, as W3C Trace Context is: an id of fewer digits.
+        let short = format!("00-{}-{span}-01", &id[1..]);
+        assert!(by_propagator(&short).is_some() && parse_traceparent(&short).is_none());
+        assert!(parse_traceparent(&cases[0]).is_some_and(|sc| sc.is_sampled() && sc.is_remote()));
+        assert!(parse_traceparent(&format!("00-{id}-{span}-01{}", "-".repeat(80))).is_none());
+    }
+
+    /// A span's `traceparent` is what the propagator writes for its context, and reads back.
+    #[test]
+    fn a_span_writes_the_traceparent_the_propagator_writes() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("packet");
+            let written = traceparent(&span).unwrap();
+            let sc = span.context().span().span_context().clone();
+            assert_eq!(written, written_by_propagator(&sc));
+            assert_eq!(
+                parse_traceparent(&written).map(|p| (p.trace_id(), p.span_id())),
+                Some((sc.trace_id(), sc.span_id()))
+            );
+            let child = tracing::info_span!("relayed");
+            set_remote_parent(&child, &written);
+            let parent = child.context().span().span_context().trace_id();
+            assert_eq!(parent, sc.trace_id(), "the child continues the remote trace");
+            set_remote_parent(&tracing::info_span!("alone"), "00-nonsense");
+        });
     }
 }

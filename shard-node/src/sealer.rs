@@ -316,7 +316,7 @@ impl HotState {
 
     fn put_node(&mut self, key: NodeKey, node: Node) {
         if self.nodes[0].len() >= self.limits.0 {
-            self.nodes[1] = std::mem::take(&mut self.nodes[0]);
+            retire(&mut self.nodes);
         }
         self.nodes[1].remove(&key);
         self.nodes[0].insert(key, node);
@@ -333,7 +333,7 @@ impl HotState {
 
     fn put_value(&mut self, key: KeyHash, value: Option<OwnedValue>) {
         if self.values[0].len() >= self.limits.1 {
-            self.values[1] = std::mem::take(&mut self.values[0]);
+            retire(&mut self.values);
         }
         // An older value must not outlive this one in the older generation.
         self.values[1].remove(&key);
@@ -355,6 +355,14 @@ impl HotState {
             self.put_value(*key, value.clone());
         }
     }
+}
+
+/// Makes the newer generation the older one, and the older one's table, emptied but keeping
+/// its capacity, the newer one: no table is grown from nothing again, nor its memory touched
+/// fresh.
+fn retire<K, V>(generations: &mut [ahash::AHashMap<K, V>; 2]) {
+    generations.swap(0, 1);
+    generations[0].clear();
 }
 
 /// The store as the block being sealed sees it: the pending block's effects and the sealer's

@@ -276,7 +276,11 @@ impl<K: std::hash::Hash + Eq, V: Clone> Generations<K, V> {
         let Ok(mut g) = self.generations.lock() else { return };
         for (key, value, weight) in items {
             if g[0].1 + weight > self.limit && g[0].1 > 0 {
-                g[1] = std::mem::take(&mut g[0]);
+                // The retired generation's table becomes the new one, emptied but keeping its
+                // capacity: no table is grown from nothing again, nor its memory touched fresh.
+                g.swap(0, 1);
+                g[0].0.clear();
+                g[0].1 = 0;
             }
             g[0].0.insert(key, value);
             g[0].1 += weight;
