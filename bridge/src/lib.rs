@@ -296,8 +296,8 @@ fn problem_slug(p: &Problem) -> String {
     p.kind.rsplit('/').next().unwrap_or_default().to_string()
 }
 
-fn city_name(genesis: &ValidGenesis, id: urbis_core::record::CityId) -> String {
-    genesis.city(id).map_or_else(|| id.to_string(), |c| c.name.clone())
+fn city_name(genesis: &ValidGenesis, id: urbis_core::record::CityId) -> std::borrow::Cow<'_, str> {
+    genesis.city(id).map_or_else(|| id.to_string().into(), |c| c.name.as_str().into())
 }
 
 fn packet_url(bridge: &Bridge, id: &PacketId) -> String {
@@ -328,9 +328,8 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
     }
     let arrived: Vec<wire::Arrived<'_>> = items.iter().flat_map(wire::Carried::packets).collect();
     let mut ids = Vec::with_capacity(n);
-    let mut packets = Vec::with_capacity(n);
     let mut spans = Vec::with_capacity(n);
-    for a in arrived {
+    for a in &arrived {
         let span = tracing::info_span!(
             "deliver packet",
             urbis.role = "bridge",
@@ -343,15 +342,22 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
             urbis_ops::telemetry::set_remote_parent(&span, t);
         }
         ids.push((a.id, a.timeout_height));
-        packets.push(wire::PacketOut {
-            proof: a.proof,
-            payload: a.payload,
-            trace_context: urbis_ops::telemetry::traceparent(&span),
-        });
         spans.push(span);
     }
+    let traces: Vec<Option<String>> = spans.iter().map(urbis_ops::telemetry::traceparent).collect();
+    let packets: Vec<wire::PacketOut<'_>> = arrived
+        .iter()
+        .zip(&traces)
+        .map(|(a, trace)| wire::PacketOut {
+            proof: a.proof,
+            payload: a.payload,
+            trace_context: trace.as_deref(),
+        })
+        .collect();
     let body = wire::delivery_batch_body(&packets);
     drop(packets);
+    drop(traces);
+    drop(arrived);
     // What came is in `body` now; the wait for acknowledgements need not hold it twice.
     drop(items);
     let answers = deliver(bridge, n, ids, body).await;
@@ -359,6 +365,13 @@ async fn serve(bridge: &Bridge, request: Request) -> wire::Answers {
         span.record("packet.result", answer.name());
     }
     answers
+}
+
+/// The body of the shard's acknowledgements long poll, written straight from the ids (a
+/// `json!` value built a map for each of them first).
+#[derive(serde::Serialize)]
+struct AcknowledgementsAsked<'a> {
+    packets: &'a [PacketId],
 }
 
 /// The longest wait the bridge asks of its shard's acknowledgements long poll.
@@ -423,7 +436,7 @@ async fn deliver(
         if let Ok(r) = bridge
             .http
             .post(format!("{shard}/v1/packets/acknowledgements/groups?wait_ms={wait_ms}"))
-            .json(&serde_json::json!({ "packets": packets }))
+            .json(&AcknowledgementsAsked { packets: &packets })
             .send()
             .await
             && r.status().is_success()
@@ -797,7 +810,7 @@ async fn relay(
         .map(|(p, trace)| wire::PacketOut {
             proof: p.proof.out(),
             payload: p.payload.as_deref(),
-            trace_context: trace.clone(),
+            trace_context: trace.as_deref(),
         })
         .collect();
     let settled = settle(bridge, destination, address, &ids, &traces, &out).await;

@@ -1126,7 +1126,7 @@ pub struct PacketOut<'a> {
     /// Its off-chain payload.
     pub payload: Option<&'a RawValue>,
     /// The writer's `traceparent` for it.
-    pub trace_context: Option<String>,
+    pub trace_context: Option<&'a str>,
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, json: &str) {
@@ -1139,7 +1139,7 @@ fn push_field(out: &mut Vec<u8>, name: &str, json: &str) {
 /// `payload` and, when there is one, `trace_context`.
 fn push_beside(out: &mut Vec<u8>, p: &PacketOut<'_>) {
     push_field(out, "payload", p.payload.map_or("null", RawValue::get));
-    push_trace_context(out, p.trace_context.as_deref());
+    push_trace_context(out, p.trace_context);
 }
 
 /// `trace_context`, when there is one.
@@ -1299,14 +1299,14 @@ mod tests {
                 // above: it reads back as the same proof), not necessarily the same bytes.
                 continue;
             }
-            let out = |trace_context: Option<String>| PacketOut {
+            let out = |trace_context: Option<&'static str>| PacketOut {
                 proof: carried.proof,
                 payload: carried.payload,
                 trace_context,
             };
             assert_eq!(
                 String::from_utf8(deliver_request(
-                    &[out(carried.trace_context.map(String::from))],
+                    &[out(carried.trace_context.map(|_| TRACE))],
                     false
                 ))
                 .unwrap(),
@@ -1384,7 +1384,7 @@ mod tests {
                 .map(|(i, c)| PacketOut {
                     proof: c.out(),
                     payload: if i == 1 { self.payload.as_deref() } else { None },
-                    trace_context: (i == 1).then(|| TRACE.to_string()),
+                    trace_context: (i == 1).then_some(TRACE),
                 })
                 .collect()
         }
@@ -1458,14 +1458,14 @@ mod tests {
                 assert_eq!(p.timeout_height, 7);
                 assert_eq!(whole(&p.proof), sample.proofs[i]);
                 assert_eq!(p.payload.map(RawValue::get), outs[i].payload.map(RawValue::get));
-                assert_eq!(p.trace_context, outs[i].trace_context.as_deref());
+                assert_eq!(p.trace_context, outs[i].trace_context);
             }
             let handed: Vec<PacketOut<'_>> = packets
                 .iter()
                 .map(|p| PacketOut {
                     proof: p.proof,
                     payload: p.payload,
-                    trace_context: p.trace_context.map(String::from),
+                    trace_context: p.trace_context,
                 })
                 .collect();
             assert_eq!(delivery_batch_body(&handed), direct);
@@ -1482,7 +1482,7 @@ mod tests {
             assert_eq!(p.sequence, p.proof.id().sequence);
             assert_eq!(whole(&p.proof.out()), sample.proofs[i]);
             assert_eq!(p.payload.as_deref().map(RawValue::get), outs[i].payload.map(RawValue::get));
-            assert_eq!(p.trace_context, outs[i].trace_context);
+            assert_eq!(p.trace_context.as_deref(), outs[i].trace_context);
         }
         assert!(matches!(page.packets[1].proof, CarriedProof::Member { .. }));
         assert!(matches!(page.packets[4].proof, CarriedProof::Whole(_)));

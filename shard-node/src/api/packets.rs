@@ -150,14 +150,14 @@ impl PacketRequest {
     /// acknowledgement or a timeout, continuing the trace the relay passed on (or a child of
     /// the request's span).
     fn span(&self, app: &AppState) -> tracing::Span {
-        let city = city_name(app, app.city);
+        let city = city_label(app, app.city);
         let (span, trace) = match self {
             PacketRequest::Packet { proof, trace_context, .. } => (
                 tracing::info_span!(
                     "receive packet",
                     urbis.role = "shard",
                     urbis.city = %city,
-                    packet.source = %city_name(app, proof.record.city),
+                    packet.source = %city_label(app, proof.record.city),
                     packet.sequence = proof.sequence,
                     packet.status = tracing::field::Empty,
                 ),
@@ -169,7 +169,7 @@ impl PacketRequest {
                     "settle packet",
                     urbis.role = "shard",
                     urbis.city = %city,
-                    packet.destination = %city_name(app, packet.destination),
+                    packet.destination = %city_label(app, packet.destination),
                     packet.sequence = packet.sequence,
                     packet.status = tracing::field::Empty,
                 ),
@@ -1475,7 +1475,13 @@ fn city_by_name(app: &AppState, name: &str) -> ApiResult<CityId> {
 }
 
 fn city_name(app: &AppState, id: CityId) -> String {
-    app.genesis.city(id).map_or_else(|| id.to_string(), |c| c.name.clone())
+    city_label(app, id).into_owned()
+}
+
+/// A city's name borrowed from genesis (its id for a city genesis does not name), for the
+/// fields of a span written per packet.
+fn city_label(app: &AppState, id: CityId) -> std::borrow::Cow<'_, str> {
+    app.genesis.city(id).map_or_else(|| id.to_string().into(), |c| c.name.as_str().into())
 }
 
 /// Query of the outbound page.
@@ -1608,7 +1614,15 @@ fn outbound_page(
     limit: usize,
 ) -> ApiResult<OutboundPage> {
     let next = next_sequence(app, destination)?;
-    let mut page = OutboundPage { packets: vec![], sent: next - 1, waiting_for_finality: None };
+    // Sized once for the packets the page can hold (a bridge asks for full pages while a
+    // backlog lasts): grown a push at a time, the page was copied into fresh memory again and
+    // again.
+    let room = usize::try_from(next.saturating_sub(after.saturating_add(1))).unwrap_or(limit);
+    let mut page = OutboundPage {
+        packets: Vec::with_capacity(limit.min(room)),
+        sent: next - 1,
+        waiting_for_finality: None,
+    };
     let mut blocks = PageBlocks::default();
     // Every sequence below the first one that may be unsettled is settled, and a settled
     // packet never becomes unsettled again: the walk starts there, not at a relay's cursor
