@@ -369,7 +369,10 @@ mod tests {
             set_remote_parent(&child, &written);
             let parent = child.context().span().span_context().trace_id();
             assert_eq!(parent, sc.trace_id(), "the child continues the remote trace");
-            set_remote_parent(&tracing::info_span!("alone"), "00-nonsense");
+            let alone = tracing::info_span!("alone");
+            set_remote_parent(&alone, "00-nonsense");
+            let own = alone.context().span().span_context().trace_id();
+            assert_ne!(own, sc.trace_id(), "a malformed value leaves the span its own trace");
         });
     }
 }
