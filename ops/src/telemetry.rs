@@ -216,7 +216,8 @@ where
 /// map): a bridge writes one for every packet it relays.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
     let cx = span.context();
-    let sc = cx.span().span_context().clone();
+    let span = cx.span();
+    let sc = span.span_context();
     if !sc.is_valid() {
         return None;
     }
