@@ -754,7 +754,7 @@ fn finality(app: &AppState, height: u64) -> ApiResult<Option<FinalityProof>> {
 }
 
 /// A record and its proof.
-#[utoipa::path(get, path = "/v1/records/{id}", params(("id" = String, Path, description = "Record id, 64 hex digits")),
+#[utoipa::path(get, path = "/v1/records/{id}", params(("id" = String, Path, description = "Record id, 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
     responses((status = 200, body = RecordView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_record(
     State(app): State<Arc<AppState>>,
@@ -797,7 +797,7 @@ fn record_with_payload(app: &AppState, id: &str) -> ApiResult<(Hash32, Record)> 
 }
 
 /// The off-chain payload of a credit or talent record, for the service that issued it.
-#[utoipa::path(get, path = "/v1/records/{id}/payload", params(("id" = String, Path, description = "Record id, 64 hex digits")),
+#[utoipa::path(get, path = "/v1/records/{id}/payload", params(("id" = String, Path, description = "Record id, 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
     responses(
         (status = 200, body = PayloadView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -836,7 +836,7 @@ async fn get_payload(
 /// Right to erasure: removes a credit or talent record's off-chain payload and its salt
 /// everywhere this node kept them, and records the erasure on chain. The record and its proof
 /// stay valid. Erasing again answers the first erasure.
-#[utoipa::path(delete, path = "/v1/records/{id}/payload", params(("id" = String, Path, description = "Record id, 64 hex digits")),
+#[utoipa::path(delete, path = "/v1/records/{id}/payload", params(("id" = String, Path, description = "Record id, 64 hex digits", pattern = "^[0-9a-fA-F]{64}$")),
     responses(
         (status = 200, description = "Erased; the erasure is sealed in a durable block and the bytes are purged from the node's files", body = ErasureView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -1016,7 +1016,7 @@ pub struct SubjectPage {
 }
 
 /// A subject's records, in chain order, with proofs.
-#[utoipa::path(get, path = "/v1/subjects/{subject}/records", params(("subject" = String, Path, description = "Subject id, 64 hex digits"), SubjectQuery),
+#[utoipa::path(get, path = "/v1/subjects/{subject}/records", params(("subject" = String, Path, description = "Subject id, 64 hex digits", pattern = "^[0-9a-fA-F]{64}$"), SubjectQuery),
     responses((status = 200, body = SubjectPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
 async fn subject_records(
     State(app): State<Arc<AppState>>,
@@ -1085,7 +1085,7 @@ pub struct ProofView {
 }
 
 /// Membership or non-membership of a state key at the latest block.
-#[utoipa::path(get, path = "/v1/state/{key}/proof", params(("key" = String, Path, description = "Hex of the canonical encoding of the state key"), StateProofQuery),
+#[utoipa::path(get, path = "/v1/state/{key}/proof", params(("key" = String, Path, description = "Hex of the canonical encoding of the state key", pattern = "^([0-9a-fA-F]{2})+$"), StateProofQuery),
     responses((status = 200, body = ProofView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn state_proof(
     State(app): State<Arc<AppState>>,
