@@ -268,7 +268,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Submit records.
 #[utoipa::path(
     post, path = "/v1/records", request_body = SubmitRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the same answer, also after a restart."), SubmitQuery),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the same answer, also after a restart. 1 to 255 visible ASCII characters.", min_length = 1, max_length = 255), SubmitQuery),
     responses(
         (status = 200, description = "Sealed in a durable block (level committed)", body = SubmitResponse),
         (status = 202, description = "`?wait=false`: queued, not yet durable; the outcome appears at `status_url` (also in `Location`)", body = AcceptedResponse),
@@ -772,8 +772,8 @@ async fn get_record(
 pub struct PayloadView {
     /// Record id.
     pub record: String,
-    /// The payload (the credit report or credential document) as submitted.
-    #[schema(value_type = Object)]
+    /// The payload (the credit report or credential document) as submitted: any JSON value,
+    /// as the submission took it.
     pub payload: serde_json::Value,
     /// The 32-byte salt, hex: with the payload's canonical bytes it opens the record's
     /// commitment (`H_payload_commitment(salt || payload)`).
@@ -1226,4 +1226,63 @@ async fn readyz(State(app): State<Arc<AppState>>) -> ApiResult<&'static str> {
         }
     }
     Ok("ready")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::Value;
+
+    /// The OpenAPI document states the forms the handlers check and the values they answer,
+    /// so that clients and the contract fuzzer see them: hex ids as hex, a submission's names
+    /// as the record rules take them, and an off-chain payload as any JSON value (a credit
+    /// report may be `null`, and is answered as it was submitted).
+    #[test]
+    fn the_openapi_document_states_the_forms_the_handlers_check() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let param = |path: &str, method: &str, name: &str| -> Value {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap()["schema"]
+                .clone()
+        };
+        let hex64 = "^[0-9a-fA-F]{64}$";
+        for (path, method) in [
+            ("/v1/records/{id}", "get"),
+            ("/v1/records/{id}/payload", "get"),
+            ("/v1/records/{id}/payload", "delete"),
+        ] {
+            assert_eq!(param(path, method, "id")["pattern"], hex64, "{method} {path}");
+        }
+        assert_eq!(param("/v1/subjects/{subject}/records", "get", "subject")["pattern"], hex64);
+        assert_eq!(param("/v1/state/{key}/proof", "get", "key")["pattern"], "^([0-9a-fA-F]{2})+$");
+        let key = param("/v1/records", "post", "Idempotency-Key");
+        assert_eq!((key["minLength"].as_u64(), key["maxLength"].as_u64()), (Some(1), Some(255)));
+
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["SubmitRequest"]["properties"]["records"]["minItems"], 1);
+        for variant in schemas["RecordInput"]["oneOf"].as_array().unwrap() {
+            assert_eq!(variant["properties"]["subject"]["pattern"], hex64);
+        }
+        assert_eq!(schemas["TalentInput"]["properties"]["credential_id"]["pattern"], hex64);
+        assert_eq!(schemas["CapitalInput"]["properties"]["amount"]["minimum"], 1);
+        let name_max = urbis_core::record::NAME_BYTES_MAX as u64;
+        for (schema, field) in [
+            ("InformationInput", "dataset"),
+            ("InformationInput", "media_type"),
+            ("CapitalInput", "asset"),
+            ("CapitalInput", "from"),
+            ("CapitalInput", "to"),
+        ] {
+            let s = &schemas[schema]["properties"][field];
+            assert_eq!(s["maxLength"].as_u64(), Some(name_max), "{schema}.{field}");
+            assert_eq!(s["minLength"], 1, "{schema}.{field}");
+            assert_eq!(s["pattern"], "^[ -~]+$", "{schema}.{field}");
+        }
+        let payload = &schemas["PayloadView"]["properties"]["payload"];
+        assert!(payload.is_object() && payload.get("type").is_none(), "{payload}");
+    }
 }

@@ -17,8 +17,10 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
-    /// The records, sealed together or refused together.
+    /// The records, sealed together or refused together (at least one; at most the shard's
+    /// configured batch limit).
     #[serde(deserialize_with = "streaming::records")]
+    #[schema(min_items = 1)]
     pub records: Vec<RecordInput>,
 }
 
@@ -29,6 +31,7 @@ pub enum RecordInput {
     /// Public information, kept on chain.
     Information {
         /// Pseudonymous subject id, 64 hex digits.
+        #[schema(pattern = "^[0-9a-fA-F]{64}$")]
         subject: String,
         /// The information.
         payload: InformationInput,
@@ -39,6 +42,7 @@ pub enum RecordInput {
     /// A capital operation.
     Capital {
         /// Pseudonymous subject id, 64 hex digits.
+        #[schema(pattern = "^[0-9a-fA-F]{64}$")]
         subject: String,
         /// The operation.
         payload: CapitalInput,
@@ -49,6 +53,7 @@ pub enum RecordInput {
     /// A credential issued or revoked; the document stays off chain.
     Talent {
         /// Pseudonymous subject id, 64 hex digits.
+        #[schema(pattern = "^[0-9a-fA-F]{64}$")]
         subject: String,
         /// The credential action.
         payload: TalentInput,
@@ -59,6 +64,7 @@ pub enum RecordInput {
     /// A credit report; it stays off chain, the chain holds its salted commitment.
     Credit {
         /// Pseudonymous subject id, 64 hex digits.
+        #[schema(pattern = "^[0-9a-fA-F]{64}$")]
         subject: String,
         /// The report.
         payload: CreditInput,
@@ -72,9 +78,12 @@ pub enum RecordInput {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InformationInput {
-    /// Dataset or register.
+    /// Dataset or register (printable ASCII, at most 128 bytes).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[ -~]+$")]
     pub dataset: String,
-    /// Media type of `content` (the content is stored as its JSON text).
+    /// Media type of `content` (the content is stored as its JSON text; printable ASCII, at
+    /// most 128 bytes).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[ -~]+$")]
     pub media_type: String,
     /// The content, any JSON value.
     pub content: serde_json::Value,
@@ -97,15 +106,19 @@ pub enum CapitalOperationInput {
 #[serde(deny_unknown_fields)]
 pub struct CapitalInput {
     /// Asset id from genesis.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[ -~]+$")]
     pub asset: String,
     /// Amount in the asset's smallest unit, positive.
+    #[schema(minimum = 1)]
     pub amount: u64,
     /// What to do.
     pub operation: CapitalOperationInput,
-    /// Paying account (transfer, send).
+    /// Paying account (transfer, send; printable ASCII, at most 128 bytes).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[ -~]+$")]
     pub from: Option<String>,
-    /// Receiving account.
+    /// Receiving account (printable ASCII, at most 128 bytes).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[ -~]+$")]
     pub to: String,
 }
 
@@ -126,6 +139,7 @@ pub struct TalentInput {
     /// Issue or revoke.
     pub action: TalentAction,
     /// Credential id, 64 hex digits.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub credential_id: String,
     /// The credential document (issue only), kept off chain.
     #[serde(default)]
