@@ -772,8 +772,7 @@ async fn get_record(
 pub struct PayloadView {
     /// Record id.
     pub record: String,
-    /// The payload (the credit report or credential document) as submitted: any JSON value,
-    /// as the submission took it.
+    /// The payload (the credit report or credential document) as submitted: any JSON value.
     pub payload: serde_json::Value,
     /// The 32-byte salt, hex: with the payload's canonical bytes it opens the record's
     /// commitment (`H_payload_commitment(salt || payload)`).
