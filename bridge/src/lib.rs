@@ -10,6 +10,7 @@
 //! acknowledgement it already has.
 
 pub mod metrics;
+mod shard;
 pub mod tls;
 pub mod wire;
 
@@ -121,7 +122,7 @@ struct Bridge {
     genesis: ValidGenesis,
     tls: tls::BridgeTls,
     endpoint: quinn::Endpoint,
-    http: reqwest::Client,
+    shard: shard::Shard,
     connections: Mutex<BTreeMap<String, quinn::Connection>>,
     cursors: Mutex<Cursors>,
     metrics: metrics::BridgeMetrics,
@@ -130,6 +131,16 @@ struct Bridge {
 /// Runs the bridge until `shutdown` completes.
 pub async fn run(
     config: BridgeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    run_with(config, None, shutdown).await
+}
+
+/// [`run`], reaching its own shard through `local` — the router the shard serves in this
+/// process (`urbis_shard::node::run_with`) — instead of over HTTP at `shard_api`.
+pub async fn run_with(
+    config: BridgeConfig,
+    local: Option<urbis_ops::in_process::InProcess>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let genesis = load_genesis(&config.genesis)?;
@@ -153,16 +164,17 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let cursors = Cursors::load(&config.data_dir.join("cursors.json"))?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(config.ack_wait_ms + 10_000))
-        .connect_timeout(Duration::from_secs(2))
-        .build()?;
+    let timeout = Duration::from_millis(config.ack_wait_ms + 10_000);
+    let shard = match local {
+        Some(router) => shard::Shard::in_process(&config.shard_api, router, timeout),
+        None => shard::Shard::http(&config.shard_api, timeout)?,
+    };
     let bridge = Arc::new(Bridge {
         config,
         genesis,
         tls,
         endpoint,
-        http,
+        shard,
         connections: Mutex::new(BTreeMap::new()),
         cursors: Mutex::new(cursors),
         metrics: metrics::BridgeMetrics::default(),
@@ -224,9 +236,8 @@ async fn serve_api(bridge: Arc<Bridge>, listener: tokio::net::TcpListener) {
             get(move || {
                 let b = ready.clone();
                 async move {
-                    let url = format!("{}/livez", b.config.shard_api.trim_end_matches('/'));
-                    match b.http.get(url).send().await {
-                        Ok(r) if r.status().is_success() => (axum::http::StatusCode::OK, "ready"),
+                    match b.shard.get("/livez").await {
+                        Ok(r) if r.is_success() => (axum::http::StatusCode::OK, "ready"),
                         _ => (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
                             "the own shard does not answer",
@@ -300,10 +311,9 @@ fn city_name(genesis: &ValidGenesis, id: urbis_core::record::CityId) -> std::bor
     genesis.city(id).map_or_else(|| id.to_string().into(), |c| c.name.as_str().into())
 }
 
-fn packet_url(bridge: &Bridge, id: &PacketId) -> String {
+fn packet_path(bridge: &Bridge, id: &PacketId) -> String {
     format!(
-        "{}/v1/packets/{}/{}/{}",
-        bridge.config.shard_api.trim_end_matches('/'),
+        "/v1/packets/{}/{}/{}",
         city_name(&bridge.genesis, id.source),
         city_name(&bridge.genesis, id.destination),
         id.sequence
@@ -388,17 +398,9 @@ async fn deliver(
     let pending = |detail: String| wire::Answers {
         results: (0..n).map(|_| Response::Pending { detail: detail.clone() }).collect(),
     };
-    let shard = bridge.config.shard_api.trim_end_matches('/');
-    let answer = match bridge
-        .http
-        .post(format!("{shard}/v1/packets/batch"))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-    {
-        Ok(r) if r.status().is_success() => r.json::<wire::BatchAnswer>().await,
-        Ok(r) => return pending(format!("shard answered {}", r.status())),
+    let answer = match bridge.shard.post("/v1/packets/batch", body).await {
+        Ok(r) if r.is_success() => r.json::<wire::BatchAnswer>(),
+        Ok(r) => return pending(format!("shard answered {}", r.status)),
         Err(e) => return pending(format!("shard unreachable: {e}")),
     };
     let Ok(answer) = answer else { return pending("shard answer does not parse".into()) };
@@ -433,14 +435,14 @@ async fn deliver(
             .as_millis()
             .min(ACK_LONG_POLL_MS);
         let asked = tokio::time::Instant::now();
+        let asking = serde_json::to_vec(&AcknowledgementsAsked { packets: &packets })
+            .expect("packet ids always serialize");
         if let Ok(r) = bridge
-            .http
-            .post(format!("{shard}/v1/packets/acknowledgements/groups?wait_ms={wait_ms}"))
-            .json(&AcknowledgementsAsked { packets: &packets })
-            .send()
+            .shard
+            .post(&format!("/v1/packets/acknowledgements/groups?wait_ms={wait_ms}"), asking)
             .await
-            && r.status().is_success()
-            && let Ok(acks) = r.json::<wire::AcknowledgementGroup>().await
+            && r.is_success()
+            && let Ok(acks) = r.json::<wire::AcknowledgementGroup>()
             && acks.acknowledgements.len() == awaiting.len()
         {
             let mut still = Vec::new();
@@ -480,15 +482,14 @@ async fn erase(
     record_id: urbis_core::hash::Hash32,
     proof: Box<urbis_core::proof::ProofDocument>,
 ) -> Response {
-    let url = format!("{}/v1/packets/erasures", bridge.config.shard_api.trim_end_matches('/'));
     let body = serde_json::json!({ "source": source, "record_id": record_id, "proof": proof });
-    match bridge.http.post(&url).json(&body).send().await {
-        Ok(r) if r.status().is_success() => Response::Erased,
-        Ok(r) if r.status().is_client_error() => {
-            let status = r.status().as_u16();
-            Response::Refused { status, detail: r.text().await.unwrap_or_default() }
+    let body = serde_json::to_vec(&body).expect("a JSON value always serializes");
+    match bridge.shard.post("/v1/packets/erasures", body).await {
+        Ok(r) if r.is_success() => Response::Erased,
+        Ok(r) if r.status.is_client_error() => {
+            Response::Refused { status: r.status.as_u16(), detail: r.text() }
         }
-        Ok(r) => Response::Pending { detail: format!("shard answered {}", r.status()) },
+        Ok(r) => Response::Pending { detail: format!("shard answered {}", r.status) },
         Err(e) => Response::Pending { detail: e.to_string() },
     }
 }
@@ -503,7 +504,6 @@ async fn erasures(
     mut stop: watch::Receiver<bool>,
 ) {
     let cursor_name = format!("erasures/{destination}");
-    let shard = bridge.config.shard_api.trim_end_matches('/').to_string();
     let source = bridge.config.city.clone();
     loop {
         if *stop.borrow() {
@@ -511,24 +511,17 @@ async fn erasures(
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), stop.changed()).await;
         let after = bridge.cursors.lock().await.get(&cursor_name);
-        let url = format!("{shard}/v1/packets/erasures?destination={destination}&after={after}");
-        let Ok(Ok(list)) =
-            async { bridge.http.get(&url).send().await?.json::<wire::OutboundErasures>().await }
-                .await
-                .map(Ok::<_, ()>)
+        let path = format!("/v1/packets/erasures?destination={destination}&after={after}");
+        let Ok(Ok(list)) = bridge.shard.get(&path).await.map(|r| r.json::<wire::OutboundErasures>())
         else {
             continue;
         };
         for e in list.erasures {
             let key = urbis_core::state::StateKey::Erasure { record_id: e.record_id };
             let hex_key = hex::encode(urbis_core::encoding::encode(&key));
-            let proof = match bridge
-                .http
-                .get(format!("{shard}/v1/state/{hex_key}/proof?level=final"))
-                .send()
-                .await
+            let proof = match bridge.shard.get(&format!("/v1/state/{hex_key}/proof?level=final")).await
             {
-                Ok(r) if r.status().is_success() => r.json::<wire::StateProofView>().await.ok(),
+                Ok(r) if r.is_success() => r.json::<wire::StateProofView>().ok(),
                 _ => None,
             };
             // Not final yet (or present only at level committed): next round.
@@ -557,16 +550,16 @@ async fn erasures(
 }
 
 async fn timeout_proof(bridge: &Bridge, id: &PacketId, timeout_height: u64) -> Response {
-    let url = format!("{}/timeout-proof?timeout_height={timeout_height}", packet_url(bridge, id));
+    let path = format!("{}/timeout-proof?timeout_height={timeout_height}", packet_path(bridge, id));
     let deadline = tokio::time::Instant::now() + Duration::from_millis(bridge.config.ack_wait_ms);
     loop {
-        match bridge.http.get(&url).send().await {
-            Ok(r) if r.status().is_success() => match r.json().await {
+        match bridge.shard.get(&path).await {
+            Ok(r) if r.is_success() => match r.json() {
                 Ok(proof) => return Response::TimedOut { proof },
                 Err(e) => return Response::Pending { detail: e.to_string() },
             },
-            Ok(r) if r.status().as_u16() == 409 => {}
-            Ok(r) => return Response::Pending { detail: format!("shard answered {}", r.status()) },
+            Ok(r) if r.status.as_u16() == 409 => {}
+            Ok(r) => return Response::Pending { detail: format!("shard answered {}", r.status) },
             Err(e) => return Response::Pending { detail: e.to_string() },
         }
         if tokio::time::Instant::now() >= deadline {
@@ -713,15 +706,14 @@ async fn outbound_pages(
 ) -> Option<wire::OutboundPage> {
     let mut set = tokio::task::JoinSet::new();
     for k in 0..pages {
-        let url = format!(
-            "{}/v1/packets/outbound/groups?destination={destination}&after={}&limit={OUTBOUND_BATCH_MAX}",
-            bridge.config.shard_api.trim_end_matches('/'),
+        let path = format!(
+            "/v1/packets/outbound/groups?destination={destination}&after={}&limit={OUTBOUND_BATCH_MAX}",
             after.saturating_add(k * OUTBOUND_BATCH_MAX as u64),
         );
-        let http = bridge.http.clone();
+        let shard = bridge.shard.clone();
         set.spawn(async move {
-            let page = match http.get(&url).send().await {
-                Ok(r) if r.status().is_success() => match r.json::<wire::OutboundPage>().await {
+            let page = match shard.get(&path).await {
+                Ok(r) if r.is_success() => match r.json::<wire::OutboundPage>() {
                     Ok(page) => Some(page),
                     Err(e) => {
                         tracing::warn!(error = %e, "the shard's outbound page does not parse");
@@ -729,7 +721,7 @@ async fn outbound_pages(
                     }
                 },
                 Ok(r) => {
-                    tracing::debug!(status = %r.status(), "the shard refused the outbound page");
+                    tracing::debug!(status = %r.status, "the shard refused the outbound page");
                     None
                 }
                 Err(e) => {
@@ -878,14 +870,8 @@ async fn settle(
     if items.is_empty() {
         return settled;
     }
-    let url = format!("{}/v1/packets/batch", bridge.config.shard_api.trim_end_matches('/'));
-    let request = bridge
-        .http
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(wire::settlement_batch_body(&items));
-    match request.send().await {
-        Ok(r) if r.status().is_success() => match r.json::<wire::BatchAnswer>().await {
+    match bridge.shard.post("/v1/packets/batch", wire::settlement_batch_body(&items)).await {
+        Ok(r) if r.is_success() => match r.json::<wire::BatchAnswer>() {
             Ok(answer) if answer.results.len() == positions.len() => {
                 for (i, item) in positions.into_iter().zip(answer.results) {
                     let slug = item.problem.as_ref().map(problem_slug).unwrap_or_default();
@@ -898,7 +884,7 @@ async fn settle(
             }
             _ => tracing::warn!("own shard's batch answer does not parse"),
         },
-        Ok(r) => tracing::warn!(status = %r.status(), "own shard refused a settlement batch"),
+        Ok(r) => tracing::warn!(status = %r.status, "own shard refused a settlement batch"),
         Err(e) => tracing::debug!(error = %e, "own shard unreachable"),
     }
     count("settled", settled.iter().filter(|s| s.0).count());

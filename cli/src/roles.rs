@@ -3,8 +3,10 @@
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use urbis_core::record::RecordKind;
+use urbis_ops::in_process::InProcess;
 use urbis_shard::node::{self, ShardConfig};
 use urbis_shard::tokens;
 
@@ -394,27 +396,39 @@ pub fn devnet(
         "00".repeat(32)
     );
     eprintln!("Scripts: {} (mode 0600). Ctrl-C stops everything.", manifest_path.display());
+    // A city's bridge in this process reaches its shard, also in this process, through the
+    // router the shard serves here rather than over a loopback socket: the same API, without
+    // TCP and HTTP framing on the busiest hop of a packet.
+    let local: BTreeMap<String, InProcess> = bridges
+        .iter()
+        .filter(|b| configs.iter().any(|c: &ShardConfig| c.city == b.city))
+        .map(|b| (b.city.clone(), InProcess::new()))
+        .collect();
     run_role(|stop| async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for config in configs {
             let mut rx = stop_rx.clone();
             let name = config.city.clone();
+            let served = local.get(&name).cloned();
             tasks.push(tokio::spawn(async move {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                node::run(config, stop).await.with_context(|| format!("shard {name}"))
+                node::run_with(config, served, stop).await.with_context(|| format!("shard {name}"))
             }));
         }
         for config in bridges {
             let mut rx = stop_rx.clone();
             let name = config.city.clone();
+            let shard = local.get(&name).cloned();
             tasks.push(tokio::spawn(async move {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                urbis_bridge::run(config, stop).await.with_context(|| format!("bridge {name}"))
+                urbis_bridge::run_with(config, shard, stop)
+                    .await
+                    .with_context(|| format!("bridge {name}"))
             }));
         }
         for (name, config, dir, api) in validators {

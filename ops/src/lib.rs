@@ -6,6 +6,7 @@
 //! Labels here are route templates, methods and status codes, never a raw path.
 
 pub mod exposition;
+pub mod in_process;
 pub mod sized_json;
 pub mod tagged;
 pub mod telemetry;

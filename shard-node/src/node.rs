@@ -266,6 +266,16 @@ pub async fn run(
     config: ShardConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    run_with(config, None, shutdown).await
+}
+
+/// [`run`], also serving the API in `local` for a role in this process (the city's bridge in
+/// `urbis devnet`): the same router as on `listen`, withdrawn when the shard starts to drain.
+pub async fn run_with(
+    config: ShardConfig,
+    local: Option<urbis_ops::in_process::InProcess>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let genesis = Arc::new(load_genesis(&config.genesis)?);
     let city = genesis
         .city_by_name(&config.city)
@@ -378,23 +388,37 @@ pub async fn run(
     tracing::info!(city = %config.city, listen = %listener.local_addr()?, height = next_height, "shard serving");
     let drain = state.clone();
     let app = api::router(state.clone());
+    if let Some(local) = &local {
+        local.serve(app.clone());
+    }
     let (draining_tx, mut draining) = tokio::sync::watch::channel(false);
+    let withdraw = local.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         drain.ready.store(false, Ordering::Relaxed);
+        if let Some(local) = withdraw {
+            local.withdraw();
+        }
         tracing::info!("shutting down: draining requests");
         let _ = draining_tx.send(true);
     });
     let grace = std::time::Duration::from_millis(config.shutdown_grace_ms);
-    tokio::select! {
-        served = server => served?,
+    let served = tokio::select! {
+        served = server => served,
         _ = async {
             let _ = draining.wait_for(|d| *d).await;
             tokio::time::sleep(grace).await;
         } => {
             tracing::warn!(grace_ms = config.shutdown_grace_ms, "grace period over; requests still in flight are cut off");
+            Ok(())
         }
+    };
+    // Withdrawn on a failure to serve as well, so no caller in this process keeps calling a
+    // shard that is gone.
+    if let Some(local) = &local {
+        local.withdraw();
     }
+    served?;
     let _ = stop_follower.send(true);
     let _ = follower.await;
     // The router is gone; dropping the last state closes the queue, and the sealer seals what
