@@ -512,18 +512,19 @@ async fn erasures(
         let _ = tokio::time::timeout(Duration::from_secs(1), stop.changed()).await;
         let after = bridge.cursors.lock().await.get(&cursor_name);
         let path = format!("/v1/packets/erasures?destination={destination}&after={after}");
-        let Ok(Ok(list)) = bridge.shard.get(&path).await.map(|r| r.json::<wire::OutboundErasures>())
+        let Ok(Ok(list)) =
+            bridge.shard.get(&path).await.map(|r| r.json::<wire::OutboundErasures>())
         else {
             continue;
         };
         for e in list.erasures {
             let key = urbis_core::state::StateKey::Erasure { record_id: e.record_id };
             let hex_key = hex::encode(urbis_core::encoding::encode(&key));
-            let proof = match bridge.shard.get(&format!("/v1/state/{hex_key}/proof?level=final")).await
-            {
-                Ok(r) if r.is_success() => r.json::<wire::StateProofView>().ok(),
-                _ => None,
-            };
+            let proof =
+                match bridge.shard.get(&format!("/v1/state/{hex_key}/proof?level=final")).await {
+                    Ok(r) if r.is_success() => r.json::<wire::StateProofView>().ok(),
+                    _ => None,
+                };
             // Not final yet (or present only at level committed): next round.
             let Some(proof) = proof.filter(|p| p.present && p.level == "final") else { break };
             let request = |_| wire::erase_request(&source, &e.record_id, &proof.proof);

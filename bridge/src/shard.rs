@@ -112,3 +112,71 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::{get, post};
+
+    /// A router that answers what it was sent, as a shard would: JSON in, status and JSON out.
+    fn router() -> axum::Router {
+        axum::Router::new()
+            .route("/v1/echo", post(|body: Bytes| async move { (StatusCode::OK, body) }))
+            .route(
+                "/v1/query",
+                get(|q: axum::extract::RawQuery| async move { q.0.unwrap_or_default() }),
+            )
+            .route(
+                "/v1/refuse",
+                get(|| async { (StatusCode::UNPROCESSABLE_ENTITY, "{\"detail\":\"no\"}") }),
+            )
+    }
+
+    #[tokio::test]
+    async fn both_ways_to_the_shard_give_the_same_answers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router()).await });
+        let served = InProcess::new();
+        served.serve(router());
+        let timeout = Duration::from_secs(5);
+        let ways = [
+            Shard::http(&format!("{base}/"), timeout).unwrap(),
+            Shard::in_process(&base, served.clone(), timeout),
+        ];
+        let mut answers = Vec::new();
+        for shard in &ways {
+            let echo = shard.post("/v1/echo", br#"{"packets":[1,2]}"#.to_vec()).await.unwrap();
+            let query = shard.get("/v1/query?destination=berlin&after=7").await.unwrap();
+            let refused = shard.get("/v1/refuse").await.unwrap();
+            let missing = shard.get("/v1/nowhere").await.unwrap();
+            assert!(echo.is_success() && !refused.is_success());
+            assert_eq!(echo.json::<serde_json::Value>().unwrap()["packets"][1], 2);
+            answers.push([echo, query, refused, missing].map(|r| (r.status, r.text())));
+        }
+        assert_eq!(answers[0], answers[1], "the same answers over HTTP and in process");
+        assert_eq!(answers[1][1].1, "destination=berlin&after=7");
+        assert_eq!(answers[1][2].0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answers[1][3].0, StatusCode::NOT_FOUND);
+
+        // A shard that withdrew its router (it is draining) is unreachable, as a closed socket.
+        served.withdraw();
+        let e = ways[1].get("/v1/query").await.err().expect("withdrawn");
+        assert!(e.to_string().contains("is not serving"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_in_process_call_is_given_up_after_its_timeout() {
+        let served = InProcess::new();
+        served.serve(axum::Router::new().route(
+            "/v1/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        ));
+        let shard = Shard::in_process("http://shard", served, Duration::from_millis(50));
+        let e = shard.get("/v1/slow").await.err().expect("timed out");
+        assert!(e.to_string().contains("did not answer in time"), "{e}");
+    }
+}
