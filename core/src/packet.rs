@@ -476,9 +476,24 @@ pub struct VerifiedPacket {
 /// encoding is canonical, so equal values are byte-identical inputs); the pairs are compared
 /// field by field rather than hashed, since a batch holds few distinct headers and a header of
 /// another height differs at its first fields.
+///
+/// It also remembers the outbound-batch state proofs it checked, by the same rule: the packets
+/// one source block sent arrive together, each with the same batch and the same proof of it
+/// under the same state root, and the proof is hashed once for all of them. A proof that differs
+/// in any byte, or stands under another root or for another channel, is checked afresh.
 #[derive(Default)]
 pub struct ChainCache {
     checked: Vec<(SignedShardHeader, FinalityProof, Result<u64, ProofError>)>,
+    batches: Vec<BatchChecked>,
+}
+
+/// An outbound-batch state proof checked under a root for a channel, and its result.
+struct BatchChecked {
+    root: Hash32,
+    channel: (CityId, CityId),
+    batch: OutboundBatch,
+    proof: StateProof,
+    result: Result<(), StateProofError>,
 }
 
 impl ChainCache {
@@ -506,6 +521,35 @@ impl ChainCache {
         }
         self.checked.push((header.clone(), finality.clone(), r.clone()));
         r
+    }
+
+    /// Step 3 of [`verify_packet`]: `proof` proves `OutboundBatch{source, destination} =
+    /// encode(batch)` under `root`, with the key built here.
+    fn batch(
+        &mut self,
+        root: &Hash32,
+        id: &PacketId,
+        batch: &OutboundBatch,
+        proof: &StateProof,
+    ) -> Result<(), StateProofError> {
+        let channel = (id.source, id.destination);
+        if let Some(done) = self.batches.iter().rev().find(|b| {
+            b.root == *root && b.channel == channel && b.batch == *batch && b.proof == *proof
+        }) {
+            return done.result.clone();
+        }
+        let result = proof.verify(root, &id.batch_key(), Some(&encode(batch)));
+        if self.batches.len() == Self::PAIRS_MAX {
+            let _forgotten = self.batches.remove(0);
+        }
+        self.batches.push(BatchChecked {
+            root: *root,
+            channel,
+            batch: *batch,
+            proof: proof.clone(),
+            result: result.clone(),
+        });
+        result
     }
 }
 
@@ -545,8 +589,8 @@ pub fn verify_packet_with(
         return Err(PacketError::SelfPacket(source));
     }
     let id = PacketId { source, destination, sequence: p.sequence };
-    p.batch_proof
-        .verify(&header.state_root, &id.batch_key(), Some(&encode(&p.batch)))
+    cache
+        .batch(&header.state_root, &id, &p.batch, &p.batch_proof)
         .map_err(PacketError::BatchPath)?;
     let batch = &p.batch;
     if !batch.contains(p.sequence) {

@@ -7,8 +7,9 @@ use urbis_core::hash::Hash32;
 use urbis_core::light_client::{LightClient, LightClientError};
 use urbis_core::merkle::{Blake3Tree, InclusionProof, MerkleError};
 use urbis_core::packet::{
-    AckError, Acknowledgement, AcknowledgementProof, OutboundBatch, PacketError, PacketId,
-    PacketProof, Receipt, TimeoutProof, verify_acknowledgement, verify_packet, verify_timeout,
+    AckError, Acknowledgement, AcknowledgementProof, ChainCache, OutboundBatch, PacketError,
+    PacketId, PacketProof, Receipt, TimeoutProof, verify_acknowledgement, verify_packet,
+    verify_packet_with, verify_timeout,
 };
 use urbis_core::proof::ProofError;
 use urbis_core::record::{CityId, Record};
@@ -210,6 +211,56 @@ fn threat_a_mutated_byte_anywhere_in_a_packet_proof_is_refused() {
         refused += 1;
     }
     assert_eq!(refused, honest.len());
+}
+
+#[test]
+fn a_batch_proof_checked_once_serves_the_packets_it_proves_and_no_other_bytes() {
+    let p = pair();
+    let (g, c) = (&p.federation.genesis, p.client());
+    // The packets of one block share their batch and its proof: one cache checks both.
+    let mut cache = ChainCache::default();
+    for sequence in [1, 2] {
+        let q = p.packet(sequence);
+        assert_eq!(verify_packet_with(g, &c, B, &q, &mut cache), verify_packet(g, &c, B, &q));
+        assert!(verify_packet_with(g, &c, B, &q, &mut cache).is_ok());
+    }
+    // With the honest proof remembered, any byte of the packet flipped gives what a verifier
+    // without memory gives: a remembered result stands only for equal inputs.
+    let honest = encode(&p.packet(2));
+    let mut compared = 0;
+    for i in 0..honest.len() {
+        let mut bytes = honest.clone();
+        bytes[i] ^= 0x01;
+        let Ok(mutated) = urbis_core::encoding::decode::<PacketProof>(&bytes) else { continue };
+        let fresh = verify_packet(g, &c, B, &mutated);
+        assert_eq!(verify_packet_with(g, &c, B, &mutated, &mut cache), fresh, "byte {i}");
+        if fresh.is_err() {
+            compared += 1;
+        }
+    }
+    assert!(compared > honest.len() / 2, "{compared} refusals compared");
+    // A refusal remembered does not refuse the honest packet after it.
+    let mut q = p.packet(2);
+    q.batch_proof.leaf.as_mut().expect("the batch is present").key_hash.0[0] ^= 1;
+    assert!(matches!(
+        verify_packet_with(g, &c, B, &q, &mut cache).unwrap_err(),
+        PacketError::BatchPath(_)
+    ));
+    assert!(verify_packet_with(g, &c, B, &p.packet(2), &mut cache).is_ok());
+    // The same proof for another batch of the channel, or under another root, is refused.
+    let mut q = p.packet(2);
+    q.batch.count += 1;
+    assert_eq!(
+        verify_packet_with(g, &c, B, &q, &mut cache).unwrap_err(),
+        PacketError::BatchPath(StateProofError::ValueMismatch)
+    );
+    let mut q = p.packet(2);
+    q.header.header.state_root.0[0] ^= 1;
+    assert_eq!(
+        verify_packet_with(g, &c, B, &q, &mut cache).unwrap_err(),
+        verify_packet(g, &c, B, &q).unwrap_err()
+    );
+    assert!(matches!(verify_packet(g, &c, B, &q).unwrap_err(), PacketError::BatchPath(_)));
 }
 
 #[test]
