@@ -861,7 +861,10 @@ pub async fn acknowledgements(
     query: Result<Query<AcknowledgementsQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<RawJson> {
-    acknowledgements_written(app, query, body, write_acknowledgements).await
+    acknowledgements_written(app, query, body, |out, proven| {
+        write_acknowledgements(out, &proven.whole())
+    })
+    .await
 }
 
 /// The same answer as `POST /v1/packets/acknowledgements`, with the header and finality all
@@ -877,12 +880,40 @@ pub async fn acknowledgement_groups(
     query: Result<Query<AcknowledgementsQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<RawJson> {
-    acknowledgements_written(app, query, body, write_acknowledgement_group).await
+    acknowledgements_written(app, query, body, write_proven_group).await
 }
 
 /// How an acknowledgements answer is written.
-type AcknowledgementsWriter =
-    fn(&mut Vec<u8>, &[Option<AcknowledgementProof>]) -> serde_json::Result<()>;
+type AcknowledgementsWriter = fn(&mut Vec<u8>, Proven) -> serde_json::Result<()>;
+
+/// One answer's acknowledgements, every proof against one header and its finality, which are
+/// held once rather than copied into each proof (an answer holds hundreds).
+struct Proven {
+    /// The header and finality, when some acknowledgement is proven.
+    chain: Option<(SignedShardHeader, FinalityProof)>,
+    /// Each packet's acknowledgement and the state proof of its receipt, when final.
+    acknowledgements: Vec<Option<(Acknowledgement, StateProof)>>,
+}
+
+impl Proven {
+    /// Each acknowledgement with its whole proof.
+    fn whole(self) -> Vec<Option<AcknowledgementProof>> {
+        let Some((header, finality)) = self.chain else {
+            return self.acknowledgements.iter().map(|_| None).collect();
+        };
+        self.acknowledgements
+            .into_iter()
+            .map(|a| {
+                a.map(|(acknowledgement, proof)| AcknowledgementProof {
+                    acknowledgement,
+                    proof,
+                    header: header.clone(),
+                    finality: finality.clone(),
+                })
+            })
+            .collect()
+    }
+}
 
 async fn acknowledgements_written(
     app: Arc<AppState>,
@@ -913,14 +944,17 @@ async fn acknowledgements_written(
                 .map(|proofs| (proofs, written))
         })
     };
-    let json = |acknowledgements: Vec<Option<AcknowledgementProof>>| {
-        let hint = 64 + acknowledgements.iter().flatten().count() * ACK_PROOF_JSON_BYTES;
+    let json = |proven: Proven| {
+        let hint = 64 + proven.acknowledgements.iter().flatten().count() * ACK_PROOF_JSON_BYTES;
         let mut out = Vec::with_capacity(hint);
-        write(&mut out, &acknowledgements).map_err(internal)?;
+        write(&mut out, proven).map_err(internal)?;
         Ok(RawJson(out))
     };
     let (first, written) = look(vec![None; request.packets.len()]).await.map_err(internal)??;
-    if wait.is_zero() || request.packets.is_empty() || first.iter().any(Option::is_some) {
+    if wait.is_zero()
+        || request.packets.is_empty()
+        || first.acknowledgements.iter().any(Option::is_some)
+    {
         return json(first);
     }
     match tokio::time::timeout(wait, crosslinked.changed()).await {
@@ -1030,6 +1064,7 @@ fn write_acknowledgements(
 
 /// The answer as an `AcknowledgementGroupResponse`: the header and finality every proof of
 /// one answer is against (`acknowledgement_proofs` proves them all at one header), once.
+#[cfg(test)]
 fn write_acknowledgement_group(
     out: &mut Vec<u8>,
     acknowledgements: &[Option<AcknowledgementProof>],
@@ -1041,19 +1076,34 @@ fn write_acknowledgement_group(
             .flatten()
             .all(|a| { first.is_some_and(|f| a.header == f.header && a.finality == f.finality) })
     );
-    field(out, b"{\"header\":", &first.map(|a| &a.header))?;
-    field(out, b",\"finality\":", &first.map(|a| &a.finality))?;
+    write_proven_group(
+        out,
+        Proven {
+            chain: first.map(|a| (a.header.clone(), a.finality.clone())),
+            acknowledgements: acknowledgements
+                .iter()
+                .map(|a| a.as_ref().map(|a| (a.acknowledgement, a.proof.clone())))
+                .collect(),
+        },
+    )
+}
+
+/// The grouped answer of [`Proven`] acknowledgements.
+fn write_proven_group(out: &mut Vec<u8>, proven: Proven) -> serde_json::Result<()> {
+    let (header, finality) = proven.chain.map(|(h, f)| (Some(h), Some(f))).unwrap_or_default();
+    field(out, b"{\"header\":", &header)?;
+    field(out, b",\"finality\":", &finality)?;
     out.extend_from_slice(b",\"acknowledgements\":[");
-    for (i, a) in acknowledgements.iter().enumerate() {
+    for (i, a) in proven.acknowledgements.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let Some(a) = a else {
+        let Some((acknowledgement, proof)) = a else {
             out.extend_from_slice(b"null");
             continue;
         };
-        field(out, b"{\"acknowledgement\":", &a.acknowledgement)?;
-        field(out, b",\"proof\":", &a.proof)?;
+        field(out, b"{\"acknowledgement\":", acknowledgement)?;
+        field(out, b",\"proof\":", proof)?;
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
@@ -1207,8 +1257,9 @@ fn acknowledgement_proofs(
     app: &AppState,
     packets: &[PacketId],
     written: &mut [Option<Written>],
-) -> ApiResult<Vec<Option<AcknowledgementProof>>> {
-    let Some((m, finality)) = final_height(app)? else { return Ok(vec![None; packets.len()]) };
+) -> ApiResult<Proven> {
+    let none = || Proven { chain: None, acknowledgements: vec![None; packets.len()] };
+    let Some((m, finality)) = final_height(app)? else { return Ok(none()) };
     // One header and one state version for every packet asked about.
     let (header, version) = sealed_at(app, m)?;
     // The receipts of a block share the top of their paths: walked once for all of them.
@@ -1263,14 +1314,11 @@ fn acknowledgement_proofs(
             &mut memo,
         )
         .map_err(internal)?;
-        out.push(present.then(|| AcknowledgementProof {
-            acknowledgement: w.acknowledgement,
-            proof,
-            header: header.clone(),
-            finality: finality.clone(),
-        }));
+        out.push(present.then_some((w.acknowledgement, proof)));
     }
-    Ok(out)
+    // The header and finality only when a proof stands on them, as a whole proof would carry.
+    let chain = out.iter().any(Option::is_some).then_some((header, finality));
+    Ok(Proven { chain, acknowledgements: out })
 }
 
 /// Verifies a request against the light client and, for a settlement, the shard's own record
@@ -2630,6 +2678,34 @@ mod tests {
             let whole = AcknowledgementsResponse { acknowledgements: answer };
             assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&whole).unwrap());
         }
+    }
+
+    /// An answer's acknowledgements held with their header and finality once are, made whole,
+    /// the proofs they stand for, and the grouped answer written from them is the one written
+    /// from the whole proofs.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn proven_acknowledgements_are_the_whole_proofs_with_their_one_header() {
+        use super::*;
+        let (_, acks, _) = written_fixture();
+        // One block's answers: the first and third acknowledged, the second not yet.
+        let answer = acks[..3].to_vec();
+        let first = answer[0].as_ref().unwrap();
+        let proven = || Proven {
+            chain: Some((first.header.clone(), first.finality.clone())),
+            acknowledgements: answer
+                .iter()
+                .map(|a| a.as_ref().map(|a| (a.acknowledgement, a.proof.clone())))
+                .collect(),
+        };
+        assert_eq!(proven().whole(), answer);
+        let (mut from_proven, mut from_whole) = (vec![], vec![]);
+        write_proven_group(&mut from_proven, proven()).unwrap();
+        write_acknowledgement_group(&mut from_whole, &answer).unwrap();
+        assert_eq!(from_proven, from_whole);
+        // Nothing proven: no header, and every answer empty.
+        let none = Proven { chain: None, acknowledgements: vec![None, None] };
+        assert_eq!(none.whole(), vec![None, None]);
     }
 
     /// The grouped page writes each block's packets as one group whose shared parts, with each
