@@ -150,36 +150,123 @@ impl PacketRequest {
     /// acknowledgement or a timeout, continuing the trace the relay passed on (or a child of
     /// the request's span).
     fn span(&self, app: &AppState) -> tracing::Span {
-        let city = city_label(app, app.city);
-        let (span, trace) = match self {
-            PacketRequest::Packet { proof, trace_context, .. } => (
-                tracing::info_span!(
-                    "receive packet",
-                    urbis.role = "shard",
-                    urbis.city = %city,
-                    packet.source = %city_label(app, proof.record.city),
-                    packet.sequence = proof.sequence,
-                    packet.status = tracing::field::Empty,
-                ),
-                trace_context,
-            ),
+        match self {
+            PacketRequest::Packet { proof, trace_context, .. } => {
+                receive_span(app, proof.record.city, proof.sequence, trace_context.as_deref())
+            }
             PacketRequest::Acknowledgement { packet, trace_context, .. }
-            | PacketRequest::Timeout { packet, trace_context, .. } => (
-                tracing::info_span!(
-                    "settle packet",
-                    urbis.role = "shard",
-                    urbis.city = %city,
-                    packet.destination = %city_label(app, packet.destination),
-                    packet.sequence = packet.sequence,
-                    packet.status = tracing::field::Empty,
-                ),
-                trace_context,
-            ),
-        };
-        if let Some(t) = trace {
-            urbis_ops::telemetry::set_remote_parent(&span, t);
+            | PacketRequest::Timeout { packet, trace_context, .. } => {
+                settle_span(app, packet, trace_context.as_deref())
+            }
         }
-        span
+    }
+}
+
+/// The span of receiving packet `sequence` from `source`, continuing `trace` when it reads.
+fn receive_span(
+    app: &AppState,
+    source: CityId,
+    sequence: u64,
+    trace: Option<&str>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "receive packet",
+        urbis.role = "shard",
+        urbis.city = %city_label(app, app.city),
+        packet.source = %city_label(app, source),
+        packet.sequence = sequence,
+        packet.status = tracing::field::Empty,
+    );
+    if let Some(t) = trace {
+        urbis_ops::telemetry::set_remote_parent(&span, t);
+    }
+    span
+}
+
+/// The span of settling `packet`, continuing `trace` when it reads.
+fn settle_span(app: &AppState, packet: &PacketId, trace: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "settle packet",
+        urbis.role = "shard",
+        urbis.city = %city_label(app, app.city),
+        packet.destination = %city_label(app, packet.destination),
+        packet.sequence = packet.sequence,
+        packet.status = tracing::field::Empty,
+    );
+    if let Some(t) = trace {
+        urbis_ops::telemetry::set_remote_parent(&span, t);
+    }
+    span
+}
+
+/// An item of a batch as read: whole, or a member of a group. A member is made whole with its
+/// group's shared parts only when it is checked, and dropped right after, so a group's hundreds
+/// of members never hold copies of the same header and finality proof at once.
+#[derive(Debug)]
+enum BatchItem {
+    Whole(PacketRequest),
+    Packet(Arc<PacketGroupShared>, GroupedPacket),
+    Acknowledgement(Arc<AcknowledgementGroupShared>, GroupedAcknowledgement),
+}
+
+/// What the packets of a [`PacketGroup`] share.
+#[derive(Debug)]
+struct PacketGroupShared {
+    batch: OutboundBatch,
+    batch_proof: StateProof,
+    header: SignedShardHeader,
+    finality: FinalityProof,
+}
+
+/// What the acknowledgements of an [`AcknowledgementGroup`] share.
+#[derive(Debug)]
+struct AcknowledgementGroupShared {
+    header: SignedShardHeader,
+    finality: FinalityProof,
+}
+
+impl BatchItem {
+    /// The item as `POST /v1/packets` would take it.
+    fn whole(self) -> PacketRequest {
+        match self {
+            BatchItem::Whole(r) => r,
+            BatchItem::Packet(g, p) => PacketRequest::Packet {
+                proof: Box::new(PacketProof {
+                    sequence: p.sequence,
+                    batch: g.batch,
+                    batch_proof: g.batch_proof.clone(),
+                    path: p.path,
+                    record: p.record,
+                    header: g.header.clone(),
+                    finality: g.finality.clone(),
+                }),
+                payload: p.payload,
+                trace_context: p.trace_context,
+            },
+            BatchItem::Acknowledgement(g, a) => PacketRequest::Acknowledgement {
+                proof: Box::new(AcknowledgementProof {
+                    acknowledgement: a.acknowledgement,
+                    proof: a.proof,
+                    header: g.header.clone(),
+                    finality: g.finality.clone(),
+                }),
+                packet: a.packet,
+                trace_context: a.trace_context,
+            },
+        }
+    }
+
+    /// [`PacketRequest::span`] of the whole item.
+    fn span(&self, app: &AppState) -> tracing::Span {
+        match self {
+            BatchItem::Whole(r) => r.span(app),
+            BatchItem::Packet(_, p) => {
+                receive_span(app, p.record.city, p.sequence, p.trace_context.as_deref())
+            }
+            BatchItem::Acknowledgement(_, a) => {
+                settle_span(app, &a.packet, a.trace_context.as_deref())
+            }
+        }
     }
 }
 
@@ -538,28 +625,18 @@ impl<'de> Deserialize<'de> for PacketBatchEntry {
 }
 
 impl PacketBatchEntry {
-    /// The items this entry stands for: itself, or each packet of the group with its whole
-    /// proof. An empty group is refused.
-    fn expand(self) -> Vec<ApiResult<PacketRequest>> {
+    /// The items this entry stands for: itself, or each packet of the group, with the group's
+    /// shared parts. An empty group is refused.
+    fn expand(self) -> Vec<ApiResult<BatchItem>> {
         let g = match self {
-            PacketBatchEntry::One(r) => return vec![Ok(r)],
+            PacketBatchEntry::One(r) => return vec![Ok(BatchItem::Whole(r))],
             PacketBatchEntry::Group(g) => g,
             PacketBatchEntry::Acknowledgements(g) => return g.expand(),
         };
-        expand_members(&g.packets, "a group holds at least one packet", |p: GroupedPacket| {
-            PacketRequest::Packet {
-                proof: Box::new(PacketProof {
-                    sequence: p.sequence,
-                    batch: g.batch,
-                    batch_proof: g.batch_proof.clone(),
-                    path: p.path,
-                    record: p.record,
-                    header: g.header.clone(),
-                    finality: g.finality.clone(),
-                }),
-                payload: p.payload,
-                trace_context: p.trace_context,
-            }
+        let PacketGroup { batch, batch_proof, header, finality, packets, .. } = *g;
+        let shared = Arc::new(PacketGroupShared { batch, batch_proof, header, finality });
+        expand_members(&packets, "a group holds at least one packet", |p: GroupedPacket| {
+            BatchItem::Packet(shared.clone(), p)
         })
     }
 }
@@ -569,8 +646,8 @@ impl PacketBatchEntry {
 fn expand_members<M: serde::de::DeserializeOwned>(
     members: &[Box<serde_json::value::RawValue>],
     empty: &'static str,
-    whole: impl Fn(M) -> PacketRequest,
-) -> Vec<ApiResult<PacketRequest>> {
+    whole: impl Fn(M) -> BatchItem,
+) -> Vec<ApiResult<BatchItem>> {
     if members.is_empty() {
         return vec![Err(Problem::unprocessable(empty))];
     }
@@ -581,21 +658,14 @@ fn expand_members<M: serde::de::DeserializeOwned>(
 }
 
 impl AcknowledgementGroup {
-    /// Each acknowledgement with its whole proof. An empty group is refused.
-    fn expand(self) -> Vec<ApiResult<PacketRequest>> {
+    /// Each acknowledgement, with the group's header and finality. An empty group is refused.
+    fn expand(self) -> Vec<ApiResult<BatchItem>> {
+        let AcknowledgementGroup { header, finality, acknowledgements, .. } = self;
+        let shared = Arc::new(AcknowledgementGroupShared { header, finality });
         expand_members(
-            &self.acknowledgements,
+            &acknowledgements,
             "a group holds at least one acknowledgement",
-            |a: GroupedAcknowledgement| PacketRequest::Acknowledgement {
-                proof: Box::new(AcknowledgementProof {
-                    acknowledgement: a.acknowledgement,
-                    proof: a.proof,
-                    header: self.header.clone(),
-                    finality: self.finality.clone(),
-                }),
-                packet: a.packet,
-                trace_context: a.trace_context,
-            },
+            |a: GroupedAcknowledgement| BatchItem::Acknowledgement(shared.clone(), a),
         )
     }
 
@@ -638,7 +708,7 @@ struct RawBatch<'a> {
 /// unreadable item is read again, item by item (an unreadable item is refused once for each
 /// packet it holds, if it reads as a group, else once). At most `items_max` items, counting
 /// each packet of a group.
-fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<PacketRequest>>> {
+fn read_batch(body: &[u8], items_max: usize) -> ApiResult<Vec<ApiResult<BatchItem>>> {
     let too_many =
         |n: usize| Problem::too_large(format!("{n} items; at most {items_max} per batch"));
     // An entry, or an unreadable item's refusal with the number of answers it takes.
@@ -731,7 +801,11 @@ pub async fn post_packets_batch(
     let checked: Vec<ApiResult<(PacketOp, Option<StoredPayload>)>> =
         tokio::task::spawn_blocking(move || {
             let mut cache = urbis_core::packet::ChainCache::default();
-            items.into_iter().map(|r| r.and_then(|r| check(&checker, r, &mut cache))).collect()
+            // Each member made whole just before its check and dropped after it.
+            items
+                .into_iter()
+                .map(|r| r.and_then(|r| check(&checker, r.whole(), &mut cache)))
+                .collect()
         })
         .await
         .map_err(internal)?;
@@ -2822,7 +2896,12 @@ mod tests {
             group(vec![], &finality),
             group(vec![member(0), member(2)], &padded),
         ]});
-        let read = read_batch(&serde_json::to_vec(&body).unwrap(), 100).unwrap();
+        let read: Vec<ApiResult<PacketRequest>> =
+            read_batch(&serde_json::to_vec(&body).unwrap(), 100)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.map(BatchItem::whole))
+                .collect();
         assert_eq!(read.len(), 6);
         for (i, want) in [(0, 0), (2, 2)] {
             match &read[i] {
