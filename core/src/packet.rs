@@ -516,10 +516,7 @@ impl ChainCache {
         }
         let r = verify_seal(genesis, header)
             .and_then(|()| verify_finality(genesis, client, header, finality));
-        if self.checked.len() == Self::PAIRS_MAX {
-            let _forgotten = self.checked.remove(0);
-        }
-        self.checked.push((header.clone(), finality.clone(), r.clone()));
+        remember(&mut self.checked, (header.clone(), finality.clone(), r.clone()));
         r
     }
 
@@ -539,18 +536,26 @@ impl ChainCache {
             return done.result.clone();
         }
         let result = proof.verify(root, &id.batch_key(), Some(&encode(batch)));
-        if self.batches.len() == Self::PAIRS_MAX {
-            let _forgotten = self.batches.remove(0);
-        }
-        self.batches.push(BatchChecked {
-            root: *root,
-            channel,
-            batch: *batch,
-            proof: proof.clone(),
-            result: result.clone(),
-        });
+        remember(
+            &mut self.batches,
+            BatchChecked {
+                root: *root,
+                channel,
+                batch: *batch,
+                proof: proof.clone(),
+                result: result.clone(),
+            },
+        );
         result
     }
+}
+
+/// Adds `entry` to a [`ChainCache`] memory, forgetting the oldest past `PAIRS_MAX`.
+fn remember<T>(memory: &mut Vec<T>, entry: T) {
+    if memory.len() == ChainCache::PAIRS_MAX {
+        let _forgotten = memory.remove(0);
+    }
+    memory.push(entry);
 }
 
 /// Checks a packet addressed to `destination` against the destination's own light client.

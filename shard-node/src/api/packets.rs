@@ -169,30 +169,36 @@ fn receive_span(
     sequence: u64,
     trace: Option<&str>,
 ) -> tracing::Span {
-    let span = tracing::info_span!(
-        "receive packet",
-        urbis.role = "shard",
-        urbis.city = %city_label(app, app.city),
-        packet.source = %city_label(app, source),
-        packet.sequence = sequence,
-        packet.status = tracing::field::Empty,
-    );
-    if let Some(t) = trace {
-        urbis_ops::telemetry::set_remote_parent(&span, t);
-    }
-    span
+    continued(
+        tracing::info_span!(
+            "receive packet",
+            urbis.role = "shard",
+            urbis.city = %city_label(app, app.city),
+            packet.source = %city_label(app, source),
+            packet.sequence = sequence,
+            packet.status = tracing::field::Empty,
+        ),
+        trace,
+    )
 }
 
 /// The span of settling `packet`, continuing `trace` when it reads.
 fn settle_span(app: &AppState, packet: &PacketId, trace: Option<&str>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "settle packet",
-        urbis.role = "shard",
-        urbis.city = %city_label(app, app.city),
-        packet.destination = %city_label(app, packet.destination),
-        packet.sequence = packet.sequence,
-        packet.status = tracing::field::Empty,
-    );
+    continued(
+        tracing::info_span!(
+            "settle packet",
+            urbis.role = "shard",
+            urbis.city = %city_label(app, app.city),
+            packet.destination = %city_label(app, packet.destination),
+            packet.sequence = packet.sequence,
+            packet.status = tracing::field::Empty,
+        ),
+        trace,
+    )
+}
+
+/// `span`, continuing the relay's `trace` when there is one.
+fn continued(span: tracing::Span, trace: Option<&str>) -> tracing::Span {
     if let Some(t) = trace {
         urbis_ops::telemetry::set_remote_parent(&span, t);
     }
