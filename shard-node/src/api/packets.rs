@@ -1070,7 +1070,7 @@ impl<'a, T: Serialize + PartialEq> Repeated<'a, T> {
 
     fn write(&mut self, out: &mut Vec<u8>, value: &'a T) -> serde_json::Result<()> {
         if let Some((last, json)) = &self.last
-            && *last == value
+            && (std::ptr::eq(*last, value) || *last == value)
         {
             out.extend_from_slice(json);
             return Ok(());
@@ -1190,49 +1190,50 @@ fn write_proven_group(out: &mut Vec<u8>, proven: Proven) -> serde_json::Result<(
     Ok(())
 }
 
-/// `serde_json::to_writer(out, page)`, with each distinct header and finality serialized once.
-fn write_outbound_page(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Result<()> {
+/// `serde_json::to_writer(out, &page.whole())`, with each distinct header and finality
+/// serialized once.
+fn write_outbound_page(out: &mut Vec<u8>, page: &Page) -> serde_json::Result<()> {
     let mut chains = Chains::new();
     out.extend_from_slice(b"{\"packets\":[");
-    for (i, v) in page.packets.iter().enumerate() {
+    for (i, p) in page.packets.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        field(out, b"{\"sequence\":", &v.sequence)?;
+        field(out, b"{\"sequence\":", &p.sequence)?;
         out.extend_from_slice(b",\"proof\":");
-        write_packet_proof(out, &mut chains, &v.proof)?;
-        write_beside(out, v)?;
+        write_packet_proof(out, &mut chains, p)?;
+        write_beside(out, p)?;
         out.push(b'}');
     }
     write_page_end(out, page)
 }
 
-/// A `PacketProof`, its header and finality through `chains`.
+/// A page packet's `PacketProof`, its header and finality through `chains`.
 fn write_packet_proof<'a>(
     out: &mut Vec<u8>,
     chains: &mut Chains<'a>,
-    p: &'a PacketProof,
+    p: &'a PagePacket,
 ) -> serde_json::Result<()> {
     field(out, b"{\"sequence\":", &p.sequence)?;
-    field(out, b",\"batch\":", &p.batch)?;
-    field(out, b",\"batch_proof\":", &p.batch_proof)?;
+    field(out, b",\"batch\":", &p.block.batch)?;
+    field(out, b",\"batch_proof\":", &p.block.batch_proof)?;
     field(out, b",\"path\":", &p.path)?;
     field(out, b",\"record\":", &p.record)?;
-    chains.write(out, &p.header, &p.finality)?;
+    chains.write(out, &p.block.header, &p.block.finality)?;
     out.push(b'}');
     Ok(())
 }
 
 /// An outbound packet's `payload` and `trace_context` (when there is one).
-fn write_beside(out: &mut Vec<u8>, v: &OutboundPacketView) -> serde_json::Result<()> {
-    field(out, b",\"payload\":", &v.payload)?;
-    if let Some(t) = &v.trace_context {
+fn write_beside(out: &mut Vec<u8>, p: &PagePacket) -> serde_json::Result<()> {
+    field(out, b",\"payload\":", &p.payload)?;
+    if let Some(t) = &p.trace_context {
         field(out, b",\"trace_context\":", t)?;
     }
     Ok(())
 }
 
-fn write_page_end(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Result<()> {
+fn write_page_end(out: &mut Vec<u8>, page: &Page) -> serde_json::Result<()> {
     field(out, b"],\"sent\":", &page.sent)?;
     field(out, b",\"waiting_for_finality\":", &page.waiting_for_finality)?;
     out.push(b'}');
@@ -1243,17 +1244,17 @@ fn write_page_end(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Result<
 /// so one batch proof, header and finality) is a group that writes those once, unless they
 /// take more than a group may carry (`GROUP_SHARED_JSON_MAX`), when its packets are items of
 /// their own.
-fn write_outbound_groups(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::Result<()> {
+fn write_outbound_groups(out: &mut Vec<u8>, page: &Page) -> serde_json::Result<()> {
     let mut chains = Chains::new();
     out.extend_from_slice(b"{\"items\":[");
     let mut i = 0;
     while i < page.packets.len() {
-        let first = &page.packets[i].proof;
+        let first = &page.packets[i].block;
         let run = page.packets[i..]
             .iter()
-            .take_while(|v| {
-                v.proof.header.header.height == first.header.header.height
-                    && v.proof.batch == first.batch
+            .take_while(|p| {
+                p.block.header.header.height == first.header.header.height
+                    && p.block.batch == first.batch
             })
             .count();
         let packets = &page.packets[i..i + run];
@@ -1269,27 +1270,27 @@ fn write_outbound_groups(out: &mut Vec<u8>, page: &OutboundPage) -> serde_json::
         chains.write(out, &first.header, &first.finality)?;
         if out.len() - shared_start <= urbis_core::packet::GROUP_SHARED_JSON_MAX {
             out.extend_from_slice(b",\"packets\":[");
-            for (k, v) in packets.iter().enumerate() {
+            for (k, p) in packets.iter().enumerate() {
                 if k > 0 {
                     out.push(b',');
                 }
-                field(out, b"{\"sequence\":", &v.sequence)?;
-                field(out, b",\"path\":", &v.proof.path)?;
-                field(out, b",\"record\":", &v.proof.record)?;
-                write_beside(out, v)?;
+                field(out, b"{\"sequence\":", &p.sequence)?;
+                field(out, b",\"path\":", &p.path)?;
+                field(out, b",\"record\":", &p.record)?;
+                write_beside(out, p)?;
                 out.push(b'}');
             }
             out.extend_from_slice(b"]}");
             continue;
         }
         out.truncate(start);
-        for (k, v) in packets.iter().enumerate() {
+        for (k, p) in packets.iter().enumerate() {
             if k > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"type\":\"packet\",\"proof\":");
-            write_packet_proof(out, &mut chains, &v.proof)?;
-            write_beside(out, v)?;
+            write_packet_proof(out, &mut chains, p)?;
+            write_beside(out, p)?;
             out.push(b'}');
         }
     }
@@ -1694,6 +1695,101 @@ pub struct OutboundPage {
     pub waiting_for_finality: Option<u64>,
 }
 
+/// What the packets one block sent on a page's channel share: the block's batch on the channel
+/// with its state proof, the block's header and its finality proof.
+#[derive(Debug)]
+struct BlockShared {
+    batch: OutboundBatch,
+    batch_proof: StateProof,
+    header: SignedShardHeader,
+    finality: FinalityProof,
+}
+
+/// An outbound packet as the shard holds a page of them: its own parts, and its block's
+/// shared parts once for all of the block's packets on the page (a copy in every packet cost
+/// a page of hundreds of packets megabytes of copies, written once per block all the same).
+#[derive(Debug)]
+struct PagePacket {
+    sequence: u64,
+    block: Arc<BlockShared>,
+    path: InclusionProof,
+    record: urbis_core::record::Record,
+    payload: Option<CarriedPayload>,
+    trace_context: Option<String>,
+}
+
+/// A page of unsettled outbound packets as the shard holds it: `OutboundPage` with each
+/// block's shared parts once. Both page writers write from it.
+#[derive(Debug)]
+struct Page {
+    packets: Vec<PagePacket>,
+    sent: u64,
+    waiting_for_finality: Option<u64>,
+}
+
+#[cfg(test)]
+impl Page {
+    /// The page with every packet's proof whole: what `GET /v1/packets/outbound` stands for.
+    fn whole(&self) -> OutboundPage {
+        OutboundPage {
+            packets: self
+                .packets
+                .iter()
+                .map(|p| OutboundPacketView {
+                    sequence: p.sequence,
+                    proof: PacketProof {
+                        sequence: p.sequence,
+                        batch: p.block.batch,
+                        batch_proof: p.block.batch_proof.clone(),
+                        path: p.path.clone(),
+                        record: p.record.clone(),
+                        header: p.block.header.clone(),
+                        finality: p.block.finality.clone(),
+                    },
+                    payload: p.payload.clone(),
+                    trace_context: p.trace_context.clone(),
+                })
+                .collect(),
+            sent: self.sent,
+            waiting_for_finality: self.waiting_for_finality,
+        }
+    }
+
+    /// `page` held as the shard holds it: consecutive packets with equal shared parts share
+    /// one copy of them (as a block's packets do).
+    fn from_whole(page: &OutboundPage) -> Page {
+        let mut packets: Vec<PagePacket> = Vec::with_capacity(page.packets.len());
+        for v in &page.packets {
+            let shared = BlockShared {
+                batch: v.proof.batch,
+                batch_proof: v.proof.batch_proof.clone(),
+                header: v.proof.header.clone(),
+                finality: v.proof.finality.clone(),
+            };
+            let block = match packets.last() {
+                Some(last)
+                    if last.block.batch == shared.batch
+                        && last.block.batch_proof == shared.batch_proof
+                        && last.block.header == shared.header
+                        && last.block.finality == shared.finality =>
+                {
+                    Arc::clone(&last.block)
+                }
+                _ => Arc::new(shared),
+            };
+            packets.push(PagePacket {
+                sequence: v.sequence,
+                block,
+                path: v.proof.path.clone(),
+                record: v.proof.record.clone(),
+                payload: v.payload.clone(),
+                trace_context: v.trace_context.clone(),
+            });
+        }
+        Page { packets, sent: page.sent, waiting_for_finality: page.waiting_for_finality }
+    }
+}
+
 /// Unsettled outbound packets to one city, each with its proof chain once its block is final:
 /// what a relay carries.
 #[utoipa::path(get, path = "/v1/packets/outbound", params(OutboundQuery),
@@ -1720,7 +1816,7 @@ pub async fn outbound_groups(
 async fn outbound_written(
     app: Arc<AppState>,
     query: Result<Query<OutboundQuery>, axum::extract::rejection::QueryRejection>,
-    write: fn(&mut Vec<u8>, &OutboundPage) -> serde_json::Result<()>,
+    write: fn(&mut Vec<u8>, &Page) -> serde_json::Result<()>,
 ) -> ApiResult<RawJson> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let destination = city_by_name(&app, &q.destination)?;
@@ -1735,18 +1831,13 @@ async fn outbound_written(
         })
 }
 
-fn outbound_page(
-    app: &AppState,
-    destination: CityId,
-    after: u64,
-    limit: usize,
-) -> ApiResult<OutboundPage> {
+fn outbound_page(app: &AppState, destination: CityId, after: u64, limit: usize) -> ApiResult<Page> {
     let next = next_sequence(app, destination)?;
     // Sized once for the packets the page can hold (a bridge asks for full pages while a
     // backlog lasts): grown a push at a time, the page was copied into fresh memory again and
     // again.
     let room = usize::try_from(next.saturating_sub(after.saturating_add(1))).unwrap_or(limit);
-    let mut page = OutboundPage {
+    let mut page = Page {
         packets: Vec::with_capacity(limit.min(room)),
         sent: next - 1,
         waiting_for_finality: None,
@@ -1770,7 +1861,7 @@ fn outbound_page(
         if let Some(sent) = unsettled_packet(app, &id, &mut range)? {
             prefix.unsettled();
             match packet_proof(app, &mut blocks, &id, &sent)? {
-                Some(view) => page.packets.push(view),
+                Some(packet) => page.packets.push(packet),
                 None => {
                     page.waiting_for_finality = Some(sequence);
                     break;
@@ -1830,14 +1921,11 @@ fn next_sequence(app: &AppState, destination: CityId) -> ApiResult<u64> {
     })
 }
 
-/// What a page's packets sent in one block share, computed once per block: the block's
-/// finality proof, header and batch on the page's channel with its state proof, and the tree
-/// over the batch's record ids (each packet's path is read off it).
+/// What a page's packets sent in one block share, computed once per block: its shared parts
+/// (the block's finality proof, header, and batch on the page's channel with its state proof),
+/// and the tree over the batch's record ids (each packet's path is read off it).
 struct PageBlock {
-    finality: FinalityProof,
-    header: SignedShardHeader,
-    batch: OutboundBatch,
-    batch_proof: StateProof,
+    shared: Arc<BlockShared>,
     tree: PerfectSubtrees,
 }
 
@@ -1858,7 +1946,8 @@ impl PageBlocks {
                 let (batch, batch_proof, header, leaves) = sent_batch(app, id, height)?;
                 let tree =
                     PerfectSubtrees::from_leaf_hashes(&Blake3Tree::outbound_batch(), &leaves);
-                e.insert(PageBlock { finality, header, batch, batch_proof, tree })
+                let shared = Arc::new(BlockShared { batch, batch_proof, header, finality });
+                e.insert(PageBlock { shared, tree })
             }
         }))
     }
@@ -1870,17 +1959,18 @@ fn packet_proof(
     blocks: &mut PageBlocks,
     id: &PacketId,
     sent: &crate::store::SentPacket,
-) -> ApiResult<Option<OutboundPacketView>> {
+) -> ApiResult<Option<PagePacket>> {
     let record_id = sent.packet.record_id;
     let Some(block) = blocks.get(app, id, sent.height)? else {
         return Ok(None);
     };
-    if !block.batch.contains(id.sequence) {
+    let batch = &block.shared.batch;
+    if !batch.contains(id.sequence) {
         return Err(internal(format!("packet {id} is not in the batch of its block")));
     }
     let path = block
         .tree
-        .inclusion(&Blake3Tree::outbound_batch(), id.sequence - block.batch.first_sequence)
+        .inclusion(&Blake3Tree::outbound_batch(), id.sequence - batch.first_sequence)
         .map_err(internal)?;
     let stored = app
         .store
@@ -1892,17 +1982,11 @@ fn packet_proof(
         .payload(&record_id)
         .map_err(internal)?
         .map(|p| CarriedPayload { salt: Hash32(p.salt), bytes: hex::encode(&p.bytes) });
-    Ok(Some(OutboundPacketView {
+    Ok(Some(PagePacket {
         sequence: id.sequence,
-        proof: PacketProof {
-            sequence: id.sequence,
-            batch: block.batch,
-            batch_proof: block.batch_proof.clone(),
-            path,
-            record: stored.record,
-            header: block.header.clone(),
-            finality: block.finality.clone(),
-        },
+        block: Arc::clone(&block.shared),
+        path,
+        record: stored.record,
         payload,
         trace_context: app.packet_traces.get(&(id.destination.0, id.sequence)),
     }))
@@ -2745,12 +2829,19 @@ mod tests {
     fn pages_and_acknowledgements_are_written_as_serde_json_writes_them() {
         use super::*;
         let (page, acks, _) = written_fixture();
+        let held = Page::from_whole(&page);
+        // Each block's three packets hold one copy of its shared parts, and made whole they
+        // are the page again.
+        let one = |a: usize, b: usize| Arc::ptr_eq(&held.packets[a].block, &held.packets[b].block);
+        assert!(one(0, 1) && one(0, 2) && one(3, 4) && one(3, 5) && !one(2, 3));
+        let whole = serde_json::to_string(&page).unwrap();
+        assert_eq!(serde_json::to_string(&held.whole()).unwrap(), whole);
         let mut out = vec![];
-        write_outbound_page(&mut out, &page).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&page).unwrap());
+        write_outbound_page(&mut out, &held).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), whole);
         let empty = OutboundPage { packets: vec![], sent: 0, waiting_for_finality: None };
         let mut out = vec![];
-        write_outbound_page(&mut out, &empty).unwrap();
+        write_outbound_page(&mut out, &Page::from_whole(&empty)).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&empty).unwrap());
         for answer in [acks.clone(), vec![], vec![None]] {
             let mut out = vec![];
@@ -2801,7 +2892,7 @@ mod tests {
         // Each item's packets, each as the page writes it whole.
         let expand = |page: &OutboundPage| {
             let mut out = vec![];
-            write_outbound_groups(&mut out, page).unwrap();
+            write_outbound_groups(&mut out, &Page::from_whole(page)).unwrap();
             let typed: OutboundGroups = serde_json::from_slice(&out).unwrap();
             assert_eq!((typed.sent, typed.waiting_for_finality), (6, Some(7)));
             let body: serde_json::Value = serde_json::from_slice(&out).unwrap();
