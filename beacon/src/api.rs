@@ -139,6 +139,7 @@ pub struct BlockQuery {
 
 async fn by_height(
     State(state): State<ApiState>,
+    stopping: Option<axum::Extension<Stopping>>,
     Path(height): Path<String>,
     query: Result<Query<BlockQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -152,8 +153,21 @@ async fn by_height(
     if let Some(wait) = q.wait_ms.filter(|w| *w > 0) {
         let mut latest = state.store.subscribe();
         let deadline = Duration::from_millis(wait).min(WAIT_MAX);
-        // Whether it arrives or the wait ends, the answer is what the store has then.
-        let _ = tokio::time::timeout(deadline, latest.wait_for(|l| *l >= h)).await;
+        // Whether it arrives, the wait ends or the server stops, the answer is what the store
+        // has then.
+        let stopped = async {
+            match stopping {
+                Some(axum::Extension(Stopping(mut stopping))) => {
+                    // A dropped sender (the server is gone) also ends the wait.
+                    let _ = stopping.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(deadline, latest.wait_for(|l| *l >= h)) => {}
+            _ = stopped => {}
+        }
     }
     block_response(&state, h)
 }
@@ -457,11 +471,24 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Whether the server is stopping: a block request waiting for its height answers at once
+/// then, rather than holding the server's graceful shutdown for up to `WAIT_MAX`.
+#[derive(Clone)]
+struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight
+/// finish: block requests that wait for a height answer with what the store has.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let app = router(state).layer(axum::Extension(Stopping(stopping)));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await
 }

@@ -225,3 +225,41 @@ async fn conflicting_prevotes_are_recorded_in_a_block_and_served() {
         let _ = s.send(());
     }
 }
+
+/// A block request waiting for a height not yet decided is answered (with what the store has)
+/// as soon as the API stops, so a stopping validator is not held for the rest of the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_block_request_is_answered_when_the_api_stops() {
+    let cluster = common::Cluster::new("stopping", 2, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster.config(0);
+    let state = urbis_beacon::api::ApiState {
+        store: Arc::new(BeaconStore::open(&dir.path().join("db")).unwrap()),
+        genesis: cluster.genesis.clone(),
+        pool: config.pool.clone(),
+        sets: config.sets.clone(),
+        metrics: config.metrics.clone(),
+        clock: common::clock,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(urbis_beacon::api::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let request = tokio::spawn(reqwest::get(format!("{api}/v1/beacon/blocks/1000?wait_ms=30000")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!request.is_finished(), "the request waits while the height is not decided");
+    stop.send(()).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .expect("the waiting request is answered once the API stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::NOT_FOUND);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the API stops without waiting out the request's wait")
+        .unwrap()
+        .unwrap();
+}
