@@ -35,6 +35,10 @@ use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Records per request, in the burst and in the ingest it is set beside (the same clients
+/// for both: four, each waiting for its request to be durable before it sends the next).
+const REQUEST_RECORDS: u64 = 1000;
+
 fn free_base() -> u16 {
     // Below the ephemeral range, where no client connection's TIME-WAIT socket sits.
     let nanos = std::time::SystemTime::now()
@@ -339,9 +343,9 @@ fn main() {
     let verify_following = rate(&following);
 
     // 2. Throughput: a burst from A to B, until every packet is settled at A.
-    // Four clients submit the burst in requests of 500 (four clients, as in the ingest phase
-    // below, whose requests of 1 000 are the shard's own capacity measure): one client
-    // waiting for each block to be durable would bound the rate by its round trip.
+    // Four clients submit the burst in requests of `REQUEST_RECORDS`, as the ingest phase
+    // below submits the records it sets the burst beside: one client waiting for each block
+    // to be durable would bound the rate by its round trip.
     let start_seq = n;
     let cpu_before_burst = cpu_all();
     let cpu_b_before_burst = cpu_b();
@@ -380,8 +384,10 @@ fn main() {
     let mut submitted = Duration::ZERO;
     let sampling = std::sync::atomic::AtomicBool::new(true);
     let mut samples: Vec<(f64, f64)> = Vec::new();
-    let requests: Vec<(u64, u64)> =
-        (0..burst).step_by(500).map(|first| (first, (burst - first).min(500))).collect();
+    let requests: Vec<(u64, u64)> = (0..burst)
+        .step_by(REQUEST_RECORDS as usize)
+        .map(|first| (first, (burst - first).min(REQUEST_RECORDS)))
+        .collect();
     let next_request = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -429,7 +435,8 @@ fn main() {
     let phases_a_burst = phases_since(&client, &url(&a, "/metrics"), phases_a_before);
     let phases_b_burst = phases_since(&client, &url(&b, "/metrics"), phases_b_before);
 
-    // 3a. B's own durable ingest through its batch API, four clients in requests of 1 000, on
+    // 3a. B's own durable ingest through its batch API, four clients in requests of
+    // `REQUEST_RECORDS` (the burst's clients), on
     // a fresh federation: as many records as the burst carried packets, from the same start
     // the burst had, timed until the last request is answered. On the burst's federation the
     // ingest would run on the larger store the burst left.
@@ -450,7 +457,7 @@ fn main() {
         sample(&text, "urbis_records_ingested_total{kind=\"information\"}")
     };
     let ingested_before = ingested_at_b().unwrap_or(0.0);
-    let ingest_requests = burst.div_ceil(1000);
+    let ingest_requests = burst.div_ceil(REQUEST_RECORDS);
     let next_ingest = std::sync::atomic::AtomicU64::new(0);
     let ingest_started = Instant::now();
     // B's count of records sealed, read once, 5 s in (a poll through the whole ingest would
@@ -478,10 +485,12 @@ fn main() {
                         if k >= ingest_requests {
                             break count;
                         }
-                        let batch: Vec<Value> =
-                            (0..1000).map(|i| info(1_000_000_000 + k * 1000 + i, None)).collect();
+                        let first = k * REQUEST_RECORDS;
+                        let batch: Vec<Value> = (first..(first + REQUEST_RECORDS).min(burst))
+                            .map(|i| info(1_000_000_000 + i, None))
+                            .collect();
+                        count += batch.len() as u64;
                         submit(&b, batch);
-                        count += 1000;
                     }
                 })
             })
