@@ -7,6 +7,13 @@
 //! (the service name defaults to `urbis-<role>`), `OTEL_EXPORTER_OTLP_HEADERS`,
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, and `OTEL_SDK_DISABLED`
 //! / `OTEL_TRACES_EXPORTER=none` to turn export off. The export protocol is `http/protobuf`.
+//!
+//! Without export, a process does not take part in traces (spans get no OpenTelemetry ids,
+//! which nothing would read, and cost a few percent of a busy shard's CPU): it forwards the
+//! trace context it is given unchanged, as W3C Trace Context lets a component that does not
+//! trace do. A span whose parent came from a `traceparent` — or whose ancestor's did — hands
+//! that same `traceparent` on, and its log lines name that trace; a span without one hands
+//! nothing on.
 
 use std::fmt;
 
@@ -22,7 +29,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanData as _};
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The W3C trace-context header and field name.
@@ -47,9 +54,11 @@ impl Drop for Telemetry {
 pub fn init(role: &'static str, to_stdout: bool) -> Telemetry {
     let exporter = otlp_exporter();
     let mut builder = SdkTracerProvider::builder().with_resource(resource(role));
+    let mut exporting = false;
     let export_error = match exporter {
         Ok(Some(exporter)) => {
             builder = builder.with_batch_exporter(exporter);
+            exporting = true;
             None
         }
         Ok(None) => None,
@@ -66,16 +75,18 @@ pub fn init(role: &'static str, to_stdout: bool) -> Telemetry {
         .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new());
     // `RUST_LOG` chooses what is logged, not what is traced: spans at info and above always
     // reach OpenTelemetry, so a quieter log does not cut traces apart.
-    let registry = tracing_subscriber::registry().with(
-        // Spans carry what they name, not the source location, thread or busy/idle timing
-        // (less work on every request, less noise in every span).
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-    );
+    let registry = tracing_subscriber::registry()
+        .with(exporting.then(|| {
+            // Spans carry what they name, not the source location, thread or busy/idle timing
+            // (less work on every request, less noise in every span).
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+        }))
+        .with((!exporting).then_some(Forwarding));
     let _ = if to_stdout {
         registry
             .with(fmt.event_format(format).with_writer(std::io::stdout).with_filter(filter))
@@ -199,25 +210,36 @@ where
         let ids = ids
             .map(|cx| cx.span().span_context().clone())
             .filter(|sc| sc.is_valid())
-            .map(|sc| (sc.trace_id(), sc.span_id()));
+            .map(|sc| (sc.trace_id(), Some(sc.span_id())));
+        // Not exporting: the trace forwarded, which has no span of this process.
+        let ids = ids.or_else(|| {
+            let span = ctx.event_scope()?.next()?;
+            let forwarded = span.extensions().get::<Forwarded>().map(|f| f.0.trace_id());
+            forwarded.map(|trace| (trace, None))
+        });
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
         match (ids, line.strip_suffix("}\n")) {
-            (Some((trace, span)), Some(open)) => {
+            (Some((trace, Some(span))), Some(open)) => {
                 writeln!(writer, "{open},\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"}}")
+            }
+            (Some((trace, None)), Some(open)) => {
+                writeln!(writer, "{open},\"trace_id\":\"{trace}\"}}")
             }
             _ => writer.write_str(&line),
         }
     }
 }
 
-/// The `traceparent` of a span (its trace and its own id), or `None` when it has no valid
-/// trace context. Written directly (one string per span, where the propagator's carrier is a
-/// map): a bridge writes one for every packet it relays.
+/// The `traceparent` of a span (its trace and its own id; without export, the context it
+/// forwards), or `None` when it has no valid trace context. Written directly (one string per
+/// span, where the propagator's carrier is a map): a bridge writes one for every packet it
+/// relays.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
-    let span = cx.span();
-    let sc = span.span_context();
+    let sc = match span.with_subscriber(|(id, dispatch)| forwarded(id, dispatch)) {
+        Some(Some(forwarded)) => forwarded,
+        _ => span.context().span().span_context().clone(),
+    };
     if !sc.is_valid() {
         return None;
     }
@@ -229,7 +251,63 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
 /// (untrusted input) is ignored: the span keeps its own trace.
 pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
     if let Some(sc) = parse_traceparent(traceparent) {
+        set_remote_context(span, sc);
+    }
+}
+
+/// Makes `sc` the parent of `span`, or, without export, the context `span` forwards.
+fn set_remote_context(span: &tracing::Span, sc: SpanContext) {
+    let forwarding = span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        dispatch.downcast_ref::<Forwarding>()?;
+        registry.span_data(id)?.extensions_mut().replace(Forwarded(sc.clone()));
+        Some(())
+    });
+    if forwarding.flatten().is_none() {
         let _ = span.set_parent(opentelemetry::Context::current().with_remote_span_context(sc));
+    }
+}
+
+/// The trace context a span forwards when spans are not exported (see the module's
+/// documentation), kept in the span's extensions.
+#[derive(Clone)]
+struct Forwarded(SpanContext);
+
+/// The context span `id` forwards when spans are not exported (`None` when they are, or when
+/// it forwards none).
+fn forwarded(id: &tracing::span::Id, dispatch: &tracing::Dispatch) -> Option<SpanContext> {
+    let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+    dispatch.downcast_ref::<Forwarding>()?;
+    registry.span_data(id)?.extensions().get::<Forwarded>().map(|f| f.0.clone())
+}
+
+/// The layer that takes OpenTelemetry's place when spans are not exported: a new span
+/// forwards the context its parent forwards, if any. A span without one costs a look at its
+/// parent's extensions.
+struct Forwarding;
+
+impl<S> tracing_subscriber::Layer<S> for Forwarding
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let parent = match attrs.parent() {
+            Some(parent) => ctx.span(parent),
+            None if attrs.is_contextual() => ctx.lookup_current(),
+            None => None,
+        };
+        let Some(inherited) = parent.and_then(|p| p.extensions().get::<Forwarded>().cloned())
+        else {
+            return;
+        };
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(inherited);
+        }
     }
 }
 
@@ -280,11 +358,13 @@ fn hex_field(digits: &[u8]) -> Option<u128> {
     })
 }
 
-/// Makes the span named by a request's W3C trace-context headers the parent of `span`.
+/// Makes the span named by a request's W3C trace-context headers the parent of `span` (or,
+/// without export, the context it forwards).
 pub fn set_parent_from_headers(span: &tracing::Span, headers: &axum::http::HeaderMap) {
     let cx = TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
-    if cx.span().span_context().is_valid() {
-        let _ = span.set_parent(cx);
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        set_remote_context(span, sc);
     }
 }
 
@@ -375,5 +455,66 @@ mod tests {
             let own = alone.context().span().span_context().trace_id();
             assert_ne!(own, sc.trace_id(), "a malformed value leaves the span its own trace");
         });
+    }
+
+    /// A log line's writer shared with the test.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Without export, a span hands on unchanged the context it was given (by a value or by a
+    /// request's headers) and its descendants do too, its log lines name that trace, and a
+    /// span given none (or a malformed value) hands nothing on.
+    #[test]
+    fn without_export_a_span_forwards_the_context_it_was_given() {
+        let lines = Lines::default();
+        let written = lines.clone();
+        let format = WithTraceIds(tracing_subscriber::fmt::format().json());
+        let subscriber = tracing_subscriber::registry().with(Some(Forwarding)).with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(format)
+                .with_writer(move || written.clone()),
+        );
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("deliver packet");
+            set_remote_parent(&span, given);
+            assert_eq!(traceparent(&span).as_deref(), Some(given));
+            let child = span.in_scope(|| tracing::info_span!("receive packet"));
+            assert_eq!(traceparent(&child).as_deref(), Some(given), "a contextual child");
+            let explicit = tracing::info_span!(parent: &child, "settle packet");
+            assert_eq!(traceparent(&explicit).as_deref(), Some(given), "an explicit child");
+            explicit.in_scope(|| tracing::info!("settled"));
+            let alone = tracing::info_span!("alone");
+            assert_eq!(traceparent(&alone), None);
+            set_remote_parent(&alone, "00-nonsense");
+            assert_eq!(traceparent(&alone), None, "a malformed value is ignored");
+            let unsampled = tracing::info_span!("unsampled");
+            set_remote_parent(&unsampled, &given.replace("-01", "-00"));
+            assert_eq!(traceparent(&unsampled), Some(given.replace("-01", "-00")));
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(TRACEPARENT, given.parse().unwrap());
+            let request = tracing::info_span!("http request");
+            set_parent_from_headers(&request, &headers);
+            assert_eq!(traceparent(&request).as_deref(), Some(given));
+            tracing::info!("outside any span");
+        });
+        let lines = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> =
+            lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(lines[0].get("span_id").is_none(), "no span of this process is named");
+        assert!(lines[1].get("trace_id").is_none());
     }
 }
