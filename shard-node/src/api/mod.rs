@@ -116,9 +116,31 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
+/// States what serde's `deny_unknown_fields` already enforces on a record's variants, which
+/// utoipa leaves out for an internally tagged enum: no property beyond the listed ones.
+struct ClosedRecordInput;
+
+impl utoipa::Modify for ClosedRecordInput {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        let Some(components) = openapi.components.as_mut() else { return };
+        let Some(RefOr::T(Schema::OneOf(variants))) = components.schemas.get_mut("RecordInput")
+        else {
+            return;
+        };
+        for variant in &mut variants.items {
+            if let RefOr::T(Schema::Object(object)) = variant {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &ClosedRecordInput),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
     paths(submit, submission_status, packets::post_packet, packets::post_packets_batch, packets::acknowledgements, packets::acknowledgement_groups, packets::outbound, packets::outbound_groups, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, credentials::credential_status, packets::channel, packets::unfreeze, packets::outbound_erasures, packets::erasure_notice, packets::report_equivocation, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, startupz, readyz),
     components(schemas(packets::PacketBatchRequest, packets::PacketBatchEntry, packets::PacketGroup, packets::GroupedPacket, packets::PacketBatchItem, packets::PacketBatchResponse, packets::AcknowledgementsRequest, packets::AcknowledgementsResponse, packets::AcknowledgementGroupResponse, packets::GroupedAcknowledgementProof, packets::AcknowledgementGroup, packets::GroupedAcknowledgement, packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundGroups, packets::OutboundGroupsItem, packets::OutboundPacketItem, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, packets::ChannelView, packets::OutboundErasures, packets::OutboundErasure, packets::ErasureNotice, packets::ErasureNoticeAnswer, credentials::CredentialStatusRequest, credentials::CredentialStatusView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
@@ -1263,9 +1285,18 @@ mod tests {
 
         let schemas = &doc["components"]["schemas"];
         assert_eq!(schemas["SubmitRequest"]["properties"]["records"]["minItems"], 1);
-        for variant in schemas["RecordInput"]["oneOf"].as_array().unwrap() {
+        let variants = schemas["RecordInput"]["oneOf"].as_array().unwrap();
+        assert_eq!(variants.len(), 4);
+        for variant in variants {
             assert_eq!(variant["properties"]["subject"]["pattern"], hex64);
+            // serde refuses unknown fields; the document says so.
+            assert_eq!(variant["additionalProperties"], false, "{variant}");
         }
+        let mut record = serde_json::json!({"kind": "information", "subject": "ab".repeat(32),
+            "payload": {"dataset": "d", "media_type": "text/plain", "content": "x"}});
+        assert!(serde_json::from_value::<super::types::RecordInput>(record.clone()).is_ok());
+        record["note"] = "unknown".into();
+        assert!(serde_json::from_value::<super::types::RecordInput>(record).is_err());
         assert_eq!(schemas["TalentInput"]["properties"]["credential_id"]["pattern"], hex64);
         assert_eq!(schemas["CapitalInput"]["properties"]["amount"]["minimum"], 1);
         let name_max = urbis_core::record::NAME_BYTES_MAX as u64;
