@@ -379,6 +379,7 @@ pub async fn run_with(
         beacon_view,
         unsettled_from: Default::default(),
         packet_traces: Default::default(),
+        outbound_blocks: Default::default(),
         recent_receipts: Default::default(),
         crosslinked,
     });

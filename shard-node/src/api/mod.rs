@@ -87,6 +87,8 @@ pub struct AppState {
     pub unsettled_from: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
     /// The trace context of recent outbound packets.
     pub packet_traces: traces::PacketTraces,
+    /// What recent outbound pages took from the blocks that sent their packets.
+    pub outbound_blocks: packets::OutboundBlocks,
     /// The height that received each recent inbound packet (acknowledgement long polls).
     pub recent_receipts: receipts::RecentReceipts,
     /// This city's latest crosslinked height, as the follower records it: what makes new
