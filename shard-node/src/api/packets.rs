@@ -1951,7 +1951,7 @@ impl PageBlocks {
             let (batch, batch_proof, header, leaves) = sent_batch(app, id, height)?;
             let tree = PerfectSubtrees::from_leaf_hashes(&Blake3Tree::outbound_batch(), &leaves);
             let shared = Arc::new(BlockShared { batch, batch_proof, header, finality });
-            Ok(Some(PageBlock { shared, tree }))
+            Ok(Some(Arc::new(PageBlock { shared, tree })))
         })?;
         if let Some(block) = &block {
             self.by_height.insert(height, Arc::clone(block));
@@ -1960,58 +1960,16 @@ impl PageBlocks {
     }
 }
 
-/// The blocks recent outbound pages were built from, by (destination, height). A block of
-/// about 1 400 packets is read by about six pages of 256, and what a page takes from it (its
-/// shared parts and the tree over its batch: a state proof, a read of each of its packets and
-/// three BLAKE3 passes over them) never changes once the block is final.
-pub type OutboundBlocks = Recent<(u32, u64), PageBlock>;
+/// The blocks recent outbound pages were built from, by (destination, height): the last
+/// `OUTBOUND_BLOCKS_KEPT`. A block of about 1 400 packets is read by about six pages of 256,
+/// and what a page takes from it (its shared parts and the tree over its batch: a state
+/// proof, a read of each of its packets and three BLAKE3 passes over them) never changes once
+/// the block is final.
+pub type OutboundBlocks = super::recent::Recent<(u32, u64), Arc<PageBlock>, OUTBOUND_BLOCKS_KEPT>;
 
-/// The last `RECENT_KEPT` values built, by key; a value is built outside the lock, and one
-/// not there yet (`None`) is not kept.
-pub struct Recent<K, V> {
-    kept: std::sync::Mutex<std::collections::VecDeque<(K, Arc<V>)>>,
-}
-
-/// How many values `Recent` keeps (a page touches a few blocks; a relay asks for a few
-/// pages at once).
-const RECENT_KEPT: usize = 32;
-
-impl<K, V> Default for Recent<K, V> {
-    fn default() -> Self {
-        Recent { kept: Default::default() }
-    }
-}
-
-impl<K: PartialEq + Copy, V> Recent<K, V> {
-    fn find(&self, key: K) -> Option<Arc<V>> {
-        let kept = self.kept.lock().ok()?;
-        kept.iter().find(|(k, _)| *k == key).map(|(_, v)| Arc::clone(v))
-    }
-
-    /// The value kept for `key`, or the one `build` makes (kept unless it is `None`).
-    fn get_or_build<E>(
-        &self,
-        key: K,
-        build: impl FnOnce() -> Result<Option<V>, E>,
-    ) -> Result<Option<Arc<V>>, E> {
-        if let Some(found) = self.find(key) {
-            return Ok(Some(found));
-        }
-        let Some(built) = build()? else { return Ok(None) };
-        let built = Arc::new(built);
-        if let Ok(mut kept) = self.kept.lock() {
-            // Built meanwhile by another page: keep one.
-            if let Some((_, v)) = kept.iter().find(|(k, _)| *k == key) {
-                return Ok(Some(Arc::clone(v)));
-            }
-            if kept.len() == RECENT_KEPT {
-                kept.pop_front();
-            }
-            kept.push_back((key, Arc::clone(&built)));
-        }
-        Ok(Some(built))
-    }
-}
+/// How many built blocks outbound pages keep (a page touches a few blocks; a relay asks for a
+/// few pages at once).
+const OUTBOUND_BLOCKS_KEPT: usize = 32;
 
 /// The packet's proof chain through the block that sent it, once that block is final.
 fn packet_proof(
@@ -2807,43 +2765,6 @@ mod tests {
         assert!(WrittenAt::Version(7).is_final(m, Some(7)));
         assert!(!WrittenAt::Version(8).is_final(m, Some(7)));
         assert!(!WrittenAt::Version(0).is_final(m, None));
-    }
-
-    /// A value is built once for its key while it is kept, a key not built yet (`None`) or
-    /// whose build failed is built again, and the oldest of more than `RECENT_KEPT` keys is
-    /// built again when asked.
-    #[test]
-    #[allow(clippy::unwrap_used)]
-    fn recent_blocks_are_built_once_while_kept() {
-        use super::{RECENT_KEPT, Recent};
-        let recent: Recent<(u32, u64), u64> = Recent::default();
-        let builds = std::cell::Cell::new(0);
-        let get = |key: (u32, u64), value: Option<u64>| {
-            recent
-                .get_or_build(key, || {
-                    builds.set(builds.get() + 1);
-                    Ok::<_, ()>(value)
-                })
-                .unwrap()
-                .map(|v| *v)
-        };
-        assert_eq!(get((1, 7), None), None, "not final yet");
-        assert_eq!(get((1, 7), Some(70)), Some(70));
-        assert_eq!(get((1, 7), Some(99)), Some(70), "kept");
-        assert_eq!(get((2, 7), Some(27)), Some(27), "another destination");
-        assert_eq!(builds.get(), 3);
-        assert_eq!(recent.get_or_build((3, 1), || Err("unreadable")), Err("unreadable"));
-        assert_eq!(get((3, 1), Some(31)), Some(31), "a failed build is not kept");
-        for height in 100..100 + RECENT_KEPT as u64 {
-            get((1, height), Some(height));
-        }
-        let before = builds.get();
-        assert_eq!(get((1, 7), Some(71)), Some(71), "the oldest was let go");
-        assert_eq!(
-            get((1, 100 + RECENT_KEPT as u64 - 1), Some(0)),
-            Some(100 + RECENT_KEPT as u64 - 1)
-        );
-        assert_eq!(builds.get(), before + 1);
     }
 
     /// Six outbound packets sent by two blocks of three (with and without payloads and trace
