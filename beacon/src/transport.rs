@@ -20,10 +20,6 @@ use tokio::sync::mpsc;
 pub const ALPN: &[u8] = b"urbis-beacon/1";
 /// Largest message read from a stream.
 pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
-/// The longest a stopping endpoint waits for its closing connections to drain. A connection
-/// whose driver stalls would otherwise hold the process past its grace period; ending the
-/// closing state early when the socket closes is allowed (RFC 9000 §10.2).
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// SHA-256 of a SubjectPublicKeyInfo (DER).
 pub type Fingerprint = [u8; 32];
@@ -383,18 +379,13 @@ impl Transport {
         Ok(connection)
     }
 
-    /// Closes every connection and waits until they are closed (at most `CLOSE_WAIT`), so the
+    /// Closes every connection and waits until they are closed (at most `urbis_ops::QUIC_CLOSE_WAIT`), so the
     /// port is free once the transport is dropped.
     pub async fn shutdown(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");
         self.accepting.abort();
         self.connections.lock().await.clear();
-        if tokio::time::timeout(CLOSE_WAIT, self.endpoint.wait_idle()).await.is_err() {
-            tracing::warn!(
-                waited_ms = CLOSE_WAIT.as_millis() as u64,
-                "QUIC connections still closing; stopping without waiting for them"
-            );
-        }
+        urbis_ops::quic_closed(self.endpoint.wait_idle()).await;
     }
 }
 

@@ -28,10 +28,6 @@ use wire::{Request, Response};
 
 /// Largest message read from a QUIC stream.
 pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
-/// The longest a stopping endpoint waits for its closing connections to drain. A connection
-/// whose driver stalls would otherwise hold the process past its grace period; ending the
-/// closing state early when the socket closes is allowed (RFC 9000 §10.2).
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Most packets in one batch (the shard's outbound page).
 pub const OUTBOUND_BATCH_MAX: usize = 256;
 /// Batches in flight at once per destination.
@@ -214,12 +210,7 @@ pub async fn run_with(
     for t in tasks {
         t.abort();
     }
-    if tokio::time::timeout(CLOSE_WAIT, bridge.endpoint.wait_idle()).await.is_err() {
-        tracing::warn!(
-            waited_ms = CLOSE_WAIT.as_millis() as u64,
-            "QUIC connections still closing; stopping without waiting for them"
-        );
-    }
+    urbis_ops::quic_closed(bridge.endpoint.wait_idle()).await;
     tracing::info!("bridge stopped");
     Ok(())
 }

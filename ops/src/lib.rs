@@ -19,6 +19,22 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+/// The longest a stopping role waits for its closing QUIC connections to drain. A connection
+/// whose driver stalls would otherwise hold the process past its grace period; ending the
+/// closing state early when the socket closes is allowed (RFC 9000 §10.2).
+pub const QUIC_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits for `idle` (a QUIC endpoint's `wait_idle()` after `close`) at most
+/// [`QUIC_CLOSE_WAIT`], and says so when it stops waiting.
+pub async fn quic_closed(idle: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(QUIC_CLOSE_WAIT, idle).await.is_err() {
+        tracing::warn!(
+            waited_ms = QUIC_CLOSE_WAIT.as_millis() as u64,
+            "QUIC connections still closing; stopping without waiting for them"
+        );
+    }
+}
+
 /// An HTTP request's route template, method and status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
