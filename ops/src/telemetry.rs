@@ -236,9 +236,10 @@ where
 /// span, where the propagator's carrier is a map): a bridge writes one for every packet it
 /// relays.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let sc = match span.with_subscriber(|(id, dispatch)| forwarded(id, dispatch)) {
+    let sc = match span.with_subscriber(|(id, dispatch)| forwarded(id, dispatch)).flatten() {
         Some(Some(forwarded)) => forwarded,
-        _ => span.context().span().span_context().clone(),
+        Some(None) => return None,
+        None => span.context().span().span_context().clone(),
     };
     if !sc.is_valid() {
         return None;
@@ -258,9 +259,9 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
 /// Makes `sc` the parent of `span`, or, without export, the context `span` forwards.
 fn set_remote_context(span: &tracing::Span, sc: SpanContext) {
     let forwarding = span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        dispatch.downcast_ref::<Forwarding>()?;
-        registry.span_data(id)?.extensions_mut().replace(Forwarded(sc.clone()));
+        if let Some(data) = forwarding_span(id, dispatch)? {
+            data.extensions_mut().replace(Forwarded(sc.clone()));
+        }
         Some(())
     });
     if forwarding.flatten().is_none() {
@@ -273,12 +274,21 @@ fn set_remote_context(span: &tracing::Span, sc: SpanContext) {
 #[derive(Clone)]
 struct Forwarded(SpanContext);
 
-/// The context span `id` forwards when spans are not exported (`None` when they are, or when
-/// it forwards none).
-fn forwarded(id: &tracing::span::Id, dispatch: &tracing::Dispatch) -> Option<SpanContext> {
+/// Without export (the [`Forwarding`] layer installed): `Some` of span `id`'s data, if the
+/// registry still has it. With export: `None`.
+fn forwarding_span<'a>(
+    id: &tracing::span::Id,
+    dispatch: &'a tracing::Dispatch,
+) -> Option<Option<tracing_subscriber::registry::Data<'a>>> {
     let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
     dispatch.downcast_ref::<Forwarding>()?;
-    registry.span_data(id)?.extensions().get::<Forwarded>().map(|f| f.0.clone())
+    Some(registry.span_data(id))
+}
+
+/// Without export: `Some` of the context span `id` forwards, if any. With export: `None`.
+fn forwarded(id: &tracing::span::Id, dispatch: &tracing::Dispatch) -> Option<Option<SpanContext>> {
+    let data = forwarding_span(id, dispatch)?;
+    Some(data.and_then(|d| d.extensions().get::<Forwarded>().map(|f| f.0.clone())))
 }
 
 /// The layer that takes OpenTelemetry's place when spans are not exported: a new span
