@@ -211,17 +211,39 @@ fn continued(span: tracing::Span, trace: Option<&str>) -> tracing::Span {
 #[derive(Debug)]
 enum BatchItem {
     Whole(PacketRequest),
-    Packet(Arc<PacketGroupShared>, GroupedPacket),
+    Packet(Arc<BlockShared>, GroupedPacket),
     Acknowledgement(Arc<AcknowledgementGroupShared>, GroupedAcknowledgement),
 }
 
-/// What the packets of a [`PacketGroup`] share.
+/// What the packets one source block sent on a channel share: the block's batch on the
+/// channel with its state proof, the block's header and its finality proof. A [`PacketGroup`]
+/// carries them once; so does an outbound page for each of its blocks.
 #[derive(Debug)]
-struct PacketGroupShared {
+struct BlockShared {
     batch: OutboundBatch,
     batch_proof: StateProof,
     header: SignedShardHeader,
     finality: FinalityProof,
+}
+
+impl BlockShared {
+    /// Packet `sequence`'s whole proof: these parts with its own path and record.
+    fn packet_proof(
+        &self,
+        sequence: u64,
+        path: InclusionProof,
+        record: urbis_core::record::Record,
+    ) -> PacketProof {
+        PacketProof {
+            sequence,
+            batch: self.batch,
+            batch_proof: self.batch_proof.clone(),
+            path,
+            record,
+            header: self.header.clone(),
+            finality: self.finality.clone(),
+        }
+    }
 }
 
 /// What the acknowledgements of an [`AcknowledgementGroup`] share.
@@ -237,15 +259,7 @@ impl BatchItem {
         match self {
             BatchItem::Whole(r) => r,
             BatchItem::Packet(g, p) => PacketRequest::Packet {
-                proof: Box::new(PacketProof {
-                    sequence: p.sequence,
-                    batch: g.batch,
-                    batch_proof: g.batch_proof.clone(),
-                    path: p.path,
-                    record: p.record,
-                    header: g.header.clone(),
-                    finality: g.finality.clone(),
-                }),
+                proof: Box::new(g.packet_proof(p.sequence, p.path, p.record)),
                 payload: p.payload,
                 trace_context: p.trace_context,
             },
@@ -640,7 +654,7 @@ impl PacketBatchEntry {
             PacketBatchEntry::Acknowledgements(g) => return g.expand(),
         };
         let PacketGroup { batch, batch_proof, header, finality, packets, .. } = *g;
-        let shared = Arc::new(PacketGroupShared { batch, batch_proof, header, finality });
+        let shared = Arc::new(BlockShared { batch, batch_proof, header, finality });
         expand_members(&packets, "a group holds at least one packet", |p: GroupedPacket| {
             BatchItem::Packet(shared.clone(), p)
         })
@@ -1695,16 +1709,6 @@ pub struct OutboundPage {
     pub waiting_for_finality: Option<u64>,
 }
 
-/// What the packets one block sent on a page's channel share: the block's batch on the channel
-/// with its state proof, the block's header and its finality proof.
-#[derive(Debug)]
-struct BlockShared {
-    batch: OutboundBatch,
-    batch_proof: StateProof,
-    header: SignedShardHeader,
-    finality: FinalityProof,
-}
-
 /// An outbound packet as the shard holds a page of them: its own parts, and its block's
 /// shared parts once for all of the block's packets on the page (a copy in every packet cost
 /// a page of hundreds of packets megabytes of copies, written once per block all the same).
@@ -1737,15 +1741,7 @@ impl Page {
                 .iter()
                 .map(|p| OutboundPacketView {
                     sequence: p.sequence,
-                    proof: PacketProof {
-                        sequence: p.sequence,
-                        batch: p.block.batch,
-                        batch_proof: p.block.batch_proof.clone(),
-                        path: p.path.clone(),
-                        record: p.record.clone(),
-                        header: p.block.header.clone(),
-                        finality: p.block.finality.clone(),
-                    },
+                    proof: p.block.packet_proof(p.sequence, p.path.clone(), p.record.clone()),
                     payload: p.payload.clone(),
                     trace_context: p.trace_context.clone(),
                 })
