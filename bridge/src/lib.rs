@@ -813,7 +813,8 @@ async fn relay(
     settled.into_iter().map(|(done, _)| done).collect()
 }
 
-/// Sends a batch to the destination's bridge and hands the answers to the own shard; for each
+/// Sends a batch to the destination's bridge and hands its answers, as they came, to the own
+/// shard (`POST /v1/packets/answers`), which reads them and settles what they prove; for each
 /// packet, whether the source shard now holds its outcome, and what became of it.
 async fn settle(
     bridge: &Bridge,
@@ -832,13 +833,8 @@ async fn settle(
             .inc_by(k as u64);
     };
     let request = |grouped| wire::deliver_request(packets, grouped);
-    let answers = match call(bridge, destination, address, request).await {
-        Ok(a) if a.results.len() == n => a.results,
-        Ok(_) => {
-            tracing::warn!(%destination, "the destination bridge answered another number of packets");
-            count("unreachable", n);
-            return vec![(false, "unreachable"); n];
-        }
+    let answers = match call_raw(bridge, destination, address, request).await {
+        Ok(bytes) => bytes,
         Err(e) => {
             tracing::debug!(%destination, error = %e, "destination bridge unreachable");
             count("unreachable", n);
@@ -846,47 +842,55 @@ async fn settle(
         }
     };
     let mut settled = vec![(false, "pending"); n];
-    let mut items = Vec::new();
-    let mut positions = Vec::new();
-    for (i, (id, answer)) in ids.iter().zip(&answers).enumerate() {
-        let proof = match answer {
-            Response::Acknowledged { proof } => wire::SettlementProof::Acknowledgement(proof),
-            Response::TimedOut { proof } => wire::SettlementProof::Timeout(proof),
-            Response::Pending { detail } => {
-                tracing::debug!(packet = %id, %detail, "packet pending at the destination");
-                count("pending", 1);
-                continue;
+    let body = wire::answers_handed_on(ids, traces, &answers);
+    drop(answers);
+    let results = match bridge.shard.post("/v1/packets/answers", body).await {
+        Ok(r) if r.is_success() => match r.json::<wire::AnswersSettled>() {
+            Ok(a) if a.results.len() == n => a.results,
+            _ => {
+                tracing::warn!("own shard's answer about the destination's answers does not parse");
+                return settled;
             }
-            Response::Refused { status, detail } => {
-                tracing::warn!(packet = %id, status, %detail, "destination refused a packet");
-                count("refused", 1);
-                settled[i].1 = "refused";
-                continue;
-            }
-            Response::Erased => continue,
-        };
-        items.push(wire::SettlementOut { packet: id, proof, trace_context: &traces[i] });
-        positions.push(i);
-    }
-    if items.is_empty() {
-        return settled;
-    }
-    match bridge.shard.post("/v1/packets/batch", wire::settlement_batch_body(&items)).await {
-        Ok(r) if r.is_success() => match r.json::<wire::BatchAnswer>() {
-            Ok(answer) if answer.results.len() == positions.len() => {
-                for (i, item) in positions.into_iter().zip(answer.results) {
-                    let slug = item.problem.as_ref().map(problem_slug).unwrap_or_default();
-                    settled[i].0 = item.status == 200 || slug == "packet-settled";
-                    if !settled[i].0 {
-                        settled[i].1 = "settlement_refused";
-                        tracing::warn!(packet = %ids[i], status = item.status, "own shard refused a settlement");
-                    }
+        },
+        Ok(r) if r.status.is_client_error() && r.status.as_u16() != 429 => {
+            // The destination's answers do not read as one per packet: as if it was not reached.
+            tracing::warn!(%destination, status = %r.status, detail = %r.text(), "own shard refused the destination's answers");
+            count("unreachable", n);
+            return vec![(false, "unreachable"); n];
+        }
+        Ok(r) => {
+            tracing::warn!(status = %r.status, "own shard did not take the destination's answers");
+            return settled;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "own shard unreachable");
+            return settled;
+        }
+    };
+    for (i, result) in results.into_iter().enumerate() {
+        match (result.answer.as_str(), result.settlement) {
+            ("acknowledged" | "timed_out", Some(item)) => {
+                let slug = item.problem.as_ref().map(problem_slug).unwrap_or_default();
+                settled[i].0 = item.status == 200 || slug == "packet-settled";
+                if !settled[i].0 {
+                    settled[i].1 = "settlement_refused";
+                    tracing::warn!(packet = %ids[i], status = item.status, "own shard refused a settlement");
                 }
             }
-            _ => tracing::warn!("own shard's batch answer does not parse"),
-        },
-        Ok(r) => tracing::warn!(status = %r.status, "own shard refused a settlement batch"),
-        Err(e) => tracing::debug!(error = %e, "own shard unreachable"),
+            ("pending", _) => {
+                let detail = result.detail.unwrap_or_default();
+                tracing::debug!(packet = %ids[i], %detail, "packet pending at the destination");
+                count("pending", 1);
+            }
+            ("refused", _) => {
+                let detail = result.detail.unwrap_or_default();
+                let status = result.destination_status.unwrap_or_default();
+                tracing::warn!(packet = %ids[i], status, %detail, "destination refused a packet");
+                count("refused", 1);
+                settled[i].1 = "refused";
+            }
+            _ => {}
+        }
     }
     count("settled", settled.iter().filter(|s| s.0).count());
     settled
@@ -900,6 +904,17 @@ async fn call(
     address: &str,
     request: impl FnOnce(bool) -> Vec<u8>,
 ) -> Result<wire::Answers> {
+    let bytes = call_raw(bridge, city, address, request).await?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// [`call`], answering the answers document's bytes as they came, unread.
+async fn call_raw(
+    bridge: &Bridge,
+    city: &str,
+    address: &str,
+    request: impl FnOnce(bool) -> Vec<u8>,
+) -> Result<Vec<u8>> {
     let connection = connection(bridge, city, address).await?;
     let body = request(tls::speaks_groups(&connection));
     let result = async {
@@ -907,8 +922,7 @@ async fn call(
         send.write_all(&body).await?;
         drop(body);
         send.finish()?;
-        let bytes = recv.read_to_end(MESSAGE_BYTES_MAX).await?;
-        Ok::<_, anyhow::Error>(serde_json::from_slice(&bytes)?)
+        Ok::<_, anyhow::Error>(recv.read_to_end(MESSAGE_BYTES_MAX).await?)
     }
     .await;
     if result.is_err() {

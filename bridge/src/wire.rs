@@ -948,100 +948,51 @@ pub struct StateProofView {
     pub proof: urbis_core::proof::ProofDocument,
 }
 
-/// A settlement to hand the own shard: a destination's answer about a packet this city sent.
-#[derive(Debug)]
-pub struct SettlementOut<'a> {
-    /// The packet.
-    pub packet: &'a PacketId,
-    /// Its acknowledgement or timeout proof.
-    pub proof: SettlementProof<'a>,
-    /// The relay's `traceparent`.
-    pub trace_context: &'a Option<String>,
-}
-
-/// What settles a packet.
-#[derive(Debug, Clone, Copy)]
-pub enum SettlementProof<'a> {
-    /// The destination's acknowledgement.
-    Acknowledgement(&'a CarriedAck),
-    /// The receipt's absence at the timeout (a `TimeoutProof`).
-    Timeout(&'a RawValue),
-}
-
-/// The shard's `POST /v1/packets/batch` body for settlements, answered one result per
-/// settlement in order. Each run of consecutive acknowledgements that share their header and
-/// finality (from one answer of the destination) is one `acknowledgements` group, which writes
-/// those once; any other settlement is an item of its own.
-pub fn settlement_batch_body(items: &[SettlementOut<'_>]) -> Vec<u8> {
-    fn push_packet(out: &mut Vec<u8>, s: &SettlementOut<'_>) {
-        out.extend_from_slice(b"\"packet\":");
-        // Writing plain data into memory does not fail.
-        let _ = serde_json::to_writer(&mut *out, s.packet);
+/// The own shard's `POST /v1/packets/answers` body: the packets a delivery carried, the
+/// relay's `traceparent` for each, and the destination's answers document as it came. The
+/// answers are not read here: the shard reads them once, refusing the whole request when they
+/// do not read (written last, they cannot stand for the fields before them, which the shard
+/// refuses to see twice).
+pub fn answers_handed_on(
+    packets: &[PacketId],
+    traces: &[Option<String>],
+    answers: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + packets.len() * 160 + answers.len());
+    // Writing plain data into memory does not fail.
+    out.extend_from_slice(b"{\"packets\":");
+    let _ = serde_json::to_writer(&mut out, packets);
+    if traces.iter().any(Option::is_some) {
+        out.extend_from_slice(b",\"trace_contexts\":");
+        let _ = serde_json::to_writer(&mut out, traces);
     }
-    fn push_trace(out: &mut Vec<u8>, s: &SettlementOut<'_>) {
-        push_trace_context(out, s.trace_context.as_deref());
-    }
-    fn shared_of<'a>(s: &SettlementOut<'a>) -> Option<&'a Arc<AckShared>> {
-        match s.proof {
-            SettlementProof::Acknowledgement(a) => a.group(),
-            SettlementProof::Timeout(_) => None,
-        }
-    }
-    let mut out = Vec::with_capacity(64 + items.len() * ANSWER_JSON_BYTES);
-    out.extend_from_slice(b"{\"items\":[");
-    let mut i = 0;
-    while i < items.len() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let first = &items[i];
-        let Some(shared) = shared_of(first) else {
-            out.extend_from_slice(match first.proof {
-                SettlementProof::Acknowledgement(_) => b"{\"type\":\"acknowledgement\",",
-                SettlementProof::Timeout(_) => b"{\"type\":\"timeout\",",
-            });
-            push_packet(&mut out, first);
-            out.extend_from_slice(b",\"proof\":");
-            match first.proof {
-                SettlementProof::Acknowledgement(a) => a.write_whole(&mut out),
-                SettlementProof::Timeout(t) => out.extend_from_slice(t.get().as_bytes()),
-            }
-            push_trace(&mut out, first);
-            out.push(b'}');
-            i += 1;
-            continue;
-        };
-        out.extend_from_slice(b"{\"type\":\"acknowledgements\"");
-        push_field(&mut out, "header", shared.header.get());
-        push_field(&mut out, "finality", shared.finality.get());
-        out.extend_from_slice(b",\"acknowledgements\":[");
-        // The run: the acknowledgements from here that carry these very shared parts.
-        let run = items[i..].iter().map_while(|s| match s.proof {
-            SettlementProof::Acknowledgement(CarriedAck::Part {
-                shared: own,
-                acknowledgement,
-                proof,
-            }) if Arc::ptr_eq(own, shared) => Some((s, acknowledgement, proof)),
-            _ => None,
-        });
-        let mut k = 0;
-        for (s, acknowledgement, proof) in run {
-            if k > 0 {
-                out.push(b',');
-            }
-            k += 1;
-            out.push(b'{');
-            push_packet(&mut out, s);
-            push_field(&mut out, "acknowledgement", acknowledgement.get());
-            push_field(&mut out, "proof", proof.get());
-            push_trace(&mut out, s);
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"]}");
-        i += k;
-    }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(b",\"answers\":");
+    out.extend_from_slice(answers);
+    out.push(b'}');
     out
+}
+
+/// The own shard's answer to `POST /v1/packets/answers`.
+#[derive(Debug, Deserialize)]
+pub struct AnswersSettled {
+    /// One per packet.
+    pub results: Vec<AnswerSettled>,
+}
+
+/// What became of one packet's answer.
+#[derive(Debug, Deserialize)]
+pub struct AnswerSettled {
+    /// The destination's answer (`acknowledged`, `timed_out`, `pending`, `erased`, `refused`).
+    pub answer: String,
+    /// For `acknowledged` and `timed_out`: what settling it gave.
+    #[serde(default)]
+    pub settlement: Option<BatchItem>,
+    /// For `pending` and `refused`: the destination's detail.
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// For `refused`: the destination shard's status.
+    #[serde(default)]
+    pub destination_status: Option<u16>,
 }
 
 /// The JSON of a packet proof's fields, each as its source shard wrote it.
@@ -1662,90 +1613,26 @@ mod tests {
         }
     }
 
-    /// Settlements go to the own shard with each run of acknowledgements from one answer as
-    /// one group (its header and finality once), each reading back, with them, as its whole
-    /// proof; a timeout, a whole acknowledgement, or one whose shared parts are too large for a
-    /// group is an item of its own.
+    /// The destination's answers go to the own shard as they came, after the packets they
+    /// answer and the relay's trace contexts (written only when there is one).
     #[test]
-    fn acknowledgements_of_one_answer_settle_as_one_group() {
-        let (one, two) = (ack_shared(1), ack_shared(2));
-        let large = Arc::new(AckShared {
-            header: raw(&format!(
-                r#"{{"pad":"{}"}}"#,
-                "x".repeat(urbis_core::packet::GROUP_SHARED_JSON_MAX)
-            )),
-            finality: raw("{}"),
-        });
-        let acks = [
-            part(&one, 1),
-            part(&one, 2),
-            CarriedAck::Whole(raw(r#"{"whole":true}"#)),
-            part(&two, 4),
-            part(&large, 5),
-        ];
-        let timeout = raw(r#"{"receipt_absence":{}}"#);
-        let ids: Vec<PacketId> = (1..=6)
+    fn answers_are_handed_on_as_they_came_with_the_packets_they_answer() {
+        let ids: Vec<PacketId> = (1..=3)
             .map(|sequence| PacketId { source: CityId(0), destination: CityId(1), sequence })
             .collect();
-        let trace = Some(TRACE.to_string());
-        let none = None;
-        let mut items: Vec<SettlementOut<'_>> = acks
-            .iter()
-            .zip(&ids)
-            .map(|(a, id)| SettlementOut {
-                packet: id,
-                proof: SettlementProof::Acknowledgement(a),
-                trace_context: if id.sequence == 2 { &trace } else { &none },
-            })
-            .collect();
-        items.insert(
-            2,
-            SettlementOut {
-                packet: &ids[5],
-                proof: SettlementProof::Timeout(&timeout),
-                trace_context: &none,
-            },
-        );
+        let answers = br#"{"shared":[{"header":{"h":1},"finality":{"f":2}}],"results":[{"type":"pending","detail":"not final"},{"type":"acknowledged","shared":0,"acknowledgement":"success","proof":{"p":[1,2]}},{"type":"erased"}]}"#;
+        let traces = [None, Some(TRACE.to_string()), None];
         let body: serde_json::Value =
-            serde_json::from_slice(&settlement_batch_body(&items)).unwrap();
-        let out = body["items"].as_array().unwrap();
-        let kinds: Vec<&str> = out.iter().map(|i| i["type"].as_str().unwrap()).collect();
-        assert_eq!(
-            kinds,
-            [
-                "acknowledgements",
-                "timeout",
-                "acknowledgement",
-                "acknowledgements",
-                "acknowledgement"
-            ]
-        );
-        // Each settlement as the shard reads it: its packet, whole proof and trace context.
-        let mut read = Vec::new();
-        for item in out {
-            if item["type"] != "acknowledgements" {
-                read.push((
-                    item["packet"].clone(),
-                    item["proof"].clone(),
-                    item.get("trace_context").cloned(),
-                ));
-                continue;
-            }
-            for a in item["acknowledgements"].as_array().unwrap() {
-                let proof = serde_json::json!({"acknowledgement": a["acknowledgement"], "proof": a["proof"], "header": item["header"], "finality": item["finality"]});
-                read.push((a["packet"].clone(), proof, a.get("trace_context").cloned()));
-            }
-        }
-        assert_eq!(read.len(), items.len());
-        for (got, want) in read.iter().zip(&items) {
-            assert_eq!(got.0, serde_json::to_value(want.packet).unwrap());
-            let proof = match want.proof {
-                SettlementProof::Acknowledgement(a) => whole_ack(a),
-                SettlementProof::Timeout(t) => serde_json::from_str(t.get()).unwrap(),
-            };
-            assert_eq!(got.1, proof);
-            assert_eq!(got.2, want.trace_context.as_ref().map(|t| serde_json::json!(t)));
-        }
-        assert_eq!(out[0]["acknowledgements"].as_array().unwrap().len(), 2);
+            serde_json::from_slice(&answers_handed_on(&ids, &traces, answers)).unwrap();
+        assert_eq!(body["packets"], serde_json::to_value(&ids).unwrap());
+        assert_eq!(body["trace_contexts"], serde_json::json!([null, TRACE, null]));
+        assert_eq!(body["answers"], serde_json::from_slice::<serde_json::Value>(answers).unwrap());
+        let quiet: serde_json::Value =
+            serde_json::from_slice(&answers_handed_on(&ids, &[None, None, None], answers)).unwrap();
+        assert!(quiet.get("trace_contexts").is_none(), "{quiet}");
+        assert_eq!(quiet["answers"], body["answers"]);
+        // The bytes are not rewritten: the shard reads the very document the destination sent.
+        let written = answers_handed_on(&ids, &traces, answers);
+        assert!(written.windows(answers.len()).any(|w| w == answers));
     }
 }

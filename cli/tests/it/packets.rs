@@ -850,6 +850,60 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
     for (result, case) in results.iter().zip(["another packet's, grouped", "forged, grouped"]) {
         refused(item_answer(result), 422, "invalid-proof", "acknowledgement path", case);
     }
+    // The same two as a destination bridge's answers, handed on as they came
+    // (`POST /v1/packets/answers`): each is refused on its own, with its own error; the
+    // other answers are reported back and settle nothing.
+    let answers = |packets: Value, document: &str| -> (u16, Value) {
+        let r = client
+            .post(format!("{}/v1/packets/answers", a["shard_api"].as_str().unwrap()))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(format!(r#"{{"packets":{packets},"answers":{document}}}"#))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    let document = |shared: Value| {
+        json!({"shared": shared, "results": [
+            {"type": "acknowledged", "shared": 0, "acknowledgement": ack1["acknowledgement"], "proof": ack1["proof"]},
+            {"type": "acknowledged", "shared": 0, "acknowledgement": forged["acknowledgement"], "proof": forged["proof"]},
+            {"type": "pending", "detail": "not final yet"},
+            {"type": "refused", "status": 422, "detail": "no such recipient"}]})
+        .to_string()
+    };
+    let shared = json!([{"header": ack1["header"], "finality": ack1["finality"]}]);
+    let four = json!([id(3), id(1), id(2), id(4)]);
+    let (status, v) = answers(four.clone(), &document(shared.clone()));
+    assert_eq!(status, 200, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{v}");
+    for (result, case) in results.iter().zip(["another packet's, answered", "forged, answered"]) {
+        assert_eq!(result["answer"], "acknowledged", "{case}: {result}");
+        refused(
+            item_answer(&result["settlement"]),
+            422,
+            "invalid-proof",
+            "acknowledgement path",
+            case,
+        );
+    }
+    assert_eq!(
+        (&results[2]["answer"], &results[2]["detail"]),
+        (&json!("pending"), &json!("not final yet"))
+    );
+    assert!(results[2].get("settlement").is_none(), "{v}");
+    assert_eq!(
+        (&results[3]["answer"], &results[3]["destination_status"]),
+        (&json!("refused"), &json!(422))
+    );
+    // Answers refused whole: not one per packet, naming shared parts that are not there, or
+    // trying to stand for the packets written before them.
+    let (status, v) = answers(json!([id(1)]), &document(shared.clone()));
+    refused((status, v), 422, "invalid-record", "4 answers for 1 packets", "answers miscounted");
+    let (status, v) = answers(four.clone(), &document(json!([])));
+    refused((status, v), 422, "invalid-record", "no shared parts numbered 0", "dangling shared");
+    let injected = format!(r#"{},"packets":{}"#, document(shared.clone()), json!([id(1)]));
+    let (status, v) = answers(four, &injected);
+    refused((status, v), 422, "invalid-record", "duplicate field `packets`", "answers injected");
     let (status, v) = post_packet(
         &client,
         a,

@@ -1,6 +1,7 @@
 //! The shard's HTTP API (axum): submit records, read them back with proofs, blocks, subjects,
 //! state and history proofs, health, and the OpenAPI document.
 
+pub mod answers;
 pub mod credentials;
 pub mod limit;
 pub mod packets;
@@ -144,8 +145,8 @@ impl utoipa::Modify for ClosedRecordInput {
 #[openapi(
     modifiers(&BearerScheme, &ClosedRecordInput),
     info(title = "Urbis shard API", description = "A city's ledger: submit records, read them back with proofs that `urbis verify` checks offline."),
-    paths(submit, submission_status, packets::post_packet, packets::post_packets_batch, packets::acknowledgements, packets::acknowledgement_groups, packets::outbound, packets::outbound_groups, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, credentials::credential_status, packets::channel, packets::unfreeze, packets::outbound_erasures, packets::erasure_notice, packets::report_equivocation, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, startupz, readyz),
-    components(schemas(packets::PacketBatchRequest, packets::PacketBatchEntry, packets::PacketGroup, packets::GroupedPacket, packets::PacketBatchItem, packets::PacketBatchResponse, packets::AcknowledgementsRequest, packets::AcknowledgementsResponse, packets::AcknowledgementGroupResponse, packets::GroupedAcknowledgementProof, packets::AcknowledgementGroup, packets::GroupedAcknowledgement, packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundGroups, packets::OutboundGroupsItem, packets::OutboundPacketItem, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, packets::ChannelView, packets::OutboundErasures, packets::OutboundErasure, packets::ErasureNotice, packets::ErasureNoticeAnswer, credentials::CredentialStatusRequest, credentials::CredentialStatusView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
+    paths(submit, submission_status, packets::post_packet, packets::post_packets_batch, answers::post_answers, packets::acknowledgements, packets::acknowledgement_groups, packets::outbound, packets::outbound_groups, packets::packet_status, packets::timeout_proof, packets::capital_totals, packets::inbound_payload, credentials::credential_status, packets::channel, packets::unfreeze, packets::outbound_erasures, packets::erasure_notice, packets::report_equivocation, get_record, get_payload, erase_payload, latest_block, get_block, subject_records, state_proof, history_proof, consistency, batch_record_proofs, livez, startupz, readyz),
+    components(schemas(answers::AnswersRequest, answers::AnswerResult, answers::AnswersResponse, packets::PacketBatchRequest, packets::PacketBatchEntry, packets::PacketGroup, packets::GroupedPacket, packets::PacketBatchItem, packets::PacketBatchResponse, packets::AcknowledgementsRequest, packets::AcknowledgementsResponse, packets::AcknowledgementGroupResponse, packets::GroupedAcknowledgementProof, packets::AcknowledgementGroup, packets::GroupedAcknowledgement, packets::PacketRequest, packets::PacketResponse, packets::CarriedPayload, packets::OutboundPage, packets::OutboundGroups, packets::OutboundGroupsItem, packets::OutboundPacketItem, packets::OutboundPacketView, packets::PacketStatus, packets::CapitalTotalsView, packets::AssetTotals, packets::InboundPayloadView, packets::ChannelView, packets::OutboundErasures, packets::OutboundErasure, packets::ErasureNotice, packets::ErasureNoticeAnswer, credentials::CredentialStatusRequest, credentials::CredentialStatusView, Problem, SubmitRequest, SubmitResponse, AcceptedResponse, SubmissionStatus, BlockView, RecordView, PayloadView, PayloadStatus, PayloadLocation, ErasureView, SubjectPage, ProofView, BatchProofRequest, BatchProofResponse))
 )]
 struct ApiDoc;
 
@@ -172,6 +173,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/packets/outbound", get(packets::outbound))
         .route("/v1/packets/outbound/groups", get(packets::outbound_groups))
         .route("/v1/packets/batch", post(packets::post_packets_batch))
+        .route("/v1/packets/answers", post(answers::post_answers))
         .route(
             "/v1/packets/erasures",
             get(packets::outbound_erasures).post(packets::erasure_notice),

@@ -209,7 +209,7 @@ fn continued(span: tracing::Span, trace: Option<&str>) -> tracing::Span {
 /// group's shared parts only when it is checked, and dropped right after, so a group's hundreds
 /// of members never hold copies of the same header and finality proof at once.
 #[derive(Debug)]
-enum BatchItem {
+pub(super) enum BatchItem {
     Whole(PacketRequest),
     Packet(Arc<BlockShared>, GroupedPacket),
     Acknowledgement(Arc<AcknowledgementGroupShared>, GroupedAcknowledgement),
@@ -219,7 +219,7 @@ enum BatchItem {
 /// channel with its state proof, the block's header and its finality proof. A [`PacketGroup`]
 /// carries them once; so does an outbound page for each of its blocks.
 #[derive(Debug)]
-struct BlockShared {
+pub(super) struct BlockShared {
     batch: OutboundBatch,
     batch_proof: StateProof,
     header: SignedShardHeader,
@@ -248,9 +248,9 @@ impl BlockShared {
 
 /// What the acknowledgements of an [`AcknowledgementGroup`] share.
 #[derive(Debug)]
-struct AcknowledgementGroupShared {
-    header: SignedShardHeader,
-    finality: FinalityProof,
+pub(super) struct AcknowledgementGroupShared {
+    pub(super) header: SignedShardHeader,
+    pub(super) finality: FinalityProof,
 }
 
 impl BatchItem {
@@ -365,7 +365,7 @@ pub(super) fn failed(app: &AppState, e: PacketError) -> Problem {
 }
 
 /// The public endpoints' shared rate limit (the proof is the authorization, not a token).
-fn public_rate(app: &AppState, bucket: &str) -> ApiResult<()> {
+pub(super) fn public_rate(app: &AppState, bucket: &str) -> ApiResult<()> {
     app.rate.check(bucket, (app.monotonic)()).map_err(|wait| {
         Problem::too_many(format!(
             "the public rate is exceeded; retry in {} ms",
@@ -806,10 +806,19 @@ pub async fn post_packets_batch(
     public_rate(&app, "public:packets")?;
     let body = body_bytes(body, app.limits.body_bytes_max)?;
     let items = read_batch(&body, app.limits.batch_records_max)?;
+    Ok(Json(PacketBatchResponse { results: handle_items(&app, items).await? }))
+}
+
+/// Checks, seals and answers batch items, in order, each on its own (one refusal, also of an
+/// item that did not read, does not refuse the others); they are sealed together.
+pub(super) async fn handle_items(
+    app: &Arc<AppState>,
+    items: Vec<ApiResult<BatchItem>>,
+) -> ApiResult<Vec<PacketBatchItem>> {
     let spans: Vec<tracing::Span> = items
         .iter()
         .map(|i| match i {
-            Ok(i) => i.span(&app),
+            Ok(i) => i.span(app),
             Err(_) => tracing::info_span!(
                 "unreadable packet item",
                 urbis.role = "shard",
@@ -859,8 +868,8 @@ pub async fn post_packets_batch(
             Pending::Done(problem) => Err(problem),
             Pending::Waiting(handed, wait) => match tokio::time::timeout_at(deadline, wait).await {
                 Ok(Ok(outcome)) => packet_outcome(handed, outcome).inspect(|a| {
-                    count_packet(&app, a);
-                    remember_receipt(&app, handed, a);
+                    count_packet(app, a);
+                    remember_receipt(app, handed, a);
                     sealed.push(handed);
                 }),
                 Ok(Err(_)) => Err(Problem::unavailable("the sealer stopped before answering")),
@@ -879,8 +888,8 @@ pub async fn post_packets_batch(
             },
         });
     }
-    erase_late_copies(&app, &received(&sealed)).await;
-    Ok(Json(PacketBatchResponse { results }))
+    erase_late_copies(app, &received(&sealed)).await;
+    Ok(results)
 }
 
 /// Packets whose acknowledgements are asked for.

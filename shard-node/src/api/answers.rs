@@ -1,0 +1,352 @@
+//! `POST /v1/packets/answers`: a destination bridge's answers about packets this city sent,
+//! handed on as they came. The source bridge names the packets it delivered and passes the
+//! destination's answers document (docs/protocol.md §12.8) through unread; the shard reads it
+//! once and settles each acknowledgement and timeout in it exactly as `POST /v1/packets/batch`
+//! would. Nothing in the document is trusted: every proof is checked as on any other path.
+
+use super::packets::{
+    AcknowledgementGroupShared, BatchItem, GroupedAcknowledgement, PacketBatchItem, PacketRequest,
+    handle_items, public_rate,
+};
+use super::problem::Problem;
+use super::{ApiResult, AppState, json_body};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use serde::de::{Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use urbis_core::packet::{Acknowledgement, AcknowledgementProof, PacketId, TimeoutProof};
+use urbis_core::state::StateProof;
+use utoipa::ToSchema;
+
+/// Packets this city delivered to another and the destination bridge's answers about them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswersRequest {
+    /// The packets delivered, in the order of the delivery: answer `i` is about packet `i`.
+    #[schema(value_type = Vec<Object>)]
+    pub packets: Vec<PacketId>,
+    /// The relay's `traceparent` for each packet, in the same order (empty: none). Not
+    /// authenticated and never checked: it only links spans.
+    #[serde(default)]
+    pub trace_contexts: Vec<Option<String>>,
+    /// The destination bridge's answers document, as it sent it: `{"shared"?: [{"header",
+    /// "finality"}], "results": [...]}` (docs/protocol.md §12.8).
+    #[schema(value_type = Object)]
+    pub answers: DestinationAnswers,
+}
+
+/// A destination bridge's answers document, read: its shared parts, and one answer per packet.
+#[derive(Debug)]
+pub struct DestinationAnswers {
+    shared: Vec<Arc<AcknowledgementGroupShared>>,
+    results: Vec<DestinationAnswer>,
+}
+
+/// One answer of a destination bridge.
+#[derive(Debug)]
+enum DestinationAnswer {
+    Acknowledged(Acknowledged),
+    TimedOut(Box<TimeoutProof>),
+    Pending(String),
+    Erased,
+    Refused { status: u16, detail: String },
+}
+
+/// An acknowledgement with its proof: its own parts with entry `shared` of the shared parts,
+/// or whole.
+#[derive(Debug)]
+enum Acknowledged {
+    Shared { shared: usize, acknowledgement: Acknowledgement, proof: StateProof },
+    Whole(Box<AcknowledgementProof>),
+}
+
+impl<'de> Deserialize<'de> for DestinationAnswers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Shared {
+            header: Box<RawValue>,
+            finality: Box<RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            shared: Vec<Shared>,
+            results: Vec<DestinationAnswer>,
+        }
+        let raw = Raw::deserialize(d)?;
+        // Each acknowledgement naming an entry is checked with its own copy of it: bounded.
+        let shared = raw
+            .shared
+            .into_iter()
+            .map(|s| {
+                urbis_core::packet::check_group_shared(
+                    s.header.get().len() + s.finality.get().len(),
+                )
+                .map_err(D::Error::custom)?;
+                Ok(Arc::new(AcknowledgementGroupShared {
+                    header: read(&s.header)?,
+                    finality: read(&s.finality)?,
+                }))
+            })
+            .collect::<Result<Vec<_>, D::Error>>()?;
+        for r in &raw.results {
+            if let DestinationAnswer::Acknowledged(Acknowledged::Shared { shared: k, .. }) = r
+                && *k >= shared.len()
+            {
+                return Err(D::Error::custom(format!("no shared parts numbered {k}")));
+            }
+        }
+        Ok(DestinationAnswers { shared, results: raw.results })
+    }
+}
+
+impl urbis_ops::tagged::TagFirst for DestinationAnswer {
+    const EXPECTING: &'static str = "a bridge answer";
+
+    fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TimedOut {
+            proof: Box<TimeoutProof>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Pending {
+            detail: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Refused {
+            status: u16,
+            detail: String,
+        }
+        Ok(match tag {
+            "acknowledged" => DestinationAnswer::Acknowledged(rest.deserialize_map(AckVisitor)?),
+            "timed_out" => DestinationAnswer::TimedOut(TimedOut::deserialize(rest)?.proof),
+            "pending" => DestinationAnswer::Pending(Pending::deserialize(rest)?.detail),
+            "erased" => {
+                serde::de::IgnoredAny::deserialize(rest)?;
+                DestinationAnswer::Erased
+            }
+            "refused" => {
+                let r = Refused::deserialize(rest)?;
+                DestinationAnswer::Refused { status: r.status, detail: r.detail }
+            }
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &["acknowledged", "timed_out", "pending", "erased", "refused"],
+                ));
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for DestinationAnswer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        urbis_ops::tagged::deserialize(d)
+    }
+}
+
+/// Reads an `acknowledged` answer's fields in one pass: once `shared` or `acknowledgement`
+/// has come (bridges write them first), `proof` is read straight as the receipt's state proof;
+/// a `proof` before either is held as JSON until the object's end tells which it is.
+struct AckVisitor;
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum AckField {
+    Shared,
+    Acknowledgement,
+    Proof,
+}
+
+enum ProofIn {
+    Part(StateProof),
+    Held(Box<RawValue>),
+}
+
+fn read<T: serde::de::DeserializeOwned, E: serde::de::Error>(raw: &RawValue) -> Result<T, E> {
+    serde_json::from_str(raw.get()).map_err(E::custom)
+}
+
+impl<'de> Visitor<'de> for AckVisitor {
+    type Value = Acknowledged;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an acknowledged answer")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Acknowledged, A::Error> {
+        let mut shared: Option<usize> = None;
+        let mut acknowledgement: Option<Acknowledgement> = None;
+        let mut proof: Option<ProofIn> = None;
+        while let Some(field) = map.next_key::<AckField>()? {
+            match field {
+                AckField::Shared if shared.is_none() => shared = Some(map.next_value()?),
+                AckField::Acknowledgement if acknowledgement.is_none() => {
+                    acknowledgement = Some(map.next_value()?);
+                }
+                AckField::Proof if proof.is_none() => {
+                    proof = Some(if shared.is_some() || acknowledgement.is_some() {
+                        ProofIn::Part(map.next_value()?)
+                    } else {
+                        ProofIn::Held(map.next_value()?)
+                    });
+                }
+                AckField::Shared => return Err(A::Error::duplicate_field("shared")),
+                AckField::Acknowledgement => {
+                    return Err(A::Error::duplicate_field("acknowledgement"));
+                }
+                AckField::Proof => return Err(A::Error::duplicate_field("proof")),
+            }
+        }
+        match (shared, acknowledgement, proof) {
+            (_, _, None) => Err(A::Error::missing_field("proof")),
+            (Some(shared), Some(acknowledgement), Some(p)) => Ok(Acknowledged::Shared {
+                shared,
+                acknowledgement,
+                proof: match p {
+                    ProofIn::Part(p) => p,
+                    ProofIn::Held(raw) => read(&raw)?,
+                },
+            }),
+            (None, None, Some(ProofIn::Held(raw))) => Ok(Acknowledged::Whole(read(&raw)?)),
+            _ => Err(A::Error::custom(
+                "an acknowledgement with shared parts names them and carries its own",
+            )),
+        }
+    }
+}
+
+/// What became of one packet's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AnswerResult {
+    /// The destination's answer: `acknowledged`, `timed_out`, `pending` (ask again),
+    /// `erased` or `refused`.
+    pub answer: String,
+    /// For `acknowledged` and `timed_out`: what settling it gave, as `POST /v1/packets/batch`
+    /// answers an item (status 200, or the problem: 409 `packet-settled` when it was settled
+    /// before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<PacketBatchItem>,
+    /// For `pending` and `refused`: the destination's detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// For `refused`: the status the destination's shard gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_status: Option<u16>,
+}
+
+/// One result per packet, in request order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AnswersResponse {
+    /// One per packet.
+    pub results: Vec<AnswerResult>,
+}
+
+/// Hands the shard a destination bridge's answers about packets this city delivered, as they
+/// came. Each acknowledgement and timeout is checked and settled on its own, as in
+/// `POST /v1/packets/batch`; the other answers are reported back. Public: nothing the answers
+/// say is trusted. Rate-limited with the other packet endpoints.
+#[utoipa::path(post, path = "/v1/packets/answers", request_body = AnswersRequest,
+    responses((status = 200, body = AnswersResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn post_answers(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<AnswersResponse>> {
+    public_rate(&app, "public:packets")?;
+    let (_, request): (_, AnswersRequest) = json_body(body, app.limits.body_bytes_max)?;
+    let AnswersRequest { packets, trace_contexts, answers } = request;
+    let n = packets.len();
+    if n > app.limits.batch_records_max {
+        return Err(Problem::too_large(format!(
+            "{n} packets; at most {} per request",
+            app.limits.batch_records_max
+        )));
+    }
+    if answers.results.len() != n {
+        return Err(Problem::unprocessable(format!(
+            "{} answers for {n} packets: the destination answers each packet it was sent",
+            answers.results.len()
+        )));
+    }
+    if !trace_contexts.is_empty() && trace_contexts.len() != n {
+        return Err(Problem::unprocessable(format!(
+            "{} trace contexts for {n} packets: one per packet, or none",
+            trace_contexts.len()
+        )));
+    }
+    let DestinationAnswers { shared, results: answered } = answers;
+    let mut traces = trace_contexts.into_iter();
+    let mut items = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(n);
+    for (packet, answer) in packets.into_iter().zip(answered) {
+        let trace_context = traces.next().flatten();
+        let (name, item) = match answer {
+            DestinationAnswer::Acknowledged(Acknowledged::Shared {
+                shared: k,
+                acknowledgement,
+                proof,
+            }) => (
+                "acknowledged",
+                BatchItem::Acknowledgement(
+                    shared[k].clone(),
+                    GroupedAcknowledgement { packet, acknowledgement, proof, trace_context },
+                ),
+            ),
+            DestinationAnswer::Acknowledged(Acknowledged::Whole(proof)) => (
+                "acknowledged",
+                BatchItem::Whole(PacketRequest::Acknowledgement { proof, packet, trace_context }),
+            ),
+            DestinationAnswer::TimedOut(proof) => (
+                "timed_out",
+                BatchItem::Whole(PacketRequest::Timeout { proof, packet, trace_context }),
+            ),
+            DestinationAnswer::Pending(detail) => {
+                results.push(answer_only("pending", Some(detail), None));
+                continue;
+            }
+            DestinationAnswer::Erased => {
+                results.push(answer_only("erased", None, None));
+                continue;
+            }
+            DestinationAnswer::Refused { status, detail } => {
+                results.push(answer_only("refused", Some(detail), Some(status)));
+                continue;
+            }
+        };
+        items.push(Ok(item));
+        results.push(AnswerResult {
+            answer: name.to_string(),
+            settlement: None,
+            detail: None,
+            destination_status: None,
+        });
+    }
+    let mut settled = handle_items(&app, items).await?.into_iter();
+    for r in
+        results.iter_mut().filter(|r| matches!(r.answer.as_str(), "acknowledged" | "timed_out"))
+    {
+        r.settlement = settled.next();
+    }
+    Ok(Json(AnswersResponse { results }))
+}
+
+fn answer_only(answer: &str, detail: Option<String>, status: Option<u16>) -> AnswerResult {
+    AnswerResult {
+        answer: answer.to_string(),
+        settlement: None,
+        detail,
+        destination_status: status,
+    }
+}
