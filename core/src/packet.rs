@@ -578,6 +578,53 @@ pub fn verify_packet_with(
     p: &PacketProof,
     cache: &mut ChainCache,
 ) -> Result<VerifiedPacket, PacketError> {
+    verify_packet_parts(genesis, client, destination, p.parts(), cache)
+}
+
+/// A [`PacketProof`]'s parts, borrowed: its batch, batch proof, header and finality may be
+/// shared with the other packets one source block sent on the channel (a group).
+#[derive(Clone, Copy, Debug)]
+pub struct PacketParts<'a> {
+    /// Sequence on the channel.
+    pub sequence: u64,
+    /// The batch that holds the packet.
+    pub batch: &'a OutboundBatch,
+    /// Membership of the batch under the header's `state_root`.
+    pub batch_proof: &'a StateProof,
+    /// Path of the record id in the batch's tree.
+    pub path: &'a InclusionProof,
+    /// The record.
+    pub record: &'a Record,
+    /// Source header N, sealed.
+    pub header: &'a SignedShardHeader,
+    /// N to a certified beacon block.
+    pub finality: &'a FinalityProof,
+}
+
+impl PacketProof {
+    /// Its parts, borrowed.
+    pub fn parts(&self) -> PacketParts<'_> {
+        PacketParts {
+            sequence: self.sequence,
+            batch: &self.batch,
+            batch_proof: &self.batch_proof,
+            path: &self.path,
+            record: &self.record,
+            header: &self.header,
+            finality: &self.finality,
+        }
+    }
+}
+
+/// [`verify_packet_with`] of a proof given as its parts: the same checks, in the same order,
+/// with the same errors.
+pub fn verify_packet_parts(
+    genesis: &ValidGenesis,
+    client: &LightClient,
+    destination: CityId,
+    p: PacketParts<'_>,
+    cache: &mut ChainCache,
+) -> Result<VerifiedPacket, PacketError> {
     let header = &p.header.header;
     p.record.validate().map_err(ProofError::Record)?;
     if p.record.city != header.city {
@@ -594,10 +641,8 @@ pub fn verify_packet_with(
         return Err(PacketError::SelfPacket(source));
     }
     let id = PacketId { source, destination, sequence: p.sequence };
-    cache
-        .batch(&header.state_root, &id, &p.batch, &p.batch_proof)
-        .map_err(PacketError::BatchPath)?;
-    let batch = &p.batch;
+    cache.batch(&header.state_root, &id, p.batch, p.batch_proof).map_err(PacketError::BatchPath)?;
+    let batch = p.batch;
     if !batch.contains(p.sequence) {
         return Err(PacketError::NotInBatch {
             sequence: p.sequence,
@@ -619,7 +664,7 @@ pub fn verify_packet_with(
     p.path
         .verify(&tree, &tree.leaf(record_id.as_bytes()), &batch.root)
         .map_err(PacketError::BatchRecordPath)?;
-    let beacon_height = cache.check(genesis, client, &p.header, &p.finality)?;
+    let beacon_height = cache.check(genesis, client, p.header, p.finality)?;
     Ok(VerifiedPacket {
         id,
         record: p.record.clone(),
@@ -653,6 +698,45 @@ pub fn verify_acknowledgement_with(
     p: &AcknowledgementProof,
     cache: &mut ChainCache,
 ) -> Result<(Acknowledgement, u64), PacketError> {
+    verify_acknowledgement_parts(genesis, client, packet, record_id, p.parts(), cache)
+}
+
+/// An [`AcknowledgementProof`]'s four parts, borrowed: its header and finality may be shared
+/// with other acknowledgements proven through the same destination header (a group).
+#[derive(Clone, Copy, Debug)]
+pub struct AcknowledgementParts<'a> {
+    /// The acknowledgement.
+    pub acknowledgement: Acknowledgement,
+    /// Membership of the receipt holding it under the header's `state_root`.
+    pub proof: &'a StateProof,
+    /// Destination header D, sealed.
+    pub header: &'a SignedShardHeader,
+    /// D to a certified beacon block.
+    pub finality: &'a FinalityProof,
+}
+
+impl AcknowledgementProof {
+    /// Its parts, borrowed.
+    pub fn parts(&self) -> AcknowledgementParts<'_> {
+        AcknowledgementParts {
+            acknowledgement: self.acknowledgement,
+            proof: &self.proof,
+            header: &self.header,
+            finality: &self.finality,
+        }
+    }
+}
+
+/// [`verify_acknowledgement_with`] of a proof given as its parts: the same checks, in the same
+/// order, with the same errors.
+pub fn verify_acknowledgement_parts(
+    genesis: &ValidGenesis,
+    client: &LightClient,
+    packet: &PacketId,
+    record_id: &Hash32,
+    p: AcknowledgementParts<'_>,
+    cache: &mut ChainCache,
+) -> Result<(Acknowledgement, u64), PacketError> {
     let header = &p.header.header;
     if header.city != packet.destination {
         return Err(PacketError::WrongCity { expected: packet.destination, actual: header.city });
@@ -661,7 +745,7 @@ pub fn verify_acknowledgement_with(
     p.proof
         .verify(&header.state_root, &packet.receipt_key(), Some(&encode(&receipt)))
         .map_err(PacketError::AcknowledgementPath)?;
-    let beacon_height = cache.check(genesis, client, &p.header, &p.finality)?;
+    let beacon_height = cache.check(genesis, client, p.header, p.finality)?;
     Ok((p.acknowledgement, beacon_height))
 }
 

@@ -205,9 +205,9 @@ fn continued(span: tracing::Span, trace: Option<&str>) -> tracing::Span {
     span
 }
 
-/// An item of a batch as read: whole, or a member of a group. A member is made whole with its
-/// group's shared parts only when it is checked, and dropped right after, so a group's hundreds
-/// of members never hold copies of the same header and finality proof at once.
+/// An item of a batch as read: whole, or a member of a group. A member is checked with its
+/// group's shared parts in place, so a group's hundreds of members never hold copies of the
+/// same header and finality proof.
 #[derive(Debug)]
 pub(super) enum BatchItem {
     Whole(PacketRequest),
@@ -830,11 +830,8 @@ pub(super) async fn handle_items(
     let checked: Vec<ApiResult<(PacketOp, Option<StoredPayload>)>> =
         tokio::task::spawn_blocking(move || {
             let mut cache = urbis_core::packet::ChainCache::default();
-            // Each member made whole just before its check and dropped after it.
-            items
-                .into_iter()
-                .map(|r| r.and_then(|r| check(&checker, r.whole(), &mut cache)))
-                .collect()
+            // A member of a group is checked with the group's parts in place.
+            items.into_iter().map(|r| r.and_then(|r| check_item(&checker, r, &mut cache))).collect()
         })
         .await
         .map_err(internal)?;
@@ -1435,50 +1432,10 @@ fn check(
     let client = app.client.read().map_err(|_| internal("light client lock poisoned"))?;
     match request {
         PacketRequest::Packet { proof, payload, .. } => {
-            let v = urbis_core::packet::verify_packet_with(
-                &app.genesis,
-                &client,
-                app.city,
-                &proof,
-                cache,
-            )
-            .map_err(|e| failed(app, e))?;
-            let commitment = match &v.record.body {
-                RecordBody::Credit(c) => Some(c.commitment),
-                RecordBody::Talent(TalentPayload::Issue { commitment, .. }) => Some(*commitment),
-                _ => None,
-            };
-            let stored = match (commitment, payload) {
-                (Some(c), Some(p)) => {
-                    let opened = open(&c, &p)?;
-                    // A payload its source already proved erased is not kept (it was in
-                    // flight, or a relay held it back).
-                    let erased =
-                        app.store.erased_inbound(&v.record_id, v.id.source.0).map_err(internal)?;
-                    (!erased).then_some(opened)
-                }
-                (None, Some(_)) => {
-                    return Err(Problem::unprocessable(
-                        "only credit and talent packets carry an off-chain payload",
-                    ));
-                }
-                (_, None) => None,
-            };
-            Ok((PacketOp::Receive(Box::new(v)), stored))
+            check_packet(app, &client, proof.parts(), payload, cache)
         }
         PacketRequest::Acknowledgement { proof, packet, .. } => {
-            // The receipt must name the record this city sent, not one a relay names.
-            let sent = own_packet(app, &packet)?;
-            let (acknowledgement, _) = urbis_core::packet::verify_acknowledgement_with(
-                &app.genesis,
-                &client,
-                &packet,
-                &sent.record_id,
-                &proof,
-                cache,
-            )
-            .map_err(|e| failed(app, e))?;
-            Ok((PacketOp::Acknowledge { id: packet, acknowledgement }, None))
+            check_acknowledgement(app, &client, packet, proof.parts(), cache)
         }
         PacketRequest::Timeout { proof, packet, .. } => {
             let sent = own_packet(app, &packet)?;
@@ -1487,6 +1444,95 @@ fn check(
             Ok((PacketOp::Timeout { id: packet }, None))
         }
     }
+}
+
+/// [`check`] of a batch item: a member of a group is checked with the group's shared parts in
+/// place, not with copies of them.
+fn check_item(
+    app: &AppState,
+    item: BatchItem,
+    cache: &mut urbis_core::packet::ChainCache,
+) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
+    let client = || app.client.read().map_err(|_| internal("light client lock poisoned"));
+    match item {
+        BatchItem::Whole(request) => check(app, request, cache),
+        BatchItem::Packet(shared, p) => {
+            let parts = urbis_core::packet::PacketParts {
+                sequence: p.sequence,
+                batch: &shared.batch,
+                batch_proof: &shared.batch_proof,
+                path: &p.path,
+                record: &p.record,
+                header: &shared.header,
+                finality: &shared.finality,
+            };
+            check_packet(app, &*client()?, parts, p.payload, cache)
+        }
+        BatchItem::Acknowledgement(shared, a) => {
+            let parts = urbis_core::packet::AcknowledgementParts {
+                acknowledgement: a.acknowledgement,
+                proof: &a.proof,
+                header: &shared.header,
+                finality: &shared.finality,
+            };
+            check_acknowledgement(app, &*client()?, a.packet, parts, cache)
+        }
+    }
+}
+
+/// Checks a packet addressed to this city, and opens the payload beside it.
+fn check_packet(
+    app: &AppState,
+    client: &urbis_core::light_client::LightClient,
+    proof: urbis_core::packet::PacketParts<'_>,
+    payload: Option<CarriedPayload>,
+    cache: &mut urbis_core::packet::ChainCache,
+) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
+    let v = urbis_core::packet::verify_packet_parts(&app.genesis, client, app.city, proof, cache)
+        .map_err(|e| failed(app, e))?;
+    let commitment = match &v.record.body {
+        RecordBody::Credit(c) => Some(c.commitment),
+        RecordBody::Talent(TalentPayload::Issue { commitment, .. }) => Some(*commitment),
+        _ => None,
+    };
+    let stored = match (commitment, payload) {
+        (Some(c), Some(p)) => {
+            let opened = open(&c, &p)?;
+            // A payload its source already proved erased is not kept (it was in
+            // flight, or a relay held it back).
+            let erased = app.store.erased_inbound(&v.record_id, v.id.source.0).map_err(internal)?;
+            (!erased).then_some(opened)
+        }
+        (None, Some(_)) => {
+            return Err(Problem::unprocessable(
+                "only credit and talent packets carry an off-chain payload",
+            ));
+        }
+        (_, None) => None,
+    };
+    Ok((PacketOp::Receive(Box::new(v)), stored))
+}
+
+/// Checks the destination's acknowledgement of `packet`, against the record this city sent.
+fn check_acknowledgement(
+    app: &AppState,
+    client: &urbis_core::light_client::LightClient,
+    packet: PacketId,
+    proof: urbis_core::packet::AcknowledgementParts<'_>,
+    cache: &mut urbis_core::packet::ChainCache,
+) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
+    // The receipt must name the record this city sent, not one a relay names.
+    let sent = own_packet(app, &packet)?;
+    let (acknowledgement, _) = urbis_core::packet::verify_acknowledgement_parts(
+        &app.genesis,
+        client,
+        &packet,
+        &sent.record_id,
+        proof,
+        cache,
+    )
+    .map_err(|e| failed(app, e))?;
+    Ok((PacketOp::Acknowledge { id: packet, acknowledgement }, None))
 }
 
 /// The settlements of `id`'s range at the tip (empty before the range's first settlement).
