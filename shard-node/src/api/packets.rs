@@ -227,7 +227,9 @@ pub(super) struct BlockShared {
 }
 
 impl BlockShared {
-    /// Packet `sequence`'s whole proof: these parts with its own path and record.
+    /// Packet `sequence`'s whole proof: these parts with its own path and record (the page's
+    /// test form).
+    #[cfg(test)]
     fn packet_proof(
         &self,
         sequence: u64,
@@ -254,7 +256,9 @@ pub(super) struct AcknowledgementGroupShared {
 }
 
 impl BatchItem {
-    /// The item as `POST /v1/packets` would take it.
+    /// The item as `POST /v1/packets` would take it (the test form: the shard checks a
+    /// group's members with the group's parts in place, `check_item`).
+    #[cfg(test)]
     fn whole(self) -> PacketRequest {
         match self {
             BatchItem::Whole(r) => r,
@@ -276,7 +280,7 @@ impl BatchItem {
         }
     }
 
-    /// [`PacketRequest::span`] of the whole item.
+    /// [`PacketRequest::span`] of the item.
     fn span(&self, app: &AppState) -> tracing::Span {
         match self {
             BatchItem::Whole(r) => r.span(app),
