@@ -350,3 +350,125 @@ fn answer_only(answer: &str, detail: Option<String>, status: Option<u16>) -> Ans
         destination_status: status,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `result` as bridges write it: its type first.
+    #[allow(clippy::unwrap_used)]
+    fn tag_first(result: &serde_json::Value) -> String {
+        let mut rest = result.as_object().unwrap().clone();
+        let tag = rest.remove("type").unwrap();
+        match serde_json::Value::Object(rest).to_string().as_str() {
+            "{}" => format!(r#"{{"type":{tag}}}"#),
+            fields => format!(r#"{{"type":{tag},{}"#, &fields[1..]),
+        }
+    }
+
+    fn read(document: &serde_json::Value) -> Result<DestinationAnswers, String> {
+        serde_json::from_str(&document.to_string()).map_err(|e| e.to_string())
+    }
+
+    /// A destination's answers read in either form: an acknowledgement naming shared parts
+    /// (its fields in any order) with them, a whole one as itself, and the other answers as
+    /// what they say; what no honest destination writes does not read.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_destinations_answers_read_in_either_form() {
+        let (_, acks, update) = super::super::packets::tests::written_fixture();
+        let (a, c) = (acks[0].clone().unwrap(), acks[2].clone().unwrap());
+        assert_eq!((&a.header, &a.finality), (&c.header, &c.finality));
+        let shared = json!([{"header": a.header, "finality": a.finality}]);
+        let results = json!([
+            {"type": "acknowledged", "shared": 0, "acknowledgement": a.acknowledgement, "proof": a.proof},
+            {"type": "acknowledged", "proof": c.proof, "acknowledgement": c.acknowledgement, "shared": 0},
+            {"type": "acknowledged", "proof": a},
+            {"type": "pending", "detail": "not final"},
+            {"type": "erased"},
+            {"type": "refused", "status": 409, "detail": "frozen"},
+        ]);
+        let got = read(&json!({"shared": shared, "results": results})).unwrap();
+        assert_eq!(got.shared.len(), 1);
+        assert_eq!((&got.shared[0].header, &got.shared[0].finality), (&a.header, &a.finality));
+        assert_eq!(got.results.len(), 6);
+        for (r, want) in got.results[..2].iter().zip([&a, &c]) {
+            let DestinationAnswer::Acknowledged(Acknowledged::Shared {
+                shared,
+                acknowledgement,
+                proof,
+            }) = r
+            else {
+                panic!("{r:?}")
+            };
+            assert_eq!((*shared, acknowledgement, proof), (0, &want.acknowledgement, &want.proof));
+        }
+        assert!(
+            matches!(&got.results[2], DestinationAnswer::Acknowledged(Acknowledged::Whole(w)) if **w == a)
+        );
+        assert!(matches!(&got.results[3], DestinationAnswer::Pending(d) if d == "not final"));
+        assert!(matches!(got.results[4], DestinationAnswer::Erased));
+        assert!(
+            matches!(&got.results[5], DestinationAnswer::Refused { status: 409, detail } if detail == "frozen")
+        );
+
+        // Each result read as bridges write it (its type first) and with its type last (read
+        // through a JSON value): the same refusal either way.
+        let one = |result: serde_json::Value| {
+            let first = serde_json::from_str::<DestinationAnswers>(&format!(
+                r#"{{"shared":{shared},"results":[{}]}}"#,
+                tag_first(&result)
+            ))
+            .map_err(|e| e.to_string());
+            let last = read(&json!({"shared": shared, "results": [result]}));
+            [first, last]
+        };
+        let part = json!({"type": "acknowledged", "shared": 0, "acknowledgement": a.acknowledgement, "proof": a.proof});
+        let without = |field: &str| {
+            let mut r = part.clone();
+            r.as_object_mut().unwrap().remove(field);
+            r
+        };
+        let with = |field: &str, value: serde_json::Value| {
+            let mut r = part.clone();
+            r[field] = value;
+            r
+        };
+        for (result, phrase) in [
+            (without("acknowledgement"), "names them and carries its own"),
+            (without("shared"), "names them and carries its own"),
+            (without("proof"), "missing field `proof`"),
+            (with("shared", json!(1)), "no shared parts numbered 1"),
+            (with("extra", json!(true)), "unknown field `extra`"),
+            (json!({"type": "accepted"}), "unknown variant `accepted`"),
+            (json!({"type": "refused", "status": 409}), "missing field `detail`"),
+        ] {
+            for read in one(result.clone()) {
+                let error = read.unwrap_err();
+                assert!(error.contains(phrase), "{result}: {error}");
+            }
+        }
+        // A field twice, in the form bridges write (the type first): the second could stand
+        // for another proof than the first.
+        let twice = format!(
+            r#"{{"type":"acknowledged","shared":0,"shared":0,"acknowledgement":{},"proof":{}}}"#,
+            json!(a.acknowledgement),
+            json!(a.proof)
+        );
+        let text = format!(r#"{{"shared":{shared},"results":[{twice}]}}"#);
+        let error = serde_json::from_str::<DestinationAnswers>(&text).unwrap_err().to_string();
+        assert!(error.contains("duplicate field `shared`"), "{error}");
+        // Shared parts larger than a group may carry would be copied into each member.
+        let mut padded = a.finality.clone();
+        padded.set_updates = vec![
+            update.clone();
+            urbis_core::packet::GROUP_SHARED_JSON_MAX
+                / serde_json::to_string(&update).unwrap().len()
+                + 1
+        ];
+        let oversized = json!([{"header": a.header, "finality": padded}]);
+        let error = read(&json!({"shared": oversized, "results": [part]})).unwrap_err();
+        assert!(error.contains("shared parts"), "{error}");
+    }
+}

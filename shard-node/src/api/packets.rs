@@ -2785,7 +2785,7 @@ pub fn refresh_gauges(app: &AppState) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::SettledPrefix;
 
     /// Sequences 1–4 settled, 5 unsettled, 6 settled: a walk from the mark leaves it at 5 (the
@@ -2825,7 +2825,7 @@ mod tests {
     /// Six outbound packets sent by two blocks of three (with and without payloads and trace
     /// contexts), acknowledgements of them with gaps, and a light-client update.
     #[allow(clippy::unwrap_used)]
-    fn written_fixture() -> (
+    pub(in crate::api) fn written_fixture() -> (
         super::OutboundPage,
         Vec<Option<urbis_core::packet::AcknowledgementProof>>,
         urbis_core::light_client::LightClientUpdate,
