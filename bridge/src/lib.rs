@@ -852,14 +852,18 @@ async fn settle(
                 return settled;
             }
         },
-        Ok(r) if r.status.is_client_error() && r.status.as_u16() != 429 => {
-            // The destination's answers do not read as one per packet: as if it was not reached.
-            tracing::warn!(%destination, status = %r.status, detail = %r.text(), "own shard refused the destination's answers");
+        Ok(r) if matches!(r.status.as_u16(), 400 | 422) => {
+            // The destination's answers are not an answers document, one answer per packet:
+            // as if it was not reached, and its connection is not used again.
+            let detail = bounded(&r.text());
+            tracing::debug!(%destination, status = %r.status, %detail, "the destination's answers do not read");
+            bridge.connections.lock().await.remove(destination);
             count("unreachable", n);
             return vec![(false, "unreachable"); n];
         }
         Ok(r) => {
-            tracing::warn!(status = %r.status, "own shard did not take the destination's answers");
+            let detail = bounded(&r.text());
+            tracing::warn!(status = %r.status, %detail, "own shard did not take the destination's answers");
             return settled;
         }
         Err(e) => {
@@ -881,6 +885,12 @@ async fn settle(
                 let detail = result.detail.unwrap_or_default();
                 tracing::debug!(packet = %ids[i], %detail, "packet pending at the destination");
                 count("pending", 1);
+            }
+            ("unreadable", _) => {
+                let detail = bounded(&result.detail.unwrap_or_default());
+                tracing::debug!(packet = %ids[i], %detail, "the destination's answer about a packet does not read");
+                count("unreachable", 1);
+                settled[i].1 = "unreachable";
             }
             ("refused", _) => {
                 let detail = result.detail.unwrap_or_default();
@@ -905,7 +915,19 @@ async fn call(
     request: impl FnOnce(bool) -> Vec<u8>,
 ) -> Result<wire::Answers> {
     let bytes = call_raw(bridge, city, address, request).await?;
-    Ok(serde_json::from_slice(&bytes)?)
+    let answers = serde_json::from_slice(&bytes);
+    if answers.is_err() {
+        bridge.connections.lock().await.remove(city);
+    }
+    Ok(answers?)
+}
+
+/// At most 256 characters of `text` (a detail that may quote another city's bytes), for logs.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(256) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 /// [`call`], answering the answers document's bytes as they came, unread.

@@ -950,9 +950,8 @@ pub struct StateProofView {
 
 /// The own shard's `POST /v1/packets/answers` body: the packets a delivery carried, the
 /// relay's `traceparent` for each, and the destination's answers document as it came. The
-/// answers are not read here: the shard reads them once, refusing the whole request when they
-/// do not read (written last, they cannot stand for the fields before them, which the shard
-/// refuses to see twice).
+/// answers are not read here: the shard reads them once. Written last, after every other
+/// field, they cannot stand for those fields: the shard refuses a field named twice.
 pub fn answers_handed_on(
     packets: &[PacketId],
     traces: &[Option<String>],
@@ -962,10 +961,10 @@ pub fn answers_handed_on(
     // Writing plain data into memory does not fail.
     out.extend_from_slice(b"{\"packets\":");
     let _ = serde_json::to_writer(&mut out, packets);
-    if traces.iter().any(Option::is_some) {
-        out.extend_from_slice(b",\"trace_contexts\":");
-        let _ = serde_json::to_writer(&mut out, traces);
-    }
+    // Written always, even all `null`: answers that added a field of their own would then
+    // name it twice, which the shard refuses.
+    out.extend_from_slice(b",\"trace_contexts\":");
+    let _ = serde_json::to_writer(&mut out, traces);
     out.extend_from_slice(b",\"answers\":");
     out.extend_from_slice(answers);
     out.push(b'}');
@@ -982,12 +981,13 @@ pub struct AnswersSettled {
 /// What became of one packet's answer.
 #[derive(Debug, Deserialize)]
 pub struct AnswerSettled {
-    /// The destination's answer (`acknowledged`, `timed_out`, `pending`, `erased`, `refused`).
+    /// The destination's answer (`acknowledged`, `timed_out`, `pending`, `erased`, `refused`),
+    /// or `unreadable`.
     pub answer: String,
     /// For `acknowledged` and `timed_out`: what settling it gave.
     #[serde(default)]
     pub settlement: Option<BatchItem>,
-    /// For `pending` and `refused`: the destination's detail.
+    /// For `pending` and `refused`: the destination's detail; for `unreadable`, why.
     #[serde(default)]
     pub detail: Option<String>,
     /// For `refused`: the destination shard's status.
@@ -1614,7 +1614,7 @@ mod tests {
     }
 
     /// The destination's answers go to the own shard as they came, after the packets they
-    /// answer and the relay's trace contexts (written only when there is one).
+    /// answer and the relay's trace contexts (written always).
     #[test]
     fn answers_are_handed_on_as_they_came_with_the_packets_they_answer() {
         let ids: Vec<PacketId> = (1..=3)
@@ -1627,9 +1627,10 @@ mod tests {
         assert_eq!(body["packets"], serde_json::to_value(&ids).unwrap());
         assert_eq!(body["trace_contexts"], serde_json::json!([null, TRACE, null]));
         assert_eq!(body["answers"], serde_json::from_slice::<serde_json::Value>(answers).unwrap());
+        // Trace contexts are written even when there is none, so that answers cannot add them.
         let quiet: serde_json::Value =
             serde_json::from_slice(&answers_handed_on(&ids, &[None, None, None], answers)).unwrap();
-        assert!(quiet.get("trace_contexts").is_none(), "{quiet}");
+        assert_eq!(quiet["trace_contexts"], serde_json::json!([null, null, null]), "{quiet}");
         assert_eq!(quiet["answers"], body["answers"]);
         // The bytes are not rewritten: the shard reads the very document the destination sent.
         let written = answers_handed_on(&ids, &traces, answers);

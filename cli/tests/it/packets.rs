@@ -857,7 +857,10 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         let r = client
             .post(format!("{}/v1/packets/answers", a["shard_api"].as_str().unwrap()))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(format!(r#"{{"packets":{packets},"answers":{document}}}"#))
+            .body(format!(
+                r#"{{"packets":{packets},"trace_contexts":{},"answers":{document}}}"#,
+                json!(vec![Value::Null; packets.as_array().unwrap().len()])
+            ))
             .send()
             .unwrap();
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
@@ -895,15 +898,40 @@ fn a_hostile_relay_over_real_sockets_gets_specific_errors_and_every_packet_ends_
         (&results[3]["answer"], &results[3]["destination_status"]),
         (&json!("refused"), &json!(422))
     );
-    // Answers refused whole: not one per packet, naming shared parts that are not there, or
-    // trying to stand for the packets written before them.
+    // An answer that does not read, or names shared parts that are not there, is refused
+    // alone: the others stand.
+    let (status, v) = answers(four.clone(), &document(json!([])));
+    assert_eq!(status, 200, "{v}");
+    for r in &v["results"].as_array().unwrap()[..2] {
+        assert_eq!(r["answer"], "unreadable", "{v}");
+        assert!(r["detail"].as_str().unwrap().contains("no shared parts numbered 0"), "{v}");
+        assert!(r.get("settlement").is_none(), "{v}");
+    }
+    assert_eq!(
+        (&v["results"][2]["answer"], &v["results"][3]["answer"]),
+        (&json!("pending"), &json!("refused"))
+    );
+    let bogus = json!({"results": [{"type": "timed_out", "proof": {"receipt_absence": 1}}, {"type": "pending", "detail": "later"}]});
+    let (status, v) = answers(json!([id(3), id(1)]), &bogus.to_string());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["results"][0]["answer"], &v["results"][1]["answer"]),
+        (&json!("unreadable"), &json!("pending")),
+        "{v}"
+    );
+    // Answers refused whole: not one per packet, or trying to stand for the fields written
+    // before them.
     let (status, v) = answers(json!([id(1)]), &document(shared.clone()));
     refused((status, v), 422, "invalid-record", "4 answers for 1 packets", "answers miscounted");
-    let (status, v) = answers(four.clone(), &document(json!([])));
-    refused((status, v), 422, "invalid-record", "no shared parts numbered 0", "dangling shared");
-    let injected = format!(r#"{},"packets":{}"#, document(shared.clone()), json!([id(1)]));
-    let (status, v) = answers(four, &injected);
-    refused((status, v), 422, "invalid-record", "duplicate field `packets`", "answers injected");
+    for field in ["packets", "trace_contexts"] {
+        let injected = format!(
+            r#"{},"{field}":{}"#,
+            document(shared.clone()),
+            json!([id(1), id(2), id(3), id(4)])
+        );
+        let (status, v) = answers(four.clone(), &injected);
+        refused((status, v), 422, "invalid-record", &format!("duplicate field `{field}`"), field);
+    }
     let (status, v) = post_packet(
         &client,
         a,

@@ -9,7 +9,7 @@ use super::packets::{
     handle_items, public_rate,
 };
 use super::problem::Problem;
-use super::{ApiResult, AppState, json_body};
+use super::{ApiResult, AppState, body_bytes, json_problem};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -64,35 +64,37 @@ enum Acknowledged {
     Whole(Box<AcknowledgementProof>),
 }
 
+/// A `shared` entry as written: each part kept as JSON until the two are known to be within
+/// the bound.
+#[derive(Deserialize)]
+struct SharedIn {
+    header: Box<RawValue>,
+    finality: Box<RawValue>,
+}
+
+impl SharedIn {
+    /// Each acknowledgement naming an entry is checked with its own view of it: bounded.
+    fn read<E: serde::de::Error>(self) -> Result<Arc<AcknowledgementGroupShared>, E> {
+        urbis_core::packet::check_group_shared(self.header.get().len() + self.finality.get().len())
+            .map_err(E::custom)?;
+        Ok(Arc::new(AcknowledgementGroupShared {
+            header: read(&self.header)?,
+            finality: read(&self.finality)?,
+        }))
+    }
+}
+
 impl<'de> Deserialize<'de> for DestinationAnswers {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        struct Shared {
-            header: Box<RawValue>,
-            finality: Box<RawValue>,
-        }
-        #[derive(Deserialize)]
         struct Raw {
             #[serde(default)]
-            shared: Vec<Shared>,
+            shared: Vec<SharedIn>,
             results: Vec<DestinationAnswer>,
         }
         let raw = Raw::deserialize(d)?;
-        // Each acknowledgement naming an entry is checked with its own copy of it: bounded.
-        let shared = raw
-            .shared
-            .into_iter()
-            .map(|s| {
-                urbis_core::packet::check_group_shared(
-                    s.header.get().len() + s.finality.get().len(),
-                )
-                .map_err(D::Error::custom)?;
-                Ok(Arc::new(AcknowledgementGroupShared {
-                    header: read(&s.header)?,
-                    finality: read(&s.finality)?,
-                }))
-            })
-            .collect::<Result<Vec<_>, D::Error>>()?;
+        let shared =
+            raw.shared.into_iter().map(SharedIn::read).collect::<Result<Vec<_>, D::Error>>()?;
         for r in &raw.results {
             if let DestinationAnswer::Acknowledged(Acknowledged::Shared { shared: k, .. }) = r
                 && *k >= shared.len()
@@ -109,17 +111,14 @@ impl urbis_ops::tagged::TagFirst for DestinationAnswer {
 
     fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
         struct TimedOut {
             proof: Box<TimeoutProof>,
         }
         #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
         struct Pending {
             detail: String,
         }
         #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
         struct Refused {
             status: u16,
             detail: String,
@@ -265,8 +264,8 @@ pub async fn post_answers(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<AnswersResponse>> {
     public_rate(&app, "public:packets")?;
-    let (_, request): (_, AnswersRequest) = json_body(body, app.limits.body_bytes_max)?;
-    let AnswersRequest { packets, trace_contexts, answers } = request;
+    let body = body_bytes(body, app.limits.body_bytes_max)?;
+    let Read { packets, trace_contexts, shared, answers } = read_request(&body)?;
     let n = packets.len();
     if n > app.limits.batch_records_max {
         return Err(Problem::too_large(format!(
@@ -274,10 +273,10 @@ pub async fn post_answers(
             app.limits.batch_records_max
         )));
     }
-    if answers.results.len() != n {
+    if answers.len() != n {
         return Err(Problem::unprocessable(format!(
             "{} answers for {n} packets: the destination answers each packet it was sent",
-            answers.results.len()
+            answers.len()
         )));
     }
     if !trace_contexts.is_empty() && trace_contexts.len() != n {
@@ -286,41 +285,54 @@ pub async fn post_answers(
             trace_contexts.len()
         )));
     }
-    let DestinationAnswers { shared, results: answered } = answers;
     let mut traces = trace_contexts.into_iter();
     let mut items = Vec::with_capacity(n);
     let mut results = Vec::with_capacity(n);
-    for (packet, answer) in packets.into_iter().zip(answered) {
+    for (packet, answer) in packets.into_iter().zip(answers) {
         let trace_context = traces.next().flatten();
         let (name, item) = match answer {
-            DestinationAnswer::Acknowledged(Acknowledged::Shared {
+            Err(detail) => {
+                results.push(answer_only("unreadable", Some(detail), None));
+                continue;
+            }
+            Ok(DestinationAnswer::Acknowledged(Acknowledged::Shared {
                 shared: k,
                 acknowledgement,
                 proof,
-            }) => (
-                "acknowledged",
-                BatchItem::Acknowledgement(
-                    shared[k].clone(),
-                    GroupedAcknowledgement { packet, acknowledgement, proof, trace_context },
+            })) => match shared.get(k) {
+                Some(Ok(parts)) => (
+                    "acknowledged",
+                    BatchItem::Acknowledgement(
+                        parts.clone(),
+                        GroupedAcknowledgement { packet, acknowledgement, proof, trace_context },
+                    ),
                 ),
-            ),
-            DestinationAnswer::Acknowledged(Acknowledged::Whole(proof)) => (
+                unreadable => {
+                    let detail = match unreadable {
+                        Some(Err(e)) => format!("shared parts {k}: {e}"),
+                        _ => format!("no shared parts numbered {k}"),
+                    };
+                    results.push(answer_only("unreadable", Some(detail), None));
+                    continue;
+                }
+            },
+            Ok(DestinationAnswer::Acknowledged(Acknowledged::Whole(proof))) => (
                 "acknowledged",
                 BatchItem::Whole(PacketRequest::Acknowledgement { proof, packet, trace_context }),
             ),
-            DestinationAnswer::TimedOut(proof) => (
+            Ok(DestinationAnswer::TimedOut(proof)) => (
                 "timed_out",
                 BatchItem::Whole(PacketRequest::Timeout { proof, packet, trace_context }),
             ),
-            DestinationAnswer::Pending(detail) => {
+            Ok(DestinationAnswer::Pending(detail)) => {
                 results.push(answer_only("pending", Some(detail), None));
                 continue;
             }
-            DestinationAnswer::Erased => {
+            Ok(DestinationAnswer::Erased) => {
                 results.push(answer_only("erased", None, None));
                 continue;
             }
-            DestinationAnswer::Refused { status, detail } => {
+            Ok(DestinationAnswer::Refused { status, detail }) => {
                 results.push(answer_only("refused", Some(detail), Some(status)));
                 continue;
             }
@@ -340,6 +352,70 @@ pub async fn post_answers(
         r.settlement = settled.next();
     }
     Ok(Json(AnswersResponse { results }))
+}
+
+/// A request as read: each shared entry and each answer read, or why it does not read.
+struct Read {
+    packets: Vec<PacketId>,
+    trace_contexts: Vec<Option<String>>,
+    shared: Vec<Result<Arc<AcknowledgementGroupShared>, String>>,
+    answers: Vec<Result<DestinationAnswer, String>>,
+}
+
+/// The request with its answers document kept as JSON, for reading each part on its own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest<'a> {
+    packets: Vec<PacketId>,
+    #[serde(default)]
+    trace_contexts: Vec<Option<String>>,
+    #[serde(borrow)]
+    answers: RawAnswers<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawAnswers<'a> {
+    #[serde(default, borrow)]
+    shared: Vec<&'a RawValue>,
+    #[serde(borrow)]
+    results: Vec<&'a RawValue>,
+}
+
+/// Reads a request. One whose answers all read (what an honest destination writes) is read in
+/// one pass; only one with a part that does not read is read again, part by part, so that an
+/// answer that does not read (or names shared parts that do not) is refused alone, as an item
+/// of `POST /v1/packets/batch` is. A body that is not such a request at all is refused whole.
+fn read_request(body: &[u8]) -> ApiResult<Read> {
+    if let Ok(AnswersRequest { packets, trace_contexts, answers }) = serde_json::from_slice(body) {
+        let DestinationAnswers { shared, results } = answers;
+        return Ok(Read {
+            packets,
+            trace_contexts,
+            shared: shared.into_iter().map(Ok).collect(),
+            answers: results.into_iter().map(Ok).collect(),
+        });
+    }
+    let raw: RawRequest<'_> = serde_json::from_slice(body).map_err(json_problem)?;
+    Ok(Read {
+        packets: raw.packets,
+        trace_contexts: raw.trace_contexts,
+        shared: raw
+            .answers
+            .shared
+            .iter()
+            .map(|s| {
+                serde_json::from_str::<SharedIn>(s.get())
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.read::<serde_json::Error>().map_err(|e| e.to_string()))
+            })
+            .collect(),
+        answers: raw
+            .answers
+            .results
+            .iter()
+            .map(|r| serde_json::from_str(r.get()).map_err(|e| e.to_string()))
+            .collect(),
+    })
 }
 
 fn answer_only(answer: &str, detail: Option<String>, status: Option<u16>) -> AnswerResult {
@@ -459,6 +535,30 @@ mod tests {
         let text = format!(r#"{{"shared":{shared},"results":[{twice}]}}"#);
         let error = serde_json::from_str::<DestinationAnswers>(&text).unwrap_err().to_string();
         assert!(error.contains("duplicate field `shared`"), "{error}");
+        // In a request, a result that does not read is refused alone: the request is read
+        // again part by part, and the others stand; a body that is no request is refused whole.
+        let packets = json!([
+            {"source": 0, "destination": 1, "sequence": 1},
+            {"source": 0, "destination": 1, "sequence": 2},
+            {"source": 0, "destination": 1, "sequence": 3}
+        ]);
+        let body = format!(
+            r#"{{"packets":{packets},"answers":{{"shared":{shared},"results":[{},{},{}]}}}}"#,
+            json!({"type": "timed_out", "proof": {"receipt_absence": 1}}),
+            tag_first(&part),
+            tag_first(&with("shared", json!(3))),
+        );
+        let request = read_request(body.as_bytes()).unwrap();
+        let lengths = (request.packets.len(), request.shared.len(), request.answers.len());
+        assert_eq!(lengths, (3, 1, 3));
+        let readable: Vec<bool> = request.answers.iter().map(Result::is_ok).collect();
+        assert_eq!(readable, [false, true, true]);
+        let whole =
+            format!(r#"{{"packets":{packets},"answers":{{"shared":{shared},"results":[]}}}}"#);
+        assert!(read_request(whole.as_bytes()).unwrap().answers.is_empty());
+        assert_eq!(read_request(b"{\"packets\":").err().map(|p| p.status), Some(400));
+        let unknown = format!(r#"{{"packets":{packets},"answers":{{"results":[]}},"more":1}}"#);
+        assert_eq!(read_request(unknown.as_bytes()).err().map(|p| p.status), Some(422));
         // Shared parts larger than a group may carry would be copied into each member.
         let mut padded = a.finality.clone();
         padded.set_updates = vec![
