@@ -6,7 +6,7 @@
 
 use super::packets::{
     AcknowledgementGroupShared, BatchItem, GroupedAcknowledgement, PacketBatchItem, PacketRequest,
-    handle_items, public_rate,
+    handle_items, public_rate, read,
 };
 use super::problem::Problem;
 use super::{ApiResult, AppState, body_bytes, json_problem};
@@ -169,10 +169,6 @@ enum ProofIn {
     Held(Box<RawValue>),
 }
 
-fn read<T: serde::de::DeserializeOwned, E: serde::de::Error>(raw: &RawValue) -> Result<T, E> {
-    serde_json::from_str(raw.get()).map_err(E::custom)
-}
-
 impl<'de> Visitor<'de> for AckVisitor {
     type Value = Acknowledged;
 
@@ -288,6 +284,8 @@ pub async fn post_answers(
     let mut traces = trace_contexts.into_iter();
     let mut items = Vec::with_capacity(n);
     let mut results = Vec::with_capacity(n);
+    // Where each item handed to the batch stands among the results.
+    let mut settling = Vec::with_capacity(n);
     for (packet, answer) in packets.into_iter().zip(answers) {
         let trace_context = traces.next().flatten();
         let (name, item) = match answer {
@@ -338,6 +336,7 @@ pub async fn post_answers(
             }
         };
         items.push(Ok(item));
+        settling.push(results.len());
         results.push(AnswerResult {
             answer: name.to_string(),
             settlement: None,
@@ -345,11 +344,8 @@ pub async fn post_answers(
             destination_status: None,
         });
     }
-    let mut settled = handle_items(&app, items).await?.into_iter();
-    for r in
-        results.iter_mut().filter(|r| matches!(r.answer.as_str(), "acknowledged" | "timed_out"))
-    {
-        r.settlement = settled.next();
+    for (i, settled) in settling.into_iter().zip(handle_items(&app, items).await?) {
+        results[i].settlement = Some(settled);
     }
     Ok(Json(AnswersResponse { results }))
 }

@@ -19,8 +19,9 @@ use urbis_core::hash::Hash32;
 use urbis_core::header::SignedShardHeader;
 use urbis_core::merkle::{Blake3Tree, InclusionProof, PerfectSubtrees, root_from_leaf_hashes};
 use urbis_core::packet::{
-    Acknowledgement, AcknowledgementProof, OutboundBatch, OutboundPacket, PacketError, PacketId,
-    PacketOutcome, PacketProof, Receipt, Settlements, TimeoutProof, verify_timeout,
+    Acknowledgement, AcknowledgementParts, AcknowledgementProof, OutboundBatch, OutboundPacket,
+    PacketError, PacketId, PacketOutcome, PacketParts, PacketProof, Receipt, Settlements,
+    TimeoutProof, verify_timeout,
 };
 use urbis_core::proof::{FinalityProof, StateFactProof};
 use urbis_core::record::{CityId, PayloadCommitment, RecordBody, TalentPayload};
@@ -227,6 +228,19 @@ pub(super) struct BlockShared {
 }
 
 impl BlockShared {
+    /// Packet `p`'s proof: its own sequence, path and record with these parts, in place.
+    fn parts<'a>(&'a self, p: &'a GroupedPacket) -> PacketParts<'a> {
+        PacketParts {
+            sequence: p.sequence,
+            batch: &self.batch,
+            batch_proof: &self.batch_proof,
+            path: &p.path,
+            record: &p.record,
+            header: &self.header,
+            finality: &self.finality,
+        }
+    }
+
     /// Packet `sequence`'s whole proof: these parts with its own path and record (the page's
     /// test form).
     #[cfg(test)]
@@ -253,6 +267,18 @@ impl BlockShared {
 pub(super) struct AcknowledgementGroupShared {
     pub(super) header: SignedShardHeader,
     pub(super) finality: FinalityProof,
+}
+
+impl AcknowledgementGroupShared {
+    /// Member `a`'s proof: its own acknowledgement and path with these parts, in place.
+    fn parts<'a>(&'a self, a: &'a GroupedAcknowledgement) -> AcknowledgementParts<'a> {
+        AcknowledgementParts {
+            acknowledgement: a.acknowledgement,
+            proof: &a.proof,
+            header: &self.header,
+            finality: &self.finality,
+        }
+    }
 }
 
 impl BatchItem {
@@ -605,9 +631,6 @@ impl urbis_ops::tagged::TagFirst for PacketBatchEntry {
             finality: Box<RawValue>,
             acknowledgements: Vec<Box<RawValue>>,
         }
-        fn read<T: serde::de::DeserializeOwned, E: Error>(raw: &RawValue) -> Result<T, E> {
-            serde_json::from_str(raw.get()).map_err(E::custom)
-        }
         // Each member is checked with its own copy of the shared parts: they are bounded.
         fn bounded<E: Error>(shared: usize) -> Result<(), E> {
             urbis_core::packet::check_group_shared(shared).map_err(E::custom)
@@ -663,6 +686,13 @@ impl PacketBatchEntry {
             BatchItem::Packet(shared.clone(), p)
         })
     }
+}
+
+/// One part of a group, kept as JSON while the group was read, read as `T`.
+pub(super) fn read<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+    raw: &serde_json::value::RawValue,
+) -> Result<T, E> {
+    serde_json::from_str(raw.get()).map_err(E::custom)
 }
 
 /// A group's members, each read on its own (one that does not read is refused alone) and made
@@ -1460,26 +1490,12 @@ fn check_item(
     let client = || app.client.read().map_err(|_| internal("light client lock poisoned"));
     match item {
         BatchItem::Whole(request) => check(app, request, cache),
-        BatchItem::Packet(shared, p) => {
-            let parts = urbis_core::packet::PacketParts {
-                sequence: p.sequence,
-                batch: &shared.batch,
-                batch_proof: &shared.batch_proof,
-                path: &p.path,
-                record: &p.record,
-                header: &shared.header,
-                finality: &shared.finality,
-            };
-            check_packet(app, &*client()?, parts, p.payload, cache)
+        BatchItem::Packet(shared, mut p) => {
+            let payload = p.payload.take();
+            check_packet(app, &*client()?, shared.parts(&p), payload, cache)
         }
         BatchItem::Acknowledgement(shared, a) => {
-            let parts = urbis_core::packet::AcknowledgementParts {
-                acknowledgement: a.acknowledgement,
-                proof: &a.proof,
-                header: &shared.header,
-                finality: &shared.finality,
-            };
-            check_acknowledgement(app, &*client()?, a.packet, parts, cache)
+            check_acknowledgement(app, &*client()?, a.packet, shared.parts(&a), cache)
         }
     }
 }
@@ -1488,7 +1504,7 @@ fn check_item(
 fn check_packet(
     app: &AppState,
     client: &urbis_core::light_client::LightClient,
-    proof: urbis_core::packet::PacketParts<'_>,
+    proof: PacketParts<'_>,
     payload: Option<CarriedPayload>,
     cache: &mut urbis_core::packet::ChainCache,
 ) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
@@ -1522,7 +1538,7 @@ fn check_acknowledgement(
     app: &AppState,
     client: &urbis_core::light_client::LightClient,
     packet: PacketId,
-    proof: urbis_core::packet::AcknowledgementParts<'_>,
+    proof: AcknowledgementParts<'_>,
     cache: &mut urbis_core::packet::ChainCache,
 ) -> ApiResult<(PacketOp, Option<StoredPayload>)> {
     // The receipt must name the record this city sent, not one a relay names.
