@@ -86,7 +86,7 @@ pub fn init(role: &'static str, to_stdout: bool) -> Telemetry {
                 .with_tracked_inactivity(false)
                 .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
         }))
-        .with((!exporting).then_some(Forwarding));
+        .with((!exporting).then(forwarding));
     let _ = if to_stdout {
         registry
             .with(fmt.event_format(format).with_writer(std::io::stdout).with_filter(filter))
@@ -296,6 +296,21 @@ fn forwarded(id: &tracing::span::Id, dispatch: &tracing::Dispatch) -> Option<Opt
 /// parent's extensions.
 struct Forwarding;
 
+/// [`Forwarding`] for the spans OpenTelemetry would see: info and above. Unfiltered, it would
+/// enable every callsite at every level for the whole subscriber, whatever `RUST_LOG` says:
+/// each trace-level span of the QUIC stack (one per datagram sent or received, one per frame)
+/// would be created and entered, and each debug event built, only for no layer to want them.
+fn forwarding<S>() -> tracing_subscriber::filter::Filtered<
+    Forwarding,
+    tracing_subscriber::filter::LevelFilter,
+    S,
+>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    Forwarding.with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+}
+
 impl<S> tracing_subscriber::Layer<S> for Forwarding
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -489,7 +504,7 @@ mod tests {
         let lines = Lines::default();
         let written = lines.clone();
         let format = WithTraceIds(tracing_subscriber::fmt::format().json());
-        let subscriber = tracing_subscriber::registry().with(Some(Forwarding)).with(
+        let subscriber = tracing_subscriber::registry().with(Some(forwarding())).with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                 .event_format(format)
@@ -526,5 +541,33 @@ mod tests {
         assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(lines[0].get("span_id").is_none(), "no span of this process is named");
         assert!(lines[1].get("trace_id").is_none());
+    }
+
+    /// Composed as `init` composes it without export, with a log quieter than info: the
+    /// subscriber's level hint is info, so a callsite below it (a trace span of the QUIC
+    /// stack, a debug event) is skipped where it stands, and an info span inside a debug span
+    /// still forwards its ancestor's context.
+    #[test]
+    fn without_export_spans_and_events_below_info_are_never_built() {
+        let quiet_log = |log: &str| {
+            tracing_subscriber::registry().with(Some(forwarding())).with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_filter(tracing_subscriber::EnvFilter::new(log)),
+            )
+        };
+        let hint = |log: &str| quiet_log(log).max_level_hint();
+        use tracing_subscriber::filter::LevelFilter;
+        assert_eq!(hint("warn"), Some(LevelFilter::INFO));
+        assert_eq!(hint("debug"), Some(LevelFilter::DEBUG), "a debug log enables debug");
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        tracing::subscriber::with_default(quiet_log("warn"), || {
+            let span = tracing::info_span!("deliver packet");
+            set_remote_parent(&span, given);
+            let child = span.in_scope(|| {
+                tracing::debug_span!("drive").in_scope(|| tracing::info_span!("receive packet"))
+            });
+            assert_eq!(traceparent(&child).as_deref(), Some(given));
+        });
     }
 }
