@@ -300,11 +300,8 @@ struct Forwarding;
 /// enable every callsite at every level for the whole subscriber, whatever `RUST_LOG` says:
 /// each trace-level span of the QUIC stack (one per datagram sent or received, one per frame)
 /// would be created and entered, and each debug event built, only for no layer to want them.
-fn forwarding<S>() -> tracing_subscriber::filter::Filtered<
-    Forwarding,
-    tracing_subscriber::filter::LevelFilter,
-    S,
->
+fn forwarding<S>()
+-> tracing_subscriber::filter::Filtered<Forwarding, tracing_subscriber::filter::LevelFilter, S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
