@@ -546,12 +546,16 @@ mod tests {
     /// still forwards its ancestor's context.
     #[test]
     fn without_export_spans_and_events_below_info_are_never_built() {
+        // `init` puts the OpenTelemetry layer first, absent without export.
         let quiet_log = |log: &str| {
-            tracing_subscriber::registry().with(Some(forwarding())).with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::sink)
-                    .with_filter(tracing_subscriber::EnvFilter::new(log)),
-            )
+            tracing_subscriber::registry()
+                .with(None::<tracing_subscriber::layer::Identity>)
+                .with(Some(forwarding()))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::sink)
+                        .with_filter(tracing_subscriber::EnvFilter::new(log)),
+                )
         };
         let hint = |log: &str| quiet_log(log).max_level_hint();
         use tracing_subscriber::filter::LevelFilter;
