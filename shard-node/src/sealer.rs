@@ -932,7 +932,8 @@ fn prepare(
                     .collect();
                 let (roots, batch) =
                     tree.batch_put_value_sets(vec![set], None, next).map_err(|e| e.to_string())?;
-                (roots[0], batch)
+                let root = roots.first().copied().ok_or("the state tree gave no root")?;
+                (root, batch)
             } else {
                 let set = writes.iter().map(|(k, v)| (KeyHash(k.key_hash().0), v.clone()));
                 tree.put_value_set(set, next).map_err(|e| e.to_string())?
