@@ -504,7 +504,10 @@ pub fn start(
             let mut state = SealState { tip, history, hot: RefCell::new(HotState::new()) };
             let mut fatal = false;
             while let Some(first) = rx.blocking_recv() {
-                let mut batch = vec![first];
+                // Sized for what is queued: grown by doubling, a block's thousands of
+                // submissions would be copied again and again into freshly touched memory.
+                let mut batch = Vec::with_capacity(1 + rx.len());
+                batch.push(first);
                 let mut records = batch[0].weight();
                 let mut bytes = batch[0].bytes;
                 while records < parts.limits.records_max && bytes < parts.limits.bytes_max {
@@ -521,7 +524,7 @@ pub fn start(
                 let mut carry = Vec::new();
                 let mut count = 0;
                 let mut size = 0;
-                let mut kept = Vec::new();
+                let mut kept = Vec::with_capacity(batch.len());
                 for s in batch {
                     if !kept.is_empty()
                         && (count + s.weight() > parts.limits.records_max
@@ -815,7 +818,7 @@ fn prepare(
     }
     let mut watch = Stopwatch::start();
     let started = Stopwatch::start();
-    let mut accepted: Vec<(Submission, Placed)> = Vec::new();
+    let mut accepted: Vec<(Submission, Placed)> = Vec::with_capacity(batch.len());
     let mut acks: Vec<Option<urbis_core::packet::Acknowledgement>> = Vec::new();
     let mut seen_keys: Vec<(String, String)> = Vec::new();
     for s in batch {
