@@ -506,7 +506,7 @@ pub fn start(
             while let Some(first) = rx.blocking_recv() {
                 // Sized for what is queued: grown by doubling, a block's thousands of
                 // submissions would be copied again and again into freshly touched memory.
-                let mut batch = Vec::with_capacity(1 + rx.len());
+                let mut batch = Vec::with_capacity(1 + rx.len().min(parts.limits.records_max));
                 batch.push(first);
                 let mut records = batch[0].weight();
                 let mut bytes = batch[0].bytes;
@@ -928,18 +928,20 @@ fn prepare(
             // key's path is hashed again for every key below it. Both give the same tree
             // (`batched_insertion_matches_sequential_insertion`); only the sequential pass
             // deletes.
-            let (root, batch) = if writes.iter().all(|(_, v)| v.is_some()) {
-                let set: Vec<_> = writes
-                    .iter()
-                    .filter_map(|(k, v)| Some((KeyHash(k.key_hash().0), v.clone()?)))
-                    .collect();
-                let (roots, batch) =
-                    tree.batch_put_value_sets(vec![set], None, next).map_err(|e| e.to_string())?;
-                let root = roots.first().copied().ok_or("the state tree gave no root")?;
-                (root, batch)
-            } else {
-                let set = writes.iter().map(|(k, v)| (KeyHash(k.key_hash().0), v.clone()));
-                tree.put_value_set(set, next).map_err(|e| e.to_string())?
+            let inserts: Option<Vec<(KeyHash, OwnedValue)>> =
+                writes.iter().map(|(k, v)| Some((KeyHash(k.key_hash().0), v.clone()?))).collect();
+            let (root, batch) = match inserts {
+                Some(set) => {
+                    let (roots, batch) = tree
+                        .batch_put_value_sets(vec![set], None, next)
+                        .map_err(|e| e.to_string())?;
+                    let root = roots.first().copied().ok_or("the state tree gave no root")?;
+                    (root, batch)
+                }
+                None => {
+                    let set = writes.iter().map(|(k, v)| (KeyHash(k.key_hash().0), v.clone()));
+                    tree.put_value_set(set, next).map_err(|e| e.to_string())?
+                }
             };
             // Nothing after this point fails: the block becomes the tip (or sealing stops).
             state.hot.borrow_mut().apply(&batch);
@@ -1277,47 +1279,91 @@ mod tests {
         }
     }
 
-    /// A block's writes inserted in one batch give the sequential insertion's root, nodes and
-    /// stale nodes, version after version, from the empty tree on (inserts, updates and
-    /// unchanged rewrites; a block with a deletion takes the sequential path).
+    /// A block's writes inserted in one batch (read through a hot state, as the sealer reads)
+    /// give the sequential insertion's root, nodes and stale nodes (read from the store alone),
+    /// version after version: from an empty tree and from a single leaf, in trees of a few keys
+    /// and of thousands, through inserts, updates and unchanged rewrites, with blocks that
+    /// delete (which take the sequential pass) in between, one of them emptying the tree.
     #[test]
     fn batched_insertion_matches_sequential_insertion() {
-        let mut memory = Memory::default();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let key = |n: u64| KeyHash(*blake3::hash(&n.to_le_bytes()).as_bytes());
-        for version in 0..200u64 {
-            let mut set = BTreeMap::new();
-            for _ in 0..1 + next() % 300 {
-                // Values from a small domain: many writes rewrite a key's value unchanged.
-                set.insert(key(next() % 5_000), (next() % 4).to_le_bytes().to_vec());
-            }
-            let tree = JellyfishMerkleTree::<_, StateHasher>::new(&memory);
-            let (roots, batched) = tree
-                .batch_put_value_sets(vec![set.clone().into_iter().collect()], None, version)
-                .unwrap();
-            let (root, sequential) = tree
-                .put_value_set(set.iter().map(|(k, v)| (*k, Some(v.clone()))), version)
-                .unwrap();
-            assert_eq!(roots[0], root, "version {version}");
-            assert_eq!(batched.node_batch, sequential.node_batch, "version {version}");
-            let stale = |b: &jmt::storage::TreeUpdateBatch| {
-                let mut s: Vec<_> =
-                    b.stale_node_index_batch.iter().map(|i| i.node_key.clone()).collect();
-                s.sort();
-                s
+        let stale = |b: &jmt::storage::TreeUpdateBatch| {
+            let mut s: Vec<_> =
+                b.stale_node_index_batch.iter().map(|i| i.node_key.clone()).collect();
+            s.sort();
+            s
+        };
+        // (seed, distinct keys, most writes in a block, versions)
+        for (seed, keys, widest, versions) in
+            [(0x9e37_79b9_7f4a_7c15u64, 5_000, 300, 120u64), (7, 16, 6, 200), (11, 64, 40, 200)]
+        {
+            let hot = RefCell::new(HotState::with_limits(64, 32));
+            let mut memory = Memory::default();
+            let mut present = std::collections::BTreeSet::new();
+            let mut seed = seed;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
             };
-            assert_eq!(stale(&batched), stale(&sequential), "version {version}");
-            for (k, n) in batched.node_batch.nodes() {
-                memory.nodes.insert(k.clone(), n.clone());
-            }
-            for ((v, k), value) in batched.node_batch.values() {
-                memory.values.insert((*k, *v), value.clone());
+            for version in 0..versions {
+                let mut set: BTreeMap<KeyHash, Option<OwnedValue>> = BTreeMap::new();
+                if version == versions / 2 {
+                    // Every key deleted: the next block starts from an empty tree again.
+                    set.extend(present.iter().map(|k| (*k, None)));
+                } else {
+                    // The first block writes one key: the next finds a single leaf as root.
+                    let writes = if version == 0 { 1 } else { 1 + next() % widest };
+                    let deleting = version % 8 == 5;
+                    for _ in 0..writes {
+                        let k = key(next() % keys);
+                        // Values from a small domain: many writes rewrite a value unchanged.
+                        let v = (!deleting || next() % 2 == 0)
+                            .then(|| (next() % 4).to_le_bytes().to_vec());
+                        set.insert(k, v);
+                    }
+                }
+                let through = Through { memory: &memory, hot: &hot };
+                let plain = JellyfishMerkleTree::<_, StateHasher>::new(&memory);
+                let (root, update) = match set
+                    .iter()
+                    .map(|(k, v)| Some((*k, v.clone()?)))
+                    .collect::<Option<Vec<_>>>()
+                {
+                    Some(inserts) => {
+                        let (roots, batched) = JellyfishMerkleTree::<_, StateHasher>::new(&through)
+                            .batch_put_value_sets(vec![inserts], None, version)
+                            .unwrap();
+                        let (root, sequential) = plain.put_value_set(set.clone(), version).unwrap();
+                        assert_eq!(roots, vec![root], "seed {seed}, version {version}");
+                        assert_eq!(batched.node_batch, sequential.node_batch, "version {version}");
+                        assert_eq!(stale(&batched), stale(&sequential), "version {version}");
+                        (root, batched)
+                    }
+                    None => JellyfishMerkleTree::<_, StateHasher>::new(&through)
+                        .put_value_set(set.clone(), version)
+                        .unwrap(),
+                };
+                hot.borrow_mut().apply(&update);
+                for (k, n) in update.node_batch.nodes() {
+                    memory.nodes.insert(k.clone(), n.clone());
+                }
+                for ((v, k), value) in update.node_batch.values() {
+                    memory.values.insert((*k, *v), value.clone());
+                }
+                for (k, v) in &set {
+                    if v.is_some() {
+                        present.insert(*k);
+                    } else {
+                        present.remove(k);
+                    }
+                }
+                let reread = JellyfishMerkleTree::<_, StateHasher>::new(&memory);
+                assert_eq!(reread.get_root_hash(version).unwrap(), root, "version {version}");
+                for (k, v) in &set {
+                    assert_eq!(&reread.get(*k, version).unwrap(), v, "version {version}");
+                }
             }
         }
     }
